@@ -1,0 +1,127 @@
+/**
+ * A vehicle node: joins the fleet, gets the shards it hosts (from its own
+ * store, or peer to peer by CID, hash-verified), serves them over the infer
+ * protocol, publishes a provider record per shard and heartbeats its capacity.
+ */
+import { readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { CapacityAdvertiser } from './capacity/advertiser.ts'
+import { createHost, hostAddrs, loadOrCreateKey } from './host.ts'
+import type { Host } from './host.ts'
+import { cidOf, isCid } from './models/cid.ts'
+import { decodeManifest } from './models/manifest.ts'
+import type { Manifest } from './models/manifest.ts'
+import { ShardExchange } from './models/shard-exchange.ts'
+import { ShardStore } from './models/shard-store.ts'
+import { StageServer } from './runtime/stage-server.ts'
+import { DEFAULT_FLEET } from '../protocols/ids.ts'
+
+export interface HostedModel {
+  /** Manifest CID, or a manifest.json path (its stage-<i>.onnx files beside it are imported). */
+  model: string
+  /** Stage indexes to serve. @default all */
+  stages?: number[]
+}
+
+export type AgentEvent =
+  | { type: 'listening', peer: string, addrs: string[] }
+  | { type: 'shard', manifest: string, stage: number, cid: string, source: 'local' | 'peer', bytes: number, ms: number }
+  | { type: 'serving', manifest: string, name: string, stage: number }
+  | { type: 'error', message: string }
+
+export interface AgentInit {
+  bootstrap: string[]
+  /** Identity and shard store live here. */
+  dataDir: string
+  fleet?: string
+  listen?: string[]
+  models?: HostedModel[]
+  heartbeatMs?: number
+  intraOpThreads?: number
+  onEvent?: (e: AgentEvent) => void
+}
+
+export class VehicleAgent {
+  readonly host: Host
+  readonly store: ShardStore
+  readonly exchange: ShardExchange
+  readonly stages: StageServer
+  readonly advertiser: CapacityAdvertiser
+  private readonly emit: (e: AgentEvent) => void
+
+  private constructor (host: Host, store: ShardStore, init: AgentInit) {
+    this.host = host
+    this.store = store
+    this.exchange = new ShardExchange(host, store)
+    this.stages = new StageServer(host, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
+    this.advertiser = new CapacityAdvertiser(host, this.stages, {
+      fleet: init.fleet ?? DEFAULT_FLEET,
+      ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
+    })
+    this.emit = init.onEvent ?? (() => {})
+  }
+
+  static async start (init: AgentInit): Promise<VehicleAgent> {
+    const privateKey = await loadOrCreateKey(join(init.dataDir, 'peer.key'))
+    const host = await createHost({
+      privateKey,
+      bootstrap: init.bootstrap,
+      ...(init.fleet !== undefined ? { fleet: init.fleet } : {}),
+      ...(init.listen !== undefined ? { listen: init.listen } : {})
+    })
+    const store = await new ShardStore(join(init.dataDir, 'shards')).init()
+    const agent = new VehicleAgent(host, store, init)
+    await agent.exchange.start()
+    await agent.stages.start()
+    agent.advertiser.start()
+    agent.emit({ type: 'listening', peer: host.peerId.toString(), addrs: hostAddrs(host) })
+    for (const m of init.models ?? []) await agent.hostModel(m)
+    return agent
+  }
+
+  get peerId (): string { return this.host.peerId.toString() }
+
+  /** Gets a model's manifest and shards and starts serving the chosen stages. */
+  async hostModel (m: HostedModel): Promise<void> {
+    let manifestCid: string
+    let manifest: Manifest
+    if (isCid(m.model)) {
+      manifestCid = m.model
+      manifest = decodeManifest(await this.exchange.get(manifestCid, { signal: AbortSignal.timeout(30_000) }))
+    } else {
+      const bytes = await readFile(m.model)
+      manifest = decodeManifest(bytes)
+      manifestCid = await this.store.put(bytes)
+      for (const s of manifest.stages) {
+        const file = join(dirname(m.model), `stage-${s.index}.onnx`)
+        const shard = await readFile(file).catch(() => undefined)
+        if (shard !== undefined && (m.stages ?? manifest.stages.map(x => x.index)).includes(s.index)) {
+          if (cidOf(shard) !== s.cid) throw new Error(`${file} does not match the manifest (CID ${cidOf(shard)}, manifest says ${s.cid})`)
+          await this.store.put(shard, s.cid)
+        }
+      }
+    }
+    const wanted = m.stages ?? manifest.stages.map(s => s.index)
+    for (const i of wanted) {
+      const entry = manifest.stages[i]
+      if (entry === undefined) throw new RangeError(`model ${manifest.name} has no stage ${i} (it has ${manifest.stages.length})`)
+      const t0 = performance.now()
+      const local = await this.store.get(entry.cid)
+      const shard = local ?? await this.exchange.get(entry.cid, { signal: AbortSignal.timeout(60_000) })
+      this.emit({ type: 'shard', manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 })
+      await this.stages.serve(manifestCid, manifest, i, shard)
+      await this.advertiser.provide(entry.cid)
+      this.emit({ type: 'serving', manifest: manifestCid, name: manifest.name, stage: i })
+    }
+    await this.advertiser.provide(manifestCid)
+    await this.advertiser.beat()
+  }
+
+  async stop (): Promise<void> {
+    this.stages.accepting = false
+    await this.advertiser.stop()
+    await this.stages.stop()
+    await this.exchange.stop()
+    await this.host.stop()
+  }
+}

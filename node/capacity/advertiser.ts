@@ -1,0 +1,89 @@
+/**
+ * Advertises what this node offers: a provider record in the DHT for every
+ * shard (and manifest) it holds, and a signed heartbeat on the fleet's
+ * capacity topic every few seconds (eligible, load, stages served, measured
+ * speed). On stop it publishes a last heartbeat with `leaving: true`.
+ */
+import type { Logger } from '@libp2p/interface'
+import { parseCid } from '../models/cid.ts'
+import type { Host } from '../host.ts'
+import { hostAddrs } from '../host.ts'
+import type { StageServer } from '../runtime/stage-server.ts'
+import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
+import { encodeHeartbeat } from '../../protocols/capacity.ts'
+import type { Heartbeat } from '../../protocols/capacity.ts'
+
+export interface AdvertiserInit {
+  fleet: string
+  /** Heartbeat period. @default 2000 */
+  heartbeatMs?: number
+  /** Items this node takes at once. @default 4 */
+  slots?: number
+}
+
+export const DEFAULT_HEARTBEAT_MS = 2000
+
+export class CapacityAdvertiser {
+  private readonly host: Host
+  private readonly stages: StageServer
+  private readonly init: AdvertiserInit
+  private readonly log: Logger
+  private timer?: ReturnType<typeof setInterval>
+  private seq = 0
+  private readonly provided = new Set<string>()
+
+  constructor (host: Host, stages: StageServer, init: AdvertiserInit) {
+    this.host = host
+    this.stages = stages
+    this.init = init
+    this.log = host.logger.forComponent('fleetmesh:advertiser')
+  }
+
+  start (): void {
+    // subscribing makes this node part of the topics' mesh, so it relays too
+    this.host.services.pubsub.subscribe(capacityTopic(this.init.fleet))
+    this.host.services.pubsub.subscribe(jobsTopic(this.init.fleet))
+    this.timer = setInterval(() => { void this.beat() }, this.init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
+    this.timer.unref()
+    void this.beat()
+  }
+
+  heartbeat (leaving = false): Heartbeat {
+    const load = this.stages.load()
+    const slots = this.init.slots ?? 4
+    return {
+      v: 1,
+      ts: Date.now(),
+      seq: ++this.seq,
+      eligible: this.stages.accepting && !leaving,
+      load,
+      slots: Math.max(0, slots - load),
+      stages: this.stages.served(),
+      models: this.stages.models(),
+      addrs: hostAddrs(this.host).map(a => a.replace(/\/p2p\/[^/]+$/, '')),
+      ...(leaving ? { leaving: true } : {})
+    }
+  }
+
+  /** Publishes one heartbeat now. */
+  async beat (leaving = false): Promise<void> {
+    try {
+      await this.host.services.pubsub.publish(capacityTopic(this.init.fleet), encodeHeartbeat(this.heartbeat(leaving)))
+    } catch (err) {
+      this.log('heartbeat not published: %e', err)
+    }
+  }
+
+  /** Publishes a provider record for `cid` (once per CID). */
+  async provide (cid: string, signal?: AbortSignal): Promise<void> {
+    if (this.provided.has(cid)) return
+    await this.host.contentRouting.provide(parseCid(cid), { signal: signal ?? AbortSignal.timeout(30_000) })
+    this.provided.add(cid)
+  }
+
+  async stop (): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+    await this.beat(true)
+  }
+}

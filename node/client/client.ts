@@ -1,0 +1,264 @@
+/**
+ * The fleetmesh client: joins the fleet as an ordinary peer, resolves a model
+ * to its manifest, finds stage holders through the DHT (filtered by fresh
+ * capacity heartbeats), picks a route and runs the job as a pipeline. If a hop
+ * fails, it bans that peer and replays the failed stage's input on another.
+ */
+import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import type { Logger, PrivateKey } from '@libp2p/interface'
+import { FleetDirectory } from '../capacity/directory.ts'
+import { createHost } from '../host.ts'
+import type { Host } from '../host.ts'
+import { isCid } from '../models/cid.ts'
+import { decodeManifest } from '../models/manifest.ts'
+import type { Manifest } from '../models/manifest.ts'
+import { MemoryStore } from '../models/shard-store.ts'
+import type { BlobStore } from '../models/shard-store.ts'
+import { ShardExchange } from '../models/shard-exchange.ts'
+import type { Provider } from '../models/shard-exchange.ts'
+import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
+import { checkStageInputs } from '../runtime/stage-server.ts'
+import { BanList, NoRouteError, chooseRoute } from '../scheduler/router.ts'
+import type { Candidate } from '../scheduler/router.ts'
+import { DEFAULT_FLEET } from '../../protocols/ids.ts'
+import { FrameKind, InferErrorCode, isRetryable, parseErrorHeader, parseResultHeader, requestFrame } from '../../protocols/infer.ts'
+import type { HopTiming } from '../../protocols/infer.ts'
+import { RemoteError } from '../../protocols/errors.ts'
+import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+
+export interface ClientInit {
+  /** Bootstrap multiaddrs (with /p2p/<id>). */
+  bootstrap: string[]
+  /** @default 'dev' */
+  fleet?: string
+  /** @default ['/ip4/127.0.0.1/tcp/0'] */
+  listen?: string[]
+  privateKey?: PrivateKey
+  /** Reuse an existing host instead of creating one. */
+  host?: Host
+  /** Where fetched manifests are kept. @default in memory */
+  store?: BlobStore
+  /** How long DHT provider answers are reused. @default 15000 */
+  providerCacheMs?: number
+}
+
+export interface InferOptions {
+  signal?: AbortSignal
+  /** Attempts (first try plus re-routes). @default 6 */
+  maxAttempts?: number
+  /** Whole-job deadline. @default 60000 */
+  timeoutMs?: number
+}
+
+export interface InferResult {
+  manifest: string
+  outputs: Tensor[]
+  /** Peer ids, one per stage, in order. */
+  route: string[]
+  hops: HopTiming[]
+  ms: number
+  attempts: number
+}
+
+export interface ResolvedModel { cid: string, manifest: Manifest }
+
+/** The job failed for good; `code` is the last error's code. */
+export class InferenceError extends Error {
+  readonly name = 'InferenceError'
+  readonly code: string
+  readonly stage: number | undefined
+  constructor (code: string, message: string, stage?: number, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+    this.stage = stage
+  }
+}
+
+export class ModelNotFoundError extends Error {
+  readonly name = 'ModelNotFoundError'
+  readonly code = 'ERR_MODEL_NOT_FOUND'
+}
+
+export class FleetClient {
+  readonly host: Host
+  readonly directory: FleetDirectory
+  readonly exchange: ShardExchange
+  private readonly ownsHost: boolean
+  private readonly log: Logger
+  private readonly bans = new BanList()
+  private readonly inflight = new Map<string, number>()
+  private readonly providerCache = new Map<string, { at: number, providers: Provider[] }>()
+  private readonly manifests = new Map<string, Manifest>()
+  private readonly providerCacheMs: number
+
+  private constructor (host: Host, ownsHost: boolean, init: ClientInit) {
+    this.host = host
+    this.ownsHost = ownsHost
+    this.log = host.logger.forComponent('fleetmesh:client')
+    this.directory = new FleetDirectory(host, { fleet: init.fleet ?? DEFAULT_FLEET })
+    this.exchange = new ShardExchange(host, init.store ?? new MemoryStore())
+    this.providerCacheMs = init.providerCacheMs ?? 15_000
+  }
+
+  static async connect (init: ClientInit): Promise<FleetClient> {
+    const host = init.host ?? await createHost({
+      bootstrap: init.bootstrap,
+      ...(init.fleet !== undefined ? { fleet: init.fleet } : {}),
+      ...(init.listen !== undefined ? { listen: init.listen } : {}),
+      ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {})
+    })
+    const client = new FleetClient(host, init.host === undefined, init)
+    client.directory.start()
+    await client.exchange.start()
+    return client
+  }
+
+  get peerId (): string { return this.host.peerId.toString() }
+
+  /**
+   * A model by manifest CID, manifest file path, or name (as announced in
+   * capacity heartbeats; waits up to `waitMs` to hear of it).
+   */
+  async resolve (model: string, waitMs = 10_000): Promise<ResolvedModel> {
+    if (isCid(model)) {
+      const cached = this.manifests.get(model)
+      if (cached !== undefined) return { cid: model, manifest: cached }
+      const bytes = await this.exchange.get(model, { signal: AbortSignal.timeout(waitMs) })
+      const manifest = decodeManifest(bytes)
+      this.manifests.set(model, manifest)
+      return { cid: model, manifest }
+    }
+    if (model.endsWith('.json')) {
+      const bytes = await readFile(model)
+      const manifest = decodeManifest(bytes)
+      const cid = await this.exchange.store.put(bytes)
+      this.manifests.set(cid, manifest)
+      return { cid, manifest }
+    }
+    try {
+      await this.directory.waitFor(() => this.directory.models().has(model), waitMs, `a vehicle serving model "${model}"`)
+    } catch {
+      const known = [...this.directory.models().keys()]
+      throw new ModelNotFoundError(`model "${model}" is not served by any vehicle heard from${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
+    }
+    return await this.resolve(this.directory.models().get(model)!, waitMs)
+  }
+
+  /** DHT providers of a stage's shard (cached briefly). */
+  private async providers (cid: string, refresh = false): Promise<Provider[]> {
+    const hit = this.providerCache.get(cid)
+    if (!refresh && hit !== undefined && Date.now() - hit.at < this.providerCacheMs) return hit.providers
+    const providers = await this.exchange.findProviders(cid, { signal: AbortSignal.timeout(5_000), max: 20 })
+    this.providerCache.set(cid, { at: Date.now(), providers })
+    return providers
+  }
+
+  /**
+   * Candidates for one stage: DHT providers of its shard whose latest
+   * heartbeat is fresh, eligible and lists the stage; banned peers left out.
+   */
+  async candidates (m: ResolvedModel, stage: number): Promise<Candidate[]> {
+    const cid = m.manifest.stages[stage].cid
+    for (const refresh of [false, true]) {
+      const providers = await this.providers(cid, refresh)
+      const live = new Map(this.directory.servers(m.cid, stage).map(s => [s.peer, s]))
+      const out: Candidate[] = []
+      for (const p of providers) {
+        const id = p.id.toString()
+        const s = live.get(id)
+        if (s === undefined || this.bans.isBanned(id)) continue
+        out.push({ peer: id, addrs: s.addrs.length > 0 ? s.addrs : p.addrs, load: s.load + (this.inflight.get(id) ?? 0), msPerItem: s.msPerItem })
+      }
+      if (out.length > 0) return out
+    }
+    return []
+  }
+
+  /** Runs one job through the mesh. */
+  async infer (model: string | ResolvedModel, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
+    const m = typeof model === 'string' ? await this.resolve(model) : model
+    checkStageInputs(m.manifest.inputs, inputs)
+    const K = m.manifest.stages.length
+    const job = randomUUID()
+    const t0 = performance.now()
+    const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
+    const maxAttempts = opts.maxAttempts ?? 6
+    let stage = 0
+    let tensors = inputs
+    const hops: HopTiming[] = []
+    let lastError: Error | undefined
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      opts.signal?.throwIfAborted()
+      if (Date.now() > deadline) break
+      const cands: Candidate[][] = []
+      for (let s = stage; s < K; s++) cands.push(await this.candidates(m, s))
+      let route: Candidate[]
+      try {
+        route = chooseRoute(cands, {
+          stageMs: m.manifest.stages.map(s => Math.max(1, s.share * 30)),
+          handOffBytes: m.manifest.stages.map(s => s.handOffBytes)
+        }, stage)
+      } catch (err) {
+        if (err instanceof NoRouteError && attempt < maxAttempts) {
+          // capacity may be on its way (a heartbeat, a replacement); wait a little
+          lastError = err
+          await new Promise(resolve => setTimeout(resolve, 500 * attempt))
+          continue
+        }
+        throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
+      }
+      for (const c of route) this.inflight.set(c.peer, (this.inflight.get(c.peer) ?? 0) + 1)
+      const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, deadline - Date.now())), ...(opts.signal !== undefined ? [opts.signal] : [])])
+      let answer
+      try {
+        answer = await callHop(this.host, { peer: route[0].peer, addrs: route[0].addrs }, requestFrame({
+          job, manifest: m.cid, stage, deadline, route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs }))
+        }, tensors), { signal })
+      } catch (err) {
+        opts.signal?.throwIfAborted()
+        lastError = err as Error
+        if (err instanceof HopUnreachableError) this.bans.ban(route[0].peer)
+        this.log('job %s attempt %d: %e', job, attempt, err)
+        continue
+      } finally {
+        for (const c of route) this.inflight.set(c.peer, (this.inflight.get(c.peer) ?? 1) - 1)
+      }
+      if (answer.kind === FrameKind.RESULT) {
+        const h = parseResultHeader(answer.header)
+        hops.push(...h.hops)
+        for (const hop of h.hops) this.bans.clear(hop.peer)
+        const byStage = new Map(hops.map(x => [x.stage, x.peer]))
+        return {
+          manifest: m.cid,
+          outputs: answer.tensors,
+          route: Array.from({ length: K }, (_, i) => byStage.get(i) ?? ''),
+          hops,
+          ms: performance.now() - t0,
+          attempts: attempt
+        }
+      }
+      if (answer.kind !== FrameKind.ERROR) { lastError = new Error(`unexpected frame kind ${answer.kind}`); continue }
+      const h = parseErrorHeader(answer.header)
+      lastError = new RemoteError(h.code, `stage ${h.stage} on ${h.peer.slice(-8)}: ${h.message}`, h.peer)
+      if (!isRetryable(h.code)) throw new InferenceError(h.code, lastError.message, h.stage)
+      if (h.code !== InferErrorCode.BUSY) this.bans.ban(h.peer)
+      // keep the work done before the failed stage; replay that stage's input
+      const done = h.hops.filter(x => x.stage < h.stage)
+      if (h.stage > stage && answer.tensors.length > 0) {
+        hops.push(...done)
+        stage = h.stage
+        tensors = answer.tensors
+      }
+      this.log('job %s attempt %d failed at stage %d (%s), re-routing', job, attempt, h.stage, h.code)
+    }
+    throw new InferenceError((lastError as RemoteError | undefined)?.code ?? 'ERR_FAILED', `job failed after ${maxAttempts} attempts: ${lastError?.message ?? 'deadline passed'}`, stage, { cause: lastError })
+  }
+
+  async close (): Promise<void> {
+    this.directory.stop()
+    await this.exchange.stop()
+    if (this.ownsHost) await this.host.stop()
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * The stage server: runs the shards this node holds for `/fleetmesh/infer/1.0.0`.
+ *
+ * For each request it validates the frame and its tensors against the stage's
+ * specs, runs the stage (one run at a time per session, so threads never
+ * exceed what was budgeted), forwards the hand-off tensors to the next hop of
+ * the route and relays the answer back to its caller. A bad frame gets an
+ * ERROR frame and closes that stream only.
+ */
+import type { Logger, Stream } from '@libp2p/interface'
+import { callHop, HopUnreachableError } from './hop-call.ts'
+import type { Host } from '../host.ts'
+import { createSession, runSession } from '../models/ort.ts'
+import type { ort } from '../models/ort.ts'
+import type { Manifest, StageEntry } from '../models/manifest.ts'
+import type { TensorSpec } from '../models/partition.ts'
+import { FrameTooLargeError, MalformedFrameError } from '../../protocols/errors.ts'
+import { INFER_PROTOCOL } from '../../protocols/ids.ts'
+import { FrameKind, InferErrorCode, errorFrame, parseErrorHeader, parseRequestHeader, parseResultHeader, requestFrame, resultFrame } from '../../protocols/infer.ts'
+import type { HopTiming, InferErrorHeader, InferRequestHeader } from '../../protocols/infer.ts'
+import { frameStream } from '../../protocols/framing.ts'
+import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { ServedStage } from '../../protocols/capacity.ts'
+
+export interface StageServerInit {
+  /** Threads per session. @default 1 */
+  intraOpThreads?: number
+  /** Items queued per stage before answering BUSY. @default 32 */
+  maxQueue?: number
+  /** Concurrent inbound infer streams. @default 64 */
+  maxInboundStreams?: number
+}
+
+interface Loaded {
+  manifestCid: string
+  manifest: Manifest
+  entry: StageEntry
+  session: ort.InferenceSession
+  tail: Promise<unknown>
+  queued: number
+  msPerItem: number
+  runs: number
+}
+
+/** Checks that `tensors` hold every input the stage needs, with the right dtype and rank. */
+export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[]): Tensor[] {
+  return specs.map(spec => {
+    const t = tensors.find(x => x.name === spec.name)
+    if (t === undefined) throw new MalformedFrameError(`tensors.${spec.name}`, `missing; the stage needs ${specs.map(s => s.name).join(', ')}`)
+    if (t.dtype !== spec.dtype) throw new MalformedFrameError(`tensors.${spec.name}.dtype`, `is ${t.dtype}, the stage needs ${spec.dtype}`)
+    if (t.dims.length !== spec.shape.length) throw new MalformedFrameError(`tensors.${spec.name}.dims`, `has rank ${t.dims.length}, the stage needs ${spec.shape.length}`)
+    spec.shape.forEach((d, i) => {
+      if (d !== null && t.dims[i] !== d) throw new MalformedFrameError(`tensors.${spec.name}.dims[${i}]`, `is ${t.dims[i]}, the stage needs ${d}`)
+    })
+    return t
+  })
+}
+
+export class StageServer {
+  private readonly host: Host
+  private readonly init: StageServerInit
+  private readonly log: Logger
+  private readonly stages = new Map<string, Loaded>()
+  private started = false
+  /** When false, new requests are refused with DEPARTING. */
+  accepting = true
+  /** Called after each completed run (for metrics and the heartbeat). */
+  onRun?: (info: { manifest: string, stage: number, ms: number }) => void
+
+  constructor (host: Host, init: StageServerInit = {}) {
+    this.host = host
+    this.init = init
+    this.log = host.logger.forComponent('fleetmesh:stage')
+  }
+
+  private key (manifestCid: string, stage: number): string { return `${manifestCid}/${stage}` }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    await this.host.handle(INFER_PROTOCOL, (stream) => { void this.handle(stream) }, {
+      maxInboundStreams: this.init.maxInboundStreams ?? 64,
+      maxOutboundStreams: this.init.maxInboundStreams ?? 64
+    })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    if (this.started) await this.host.unhandle(INFER_PROTOCOL)
+    this.started = false
+    for (const s of this.stages.values()) await s.tail.catch(() => {})
+    for (const s of this.stages.values()) await s.session.release().catch(() => {})
+    this.stages.clear()
+  }
+
+  /** Loads a stage's shard into an onnxruntime session and starts serving it. */
+  async serve (manifestCid: string, manifest: Manifest, stage: number, shard: Uint8Array): Promise<void> {
+    const entry = manifest.stages[stage]
+    if (entry === undefined) throw new RangeError(`manifest ${manifestCid} has no stage ${stage}`)
+    const session = await createSession(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
+    this.stages.set(this.key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, msPerItem: 0, runs: 0 })
+    this.log('serving %s stage %d', manifest.name, stage)
+  }
+
+  /** What this node serves, for heartbeats. */
+  served (): ServedStage[] {
+    return [...this.stages.values()].map(s => ({ manifest: s.manifestCid, stage: s.entry.index, cid: s.entry.cid, msPerItem: Math.round(s.msPerItem * 100) / 100 }))
+  }
+
+  /** Model names served, name -> manifest CID. */
+  models (): Record<string, string> {
+    const out: Record<string, string> = {}
+    for (const s of this.stages.values()) out[s.manifest.name] = s.manifestCid
+    return out
+  }
+
+  /** Items running or queued. */
+  load (): number {
+    let n = 0
+    for (const s of this.stages.values()) n += s.queued
+    return n
+  }
+
+  /** Runs one stage locally (queued behind the session's other runs). */
+  async run (manifestCid: string, stage: number, inputs: Tensor[]): Promise<{ outputs: Tensor[], ms: number }> {
+    const s = this.stages.get(this.key(manifestCid, stage))
+    if (s === undefined) throw new Error(`not serving ${manifestCid} stage ${stage}`)
+    const feeds = checkStageInputs(s.entry.inputs, inputs)
+    s.queued++
+    const job = s.tail.then(async () => {
+      const t0 = performance.now()
+      const out = await runSession(s.session, feeds)
+      return { out, ms: performance.now() - t0 }
+    })
+    s.tail = job.catch(() => {})
+    try {
+      const { out, ms } = await job
+      s.msPerItem = s.runs === 0 ? ms : s.msPerItem * 0.8 + ms * 0.2
+      s.runs++
+      this.onRun?.({ manifest: manifestCid, stage, ms })
+      // hand on what the next stage needs: produced here or passed through
+      const pool = new Map<string, Tensor>()
+      for (const t of inputs) pool.set(t.name, t)
+      for (const t of out) pool.set(t.name, t)
+      const outputs = s.entry.outputs.map(o => {
+        const t = pool.get(o.name)
+        if (t === undefined) throw new Error(`stage ${stage} did not produce ${o.name}`)
+        return t
+      })
+      return { outputs, ms }
+    } finally {
+      s.queued--
+    }
+  }
+
+  /** The protocol handler (public so unit tests can call it on a stream). */
+  async handle (stream: Stream): Promise<void> {
+    const fs = frameStream(stream)
+    const me = this.host.peerId.toString()
+    let req: InferRequestHeader | undefined
+    const fail = async (code: InferErrorHeader['code'], message: string, stage: number, peer: string, hops: HopTiming[] = [], tensors: Tensor[] = []): Promise<void> => {
+      await fs.write(errorFrame({ job: req?.job ?? '', code, message, stage, peer, hops }, tensors), { signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
+      await stream.close()
+    }
+    try {
+      let frame
+      try {
+        frame = await fs.read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
+        if (frame.kind !== FrameKind.REQUEST) throw new MalformedFrameError('kind', `expected REQUEST (${FrameKind.REQUEST}), got ${frame.kind}`)
+        req = parseRequestHeader(frame.header)
+      } catch (err) {
+        if (err instanceof MalformedFrameError || err instanceof FrameTooLargeError) {
+          this.log('bad frame: %e', err)
+          await fail(InferErrorCode.BAD_INPUT, err.message, 0, me).catch(() => {})
+          stream.abort(err)
+          return
+        }
+        throw err
+      }
+      const s = this.stages.get(this.key(req.manifest, req.stage))
+      if (!this.accepting) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', req.stage, me); return }
+      if (s === undefined) { await fail(InferErrorCode.NOT_SERVING, `not serving ${req.manifest} stage ${req.stage}`, req.stage, me); return }
+      if (s.queued >= (this.init.maxQueue ?? 32)) { await fail(InferErrorCode.BUSY, `stage ${req.stage} queue is full`, req.stage, me); return }
+      if (req.stage + req.route.length >= s.manifest.stages.length) {
+        await fail(InferErrorCode.BAD_INPUT, `route runs past the last stage (${s.manifest.stages.length - 1})`, req.stage, me); return
+      }
+      let result
+      try {
+        result = await this.run(req.manifest, req.stage, frame.tensors)
+      } catch (err) {
+        const bad = err instanceof MalformedFrameError
+        await fail(bad ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED, (err as Error).message, req.stage, me)
+        return
+      }
+      const mine: HopTiming = { peer: me, stage: req.stage, ms: Math.round(result.ms * 100) / 100 }
+      const next = req.route[0]
+      if (next === undefined) {
+        await fs.write(resultFrame({ job: req.job, hops: [mine] }, result.outputs))
+        await stream.close()
+        return
+      }
+      const nextStage = req.stage + 1
+      let answer
+      try {
+        const remaining = Math.max(1, req.deadline - Date.now())
+        answer = await callHop(this.host, next, requestFrame({ ...req, stage: nextStage, route: req.route.slice(1) }, result.outputs), { signal: AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS)) })
+      } catch (err) {
+        const code = err instanceof HopUnreachableError ? InferErrorCode.HOP_UNREACHABLE : InferErrorCode.TIMEOUT
+        // hand back what we tried to forward so the caller can replay that stage elsewhere
+        await fail(code, (err as Error).message, nextStage, next.peer, [mine], result.outputs)
+        return
+      }
+      if (answer.kind === FrameKind.RESULT) {
+        const h = parseResultHeader(answer.header)
+        await fs.write(resultFrame({ job: req.job, hops: [mine, ...h.hops] }, answer.tensors))
+      } else if (answer.kind === FrameKind.ERROR) {
+        const h = parseErrorHeader(answer.header)
+        const replay = answer.tensors.length > 0 ? answer.tensors : (h.stage === nextStage ? result.outputs : [])
+        await fs.write(errorFrame({ ...h, hops: [mine, ...h.hops] }, replay))
+      } else {
+        await fail(InferErrorCode.HOP_UNREACHABLE, `next hop answered frame kind ${answer.kind}`, nextStage, next.peer, [mine], result.outputs)
+        return
+      }
+      await stream.close()
+    } catch (err) {
+      this.log.error('infer stream failed: %e', err)
+      stream.abort(err as Error)
+    }
+  }
+}
+
