@@ -16,6 +16,9 @@ import { ShardStore } from './models/shard-store.ts'
 import { StageServer } from './runtime/stage-server.ts'
 import { DEFAULT_FLEET } from '../protocols/ids.ts'
 
+/** How often a stage whose shard could not be had is tried again. */
+export const RETRY_MS = 5000
+
 export interface HostedModel {
   /** Manifest CID, or a manifest.json path (its stage-<i>.onnx files beside it are imported). */
   model: string
@@ -48,6 +51,7 @@ export class VehicleAgent {
   readonly stages: StageServer
   readonly advertiser: CapacityAdvertiser
   private readonly emit: (e: AgentEvent) => void
+  private readonly retries = new Set<ReturnType<typeof setTimeout>>()
 
   private constructor (host: Host, store: ShardStore, init: AgentInit) {
     this.host = host
@@ -81,10 +85,16 @@ export class VehicleAgent {
 
   get peerId (): string { return this.host.peerId.toString() }
 
-  /** Gets a model's manifest and shards and starts serving the chosen stages. */
+  /**
+   * Gets a model's manifest and shards and starts serving the chosen stages.
+   * A manifest file's directory seeds every stage file found beside it (they
+   * are provided in the DHT); only the chosen stages are served. A stage whose
+   * shard cannot be had yet is reported and retried in the background.
+   */
   async hostModel (m: HostedModel): Promise<void> {
     let manifestCid: string
     let manifest: Manifest
+    const seeded: string[] = []
     if (isCid(m.model)) {
       manifestCid = m.model
       manifest = decodeManifest(await this.exchange.get(manifestCid, { signal: AbortSignal.timeout(30_000) }))
@@ -95,29 +105,52 @@ export class VehicleAgent {
       for (const s of manifest.stages) {
         const file = join(dirname(m.model), `stage-${s.index}.onnx`)
         const shard = await readFile(file).catch(() => undefined)
-        if (shard !== undefined && (m.stages ?? manifest.stages.map(x => x.index)).includes(s.index)) {
-          if (cidOf(shard) !== s.cid) throw new Error(`${file} does not match the manifest (CID ${cidOf(shard)}, manifest says ${s.cid})`)
-          await this.store.put(shard, s.cid)
-        }
+        if (shard === undefined) continue
+        if (cidOf(shard) !== s.cid) throw new Error(`${file} does not match the manifest (CID ${cidOf(shard)}, manifest says ${s.cid})`)
+        await this.store.put(shard, s.cid)
+        seeded.push(s.cid)
       }
     }
     const wanted = m.stages ?? manifest.stages.map(s => s.index)
     for (const i of wanted) {
-      const entry = manifest.stages[i]
-      if (entry === undefined) throw new RangeError(`model ${manifest.name} has no stage ${i} (it has ${manifest.stages.length})`)
-      const t0 = performance.now()
-      const local = await this.store.get(entry.cid)
-      const shard = local ?? await this.exchange.get(entry.cid, { signal: AbortSignal.timeout(60_000) })
-      this.emit({ type: 'shard', manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 })
-      await this.stages.serve(manifestCid, manifest, i, shard)
-      await this.advertiser.provide(entry.cid)
-      this.emit({ type: 'serving', manifest: manifestCid, name: manifest.name, stage: i })
+      if (manifest.stages[i] === undefined) throw new RangeError(`model ${manifest.name} has no stage ${i} (it has ${manifest.stages.length})`)
     }
     await this.advertiser.provide(manifestCid)
+    for (const cid of seeded) await this.advertiser.provide(cid)
+    for (const i of wanted) {
+      try {
+        await this.serveStage(manifestCid, manifest, i)
+      } catch (err) {
+        this.emit({ type: 'error', message: `stage ${i}: ${(err as Error).message}; retrying every ${RETRY_MS / 1000} s` })
+        this.retryLater(manifestCid, manifest, i)
+      }
+    }
     await this.advertiser.beat()
   }
 
+  private async serveStage (manifestCid: string, manifest: Manifest, i: number): Promise<void> {
+    const entry = manifest.stages[i]
+    const t0 = performance.now()
+    const local = await this.store.get(entry.cid)
+    const shard = local ?? await this.exchange.get(entry.cid, { signal: AbortSignal.timeout(60_000) })
+    this.emit({ type: 'shard', manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 })
+    await this.stages.serve(manifestCid, manifest, i, shard)
+    await this.advertiser.provide(entry.cid)
+    this.emit({ type: 'serving', manifest: manifestCid, name: manifest.name, stage: i })
+  }
+
+  private retryLater (manifestCid: string, manifest: Manifest, i: number): void {
+    const timer = setTimeout(() => {
+      this.retries.delete(timer)
+      if (this.host.status !== 'started') return
+      this.serveStage(manifestCid, manifest, i).then(async () => { await this.advertiser.beat() }, () => { this.retryLater(manifestCid, manifest, i) })
+    }, RETRY_MS)
+    this.retries.add(timer)
+  }
+
   async stop (): Promise<void> {
+    for (const t of this.retries) clearTimeout(t)
+    this.retries.clear()
     this.stages.accepting = false
     await this.advertiser.stop()
     await this.stages.stop()

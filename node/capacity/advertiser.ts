@@ -5,6 +5,7 @@
  * speed). On stop it publishes a last heartbeat with `leaving: true`.
  */
 import type { Logger } from '@libp2p/interface'
+import type { SubscriptionChangeData } from '@libp2p/gossipsub'
 import { parseCid } from '../models/cid.ts'
 import type { Host } from '../host.ts'
 import { hostAddrs } from '../host.ts'
@@ -31,6 +32,13 @@ export class CapacityAdvertiser {
   private timer?: ReturnType<typeof setInterval>
   private seq = 0
   private readonly provided = new Set<string>()
+  private soon?: ReturnType<typeof setTimeout>
+  /** A peer that just subscribed gets our state at once, not at the next tick. */
+  private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
+    if (!evt.detail.subscriptions.some(s => s.topic === capacityTopic(this.init.fleet) && s.subscribe)) return
+    if (this.soon !== undefined) return
+    this.soon = setTimeout(() => { this.soon = undefined; void this.beat() }, 50)
+  }
 
   constructor (host: Host, stages: StageServer, init: AdvertiserInit) {
     this.host = host
@@ -43,6 +51,7 @@ export class CapacityAdvertiser {
     // subscribing makes this node part of the topics' mesh, so it relays too
     this.host.services.pubsub.subscribe(capacityTopic(this.init.fleet))
     this.host.services.pubsub.subscribe(jobsTopic(this.init.fleet))
+    this.host.services.pubsub.addEventListener('subscription-change', this.onSubscription)
     this.timer = setInterval(() => { void this.beat() }, this.init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
     this.timer.unref()
     void this.beat()
@@ -83,7 +92,11 @@ export class CapacityAdvertiser {
 
   async stop (): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.soon !== undefined) clearTimeout(this.soon)
     this.timer = undefined
+    this.host.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
     await this.beat(true)
+    // let the withdrawal leave before the caller closes connections
+    await new Promise(resolve => setTimeout(resolve, 100))
   }
 }

@@ -204,7 +204,10 @@ export class FleetClient {
         if (err instanceof NoRouteError && attempt < maxAttempts) {
           // capacity may be on its way (a heartbeat, a replacement); wait a little
           lastError = err
-          await new Promise(resolve => setTimeout(resolve, 500 * attempt))
+          this.log('job %s attempt %d: %s; waiting for capacity', job, attempt, err.message)
+          // capacity may be on its way (a first heartbeat, a replacement): wait for a heartbeat that offers it
+          const missing = err.stage
+          await this.directory.waitFor(() => this.directory.servers(m.cid, missing).some(s => !this.bans.isBanned(s.peer)), Math.min(1000 * attempt, Math.max(1, deadline - Date.now())), 'capacity').catch(() => {})
           continue
         }
         throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
@@ -251,7 +254,7 @@ export class FleetClient {
         stage = h.stage
         tensors = answer.tensors
       }
-      this.log('job %s attempt %d failed at stage %d (%s), re-routing', job, attempt, h.stage, h.code)
+      this.log('job %s attempt %d failed at stage %d on %s (%s: %s), re-routing', job, attempt, h.stage, h.peer, h.code, h.message)
     }
     throw new InferenceError((lastError as RemoteError | undefined)?.code ?? 'ERR_FAILED', `job failed after ${maxAttempts} attempts: ${lastError?.message ?? 'deadline passed'}`, stage, { cause: lastError })
   }

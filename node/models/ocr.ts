@@ -76,3 +76,27 @@ export function ctcDecode (probs: Tensor, dict: string[]): CtcResult {
   }
   return { text: text.trim(), confidence: n > 0 ? conf / n : 0 }
 }
+
+export const DET_HEIGHT = 96
+export const DET_WIDTH = 384
+const DET_MEAN = [0.485, 0.456, 0.406]
+const DET_STD = [0.229, 0.224, 0.225]
+
+/**
+ * PP-OCR detection input: the image scaled (down only) into a fixed
+ * 96x384 canvas, top-left, ImageNet-normalised, float32 [1, 3, 96, 384].
+ */
+export function detInputFromImage (img: GrayImage, inputName = 'x'): Tensor {
+  const scale = Math.min(1, DET_HEIGHT / img.height, DET_WIDTH / img.width)
+  const w = Math.max(1, Math.round(img.width * scale)); const h = Math.max(1, Math.round(img.height * scale))
+  const plane = DET_HEIGHT * DET_WIDTH
+  const out = new Float32Array(3 * plane)
+  for (let c = 0; c < 3; c++) out.fill((1 - DET_MEAN[c]) / DET_STD[c], c * plane, (c + 1) * plane) // white
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = img.data[Math.min(img.height - 1, Math.floor(y / scale)) * img.width + Math.min(img.width - 1, Math.floor(x / scale))] / 255
+      for (let c = 0; c < 3; c++) out[c * plane + y * DET_WIDTH + x] = (v - DET_MEAN[c]) / DET_STD[c]
+    }
+  }
+  return { name: inputName, dtype: 'float32', dims: [1, 3, DET_HEIGHT, DET_WIDTH], data: new Uint8Array(out.buffer) }
+}

@@ -184,41 +184,53 @@ export class StageServer {
       if (req.stage + req.route.length >= s.manifest.stages.length) {
         await fail(InferErrorCode.BAD_INPUT, `route runs past the last stage (${s.manifest.stages.length - 1})`, req.stage, me); return
       }
+      // run our stage, and the following ones too while the route stays on this node
+      let stage = req.stage
+      let tensors = frame.tensors
+      let route = req.route
+      const mine: HopTiming[] = []
       let result
-      try {
-        result = await this.run(req.manifest, req.stage, frame.tensors)
-      } catch (err) {
-        const bad = err instanceof MalformedFrameError
-        await fail(bad ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED, (err as Error).message, req.stage, me)
-        return
+      for (;;) {
+        try {
+          result = await this.run(req.manifest, stage, tensors)
+        } catch (err) {
+          const bad = err instanceof MalformedFrameError
+          // for a later stage run here, hand back its input so the caller can replay it elsewhere
+          await fail(bad ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED, (err as Error).message, stage, me, mine, stage > req.stage ? tensors : [])
+          return
+        }
+        mine.push({ peer: me, stage, ms: Math.round(result.ms * 100) / 100 })
+        if (route[0]?.peer !== me || !this.stages.has(this.key(req.manifest, stage + 1))) break
+        stage++
+        tensors = result.outputs
+        route = route.slice(1)
       }
-      const mine: HopTiming = { peer: me, stage: req.stage, ms: Math.round(result.ms * 100) / 100 }
-      const next = req.route[0]
+      const next = route[0]
       if (next === undefined) {
-        await fs.write(resultFrame({ job: req.job, hops: [mine] }, result.outputs))
+        await fs.write(resultFrame({ job: req.job, hops: mine }, result.outputs))
         await stream.close()
         return
       }
-      const nextStage = req.stage + 1
+      const nextStage = stage + 1
       let answer
       try {
         const remaining = Math.max(1, req.deadline - Date.now())
-        answer = await callHop(this.host, next, requestFrame({ ...req, stage: nextStage, route: req.route.slice(1) }, result.outputs), { signal: AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS)) })
+        answer = await callHop(this.host, next, requestFrame({ ...req, stage: nextStage, route: route.slice(1) }, result.outputs), { signal: AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS)) })
       } catch (err) {
         const code = err instanceof HopUnreachableError ? InferErrorCode.HOP_UNREACHABLE : InferErrorCode.TIMEOUT
         // hand back what we tried to forward so the caller can replay that stage elsewhere
-        await fail(code, (err as Error).message, nextStage, next.peer, [mine], result.outputs)
+        await fail(code, (err as Error).message, nextStage, next.peer, mine, result.outputs)
         return
       }
       if (answer.kind === FrameKind.RESULT) {
         const h = parseResultHeader(answer.header)
-        await fs.write(resultFrame({ job: req.job, hops: [mine, ...h.hops] }, answer.tensors))
+        await fs.write(resultFrame({ job: req.job, hops: [...mine, ...h.hops] }, answer.tensors))
       } else if (answer.kind === FrameKind.ERROR) {
         const h = parseErrorHeader(answer.header)
         const replay = answer.tensors.length > 0 ? answer.tensors : (h.stage === nextStage ? result.outputs : [])
-        await fs.write(errorFrame({ ...h, hops: [mine, ...h.hops] }, replay))
+        await fs.write(errorFrame({ ...h, hops: [...mine, ...h.hops] }, replay))
       } else {
-        await fail(InferErrorCode.HOP_UNREACHABLE, `next hop answered frame kind ${answer.kind}`, nextStage, next.peer, [mine], result.outputs)
+        await fail(InferErrorCode.HOP_UNREACHABLE, `next hop answered frame kind ${answer.kind}`, nextStage, next.peer, mine, result.outputs)
         return
       }
       await stream.close()

@@ -1,0 +1,55 @@
+import { VehicleAgent } from '../../agent.ts'
+import type { AgentEvent } from '../../agent.ts'
+import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
+import { UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
+import type { Command } from '../command.ts'
+
+function describe (e: AgentEvent): string {
+  switch (e.type) {
+    case 'listening': return `vehicle ${e.peer} listening on ${e.addrs.join(' ')}`
+    case 'shard': return `stage ${e.stage} shard ${e.cid.slice(-10)} (${(e.bytes / 1e6).toFixed(1)} MB) ${e.source === 'peer' ? 'fetched from the mesh, hash verified' : 'loaded from the local store'} in ${e.ms.toFixed(0)} ms`
+    case 'serving': return `serving ${e.name} stage ${e.stage}`
+    case 'error': return `error: ${e.message}`
+  }
+}
+
+export const nodeCommand: Command = {
+  name: 'node',
+  summary: 'Run a vehicle node: join the fleet, fetch and serve model stages, advertise capacity.',
+  usage: '--bootstrap <multiaddr> [--model <manifest-cid|manifest.json> --stages 0,1] [--data <dir>] [--json]',
+  options: {
+    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' },
+    model: { type: 'string', multiple: true, arg: '<cid|file>', description: 'model to serve: a manifest CID (fetched from the mesh) or a manifest.json written by `fleetmesh shard`' },
+    stages: { type: 'string', arg: '<list>', description: 'stage indexes to serve, e.g. 0,2 (default: all)' },
+    data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
+    listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
+    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
+    json: { type: 'boolean', description: 'print events as JSON lines' }
+  },
+  async run (o) {
+    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
+    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
+    const stages = typeof o.stages === 'string' ? o.stages.split(',').map(s => intOption(s.trim(), 'stages', 0, 1024)) : undefined
+    const models = ((o.model as string[] | undefined) ?? []).map(model => ({ model, ...(stages !== undefined ? { stages } : {}) }))
+    const print = (e: AgentEvent): void => {
+      process.send?.(e)
+      if (o.json === true) console.log(JSON.stringify(e))
+      else console.log(describe(e))
+    }
+    const stop = untilSignal()
+    const agent = await VehicleAgent.start({
+      bootstrap,
+      dataDir: String(o.data),
+      fleet: String(o.fleet),
+      listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
+      models,
+      intraOpThreads: intOption(o.threads, 'threads', 1, 64),
+      onEvent: print
+    })
+    if (o.json !== true) console.log(`vehicle ${shortPeer(agent.peerId)} ready; Ctrl-C to leave`)
+    await stop
+    await agent.stop()
+    return 0
+  }
+}

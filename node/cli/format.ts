@@ -1,0 +1,41 @@
+/** Text formatting shared by the commands. */
+import type { Manifest } from '../models/manifest.ts'
+import type { TensorSpec } from '../models/partition.ts'
+import { asFloat32 } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+
+export function table (rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
+  return rows.map(r => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
+}
+
+export function mb (bytes: number): string { return `${(bytes / 1e6).toFixed(bytes < 1e5 ? 3 : 1)} MB` }
+
+export function specText (s: TensorSpec): string { return `${s.name} ${s.dtype}[${s.shape.map(d => d ?? '?').join(',')}]` }
+
+export function manifestTable (m: Manifest): string {
+  const rows = [['stage', 'cid', 'nodes', 'params', 'GFLOPs', 'share', 'size', 'hands on']]
+  for (const s of m.stages) {
+    rows.push([String(s.index), `…${s.cid.slice(-10)}`, String(s.nodes), String(s.params), (s.flops / 1e9).toFixed(3), `${(s.share * 100).toFixed(0)}%`, mb(s.bytes),
+      `${s.outputs.length} tensor${s.outputs.length === 1 ? '' : 's'}, ${mb(s.handOffBytes)}`])
+  }
+  return table(rows)
+}
+
+/** One line per tensor: dtype, shape and, for floats, min / max / mean. */
+export function tensorSummary (t: Tensor): string {
+  let stats = ''
+  if (t.dtype === 'float32' && t.data.byteLength > 0) {
+    const f = asFloat32(t)
+    let min = Infinity; let max = -Infinity; let sum = 0
+    for (const v of f) { if (v < min) min = v; if (v > max) max = v; sum += v }
+    stats = ` min ${min.toPrecision(4)} max ${max.toPrecision(4)} mean ${(sum / f.length).toPrecision(4)}`
+  }
+  return `${t.name} ${t.dtype}[${t.dims.join(',')}]${stats}`
+}
+
+export function percentile (values: number[], p: number): number {
+  if (values.length === 0) return 0
+  const s = [...values].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * The `fleetmesh` command.
+ *
+ * @example
+ * ```sh
+ * fleetmesh swarm                      # a local mesh: bootstrap + 4 vehicles, PP-OCRv4 rec in 3 stages
+ * fleetmesh bootstrap --listen /ip4/127.0.0.1/tcp/4001
+ * fleetmesh node --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3... --model out/manifest.json --stages 0
+ * fleetmesh submit --model pp-ocrv4-rec --input samples/text-lines/01.png --bootstrap /ip4/...
+ * ```
+ */
+import { bootstrapCommand } from './commands/bootstrap.ts'
+import { nodeCommand } from './commands/node.ts'
+import { shardCommand } from './commands/shard.ts'
+import { submitCommand } from './commands/submit.ts'
+import { swarmCommand } from './commands/swarm.ts'
+import { runCommand, UsageError } from './command.ts'
+import type { Command } from './command.ts'
+
+const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, submitCommand]
+
+function usage (): string {
+  return [
+    'fleetmesh: a peer-to-peer inference mesh of parked, charging vehicles',
+    '',
+    'usage: fleetmesh <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map(c => `  ${c.name.padEnd(10)} ${c.summary}`),
+    '',
+    'Run `fleetmesh <command> --help` for its options. Exit codes: 0 ok, 1 failure, 2 usage error.'
+  ].join('\n')
+}
+
+async function main (argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const c = COMMANDS.find(x => x.name === rest[0])
+    console.log(c !== undefined ? (await import('./command.ts')).helpText(c) : usage())
+    return 0
+  }
+  const command = COMMANDS.find(c => c.name === name)
+  if (command === undefined) throw new UsageError(`unknown command "${name}"\n\n${usage()}`)
+  return await runCommand(command, rest)
+}
+
+main(process.argv.slice(2)).then(code => {
+  process.exitCode = code
+  // libp2p and onnxruntime may keep handles open; the work is done
+  setTimeout(() => process.exit(code), 200).unref()
+}, (err: Error) => {
+  if (err instanceof UsageError) {
+    console.error(`fleetmesh: ${err.message}`)
+    process.exit(2)
+  }
+  console.error(`fleetmesh: ${err.message}`)
+  if (process.env.DEBUG !== undefined) console.error(err.stack)
+  process.exit(1)
+})

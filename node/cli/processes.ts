@@ -1,0 +1,69 @@
+/**
+ * Child peer processes for local swarms: each is `fleetmesh <command>` in its
+ * own Node process, reporting events over IPC, logging to a file. A child
+ * whose parent dies sees the IPC channel close and leaves by itself.
+ */
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+
+export const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url))
+
+export class PeerProcess {
+  readonly label: string
+  readonly logFile: string
+  readonly proc: ChildProcess
+  readonly exited: Promise<number | null>
+  private readonly listeners = new Set<(e: any) => void>()
+  exitCode: number | null | undefined
+
+  constructor (label: string, args: string[], logFile: string) {
+    this.label = label
+    this.logFile = logFile
+    const log = createWriteStream(logFile)
+    this.proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: process.env })
+    this.proc.stdout?.pipe(log, { end: false })
+    this.proc.stderr?.pipe(log, { end: false })
+    this.proc.on('message', (m) => { for (const l of this.listeners) l(m) })
+    this.exited = new Promise(resolve => {
+      this.proc.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal !== null ? -1 : null)
+        log.end()
+        resolve(code)
+      })
+    })
+  }
+
+  get pid (): number | undefined { return this.proc.pid }
+  get running (): boolean { return this.exitCode === undefined }
+
+  onEvent (fn: (e: any) => void): () => void {
+    this.listeners.add(fn)
+    return () => { this.listeners.delete(fn) }
+  }
+
+  /** Resolves with the first event that matches; rejects if the process exits first or on timeout. */
+  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string): Promise<T> {
+    return await new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => { off(); reject(new Error(`${this.label}: timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
+      const off = this.onEvent(e => { if (match(e)) { clearTimeout(timer); off(); resolve(e) } })
+      void this.exited.then(code => { clearTimeout(timer); off(); reject(new Error(`${this.label} exited (code ${String(code)}) before ${what}; log: ${this.logFile}`)) })
+    })
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. Resolves when the process is gone. */
+  async stop (graceMs = 5000): Promise<void> {
+    if (!this.running) return
+    this.proc.kill('SIGTERM')
+    const timer = setTimeout(() => { if (this.running) this.proc.kill('SIGKILL') }, graceMs)
+    await this.exited
+    clearTimeout(timer)
+  }
+
+  async logTail (lines = 15): Promise<string> {
+    const text = await readFile(this.logFile, 'utf8').catch(() => '')
+    return text.trimEnd().split('\n').slice(-lines).join('\n')
+  }
+}

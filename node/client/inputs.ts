@@ -1,0 +1,45 @@
+/**
+ * Turning files into a model's input tensors and outputs into something to
+ * show: images for built-in image models, OIP JSON tensor files for any
+ * model; CTC text for models whose manifest says so.
+ */
+import { readFile } from 'node:fs/promises'
+import { BUILTIN_MODELS, dictionaryPath } from '../models/catalog.ts'
+import type { Manifest } from '../models/manifest.ts'
+import { ctcDecode, loadDictionary } from '../models/ocr.ts'
+import { tensorFromOip } from '../../protocols/oip.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+
+export class InputError extends Error {
+  readonly name = 'InputError'
+  readonly code = 'ERR_BAD_INPUT'
+}
+
+export async function inputsFromFile (manifest: Manifest, path: string): Promise<Tensor[]> {
+  if (/\.png$/i.test(path)) {
+    const fromImage = BUILTIN_MODELS[manifest.name]?.fromImage
+    if (fromImage === undefined) throw new InputError(`model ${manifest.name} takes no images; pass a tensor file (.json, Open Inference Protocol tensors)`)
+    const t = fromImage(path)
+    return [{ ...t, name: manifest.inputs[0].name }]
+  }
+  if (/\.json$/i.test(path)) {
+    let doc: any
+    try { doc = JSON.parse(await readFile(path, 'utf8')) } catch (err) {
+      throw new InputError(`${path}: not JSON (${(err as Error).message})`)
+    }
+    const list = Array.isArray(doc?.inputs) ? doc.inputs : [doc]
+    return list.map((t: unknown, i: number) => tensorFromOip(t, `inputs[${i}]`))
+  }
+  throw new InputError(`${path}: use a .png image or a .json tensor file`)
+}
+
+const dictionaries = new Map<string, string[]>()
+
+/** Decoded text when the model's task is CTC text, else undefined. */
+export function textOf (manifest: Manifest, outputs: Tensor[]): { text: string, confidence: number } | undefined {
+  if (manifest.task?.kind !== 'ctc-text') return undefined
+  const name = manifest.task.dictionary
+  let dict = dictionaries.get(name)
+  if (dict === undefined) { dict = loadDictionary(dictionaryPath(name)); dictionaries.set(name, dict) }
+  return ctcDecode(outputs[0], dict)
+}

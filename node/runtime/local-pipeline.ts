@@ -1,0 +1,55 @@
+/**
+ * Runs a sharded model stage by stage in this process, handing tensors on
+ * exactly as hops do. For checking a partition and for benchmarks.
+ */
+import { createSession, runSession } from '../models/ort.ts'
+import type { ort, SessionTuning } from '../models/ort.ts'
+import type { Manifest } from '../models/manifest.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+
+export class LocalPipeline {
+  private readonly manifest: Manifest
+  private readonly sessions: ort.InferenceSession[]
+
+  private constructor (manifest: Manifest, sessions: ort.InferenceSession[]) {
+    this.manifest = manifest
+    this.sessions = sessions
+  }
+
+  static async load (manifest: Manifest, shards: Map<string, Uint8Array>, tuning: SessionTuning = {}): Promise<LocalPipeline> {
+    const sessions = []
+    for (const s of manifest.stages) {
+      const bytes = shards.get(s.cid)
+      if (bytes === undefined) throw new Error(`missing shard ${s.cid} for stage ${s.index}`)
+      sessions.push(await createSession(bytes, tuning))
+    }
+    return new LocalPipeline(manifest, sessions)
+  }
+
+  /** Runs every stage; returns the model outputs and per-stage ms. */
+  async run (inputs: Tensor[]): Promise<{ outputs: Tensor[], stageMs: number[] }> {
+    let carried = inputs
+    const stageMs: number[] = []
+    for (const [i, s] of this.manifest.stages.entries()) {
+      const feeds = s.inputs.map(spec => {
+        const t = carried.find(c => c.name === spec.name)
+        if (t === undefined) throw new Error(`stage ${i} needs ${spec.name}, which no earlier stage handed on`)
+        return t
+      })
+      const t0 = performance.now()
+      const out = await runSession(this.sessions[i], feeds)
+      stageMs.push(performance.now() - t0)
+      const pool = new Map([...carried, ...out].map(t => [t.name, t]))
+      carried = s.outputs.map(o => {
+        const t = pool.get(o.name)
+        if (t === undefined) throw new Error(`stage ${i} did not hand on ${o.name}`)
+        return t
+      })
+    }
+    return { outputs: carried, stageMs }
+  }
+
+  async release (): Promise<void> {
+    for (const s of this.sessions) await s.release()
+  }
+}

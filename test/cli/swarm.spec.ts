@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { cidOf } from '../../node/models/cid.ts'
+
+const MAIN = fileURLToPath(new URL('../../node/cli/main.ts', import.meta.url))
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+function fleetmesh (args: string[], opts: { timeoutMs?: number, onLine?: (line: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''; let stderr = ''
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`fleetmesh ${args.join(' ')} timed out\n${stdout}\n${stderr}`)) }, opts.timeoutMs ?? 120_000)
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString()
+      for (const line of d.toString().split('\n')) if (line !== '') opts.onLine?.(line, child)
+    })
+    child.on('exit', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch { return false }
+}
+
+/** Pids the swarm printed ("(pid N)") in its progress lines. */
+function pidsIn (text: string): number[] {
+  return [...text.matchAll(/\(pid (\d+)\)/g)].map(m => Number(m[1]))
+}
+
+describe('fleetmesh CLI (multi-process)', function () {
+  this.timeout(180_000)
+
+  it('swarm --json: every job completes across separate processes, text correct, equal to the whole model', async () => {
+    const r = await fleetmesh(['swarm', '--json', '--jobs', '8', '--fleet', 'cli-test'])
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stdout.trim().split('\n')
+    const summary = JSON.parse(lines.at(-1)!)
+    assert.equal(summary.nodes, 4)
+    assert.equal(summary.stages, 3)
+    assert.equal(summary.jobs, 8)
+    assert.equal(summary.completed, summary.jobs)
+    assert.equal(summary.failed, 0)
+    assert.equal(summary.correctText, summary.jobs)
+    assert.ok(summary.maxAbsDiff <= 1e-4, `maxAbsDiff ${summary.maxAbsDiff}`)
+    assert.ok(summary.routes >= 1)
+    for (const k of ['p50Ms', 'p95Ms', 'jobsPerS']) assert.ok(summary[k] > 0, k)
+    // progress was visible and every process it started is gone
+    assert.match(r.stderr, /peer to peer by CID, sha256 verified/)
+    const pids = pidsIn(r.stderr)
+    assert.equal(pids.length, 5, 'bootstrap + 4 vehicles')
+    for (const pid of pids) assert.ok(!alive(pid), `process ${pid} left behind`)
+  })
+
+  it('swarm stops every process it started on Ctrl-C (SIGINT)', async () => {
+    let sent = false
+    const r = await fleetmesh(['swarm', '--json', '--jobs', '500', '--fleet', 'cli-sigint'], {
+      onLine: (line, child) => { if (!sent && /\bjob +1 /.test(line)) { sent = true; child.kill('SIGINT') } }
+    })
+    assert.ok(sent, 'a job completed before the interrupt')
+    assert.equal(r.code, 130, r.stderr)
+    const pids = pidsIn(r.stderr)
+    assert.equal(pids.length, 5)
+    for (const pid of pids) assert.ok(!alive(pid), `process ${pid} left behind`)
+  })
+
+  it('shard writes stage models and a manifest whose CIDs match (det: several tensors per cut)', async () => {
+    const out = await mkdtemp(join(tmpdir(), 'fm-cli-shard-'))
+    try {
+      const r = await fleetmesh(['shard', 'pp-ocrv4-det', '--stages', '3', '--out', out, '--json'])
+      assert.equal(r.code, 0, r.stderr)
+      const info = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
+      assert.deepEqual((await readdir(out)).sort(), ['manifest.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx'])
+      assert.equal(cidOf(await readFile(join(out, 'manifest.json'))), info.manifest)
+      const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8'))
+      for (const s of manifest.stages) assert.equal(cidOf(await readFile(join(out, `stage-${s.index}.onnx`))), s.cid)
+      assert.ok(manifest.stages[0].outputs.length >= 2)
+    } finally { await rm(out, { recursive: true, force: true }) }
+  })
+
+  it('exit codes: 0 for --help, 2 for usage errors with a message naming the problem', async () => {
+    const help = await fleetmesh(['swarm', '--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /--nodes/)
+    const top = await fleetmesh([])
+    assert.equal(top.code, 0)
+    assert.match(top.stdout, /commands:/)
+    const unknown = await fleetmesh(['fly'])
+    assert.equal(unknown.code, 2)
+    assert.match(unknown.stderr, /unknown command "fly"/)
+    const badInt = await fleetmesh(['swarm', '--nodes', 'many'])
+    assert.equal(badInt.code, 2)
+    assert.match(badInt.stderr, /--nodes must be an integer/)
+    const missing = await fleetmesh(['node'])
+    assert.equal(missing.code, 2)
+    assert.match(missing.stderr, /--bootstrap is required/)
+    const badModel = await fleetmesh(['shard', 'nope', '--out', '/tmp/x'])
+    assert.equal(badModel.code, 1)
+    assert.match(badModel.stderr, /unknown model "nope"/)
+  })
+})

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict'
+import { placeStages } from '../../node/scheduler/placement.ts'
+import { BanList, NoRouteError, chooseRoute } from '../../node/scheduler/router.ts'
+import type { Candidate } from '../../node/scheduler/router.ts'
+
+const c = (peer: string, load = 0, msPerItem = 10): Candidate => ({ peer, addrs: [], load, msPerItem })
+const costs = { stageMs: [10, 10, 10], handOffBytes: [0, 0, 0] }
+
+describe('router', () => {
+  it('takes one peer per stage and prefers distinct peers', () => {
+    const route = chooseRoute([[c('a'), c('d')], [c('a'), c('b')], [c('c')]], costs)
+    assert.equal(route.length, 3)
+    assert.equal(new Set(route.map(r => r.peer)).size, 3, route.map(r => r.peer).join())
+    assert.equal(route[2].peer, 'c')
+    // stage 1 can only avoid 'a' twice by taking 'b' when stage 0 takes 'a', or anything when stage 0 takes 'd'
+    assert.ok(route[1].peer === 'b' || route[0].peer === 'd')
+  })
+
+  it('reuses a peer only when nothing else can serve', () => {
+    const route = chooseRoute([[c('a')], [c('a')]], costs)
+    assert.deepEqual(route.map(r => r.peer), ['a', 'a'])
+  })
+
+  it('avoids loaded and slow peers', () => {
+    assert.equal(chooseRoute([[c('busy', 5), c('idle', 0)]], costs)[0].peer, 'idle')
+    assert.equal(chooseRoute([[c('slow', 0, 80), c('fast', 0, 5)]], costs)[0].peer, 'fast')
+  })
+
+  it('spreads equal candidates by random tie-break', () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 50; i++) seen.add(chooseRoute([[c('a'), c('b')]], costs)[0].peer)
+    assert.deepEqual([...seen].sort(), ['a', 'b'])
+  })
+
+  it('throws NoRouteError naming the stage nobody serves', () => {
+    assert.throws(() => chooseRoute([[c('a')], []], costs, 1), (e: unknown) => e instanceof NoRouteError && e.stage === 2)
+  })
+
+  it('falls back to greedy on large candidate sets and still picks distinct peers', () => {
+    const many = Array.from({ length: 6 }, (_, s) => Array.from({ length: 5 }, (_, i) => c(`p${s}-${i}`, i)))
+    const route = chooseRoute(many, { stageMs: Array(6).fill(10), handOffBytes: Array(6).fill(0) })
+    assert.equal(route.length, 6)
+    assert.ok(route.every(r => r.peer.endsWith('-0')))
+  })
+})
+
+describe('ban list', () => {
+  it('bans with exponential backoff and forgets on clear', () => {
+    const b = new BanList(1000, 8000)
+    assert.equal(b.ban('p', 0), 1000)
+    assert.ok(b.isBanned('p', 999))
+    assert.ok(!b.isBanned('p', 1000))
+    assert.equal(b.ban('p', 0), 2000)
+    assert.equal(b.ban('p', 0), 4000)
+    assert.equal(b.ban('p', 0), 8000)
+    assert.equal(b.ban('p', 0), 8000)
+    b.clear('p')
+    assert.ok(!b.isBanned('p', 1))
+  })
+})
+
+describe('placement', () => {
+  for (const [n, k] of [[4, 3], [3, 3], [6, 3], [2, 3], [4, 2], [8, 4], [5, 5]]) {
+    it(`${n} vehicles, ${k} stages: every stage held, no vehicle holds all`, () => {
+      const plan = placeStages(n, k)
+      assert.equal(plan.length, n)
+      for (let s = 0; s < k; s++) assert.ok(plan.some(p => p.includes(s)), `stage ${s} held`)
+      assert.ok(plan.every(p => p.length < k), JSON.stringify(plan))
+    })
+  }
+  it('gives replicas to vehicles beyond the stage count', () => {
+    assert.deepEqual(placeStages(4, 3), [[0], [1], [2], [0, 1]])
+    assert.throws(() => placeStages(1, 3), RangeError)
+  })
+})

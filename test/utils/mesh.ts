@@ -1,0 +1,56 @@
+/**
+ * Builds a mesh inside the test process: a bootstrap peer, a seeding client
+ * and vehicles, all real libp2p nodes on 127.0.0.1.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startBootstrap } from '../../bootstrap/bootstrap.ts'
+import { VehicleAgent } from '../../node/agent.ts'
+import type { AgentEvent } from '../../node/agent.ts'
+import { FleetClient } from '../../node/client/client.ts'
+import { parseCid } from '../../node/models/cid.ts'
+import type { ShardedModel } from '../../node/models/manifest.ts'
+import type { Host } from '../../node/host.ts'
+
+export interface TestMesh {
+  dir: string
+  bootstrap: Host
+  bootAddrs: string[]
+  client: FleetClient
+  vehicles: VehicleAgent[]
+  events: Array<AgentEvent & { vehicle: number }>
+  stop: () => Promise<void>
+}
+
+export async function startMesh (sharded: ShardedModel, placement: number[][], fleet = 'test'): Promise<TestMesh> {
+  const dir = await mkdtemp(join(tmpdir(), 'fm-mesh-'))
+  const boot = await startBootstrap({ keyFile: join(dir, 'boot.key'), listen: ['/ip4/127.0.0.1/tcp/0'], fleet })
+  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet })
+  await client.exchange.store.put(sharded.manifestBytes)
+  for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
+  for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.host.contentRouting.provide(parseCid(cid))
+  const events: TestMesh['events'] = []
+  const vehicles = await Promise.all(placement.map(async (stages, i) => await VehicleAgent.start({
+    bootstrap: boot.addrs,
+    dataDir: join(dir, `v${i}`),
+    fleet,
+    models: [{ model: sharded.manifestCid, stages }],
+    onEvent: e => { events.push({ ...e, vehicle: i }) }
+  })))
+  await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.servers(sharded.manifestCid, s.index).length > 0), 20_000, 'every stage served')
+  return {
+    dir,
+    bootstrap: boot.host,
+    bootAddrs: boot.addrs,
+    client,
+    vehicles,
+    events,
+    async stop () {
+      await client.close()
+      await Promise.all(vehicles.map(async v => { if (v.host.status === 'started') await v.stop() }))
+      await boot.host.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+}
