@@ -49,7 +49,14 @@ export interface HostInit {
   privateAddresses?: boolean
 }
 
-/** Yamux window: per-stream throughput is bounded by window / RTT. Same on every peer. */
+/**
+ * Yamux windows. A stream starts with INITIAL_STREAM_WINDOW of credit; the
+ * yamux default (256 KiB) made every 1 MB activation wait for several
+ * window-update round trips between busy processes. Yamux does not negotiate
+ * this value: every fleetmesh peer must use the same one, which holds because
+ * all of them are built here.
+ */
+export const INITIAL_STREAM_WINDOW = 4 * MiB
 const MAX_STREAM_WINDOW = 16 * MiB
 
 export async function createHost (init: HostInit = {}): Promise<Host> {
@@ -62,6 +69,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({
       streamOptions: {
+        initialStreamWindowSize: INITIAL_STREAM_WINDOW,
         maxStreamWindowSize: MAX_STREAM_WINDOW,
         maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB
       }

@@ -148,3 +148,50 @@ export function decodeFrame (bytes: Uint8Array, limit = MAX_INFER_FRAME_BYTES): 
   if (o !== b.byteLength) throw new MalformedFrameError('frame', `${b.byteLength - o} trailing bytes`)
   return { kind, header, tensors }
 }
+
+/** A frame whose header is decoded and whose tensor section is left as bytes (for relaying). */
+export interface RawFrame<H = unknown> {
+  kind: number
+  header: H
+  /** The encoded tensor section: `u16 count | tensor*`. */
+  tensorBytes: Uint8Array
+}
+
+/** Decodes kind and header only; the tensor section stays encoded. */
+export function peekFrame (bytes: Uint8Array, limit = MAX_INFER_FRAME_BYTES): RawFrame {
+  if (bytes.byteLength > limit) throw new FrameTooLargeError('frame', bytes.byteLength, limit)
+  if (bytes.byteLength < 7) throw new MalformedFrameError('frame', `truncated: ${bytes.byteLength} bytes`)
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const hlen = b.readUInt32LE(1)
+  if (hlen > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', hlen, MAX_HEADER_BYTES)
+  if (5 + hlen + 2 > b.byteLength) throw new MalformedFrameError('header', 'truncated')
+  let header: unknown
+  try { header = JSON.parse(b.toString('utf8', 5, 5 + hlen)) } catch (err) {
+    throw new MalformedFrameError('header', `not JSON (${(err as Error).message})`)
+  }
+  return { kind: b.readUInt8(0), header, tensorBytes: bytes.subarray(5 + hlen) }
+}
+
+/** Re-frames an encoded tensor section under a new header, without touching the tensors. */
+export function reframe (kind: number, header: unknown, tensorBytes: Uint8Array, limit = MAX_INFER_FRAME_BYTES): Uint8Array[] {
+  const h = Buffer.from(JSON.stringify(header))
+  if (h.byteLength > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', h.byteLength, MAX_HEADER_BYTES)
+  if (5 + h.byteLength + tensorBytes.byteLength > limit) throw new FrameTooLargeError('frame', 5 + h.byteLength + tensorBytes.byteLength, limit)
+  const prefix = Buffer.allocUnsafe(5 + h.byteLength)
+  prefix.writeUInt8(kind, 0)
+  prefix.writeUInt32LE(h.byteLength, 1)
+  h.copy(prefix, 5)
+  return [new Uint8Array(prefix.buffer, prefix.byteOffset, prefix.byteLength), tensorBytes]
+}
+
+/** Decodes the tensors of a raw frame. */
+export function rawTensors (raw: RawFrame): Tensor[] {
+  return decodeFrame(reframeBytes(raw)).tensors
+}
+
+function reframeBytes (raw: RawFrame): Uint8Array {
+  const parts = reframe(raw.kind, raw.header, raw.tensorBytes, Infinity)
+  const out = new Uint8Array(parts[0].byteLength + parts[1].byteLength)
+  out.set(parts[0]); out.set(parts[1], parts[0].byteLength)
+  return out
+}

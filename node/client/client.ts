@@ -26,6 +26,7 @@ import { FrameKind, InferErrorCode, isRetryable, parseErrorHeader, parseResultHe
 import type { HopTiming } from '../../protocols/infer.ts'
 import { RemoteError } from '../../protocols/errors.ts'
 import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
+import { rawTensors } from '../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../protocols/tensor-codec.ts'
 
 export interface ClientInit {
@@ -235,7 +236,7 @@ export class FleetClient {
         const byStage = new Map(hops.map(x => [x.stage, x.peer]))
         return {
           manifest: m.cid,
-          outputs: answer.tensors,
+          outputs: rawTensors(answer),
           route: Array.from({ length: K }, (_, i) => byStage.get(i) ?? ''),
           hops,
           ms: performance.now() - t0,
@@ -249,10 +250,11 @@ export class FleetClient {
       if (h.code !== InferErrorCode.BUSY) this.bans.ban(h.peer)
       // keep the work done before the failed stage; replay that stage's input
       const done = h.hops.filter(x => x.stage < h.stage)
-      if (h.stage > stage && answer.tensors.length > 0) {
+      const replay = rawTensors(answer)
+      if (h.stage > stage && replay.length > 0) {
         hops.push(...done)
         stage = h.stage
-        tensors = answer.tensors
+        tensors = replay
       }
       this.log('job %s attempt %d failed at stage %d on %s (%s: %s), re-routing', job, attempt, h.stage, h.peer, h.code, h.message)
     }

@@ -10,7 +10,7 @@ import type { Host } from '../host.ts'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import type { Hop } from '../../protocols/infer.ts'
-import type { Frame } from '../../protocols/tensor-codec.ts'
+import type { Frame, RawFrame } from '../../protocols/tensor-codec.ts'
 
 /** The hop could not be dialled, or dropped the stream before answering. */
 export class HopUnreachableError extends Error {
@@ -23,11 +23,15 @@ export class HopUnreachableError extends Error {
   }
 }
 
-export async function callHop (host: Host, hop: Hop, request: Frame, opts: AbortOptions = {}): Promise<Frame> {
+/**
+ * Sends `request` to `hop` and returns its answer with the tensors still
+ * encoded (`rawTensors` decodes them), so a relaying hop never re-encodes them.
+ */
+export async function callHop (host: Host, hop: Hop, request: Frame, opts: AbortOptions = {}): Promise<RawFrame> {
   let stream
   try {
     const id = peerIdFromString(hop.peer)
-    if (hop.addrs.length > 0) await host.peerStore.merge(id, { multiaddrs: hop.addrs.map(a => multiaddr(a)) })
+    if (hop.addrs.length > 0 && host.getConnections(id).length === 0) await host.peerStore.merge(id, { multiaddrs: hop.addrs.map(a => multiaddr(a)) })
     stream = await host.dialProtocol(id, INFER_PROTOCOL, opts)
   } catch (err) {
     throw new HopUnreachableError(hop.peer, err as Error)
@@ -35,7 +39,7 @@ export async function callHop (host: Host, hop: Hop, request: Frame, opts: Abort
   const fs = frameStream(stream)
   try {
     await fs.write(request, opts)
-    const answer = await fs.read(opts)
+    const answer = await fs.readRaw(opts)
     await stream.close().catch(() => {})
     return answer
   } catch (err) {

@@ -20,6 +20,7 @@ import { FrameKind, InferErrorCode, errorFrame, parseErrorHeader, parseRequestHe
 import type { HopTiming, InferErrorHeader, InferRequestHeader } from '../../protocols/infer.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
+import { rawTensors } from '../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../protocols/tensor-codec.ts'
 import type { ServedStage } from '../../protocols/capacity.ts'
 
@@ -223,11 +224,13 @@ export class StageServer {
         return
       }
       if (answer.kind === FrameKind.RESULT) {
+        // relay the result's tensors as they are; only the header changes
         const h = parseResultHeader(answer.header)
-        await fs.write(resultFrame({ job: req.job, hops: [...mine, ...h.hops] }, answer.tensors))
+        await fs.writeRaw({ kind: FrameKind.RESULT, header: { job: req.job, hops: [...mine, ...h.hops] }, tensorBytes: answer.tensorBytes })
       } else if (answer.kind === FrameKind.ERROR) {
         const h = parseErrorHeader(answer.header)
-        const replay = answer.tensors.length > 0 ? answer.tensors : (h.stage === nextStage ? result.outputs : [])
+        const carried = rawTensors(answer)
+        const replay = carried.length > 0 ? carried : (h.stage === nextStage ? result.outputs : [])
         await fs.write(errorFrame({ ...h, hops: [...mine, ...h.hops] }, replay))
       } else {
         await fail(InferErrorCode.HOP_UNREACHABLE, `next hop answered frame kind ${answer.kind}`, nextStage, next.peer, mine, result.outputs)

@@ -45,6 +45,8 @@ export interface SwarmSummary {
   p95Ms: number
   jobsPerS: number
   routes: number
+  /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing). */
+  computeP50Ms: number
   localJobsPerS: number
   startupMs: number
   totalMs: number
@@ -157,6 +159,7 @@ export const swarmCommand: Command = {
       say('jobs', `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
 
       const latencies: number[] = []
+      const computeMs: number[] = []
       const routes = new Set<string>()
       const errors: string[] = []
       let completed = 0; let correct = 0; let worst = 0; let next = 0
@@ -172,6 +175,7 @@ export const swarmCommand: Command = {
             const diff = maxAbsDiff(j.reference!, out0)
             worst = Math.max(worst, diff)
             latencies.push(r.ms)
+            computeMs.push(r.hops.reduce((sum, h) => sum + h.ms, 0))
             routes.add(r.route.join('>'))
             completed++
             const text = textOf(sharded.manifest, r.outputs)
@@ -202,6 +206,7 @@ export const swarmCommand: Command = {
         p95Ms: Math.round(percentile(latencies, 95) * 10) / 10,
         jobsPerS: Math.round(completed / elapsed * 100) / 100,
         routes: routes.size,
+        computeP50Ms: Math.round(percentile(computeMs, 50) * 10) / 10,
         localJobsPerS: Math.round(localJobsPerS * 100) / 100,
         startupMs: Math.round(startupMs),
         totalMs: 0,
