@@ -23,8 +23,11 @@ import { createSession, ort, runSession } from './ort.ts'
 import { elementCount, itemSize } from '../../protocols/tensor-codec.ts'
 import type { DType, Tensor } from '../../protocols/tensor-codec.ts'
 
-/** Shape entries are sizes, or null where the size is free (symbolic). */
-export interface TensorSpec { name: string, dtype: DType, shape: Array<number | null> }
+/**
+ * Shape entries are sizes, or null where the size is free (symbolic).
+ * `probe` is the shape seen while planning (used to warm sessions up).
+ */
+export interface TensorSpec { name: string, dtype: DType, shape: Array<number | null>, probe?: number[] }
 
 export class InvalidModelError extends Error {
   readonly name = 'InvalidModelError'
@@ -352,10 +355,10 @@ export function buildStages (a: ModelAnalysis, cuts: number[]): BuiltStage[] {
   for (const s of a.outputs) declared.set(s.name, s)
   const specFor = (name: string): TensorSpec => {
     const d = declared.get(name)
-    if (d !== undefined) return d
     const p = a.probe.get(name)
+    if (d !== undefined) return p !== undefined ? { ...d, probe: p.dims } : d
     if (p === undefined) throw new InvalidModelError(`no type known for tensor ${name}`)
-    return { name, dtype: p.dtype, shape: p.dims.map(() => null) }
+    return { name, dtype: p.dtype, shape: p.dims.map(() => null), probe: p.dims }
   }
   const safe = (s: string): string => s.replace(/[^A-Za-z0-9_]/g, '_')
   const stages: BuiltStage[] = []

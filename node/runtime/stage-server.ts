@@ -13,6 +13,7 @@ import type { Host } from '../host.ts'
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort } from '../models/ort.ts'
 import type { Manifest, StageEntry } from '../models/manifest.ts'
+import { sampleTensor } from '../models/partition.ts'
 import type { TensorSpec } from '../models/partition.ts'
 import { FrameTooLargeError, MalformedFrameError } from '../../protocols/errors.ts'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
@@ -99,7 +100,24 @@ export class StageServer {
     const entry = manifest.stages[stage]
     if (entry === undefined) throw new RangeError(`manifest ${manifestCid} has no stage ${stage}`)
     const session = await createSession(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
-    this.stages.set(this.key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, msPerItem: 0, runs: 0 })
+    // warm up at the planning shape: the first run is slow, and routing wants a measured speed
+    let msPerItem = 0
+    if (entry.inputs.every(i => i.probe !== undefined)) {
+      const feeds = entry.inputs.map((spec, i) => sampleTensor(spec, spec.probe!, i + 1))
+      try {
+        await runSession(session, feeds)
+        msPerItem = Infinity
+        for (let i = 0; i < 3; i++) {
+          const t0 = performance.now()
+          await runSession(session, feeds)
+          msPerItem = Math.min(msPerItem, performance.now() - t0)
+        }
+      } catch (err) {
+        await session.release()
+        throw new Error(`stage ${stage} of ${manifest.name} does not run here: ${(err as Error).message}`)
+      }
+    }
+    this.stages.set(this.key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, msPerItem, runs: 0 })
     this.log('serving %s stage %d', manifest.name, stage)
   }
 
@@ -136,7 +154,7 @@ export class StageServer {
     s.tail = job.catch(() => {})
     try {
       const { out, ms } = await job
-      s.msPerItem = s.runs === 0 ? ms : s.msPerItem * 0.8 + ms * 0.2
+      s.msPerItem = s.msPerItem === 0 ? ms : s.msPerItem * 0.8 + ms * 0.2
       s.runs++
       this.onRun?.({ manifest: manifestCid, stage, ms })
       // hand on what the next stage needs: produced here or passed through

@@ -23,6 +23,13 @@ export interface RouteCosts {
   bytesPerMs?: number
   /** Added once per repeated peer in a route. @default 1e6 (only when nothing else fits) */
   reusePenaltyMs?: number
+  /**
+   * Peers whose predicted times differ by less than about this fraction are
+   * treated as equal (random tie-break), so work spreads over replicas and
+   * measurements taken on a busy machine do not pin every job to one peer.
+   * @default 0.15
+   */
+  spread?: number
 }
 
 export class NoRouteError extends Error {
@@ -43,12 +50,13 @@ export function predictedMs (c: Candidate, stage: number, costs: RouteCosts): nu
 /**
  * Picks one candidate per stage. `candidates[i]` are the peers for stage
  * `first + i`. Exhaustive search when small, greedy otherwise; ties are broken
- * by `random` so equal peers share the work.
+ * by `random` so near-equal peers share the work.
  */
 export function chooseRoute (candidates: Candidate[][], costs: RouteCosts, first = 0, random: () => number = Math.random): Candidate[] {
   candidates.forEach((c, i) => { if (c.length === 0) throw new NoRouteError(first + i) })
   const penalty = costs.reusePenaltyMs ?? 1e6
-  const jitter = candidates.map(cs => cs.map(() => random() * 1e-3))
+  const spread = costs.spread ?? 0.15
+  const jitter = candidates.map(cs => cs.map(() => 1 + random() * spread))
   const space = candidates.reduce((p, c) => p * c.length, 1)
   if (space <= 4096) {
     let best: Candidate[] = []; let bestCost = Infinity
@@ -59,7 +67,7 @@ export function chooseRoute (candidates: Candidate[][], costs: RouteCosts, first
       candidates[i].forEach((c, j) => {
         const reuse = pick.some(p => p.peer === c.peer) ? penalty : 0
         pick.push(c)
-        walk(i + 1, cost + predictedMs(c, first + i, costs) + reuse + jitter[i][j])
+        walk(i + 1, cost + predictedMs(c, first + i, costs) * jitter[i][j] + reuse)
         pick.pop()
       })
     }
@@ -70,7 +78,7 @@ export function chooseRoute (candidates: Candidate[][], costs: RouteCosts, first
   candidates.forEach((cs, i) => {
     let best = cs[0]; let bestCost = Infinity
     cs.forEach((c, j) => {
-      const cost = predictedMs(c, first + i, costs) + (route.some(p => p.peer === c.peer) ? penalty : 0) + jitter[i][j]
+      const cost = predictedMs(c, first + i, costs) * jitter[i][j] + (route.some(p => p.peer === c.peer) ? penalty : 0)
       if (cost < bestCost) { bestCost = cost; best = c }
     })
     route.push(best)

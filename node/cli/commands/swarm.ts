@@ -145,7 +145,9 @@ export const swarmCommand: Command = {
         for (const s of placement[i]) await v.waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
       })))
       const c = client
-      await step(c.directory.waitFor(() => sharded.manifest.stages.every(s => c.directory.servers(sharded.manifestCid, s.index).length > 0), 30_000, 'heartbeats for every stage'))
+      // every placed replica heard from, so the first jobs can use all of them
+      const holders = (stage: number): number => placement.filter(p => p.includes(stage)).length
+      await step(c.directory.waitFor(() => sharded.manifest.stages.every(s => c.directory.servers(sharded.manifestCid, s.index).length >= holders(s.index)), 30_000, 'heartbeats from every vehicle'))
       const startupMs = performance.now() - T0
       say('ready', `every stage served: ${sharded.manifest.stages.map(s => `stage ${s.index} x${c.directory.servers(sharded.manifestCid, s.index).length}`).join(', ')}`)
 
