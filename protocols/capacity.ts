@@ -7,6 +7,7 @@
  * compatible.
  */
 import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { decodeJsonObject, encodeJson } from './json.ts'
 import { MAX_HEARTBEAT_BYTES } from './limits.ts'
 
 export interface ServedStage {
@@ -42,18 +43,13 @@ export interface Heartbeat {
 }
 
 export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
-  const bytes = new TextEncoder().encode(JSON.stringify(hb))
+  const bytes = encodeJson(hb)
   if (bytes.byteLength > MAX_HEARTBEAT_BYTES) throw new FrameTooLargeError('heartbeat', bytes.byteLength, MAX_HEARTBEAT_BYTES)
   return bytes
 }
 
 export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
-  if (bytes.byteLength > MAX_HEARTBEAT_BYTES) throw new FrameTooLargeError('heartbeat', bytes.byteLength, MAX_HEARTBEAT_BYTES)
-  let v: any
-  try { v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) } catch (err) {
-    throw new MalformedFrameError('heartbeat', `not JSON (${(err as Error).message})`)
-  }
-  if (v === null || typeof v !== 'object') throw new MalformedFrameError('heartbeat', 'must be an object')
+  const v = decodeJsonObject(bytes, 'heartbeat', MAX_HEARTBEAT_BYTES)
   if (v.v !== 1) throw new MalformedFrameError('heartbeat.v', `unsupported version ${String(v.v)}`)
   for (const f of ['ts', 'seq', 'load', 'slots']) {
     if (typeof v[f] !== 'number' || !Number.isFinite(v[f]) || v[f] < 0) throw new MalformedFrameError(`heartbeat.${f}`, 'must be a non-negative number')

@@ -7,26 +7,17 @@
  * or `{ "ok": false, "code", "message" }`. The caller verifies the sha256 of the
  * whole content against the CID before using it.
  */
-import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { MalformedFrameError } from './errors.ts'
+import { decodeJsonObject, encodeJson } from './json.ts'
 import { MAX_SHARD_BYTES, MAX_SHARD_REQUEST_BYTES } from './limits.ts'
 
 export interface ShardRequest { cid: string, offset: number }
 export type ShardResponseHeader = { ok: true, size: number } | { ok: false, code: 'NOT_FOUND' | 'BAD_REQUEST', message: string }
 
-export function encodeJson (v: unknown): Uint8Array { return new TextEncoder().encode(JSON.stringify(v)) }
-
-function parseJson (bytes: Uint8Array, field: string, limit: number): Record<string, unknown> {
-  if (bytes.byteLength > limit) throw new FrameTooLargeError(field, bytes.byteLength, limit)
-  let v: unknown
-  try { v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) } catch (err) {
-    throw new MalformedFrameError(field, `not JSON (${(err as Error).message})`)
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new MalformedFrameError(field, 'must be an object')
-  return v as Record<string, unknown>
-}
+export { encodeJson }
 
 export function decodeShardRequest (bytes: Uint8Array): ShardRequest {
-  const v = parseJson(bytes, 'shard request', MAX_SHARD_REQUEST_BYTES)
+  const v = decodeJsonObject(bytes, 'shard request', MAX_SHARD_REQUEST_BYTES)
   if (typeof v.cid !== 'string' || v.cid.length === 0 || v.cid.length > 128) throw new MalformedFrameError('shard request.cid', 'must be a CID string')
   const offset = v.offset ?? 0
   if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0 || offset > MAX_SHARD_BYTES) throw new MalformedFrameError('shard request.offset', 'must be a non-negative integer')
@@ -34,7 +25,7 @@ export function decodeShardRequest (bytes: Uint8Array): ShardRequest {
 }
 
 export function decodeShardResponseHeader (bytes: Uint8Array): ShardResponseHeader {
-  const v = parseJson(bytes, 'shard response', MAX_SHARD_REQUEST_BYTES)
+  const v = decodeJsonObject(bytes, 'shard response', MAX_SHARD_REQUEST_BYTES)
   if (v.ok === true) {
     if (typeof v.size !== 'number' || !Number.isInteger(v.size) || v.size < 0 || v.size > MAX_SHARD_BYTES) throw new MalformedFrameError('shard response.size', `must be an integer in 0..${MAX_SHARD_BYTES}`)
     return { ok: true, size: v.size }

@@ -9,6 +9,11 @@ import { cidOf } from './cid.ts'
 import { analyzeModel, buildStages, crossingBytesOf, planCuts } from './partition.ts'
 import type { AnalyzeOptions, TensorSpec } from './partition.ts'
 import { isDType } from '../../protocols/tensor-codec.ts'
+import { decodeJsonObject, encodeJson } from '../../protocols/json.ts'
+import { MiB } from '../../protocols/limits.ts'
+
+/** Largest manifest accepted. */
+export const MAX_MANIFEST_BYTES = 4 * MiB
 
 export const MANIFEST_FORMAT = 'fleetmesh-manifest/1'
 
@@ -52,7 +57,7 @@ export class InvalidManifestError extends Error {
 }
 
 export function encodeManifest (m: Manifest): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(m, null, 2) + '\n')
+  return encodeJson(m, true)
 }
 
 function checkSpecs (v: unknown, field: string): TensorSpec[] {
@@ -66,8 +71,8 @@ function checkSpecs (v: unknown, field: string): TensorSpec[] {
 /** Parses and validates a manifest; throws InvalidManifestError naming the field. */
 export function decodeManifest (bytes: Uint8Array): Manifest {
   let m: any
-  try { m = JSON.parse(new TextDecoder().decode(bytes)) } catch (err) {
-    throw new InvalidManifestError(`manifest is not JSON: ${(err as Error).message}`)
+  try { m = decodeJsonObject(bytes, 'manifest', MAX_MANIFEST_BYTES) } catch (err) {
+    throw new InvalidManifestError((err as Error).message)
   }
   if (m?.format !== MANIFEST_FORMAT) throw new InvalidManifestError(`manifest format must be ${MANIFEST_FORMAT}, got ${String(m?.format)}`)
   if (typeof m.name !== 'string' || m.name === '') throw new InvalidManifestError('manifest name is missing')
