@@ -14,6 +14,12 @@ import type { Manifest } from './models/manifest.ts'
 import { ShardExchange } from './models/shard-exchange.ts'
 import { ShardStore } from './models/shard-store.ts'
 import { StageServer } from './runtime/stage-server.ts'
+import { VehicleGovernor } from './vehicle/governor.ts'
+import type { GovernorEvent } from './vehicle/governor.ts'
+import type { PolicyConfig } from './vehicle/policy.ts'
+import { AlwaysOnSource } from './vehicle/sources.ts'
+import type { StateSource } from './vehicle/sources.ts'
+import type { PrivateKey } from '@libp2p/interface'
 import { DEFAULT_FLEET } from '../protocols/ids.ts'
 
 /** How often a stage whose shard could not be had is tried again. */
@@ -27,6 +33,7 @@ export interface HostedModel {
 }
 
 export type AgentEvent =
+  | GovernorEvent
   | { type: 'listening', peer: string, addrs: string[] }
   | { type: 'shard', manifest: string, stage: number, cid: string, source: 'local' | 'peer', bytes: number, ms: number }
   | { type: 'serving', manifest: string, name: string, stage: number }
@@ -41,6 +48,12 @@ export interface AgentInit {
   models?: HostedModel[]
   heartbeatMs?: number
   intraOpThreads?: number
+  /** Where the vehicle's state comes from. @default always on */
+  vehicle?: StateSource
+  /** Eligibility policy overrides (defaults in node/vehicle/policy.ts). */
+  policy?: Partial<PolicyConfig>
+  /** Bound for finishing in-flight work when the car must go. @default 10000 */
+  drainMs?: number
   onEvent?: (e: AgentEvent) => void
 }
 
@@ -50,19 +63,26 @@ export class VehicleAgent {
   readonly exchange: ShardExchange
   readonly stages: StageServer
   readonly advertiser: CapacityAdvertiser
+  readonly governor: VehicleGovernor
   private readonly emit: (e: AgentEvent) => void
   private readonly retries = new Set<ReturnType<typeof setTimeout>>()
 
-  private constructor (host: Host, store: ShardStore, init: AgentInit) {
+  private constructor (host: Host, store: ShardStore, privateKey: PrivateKey, init: AgentInit) {
     this.host = host
     this.store = store
     this.exchange = new ShardExchange(host, store)
     this.stages = new StageServer(host, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
     this.advertiser = new CapacityAdvertiser(host, this.stages, {
       fleet: init.fleet ?? DEFAULT_FLEET,
+      privateKey,
       ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
     })
     this.emit = init.onEvent ?? (() => {})
+    this.governor = new VehicleGovernor(this.stages, this.advertiser, {
+      source: init.vehicle ?? new AlwaysOnSource(),
+      ...(init.policy !== undefined ? { policy: init.policy } : {}),
+      ...(init.drainMs !== undefined ? { drainMs: init.drainMs } : {})
+    }, e => { this.emit(e) })
   }
 
   static async start (init: AgentInit): Promise<VehicleAgent> {
@@ -74,9 +94,10 @@ export class VehicleAgent {
       ...(init.listen !== undefined ? { listen: init.listen } : {})
     })
     const store = await new ShardStore(join(init.dataDir, 'shards')).init()
-    const agent = new VehicleAgent(host, store, init)
+    const agent = new VehicleAgent(host, store, privateKey, init)
     await agent.exchange.start()
     await agent.stages.start()
+    await agent.governor.start()
     agent.advertiser.start()
     agent.emit({ type: 'listening', peer: host.peerId.toString(), addrs: hostAddrs(host) })
     for (const m of init.models ?? []) await agent.hostModel(m)
@@ -97,7 +118,7 @@ export class VehicleAgent {
     const seeded: string[] = []
     if (isCid(m.model)) {
       manifestCid = m.model
-      manifest = decodeManifest(await this.exchange.get(manifestCid, { signal: AbortSignal.timeout(30_000) }))
+      manifest = decodeManifest(await this.fetchPatiently(manifestCid, 60_000))
     } else {
       const bytes = await readFile(m.model)
       manifest = decodeManifest(bytes)
@@ -128,11 +149,28 @@ export class VehicleAgent {
     await this.advertiser.beat()
   }
 
+  /**
+   * Fetches content by CID, retrying while providers may still be appearing
+   * in the DHT (many peers joining at once), up to `forMs`.
+   */
+  private async fetchPatiently (cid: string, forMs: number): Promise<Uint8Array> {
+    const until = Date.now() + forMs
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.exchange.get(cid, { signal: AbortSignal.timeout(Math.max(1000, Math.min(15_000, until - Date.now()))) })
+      } catch (err) {
+        if (Date.now() >= until || this.host.status !== 'started') throw err
+        if (attempt === 1) this.emit({ type: 'error', message: `${(err as Error).message}; retrying` })
+        await new Promise(resolve => setTimeout(resolve, Math.min(2000, 250 * attempt)))
+      }
+    }
+  }
+
   private async serveStage (manifestCid: string, manifest: Manifest, i: number): Promise<void> {
     const entry = manifest.stages[i]
     const t0 = performance.now()
     const local = await this.store.get(entry.cid)
-    const shard = local ?? await this.exchange.get(entry.cid, { signal: AbortSignal.timeout(60_000) })
+    const shard = local ?? await this.fetchPatiently(entry.cid, 30_000)
     this.emit({ type: 'shard', manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 })
     await this.stages.serve(manifestCid, manifest, i, shard)
     await this.advertiser.provide(entry.cid)
@@ -151,6 +189,7 @@ export class VehicleAgent {
   async stop (): Promise<void> {
     for (const t of this.retries) clearTimeout(t)
     this.retries.clear()
+    await this.governor.stop()
     this.stages.accepting = false
     await this.advertiser.stop()
     await this.stages.stop()

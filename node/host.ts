@@ -15,6 +15,7 @@ import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
@@ -22,6 +23,9 @@ import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { DEFAULT_FLEET, checkFleetName, kadProtocol } from '../protocols/ids.ts'
 import { MAX_INFER_FRAME_BYTES, MiB } from '../protocols/limits.ts'
+import { CAPACITY_RECORD_NAMESPACE, decodeCapacityRecord } from '../protocols/capacity.ts'
+import type { RecordVerifier } from '../protocols/capacity.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
 
 export type HostServices = {
   identify: Identify
@@ -42,6 +46,8 @@ export interface HostInit {
   fleet?: string
   /** Answer DHT queries (bootstrap peers and reachable nodes). @default true */
   dhtServer?: boolean
+  /** New inbound connections accepted per second from one IP address. @default 100 */
+  inboundConnectionsPerSecond?: number
   /**
    * Keep private and loopback addresses in DHT peer records. Needed on one
    * machine or a LAN; turn off on the open internet. @default true
@@ -62,9 +68,15 @@ const MAX_STREAM_WINDOW = 16 * MiB
 export async function createHost (init: HostInit = {}): Promise<Host> {
   const fleet = checkFleetName(init.fleet ?? DEFAULT_FLEET)
   const bootstrapList = init.bootstrap ?? []
-  return await createLibp2p({
+  const host = await createLibp2p({
     ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {}),
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
+    connectionManager: {
+      // many vehicles share one address (one test machine, or a carrier-grade NAT):
+      // libp2p's default of 5 new connections per second per host turned joiners away
+      inboundConnectionThreshold: init.inboundConnectionsPerSecond ?? 100,
+      maxIncomingPendingConnections: 64
+    },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({
@@ -82,7 +94,9 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         protocol: kadProtocol(fleet),
         clientMode: !(init.dhtServer ?? true),
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
-        initialQuerySelfInterval: 500
+        initialQuerySelfInterval: 500,
+        validators: { [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await decodeCapacityRecord(value, peerPublicKey, { key }) } },
+        selectors: { [CAPACITY_RECORD_NAMESPACE]: (_key, values) => selectNewest(values) }
       }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
@@ -90,6 +104,26 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       })
     }
   })
+  if (bootstrapList.length > 0) keepJoined(host, bootstrapList)
+  return host
+}
+
+/** How often a peer with no connections dials its bootstrap peers again. */
+export const REJOIN_INTERVAL_MS = 2000
+
+/**
+ * Bootstrap discovery dials once; a refused or lost connection would leave a
+ * peer alone for good. While a peer has no connections, dial the bootstrap
+ * peers again every REJOIN_INTERVAL_MS.
+ */
+function keepJoined (host: Host, bootstrap: string[]): void {
+  const timer = setInterval(() => {
+    if (host.status !== 'started') return
+    if (host.getConnections().length > 0) return
+    for (const a of bootstrap) void host.dial(multiaddr(a), { signal: AbortSignal.timeout(REJOIN_INTERVAL_MS) }).catch(() => {})
+  }, REJOIN_INTERVAL_MS)
+  timer.unref()
+  host.addEventListener('stop', () => { clearInterval(timer) }, { once: true })
 }
 
 /** Loads a private key from `path`, creating (and saving, mode 0600) one if absent. */
@@ -111,4 +145,23 @@ export async function loadOrCreateKey (path: string): Promise<PrivateKey> {
 /** Multiaddrs with the /p2p suffix, as strings. */
 export function hostAddrs (host: Host): string[] {
   return host.getMultiaddrs().map(a => a.toString())
+}
+
+/** The public key inside a peer id (Ed25519 and secp256k1 ids embed it). */
+export function peerPublicKey (peer: string): RecordVerifier {
+  const key = peerIdFromString(peer).publicKey
+  if (key === undefined) throw new Error(`peer id ${peer} does not embed its public key`)
+  return key
+}
+
+/** Index of the record with the highest seq (records that fail to parse lose). */
+function selectNewest (values: Uint8Array[]): number {
+  let best = 0; let bestSeq = -1
+  values.forEach((v, i) => {
+    try {
+      const body = JSON.parse(JSON.parse(new TextDecoder().decode(v)).body)
+      if (typeof body.seq === 'number' && body.seq > bestSeq) { bestSeq = body.seq; best = i }
+    } catch {}
+  })
+  return best
 }

@@ -40,6 +40,26 @@ export interface Heartbeat {
   addrs: string[]
   /** Set on the last heartbeat before the node leaves. */
   leaving?: boolean
+  /** When the sender's current capacity record expires (epoch ms). */
+  expiresAt?: number
+  /** The vehicle's state and why it is not eligible, for status displays. */
+  vehicle?: VehicleSummary
+}
+
+export interface VehicleSummary {
+  source: string
+  parked: boolean
+  pluggedIn: boolean
+  socPct: number
+  chargerKw: number
+  computeTempC: number
+  nextDepartureAt: number | null
+  ownerOptIn: boolean
+  network: string
+  reasons: string[]
+  powerBudgetW: number
+  /** Now on the vehicle's (possibly simulated) clock. */
+  clock: number
 }
 
 export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
@@ -65,5 +85,75 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
     for (const [k, m] of Object.entries(v.models)) if (typeof m === 'string') models[k] = m
   }
   const addrs = Array.isArray(v.addrs) ? v.addrs.filter((a: unknown) => typeof a === 'string').slice(0, 16) : []
-  return { v: 1, ts: v.ts, seq: v.seq, eligible: v.eligible, load: v.load, slots: v.slots, stages, models, addrs, leaving: v.leaving === true }
+  const out: Heartbeat = { v: 1, ts: v.ts, seq: v.seq, eligible: v.eligible, load: v.load, slots: v.slots, stages, models, addrs, leaving: v.leaving === true }
+  if (typeof v.expiresAt === 'number') out.expiresAt = v.expiresAt
+  if (v.vehicle !== null && typeof v.vehicle === 'object') out.vehicle = v.vehicle as VehicleSummary
+  return out
+}
+
+/**
+ * Signed capacity record, stored in the DHT under `/fmcap/<peer id>`.
+ * The body is a JSON string signed by the peer's key; it expires at most
+ * MAX_RECORD_TTL_MS after it was issued and is refreshed before that.
+ */
+export const CAPACITY_RECORD_NAMESPACE = 'fmcap'
+export const MAX_RECORD_TTL_MS = 60_000
+const CLOCK_SKEW_MS = 5_000
+
+export interface CapacityRecord {
+  v: 1
+  peer: string
+  seq: number
+  issuedAt: number
+  expiresAt: number
+  eligible: boolean
+  stages: ServedStage[]
+  slots: number
+  /** Why not eligible (empty when eligible). */
+  reasons: string[]
+}
+
+export function capacityRecordKey (peer: string): Uint8Array {
+  return new TextEncoder().encode(`/${CAPACITY_RECORD_NAMESPACE}/${peer}`)
+}
+
+export interface RecordSigner { sign: (data: Uint8Array) => Uint8Array | Promise<Uint8Array> }
+export interface RecordVerifier { verify: (data: Uint8Array, sig: Uint8Array) => boolean | Promise<boolean> }
+
+export async function encodeCapacityRecord (r: CapacityRecord, key: RecordSigner): Promise<Uint8Array> {
+  const body = JSON.stringify(r)
+  const sig = await key.sign(new TextEncoder().encode(body))
+  return encodeJson({ body, sig: Buffer.from(sig).toString('base64') })
+}
+
+/**
+ * Decodes and checks a record: signature by `publicKeyOf(peer)`, peer matches
+ * the key, lifetime at most MAX_RECORD_TTL_MS, not expired at `now`.
+ */
+export async function decodeCapacityRecord (value: Uint8Array, publicKeyOf: (peer: string) => RecordVerifier, opts: { key?: Uint8Array, now?: number } = {}): Promise<CapacityRecord> {
+  const env = decodeJsonObject(value, 'capacity record', MAX_HEARTBEAT_BYTES)
+  if (typeof env.body !== 'string' || typeof env.sig !== 'string') throw new MalformedFrameError('capacity record', 'needs body and sig')
+  const r = decodeJsonObject(new TextEncoder().encode(env.body), 'capacity record.body', MAX_HEARTBEAT_BYTES)
+  if (r.v !== 1 || typeof r.peer !== 'string') throw new MalformedFrameError('capacity record.body', 'needs v 1 and peer')
+  for (const f of ['seq', 'issuedAt', 'expiresAt', 'slots']) {
+    if (typeof r[f] !== 'number' || !Number.isFinite(r[f])) throw new MalformedFrameError(`capacity record.${f}`, 'must be a number')
+  }
+  if (opts.key !== undefined && new TextDecoder().decode(opts.key) !== `/${CAPACITY_RECORD_NAMESPACE}/${r.peer}`) {
+    throw new MalformedFrameError('capacity record.peer', 'does not match the record key')
+  }
+  const ok = await publicKeyOf(r.peer).verify(new TextEncoder().encode(env.body), Buffer.from(env.sig, 'base64'))
+  if (!ok) throw new MalformedFrameError('capacity record.sig', 'signature does not verify')
+  if (r.expiresAt - r.issuedAt > MAX_RECORD_TTL_MS) throw new MalformedFrameError('capacity record.expiresAt', `lifetime over ${MAX_RECORD_TTL_MS} ms`)
+  if (r.expiresAt + CLOCK_SKEW_MS < (opts.now ?? Date.now())) throw new MalformedFrameError('capacity record.expiresAt', 'expired')
+  return {
+    v: 1,
+    peer: r.peer,
+    seq: r.seq,
+    issuedAt: r.issuedAt,
+    expiresAt: r.expiresAt,
+    eligible: r.eligible === true,
+    stages: Array.isArray(r.stages) ? r.stages : [],
+    slots: r.slots,
+    reasons: Array.isArray(r.reasons) ? r.reasons.filter((x: unknown) => typeof x === 'string') : []
+  }
 }

@@ -11,11 +11,15 @@ import type { Host } from '../host.ts'
 import { hostAddrs } from '../host.ts'
 import type { StageServer } from '../runtime/stage-server.ts'
 import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
-import { encodeHeartbeat } from '../../protocols/capacity.ts'
-import type { Heartbeat } from '../../protocols/capacity.ts'
+import { MAX_RECORD_TTL_MS, capacityRecordKey, encodeCapacityRecord, encodeHeartbeat } from '../../protocols/capacity.ts'
+import type { CapacityRecord, Heartbeat, RecordSigner, VehicleSummary } from '../../protocols/capacity.ts'
 
 export interface AdvertiserInit {
   fleet: string
+  /** Signs the DHT capacity record; without it no record is published. */
+  privateKey?: RecordSigner
+  /** Capacity record lifetime (at most 60 s); refreshed at a third of it. @default 60000 */
+  recordTtlMs?: number
   /** Heartbeat period. @default 2000 */
   heartbeatMs?: number
   /** Items this node takes at once. @default 4 */
@@ -23,6 +27,7 @@ export interface AdvertiserInit {
 }
 
 export const DEFAULT_HEARTBEAT_MS = 2000
+export const DEFAULT_RECORD_TTL_MS = MAX_RECORD_TTL_MS
 
 export class CapacityAdvertiser {
   private readonly host: Host
@@ -31,6 +36,11 @@ export class CapacityAdvertiser {
   private readonly log: Logger
   private timer?: ReturnType<typeof setInterval>
   private seq = 0
+  private recordSeq = 0
+  private recordTimer?: ReturnType<typeof setInterval>
+  private expiresAt?: number
+  /** The vehicle's latest state and decision, carried in heartbeats. */
+  vehicle?: VehicleSummary
   private readonly provided = new Set<string>()
   private soon?: ReturnType<typeof setTimeout>
   /** A peer that just subscribed gets our state at once, not at the next tick. */
@@ -55,6 +65,11 @@ export class CapacityAdvertiser {
     this.timer = setInterval(() => { void this.beat() }, this.init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
     this.timer.unref()
     void this.beat()
+    if (this.init.privateKey !== undefined) {
+      this.recordTimer = setInterval(() => { void this.publishRecord() }, this.ttl / 3)
+      this.recordTimer.unref()
+      void this.publishRecord()
+    }
   }
 
   heartbeat (leaving = false): Heartbeat {
@@ -70,7 +85,40 @@ export class CapacityAdvertiser {
       stages: this.stages.served(),
       models: this.stages.models(),
       addrs: hostAddrs(this.host).map(a => a.replace(/\/p2p\/[^/]+$/, '')),
-      ...(leaving ? { leaving: true } : {})
+      ...(leaving ? { leaving: true } : {}),
+      ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
+      ...(this.vehicle !== undefined ? { vehicle: this.vehicle } : {})
+    }
+  }
+
+  private get ttl (): number { return Math.min(MAX_RECORD_TTL_MS, this.init.recordTtlMs ?? DEFAULT_RECORD_TTL_MS) }
+
+  /** The signed capacity record as of now. */
+  record (): CapacityRecord {
+    const now = Date.now()
+    const load = this.stages.load()
+    return {
+      v: 1,
+      peer: this.host.peerId.toString(),
+      seq: ++this.recordSeq,
+      issuedAt: now,
+      expiresAt: now + this.ttl,
+      eligible: this.stages.accepting,
+      stages: this.stages.served(),
+      slots: Math.max(0, (this.init.slots ?? 4) - load),
+      reasons: this.vehicle?.reasons ?? []
+    }
+  }
+
+  /** Puts a fresh signed capacity record in the DHT. */
+  async publishRecord (): Promise<void> {
+    if (this.init.privateKey === undefined) return
+    const r = this.record()
+    try {
+      await this.host.contentRouting.put(capacityRecordKey(r.peer), await encodeCapacityRecord(r, this.init.privateKey), { signal: AbortSignal.timeout(10_000) })
+      this.expiresAt = r.expiresAt
+    } catch (err) {
+      this.log('capacity record not published: %e', err)
     }
   }
 
@@ -92,6 +140,7 @@ export class CapacityAdvertiser {
 
   async stop (): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.recordTimer !== undefined) clearInterval(this.recordTimer)
     if (this.soon !== undefined) clearTimeout(this.soon)
     this.timer = undefined
     this.host.services.pubsub.removeEventListener('subscription-change', this.onSubscription)

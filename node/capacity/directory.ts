@@ -59,8 +59,10 @@ export class FleetDirectory {
     this.peers.set(peer, { peer, heartbeat: hb, receivedAt })
   }
 
+  /** Heard recently, not leaving, and its capacity record has not expired. */
   isFresh (p: PeerState, now = Date.now()): boolean {
-    return now - p.receivedAt <= this.staleMs && p.heartbeat.leaving !== true
+    return now - p.receivedAt <= this.staleMs && p.heartbeat.leaving !== true &&
+      (p.heartbeat.expiresAt === undefined || p.heartbeat.expiresAt > now)
   }
 
   /** Every peer heard from, fresh or not. */

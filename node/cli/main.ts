@@ -14,11 +14,12 @@ import { bootstrapCommand } from './commands/bootstrap.ts'
 import { nodeCommand } from './commands/node.ts'
 import { shardCommand } from './commands/shard.ts'
 import { submitCommand } from './commands/submit.ts'
+import { statusCommand } from './commands/status.ts'
 import { swarmCommand } from './commands/swarm.ts'
 import { runCommand, UsageError } from './command.ts'
 import type { Command } from './command.ts'
 
-const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, submitCommand]
+const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, submitCommand, statusCommand]
 
 function usage (): string {
   return [

@@ -8,7 +8,9 @@ import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import type { Logger, PrivateKey } from '@libp2p/interface'
 import { FleetDirectory } from '../capacity/directory.ts'
-import { createHost } from '../host.ts'
+import { createHost, peerPublicKey } from '../host.ts'
+import { capacityRecordKey, decodeCapacityRecord } from '../../protocols/capacity.ts'
+import type { CapacityRecord } from '../../protocols/capacity.ts'
 import type { Host } from '../host.ts'
 import { isCid } from '../models/cid.ts'
 import { decodeManifest } from '../models/manifest.ts'
@@ -93,6 +95,8 @@ export class FleetClient {
   private readonly providerCache = new Map<string, { at: number, providers: Provider[] }>()
   private readonly manifests = new Map<string, Manifest>()
   private readonly providerCacheMs: number
+  /** Called with every route chosen (peer per stage from `first`), e.g. to audit withdrawals. */
+  onRoute?: (peers: string[], first: number, at: number) => void
 
   private constructor (host: Host, ownsHost: boolean, init: ClientInit) {
     this.host = host
@@ -213,6 +217,7 @@ export class FleetClient {
         }
         throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
       }
+      this.onRoute?.(route.map(c => c.peer), stage, Date.now())
       for (const c of route) this.inflight.set(c.peer, (this.inflight.get(c.peer) ?? 0) + 1)
       const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, deadline - Date.now())), ...(opts.signal !== undefined ? [opts.signal] : [])])
       let answer
@@ -259,6 +264,17 @@ export class FleetClient {
       this.log('job %s attempt %d failed at stage %d on %s (%s: %s), re-routing', job, attempt, h.stage, h.peer, h.code, h.message)
     }
     throw new InferenceError((lastError as RemoteError | undefined)?.code ?? 'ERR_FAILED', `job failed after ${maxAttempts} attempts: ${lastError?.message ?? 'deadline passed'}`, stage, { cause: lastError })
+  }
+
+  /** A peer's signed capacity record from the DHT (verified), or undefined. */
+  async capacityRecord (peer: string, timeoutMs = 3000): Promise<CapacityRecord | undefined> {
+    try {
+      const value = await this.host.contentRouting.get(capacityRecordKey(peer), { signal: AbortSignal.timeout(timeoutMs) })
+      return await decodeCapacityRecord(value, peerPublicKey)
+    } catch (err) {
+      this.log('no capacity record for %s: %e', peer, err)
+      return undefined
+    }
   }
 
   async close (): Promise<void> {

@@ -59,6 +59,13 @@ export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[]): Tenso
   })
 }
 
+/** The vehicle is leaving; the request is handed back to its caller. */
+export class DepartingError extends Error {
+  readonly name = 'DepartingError'
+  readonly code = 'ERR_DEPARTING'
+  constructor () { super('this vehicle is leaving the mesh') }
+}
+
 export class StageServer {
   private readonly host: Host
   private readonly init: StageServerInit
@@ -67,6 +74,12 @@ export class StageServer {
   private started = false
   /** When false, new requests are refused with DEPARTING. */
   accepting = true
+  /** Requests being handled (running, queued or waiting for the next hop). */
+  private readonly inflight = new Set<AbortController>()
+  /** Stage runs allowed at once across all stages (the power budget). */
+  private maxSessions = Infinity
+  private running = 0
+  private readonly slotWaiters: Array<() => void> = []
   /** Called after each completed run (for metrics and the heartbeat). */
   onRun?: (info: { manifest: string, stage: number, ms: number }) => void
 
@@ -133,6 +146,57 @@ export class StageServer {
     return out
   }
 
+  /** Caps concurrent stage runs (from the vehicle's power budget); 0 runs nothing new. */
+  setMaxSessions (n: number): void {
+    this.maxSessions = n
+    this.wakeSlots()
+  }
+
+  private wakeSlots (): void {
+    while (this.running < this.maxSessions && this.slotWaiters.length > 0) this.slotWaiters.shift()!()
+  }
+
+  private async acquireSlot (signal: AbortSignal): Promise<void> {
+    while (this.running >= this.maxSessions) {
+      signal.throwIfAborted()
+      await new Promise<void>(resolve => {
+        this.slotWaiters.push(resolve)
+        signal.addEventListener('abort', () => { resolve() }, { once: true })
+      })
+    }
+    signal.throwIfAborted()
+    this.running++
+  }
+
+  private releaseSlot (): void {
+    this.running--
+    this.wakeSlots()
+  }
+
+  /** Requests in flight (running, queued, or waiting on a later hop). */
+  inFlight (): number { return this.inflight.size }
+
+  /**
+   * Stops taking work and lets in-flight requests finish for up to `boundMs`;
+   * whatever is left is answered with DEPARTING so callers re-route at once.
+   */
+  async drain (boundMs: number): Promise<{ inflight: number, finished: number, handedOff: number, stuck: number, ms: number }> {
+    this.accepting = false
+    const t0 = performance.now()
+    const start = this.inflight.size
+    while (this.inflight.size > 0 && performance.now() - t0 < boundMs) {
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    const left = this.inflight.size
+    for (const ac of this.inflight) ac.abort(new DepartingError())
+    // the handed-back requests answer DEPARTING and close; give them a moment
+    const t1 = performance.now()
+    while (this.inflight.size > 0 && performance.now() - t1 < 1000) {
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    return { inflight: start, finished: start - left, handedOff: left - this.inflight.size, stuck: this.inflight.size, ms: performance.now() - t0 }
+  }
+
   /** Items running or queued. */
   load (): number {
     let n = 0
@@ -141,19 +205,27 @@ export class StageServer {
   }
 
   /** Runs one stage locally (queued behind the session's other runs). */
-  async run (manifestCid: string, stage: number, inputs: Tensor[]): Promise<{ outputs: Tensor[], ms: number }> {
+  async run (manifestCid: string, stage: number, inputs: Tensor[], signal: AbortSignal = new AbortController().signal): Promise<{ outputs: Tensor[], ms: number }> {
     const s = this.stages.get(this.key(manifestCid, stage))
     if (s === undefined) throw new Error(`not serving ${manifestCid} stage ${stage}`)
     const feeds = checkStageInputs(s.entry.inputs, inputs)
     s.queued++
     const job = s.tail.then(async () => {
-      const t0 = performance.now()
-      const out = await runSession(s.session, feeds)
-      return { out, ms: performance.now() - t0 }
+      await this.acquireSlot(signal)
+      try {
+        const t0 = performance.now()
+        const out = await runSession(s.session, feeds)
+        return { out, ms: performance.now() - t0 }
+      } finally { this.releaseSlot() }
     })
     s.tail = job.catch(() => {})
+    const aborted = new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(signal.reason)
+      signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+    })
+    aborted.catch(() => {})
     try {
-      const { out, ms } = await job
+      const { out, ms } = await Promise.race([job, aborted])
       s.msPerItem = s.msPerItem === 0 ? ms : s.msPerItem * 0.8 + ms * 0.2
       s.runs++
       this.onRun?.({ manifest: manifestCid, stage, ms })
@@ -174,6 +246,12 @@ export class StageServer {
 
   /** The protocol handler (public so unit tests can call it on a stream). */
   async handle (stream: Stream): Promise<void> {
+    const ac = new AbortController()
+    this.inflight.add(ac)
+    try { await this.handleRequest(stream, ac.signal) } finally { this.inflight.delete(ac) }
+  }
+
+  private async handleRequest (stream: Stream, departing: AbortSignal): Promise<void> {
     const fs = frameStream(stream)
     const me = this.host.peerId.toString()
     let req: InferRequestHeader | undefined
@@ -211,8 +289,12 @@ export class StageServer {
       let result
       for (;;) {
         try {
-          result = await this.run(req.manifest, stage, tensors)
+          result = await this.run(req.manifest, stage, tensors, departing)
         } catch (err) {
+          if (err instanceof DepartingError) {
+            await fail(InferErrorCode.DEPARTING, err.message, stage, me, mine, stage > req.stage ? tensors : [])
+            return
+          }
           const bad = err instanceof MalformedFrameError
           // for a later stage run here, hand back its input so the caller can replay it elsewhere
           await fail(bad ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED, (err as Error).message, stage, me, mine, stage > req.stage ? tensors : [])
@@ -234,8 +316,13 @@ export class StageServer {
       let answer
       try {
         const remaining = Math.max(1, req.deadline - Date.now())
-        answer = await callHop(this.host, next, requestFrame({ ...req, stage: nextStage, route: route.slice(1) }, result.outputs), { signal: AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS)) })
+        answer = await callHop(this.host, next, requestFrame({ ...req, stage: nextStage, route: route.slice(1) }, result.outputs), { signal: AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))]) })
       } catch (err) {
+        if (departing.aborted) {
+          // we are leaving: hand our output back so the caller continues from the next stage elsewhere
+          await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, me, mine, result.outputs)
+          return
+        }
         const code = err instanceof HopUnreachableError ? InferErrorCode.HOP_UNREACHABLE : InferErrorCode.TIMEOUT
         // hand back what we tried to forward so the caller can replay that stage elsewhere
         await fail(code, (err as Error).message, nextStage, next.peer, mine, result.outputs)

@@ -1,6 +1,9 @@
 import { VehicleAgent } from '../../agent.ts'
 import type { AgentEvent } from '../../agent.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
+import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
+import type { PolicyConfig } from '../../vehicle/policy.ts'
+import { InvalidScheduleError, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
 import { UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
@@ -10,13 +13,34 @@ function describe (e: AgentEvent): string {
     case 'shard': return `stage ${e.stage} shard ${e.cid.slice(-10)} (${(e.bytes / 1e6).toFixed(1)} MB) ${e.source === 'peer' ? 'fetched from the mesh, hash verified' : 'loaded from the local store'} in ${e.ms.toFixed(0)} ms`
     case 'serving': return `serving ${e.name} stage ${e.stage}`
     case 'error': return `error: ${e.message}`
+    case 'eligible': return `eligible: taking work (${e.maxSessions} session${e.maxSessions === 1 ? '' : 's'} at once, ${Math.round(e.powerBudgetW)} W budget)`
+    case 'ineligible': return `not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`
+    case 'departed': return `drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back${e.drained ? '' : ', some did not close in time'}`
   }
+}
+
+/** Parses `--policy key=value,...` options into policy overrides. */
+export function parsePolicy (specs: string[]): Partial<PolicyConfig> {
+  const out: Record<string, unknown> = {}
+  for (const spec of specs.flatMap(s => s.split(','))) {
+    const m = /^\s*(\w+)\s*=\s*(.+?)\s*$/.exec(spec)
+    if (m === null || !(m[1] in DEFAULT_POLICY)) throw new UsageError(`--policy ${spec}: use key=value with a key from ${Object.keys(DEFAULT_POLICY).join(', ')}`)
+    const [, key, value] = m
+    if (key === 'allowedNetworks') {
+      out[key] = value.split('+').map(v => v.trim())
+    } else {
+      const n = Number(value)
+      if (!Number.isFinite(n) || n < 0) throw new UsageError(`--policy ${key} must be a non-negative number, got ${value}`)
+      out[key] = n
+    }
+  }
+  return out as Partial<PolicyConfig>
 }
 
 export const nodeCommand: Command = {
   name: 'node',
   summary: 'Run a vehicle node: join the fleet, fetch and serve model stages, advertise capacity.',
-  usage: '--bootstrap <multiaddr> [--model <manifest-cid|manifest.json> --stages 0,1] [--data <dir>] [--json]',
+  usage: '--bootstrap <multiaddr> [--model <manifest-cid|manifest.json> --stages 0,1] [--vehicle <source>] [--data <dir>] [--json]',
   options: {
     bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' },
     model: { type: 'string', multiple: true, arg: '<cid|file>', description: 'model to serve: a manifest CID (fetched from the mesh) or a manifest.json written by `fleetmesh shard`' },
@@ -25,6 +49,10 @@ export const nodeCommand: Command = {
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
     fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
+    vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
+    'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
+    policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
+    'drain-ms': { type: 'string', arg: '<ms>', description: 'bound for finishing in-flight work when the car must go', default: '10000' },
     json: { type: 'boolean', description: 'print events as JSON lines' }
   },
   async run (o) {
@@ -37,8 +65,19 @@ export const nodeCommand: Command = {
       if (o.json === true) console.log(JSON.stringify(e))
       else console.log(describe(e))
     }
+    const speed = o['sim-speed'] !== undefined ? Number(o['sim-speed']) : undefined
+    if (speed !== undefined && !(speed > 0)) throw new UsageError('--sim-speed must be a positive number')
+    let vehicle
+    try { vehicle = await sourceFromSpec(String(o.vehicle), speed !== undefined ? { speed } : {}) } catch (err) {
+      if (err instanceof UsageSourceError || err instanceof InvalidScheduleError) throw new UsageError(err.message)
+      throw err
+    }
+    const policy = parsePolicy((o.policy as string[] | undefined) ?? [])
     const stop = untilSignal()
     const agent = await VehicleAgent.start({
+      vehicle,
+      policy,
+      drainMs: intOption(o['drain-ms'], 'drain-ms', 0, 600_000),
       bootstrap,
       dataDir: String(o.data),
       fleet: String(o.fleet),

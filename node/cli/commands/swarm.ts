@@ -5,7 +5,7 @@
  * is served, runs the jobs as pipelines across vehicles, checks every result
  * against the whole model run locally, prints a summary and shuts down.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,10 +19,11 @@ import type { ShardedModel } from '../../models/manifest.ts'
 import { createSession, runSession } from '../../models/ort.ts'
 import { sampleTensor } from '../../models/partition.ts'
 import { placeStages } from '../../scheduler/placement.ts'
+import type { SimSchedule } from '../../vehicle/sources.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { maxAbsDiff } from '../../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../../protocols/tensor-codec.ts'
-import { intOption, shortPeer } from '../command.ts'
+import { intOption, shortPeer, UsageError } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable, mb, percentile } from '../format.ts'
 import { PeerProcess } from '../processes.ts'
@@ -51,6 +52,39 @@ export interface SwarmSummary {
   startupMs: number
   totalMs: number
   errors: string[]
+  /** With --scenario day. */
+  departures?: number
+  drained?: number
+  lost?: number
+  wrong?: number
+  withdrawP95Ms?: number
+}
+
+/** Sim seconds per hour. */
+const H = 3600
+
+/**
+ * Commuter days for a scenario: everyone starts at home, plugged in; vehicle
+ * i leaves at 3 + 14 i / N hours for 5 hours, the first two leave again in
+ * the evening, so stays overlap and every stage keeps a holder at home (for
+ * the default 6 vehicles and 3 stages). Vehicle 2 comes back below the resume
+ * SoC and waits to charge.
+ */
+export function scenarioSchedules (n: number, durationS: number, wallStart: number): SimSchedule[] {
+  return Array.from({ length: n }, (_, i) => {
+    const away: Array<[number, number]> = [[3 + 14 * i / n, 5]]
+    if (i < 2) away.push([19.5 + i, 3])
+    const sessions: SimSchedule['sessions'] = []
+    let from = -12 * H
+    let soc = 70
+    for (const [start, len] of away) {
+      sessions.push({ arrive: from, depart: start * H, socAtArrival: soc, chargerKw: 7.4, network: 'wifi', computeTempC: 45 + i })
+      from = (start + len) * H
+      soc = i === 2 ? 45 : 60
+    }
+    sessions.push({ arrive: from, depart: 36 * H, socAtArrival: soc, chargerKw: 7.4, network: 'wifi', computeTempC: 45 + i })
+    return { speed: 24 * H / durationS, wallStart, sessions }
+  })
 }
 
 async function makeJobs (src: ModelSource, sharded: ShardedModel, count: number): Promise<Job[]> {
@@ -70,11 +104,13 @@ async function makeJobs (src: ModelSource, sharded: ShardedModel, count: number)
 export const swarmCommand: Command = {
   name: 'swarm',
   summary: 'Start a local mesh (bootstrap + vehicles as separate processes), shard a model across it, run jobs, show what happened.',
-  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--json]',
+  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--scenario day [--duration 60]] [--json]',
   options: {
-    nodes: { type: 'string', arg: '<n>', description: 'vehicle processes', default: '4' },
+    nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day)' },
     stages: { type: 'string', arg: '<k>', description: 'pipeline stages', default: '3' },
-    jobs: { type: 'string', arg: '<n>', description: 'jobs to run', default: '10' },
+    jobs: { type: 'string', arg: '<n>', description: 'jobs to run (with --scenario day: jobs run until the day ends)', default: '10' },
+    scenario: { type: 'string', arg: '<name>', description: 'none, or day: vehicles follow simulated commuter days (leave, come back) while jobs keep running', default: 'none' },
+    duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
@@ -82,7 +118,11 @@ export const swarmCommand: Command = {
   },
   details: 'Every process listens on 127.0.0.1 only. Ctrl-C stops the swarm and every process it started.',
   async run (o) {
-    const nodes = intOption(o.nodes, 'nodes', 1, 64)
+    const scenario = String(o.scenario)
+    if (scenario !== 'none' && scenario !== 'day') throw new UsageError(`--scenario must be none or day, got ${scenario}`)
+    const day = scenario === 'day'
+    const durationS = intOption(o.duration, 'duration', 5, 24 * 3600)
+    const nodes = intOption(o.nodes ?? (day ? '6' : '4'), 'nodes', 1, 64)
     const stages = intOption(o.stages, 'stages', 1, 32)
     const jobCount = intOption(o.jobs, 'jobs', 1, 100_000)
     const concurrency = intOption(o.concurrency, 'concurrency', 1, 64)
@@ -130,17 +170,33 @@ export const swarmCommand: Command = {
       await step(Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await seed.host.contentRouting.provide(parseCid(cid), { signal: AbortSignal.timeout(20_000) }) })))
       say('seed', `client ${shortPeer(client.peerId)} provides the manifest and ${sharded.shards.size} shards (${mb([...sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
-      // vehicles
-      const vehicles = placement.map((st, i) => {
-        const v = new PeerProcess(`v${i + 1}`, ['node', '--bootstrap', bootAddr, '--data', join(work, `v${i + 1}`), '--model', sharded.manifestCid, '--stages', st.join(','), '--fleet', fleet, '--json'], join(work, `v${i + 1}.log`))
+      // vehicles (with --scenario day, each follows a simulated day starting when the mesh should be ready)
+      const dayStart = Date.now() + 10_000
+      const dayEnd = dayStart + durationS * 1000
+      const schedules = day ? scenarioSchedules(nodes, durationS, dayStart) : []
+      const vehicleEvents: Array<{ vehicle: string, peer: string, e: any }> = []
+      const peerOf = new Map<string, string>()
+      const vehicles = await Promise.all(placement.map(async (st, i) => {
+        const args = ['node', '--bootstrap', bootAddr, '--data', join(work, `v${i + 1}`), '--model', sharded.manifestCid, '--stages', st.join(','), '--fleet', fleet, '--json']
+        if (day) {
+          const file = join(work, `v${i + 1}-day.json`)
+          await writeFile(file, JSON.stringify(schedules[i], null, 2))
+          args.push('--vehicle', `sim:${file}`)
+        }
+        const v = new PeerProcess(`v${i + 1}`, args, join(work, `v${i + 1}.log`))
         children.push(v)
         v.onEvent(e => {
+          if (e?.type === 'listening') peerOf.set(v.label, e.peer)
+          if (['eligible', 'ineligible', 'departed'].includes(e?.type)) vehicleEvents.push({ vehicle: v.label, peer: peerOf.get(v.label) ?? '', e })
+          if (day && e?.type === 'ineligible') say('leave', `${v.label} not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`)
+          if (day && e?.type === 'departed') say('drain', `${v.label} drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back`)
+          if (day && e?.type === 'eligible' && performance.now() - T0 > 1000 && vehicleEvents.some(x => x.vehicle === v.label && x.e.type === 'ineligible')) say('back', `${v.label} eligible again`)
           if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}`)
           if (e?.type === 'shard') say('fetch', `${v.label} got stage ${e.stage} (${mb(e.bytes)}) ${e.source === 'peer' ? 'peer to peer by CID, sha256 verified' : 'from its store'}, ${Math.round(e.ms)} ms`)
           if (e?.type === 'serving') say('serve', `${v.label} serving stage ${e.stage}`)
         })
         return v
-      })
+      }))
       await step(Promise.all(vehicles.map(async (v, i) => {
         for (const s of placement[i]) await v.waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
       })))
@@ -152,27 +208,39 @@ export const swarmCommand: Command = {
       say('ready', `every stage served: ${sharded.manifest.stages.map(s => `stage ${s.index} x${c.directory.servers(sharded.manifestCid, s.index).length}`).join(', ')}`)
 
       // jobs and their references (the whole model in this process)
-      const jobs = await makeJobs(src, sharded, jobCount)
+      const jobs = await makeJobs(src, sharded, day ? 10 : jobCount)
+      // references: the whole model in this process, once per distinct input (also the local speed)
       const whole = await createSession(modelBytes)
+      const refs = new Map<string, Tensor>()
       const tl = performance.now()
-      for (const j of jobs) j.reference = (await runSession(whole, [j.input]))[0]
-      const localJobsPerS = jobs.length / ((performance.now() - tl) / 1000)
+      for (const j of jobs) {
+        let ref = refs.get(j.label)
+        if (ref === undefined) { ref = (await runSession(whole, [j.input]))[0]; refs.set(j.label, ref) }
+        j.reference = ref
+      }
+      const localJobsPerS = refs.size / ((performance.now() - tl) / 1000)
       await whole.release()
-      say('jobs', `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
+      const routeLog: Array<{ peers: string[], at: number }> = []
+      c.onRoute = (peers, _first, at) => { routeLog.push({ peers, at }) }
+      const total = day ? Infinity : jobs.length
+      const more = (n: number): boolean => day ? Date.now() < dayEnd : n < total
+      say('jobs', day
+        ? `jobs run until the simulated day ends (${durationS} s, from ${Math.max(0, Math.round((dayStart - Date.now()) / 1000))} s from now), ${concurrency} at a time; each checked against the whole model`
+        : `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
 
       const latencies: number[] = []
       const computeMs: number[] = []
       const routes = new Set<string>()
       const errors: string[] = []
-      let completed = 0; let correct = 0; let worst = 0; let next = 0
+      let completed = 0; let correct = 0; let worst = 0; let next = 0; let wrong = 0
       const tj = performance.now()
       const resolved = { cid: sharded.manifestCid, manifest: sharded.manifest }
       const worker = async (): Promise<void> => {
-        while (next < jobs.length && !abort.signal.aborted) {
+        while (more(next) && !abort.signal.aborted) {
           const n = next++
-          const j = jobs[n]
+          const j = jobs[n % jobs.length]
           try {
-            const r = await c.infer(resolved, [j.input], { signal: abort.signal })
+            const r = await c.infer(resolved, [j.input], { signal: abort.signal, ...(day ? { maxAttempts: 30, timeoutMs: 120_000 } : {}) })
             const out0 = r.outputs.find(t => t.name === sharded.manifest.outputs[0].name) ?? r.outputs[0]
             const diff = maxAbsDiff(j.reference!, out0)
             worst = Math.max(worst, diff)
@@ -183,8 +251,9 @@ export const swarmCommand: Command = {
             const text = textOf(sharded.manifest, r.outputs)
             const ok = text !== undefined && text.text === j.expected
             if (ok) correct++
+            if (diff > 1e-4 || (text !== undefined && !ok)) wrong++
             const what = text !== undefined ? `${JSON.stringify(text.text).padEnd(18)} expected ${JSON.stringify(j.expected).padEnd(18)} ${ok ? 'ok' : 'WRONG'}` : `${j.label.padEnd(12)} max|diff| ${diff.toExponential(1)}`
-            say(`job ${String(n + 1).padStart(2)}`, `${what}  ${r.route.map(shortPeer).join(' > ')}  ${r.ms.toFixed(0)} ms${r.attempts > 1 ? ` (${r.attempts} attempts)` : ''}`)
+            if (!day || r.attempts > 1 || n % 20 === 0) say(`job ${String(n + 1).padStart(2)}`, `${what}  ${r.route.map(shortPeer).join(' > ')}  ${r.ms.toFixed(0)} ms${r.attempts > 1 ? ` (${r.attempts} attempts)` : ''}`)
           } catch (err) {
             if (abort.signal.aborted) return
             errors.push(`job ${n + 1}: ${(err as Error).message}`)
@@ -192,16 +261,22 @@ export const swarmCommand: Command = {
           }
         }
       }
-      await step(Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, worker)))
+      await step(Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker)))
       const elapsed = (performance.now() - tj) / 1000
+      const submitted = next
+      // departures still draining report within their bound
+      const departuresOf = (): number => vehicleEvents.filter(x => x.e.type === 'ineligible').length
+      const drainedOf = (): number => vehicleEvents.filter(x => x.e.type === 'departed').length
+      const waitUntil = Date.now() + 12_000
+      while (day && drainedOf() < departuresOf() && Date.now() < waitUntil) await new Promise(resolve => setTimeout(resolve, 100))
       const summary: SwarmSummary = {
         model: sharded.manifest.name,
         manifest: sharded.manifestCid,
         nodes,
         stages,
-        jobs: jobs.length,
+        jobs: submitted,
         completed,
-        failed: jobs.length - completed,
+        failed: submitted - completed,
         maxAbsDiff: worst,
         correctText: sharded.manifest.task !== undefined ? correct : null,
         p50Ms: Math.round(percentile(latencies, 50) * 10) / 10,
@@ -214,11 +289,25 @@ export const swarmCommand: Command = {
         totalMs: 0,
         errors
       }
+      if (day) {
+        const deps = vehicleEvents.filter(x => x.e.type === 'ineligible')
+        const withdraw = deps.map(d => {
+          const back = vehicleEvents.find(x => x.vehicle === d.vehicle && x.e.type === 'eligible' && x.e.at > d.e.at)?.e.at ?? Infinity
+          const last = Math.max(d.e.at, ...routeLog.filter(r => r.at > d.e.at && r.at < back && r.peers.includes(d.peer)).map(r => r.at))
+          return last - d.e.at
+        })
+        summary.departures = deps.length
+        summary.drained = vehicleEvents.filter(x => x.e.type === 'departed' && x.e.drained === true && x.e.ms <= 11_000).length
+        summary.lost = submitted - completed
+        summary.wrong = wrong
+        summary.withdrawP95Ms = Math.round(percentile(withdraw, 95))
+      }
       failed = summary.failed > 0
       out('')
-      out(`summary: ${completed}/${jobs.length} jobs completed${summary.correctText !== null ? `, ${correct}/${jobs.length} texts correct` : ''}, max |diff| vs whole model ${worst.toExponential(2)}`)
+      out(`summary: ${completed}/${submitted} jobs completed${summary.correctText !== null ? `, ${correct}/${submitted} texts correct` : ''}, max |diff| vs whole model ${worst.toExponential(2)}`)
       out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${routes.size} distinct route${routes.size === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
       out(`         mesh ready in ${(startupMs / 1000).toFixed(1)} s`)
+      if (day) out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
       await shutdown()
       summary.totalMs = Math.round(performance.now() - T0)
       if (json) console.log(JSON.stringify(summary))

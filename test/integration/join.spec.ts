@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict'
+import { createHost } from '../../node/host.ts'
+import type { Host } from '../../node/host.ts'
+import { cidOf, parseCid } from '../../node/models/cid.ts'
+
+describe('joining', function () {
+  this.timeout(60_000)
+  const hosts: Host[] = []
+  after(async () => { await Promise.all(hosts.map(async h => { await h.stop() })) })
+
+  it('eight peers joining one bootstrap peer at once from one address all find a provider', async () => {
+    // libp2p's default (5 new connections per second per address) turned some of them away
+    const boot = await createHost({ fleet: 'join-test' })
+    hosts.push(boot)
+    const bootAddrs = boot.getMultiaddrs().map(a => a.toString())
+    const seed = await createHost({ bootstrap: bootAddrs, fleet: 'join-test' })
+    hosts.push(seed)
+    const cid = cidOf(new TextEncoder().encode(`content ${Math.random()}`))
+    await seed.contentRouting.provide(parseCid(cid), { signal: AbortSignal.timeout(10_000) })
+    const joiners = await Promise.all(Array.from({ length: 8 }, async () => await createHost({ bootstrap: bootAddrs, fleet: 'join-test' })))
+    hosts.push(...joiners)
+    const found = await Promise.all(joiners.map(async j => {
+      for await (const p of j.contentRouting.findProviders(parseCid(cid), { signal: AbortSignal.timeout(15_000) })) return p.id.toString()
+      return undefined
+    }))
+    assert.deepEqual(found, joiners.map(() => seed.peerId.toString()))
+  })
+})
