@@ -147,6 +147,7 @@ export class VehicleAgent {
       }
     }
     await this.advertiser.beat()
+    await this.advertiser.publishRecord()
   }
 
   /**
@@ -181,7 +182,10 @@ export class VehicleAgent {
     const timer = setTimeout(() => {
       this.retries.delete(timer)
       if (this.host.status !== 'started') return
-      this.serveStage(manifestCid, manifest, i).then(async () => { await this.advertiser.beat() }, () => { this.retryLater(manifestCid, manifest, i) })
+      this.serveStage(manifestCid, manifest, i).then(async () => {
+        await this.advertiser.beat()
+        await this.advertiser.publishRecord()
+      }, () => { this.retryLater(manifestCid, manifest, i) })
     }, RETRY_MS)
     this.retries.add(timer)
   }

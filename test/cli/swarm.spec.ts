@@ -57,6 +57,22 @@ describe('fleetmesh CLI (multi-process)', function () {
     for (const pid of pids) assert.ok(!alive(pid), `process ${pid} left behind`)
   })
 
+  it('swarm --scenario day: cars leave and come back mid-run, no job is lost or wrong', async () => {
+    const r = await fleetmesh(['swarm', '--scenario', 'day', '--duration', '20', '--json', '--fleet', 'cli-day'], { timeoutMs: 150_000 })
+    assert.equal(r.code, 0, r.stderr.slice(-3000))
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
+    assert.equal(summary.nodes, 6)
+    assert.ok(summary.departures >= 6, `departures ${summary.departures}`)
+    assert.equal(summary.drained, summary.departures)
+    assert.equal(summary.lost, 0)
+    assert.equal(summary.wrong, 0)
+    assert.ok(summary.withdrawP95Ms < 2000, `withdrawP95Ms ${summary.withdrawP95Ms}`)
+    assert.equal(summary.completed, summary.jobs)
+    assert.ok(summary.jobs > 50, `jobs ${summary.jobs}`)
+    assert.match(r.stderr, /back +v\d eligible again/)
+    for (const pid of pidsIn(r.stderr)) assert.ok(!alive(pid), `process ${pid} left behind`)
+  })
+
   it('swarm stops every process it started on Ctrl-C (SIGINT)', async () => {
     let sent = false
     const r = await fleetmesh(['swarm', '--json', '--jobs', '500', '--fleet', 'cli-sigint'], {

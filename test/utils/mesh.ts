@@ -12,6 +12,7 @@ import { FleetClient } from '../../node/client/client.ts'
 import { parseCid } from '../../node/models/cid.ts'
 import type { ShardedModel } from '../../node/models/manifest.ts'
 import type { Host } from '../../node/host.ts'
+import type { StateSource } from '../../node/vehicle/sources.ts'
 
 export interface TestMesh {
   dir: string
@@ -23,7 +24,14 @@ export interface TestMesh {
   stop: () => Promise<void>
 }
 
-export async function startMesh (sharded: ShardedModel, placement: number[][], fleet = 'test'): Promise<TestMesh> {
+export interface MeshOptions {
+  fleet?: string
+  /** Vehicle state source per vehicle (default: always on). */
+  source?: (i: number) => StateSource | undefined
+}
+
+export async function startMesh (sharded: ShardedModel, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
+  const fleet = opts.fleet ?? 'test'
   const dir = await mkdtemp(join(tmpdir(), 'fm-mesh-'))
   const boot = await startBootstrap({ keyFile: join(dir, 'boot.key'), listen: ['/ip4/127.0.0.1/tcp/0'], fleet })
   const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet })
@@ -36,6 +44,7 @@ export async function startMesh (sharded: ShardedModel, placement: number[][], f
     dataDir: join(dir, `v${i}`),
     fleet,
     models: [{ model: sharded.manifestCid, stages }],
+    ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {}),
     onEvent: e => { events.push({ ...e, vehicle: i }) }
   })))
   await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.servers(sharded.manifestCid, s.index).length > 0), 20_000, 'every stage served')
