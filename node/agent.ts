@@ -15,6 +15,9 @@ import { ShardExchange } from './models/shard-exchange.ts'
 import { ShardStore } from './models/shard-store.ts'
 import { StageServer } from './runtime/stage-server.ts'
 import { VehicleGovernor } from './vehicle/governor.ts'
+import { OfferResponder } from './capacity/offers.ts'
+import { FleetDirectory } from './capacity/directory.ts'
+import { chooseStageToHost } from './scheduler/selection.ts'
 import type { GovernorEvent } from './vehicle/governor.ts'
 import type { PolicyConfig } from './vehicle/policy.ts'
 import { AlwaysOnSource } from './vehicle/sources.ts'
@@ -28,15 +31,25 @@ export const RETRY_MS = 5000
 export interface HostedModel {
   /** Manifest CID, or a manifest.json path (its stage-<i>.onnx files beside it are imported). */
   model: string
-  /** Stage indexes to serve. @default all */
+  /** Stage indexes to serve. @default all, unless `autoStages` is set */
   stages?: number[]
+  /**
+   * Let the vehicle choose: it hosts this many stages, each time taking the
+   * stage the swarm serves worst (fewest or slowest providers), re-checked
+   * every few seconds as vehicles come and go.
+   */
+  autoStages?: number
 }
+
+/** How often a vehicle with room re-checks which stage the swarm serves worst. */
+export const AUTO_STAGES_INTERVAL_MS = 3000
 
 export type AgentEvent =
   | GovernorEvent
   | { type: 'listening', peer: string, addrs: string[] }
   | { type: 'shard', manifest: string, stage: number, cid: string, source: 'local' | 'peer', bytes: number, ms: number }
   | { type: 'serving', manifest: string, name: string, stage: number }
+  | { type: 'chose', manifest: string, stage: number, providers: number }
   | { type: 'error', message: string }
 
 export interface AgentInit {
@@ -64,6 +77,8 @@ export class VehicleAgent {
   readonly stages: StageServer
   readonly advertiser: CapacityAdvertiser
   readonly governor: VehicleGovernor
+  readonly offers: OfferResponder
+  readonly directory: FleetDirectory
   private readonly emit: (e: AgentEvent) => void
   private readonly retries = new Set<ReturnType<typeof setTimeout>>()
 
@@ -78,6 +93,13 @@ export class VehicleAgent {
       ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
     })
     this.emit = init.onEvent ?? (() => {})
+    this.offers = new OfferResponder(host, this.stages, { fleet: init.fleet ?? DEFAULT_FLEET })
+    this.directory = new FleetDirectory(host, { fleet: init.fleet ?? DEFAULT_FLEET })
+    const me = host.peerId.toString()
+    this.stages.admit = (req) => {
+      const lease = req.leases?.[me]
+      return lease !== undefined && !this.offers.leases.isValid(lease) ? `lease ${lease} expired or unknown` : undefined
+    }
     this.governor = new VehicleGovernor(this.stages, this.advertiser, {
       source: init.vehicle ?? new AlwaysOnSource(),
       ...(init.policy !== undefined ? { policy: init.policy } : {}),
@@ -99,6 +121,8 @@ export class VehicleAgent {
     await agent.stages.start()
     await agent.governor.start()
     agent.advertiser.start()
+    agent.offers.start()
+    agent.directory.start()
     agent.emit({ type: 'listening', peer: host.peerId.toString(), addrs: hostAddrs(host) })
     for (const m of init.models ?? []) await agent.hostModel(m)
     return agent
@@ -131,6 +155,11 @@ export class VehicleAgent {
         await this.store.put(shard, s.cid)
         seeded.push(s.cid)
       }
+    }
+    if (m.autoStages !== undefined) {
+      await this.advertiser.provide(manifestCid)
+      this.autoHost(manifestCid, manifest, m.autoStages)
+      return
     }
     const wanted = m.stages ?? manifest.stages.map(s => s.index)
     for (const i of wanted) {
@@ -178,6 +207,38 @@ export class VehicleAgent {
     this.emit({ type: 'serving', manifest: manifestCid, name: manifest.name, stage: i })
   }
 
+  /** Keeps `count` stages of the model hosted, choosing the worst-served one each time. */
+  private autoHost (manifestCid: string, manifest: Manifest, count: number): void {
+    let busy = false
+    const check = async (): Promise<void> => {
+      if (busy || this.host.status !== 'started') return
+      const held = new Set(this.stages.served().filter(s => s.manifest === manifestCid).map(s => s.stage))
+      if (held.size >= Math.min(count, manifest.stages.length)) return
+      busy = true
+      try {
+        // give heartbeats a moment to arrive before judging the swarm
+        await this.directory.waitFor(() => this.directory.all().length > 0, 3000, 'heartbeats').catch(() => {})
+        const supply = manifest.stages.map(s => {
+          const servers = this.directory.servers(manifestCid, s.index).filter(x => x.peer !== this.peerId)
+          return { stage: s.index, providers: servers.length, meanMsPerItem: servers.length > 0 ? servers.reduce((a, x) => a + x.msPerItem, 0) / servers.length : 0 }
+        })
+        const stage = chooseStageToHost(supply, held)
+        if (stage === undefined) return
+        this.emit({ type: 'chose', manifest: manifestCid, stage, providers: supply[stage].providers })
+        await this.serveStage(manifestCid, manifest, stage)
+        await this.advertiser.beat()
+        await this.advertiser.publishRecord()
+      } catch (err) {
+        this.emit({ type: 'error', message: `auto-hosting: ${(err as Error).message}` })
+      } finally { busy = false }
+      void check()
+    }
+    const timer = setInterval(() => { void check() }, AUTO_STAGES_INTERVAL_MS)
+    timer.unref()
+    this.retries.add(timer as unknown as ReturnType<typeof setTimeout>)
+    void check()
+  }
+
   private retryLater (manifestCid: string, manifest: Manifest, i: number): void {
     const timer = setTimeout(() => {
       this.retries.delete(timer)
@@ -191,9 +252,11 @@ export class VehicleAgent {
   }
 
   async stop (): Promise<void> {
-    for (const t of this.retries) clearTimeout(t)
+    for (const t of this.retries) { clearTimeout(t); clearInterval(t) }
     this.retries.clear()
+    this.directory.stop()
     await this.governor.stop()
+    this.offers.stop()
     this.stages.accepting = false
     await this.advertiser.stop()
     await this.stages.stop()

@@ -7,6 +7,7 @@ export const DEFAULT_FLEET = 'dev'
 
 export const INFER_PROTOCOL = '/fleetmesh/infer/1.0.0'
 export const SHARD_PROTOCOL = '/fleetmesh/shard/1.0.0'
+export const OFFER_PROTOCOL = '/fleetmesh/offer/1.0.0'
 
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
 export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/1` }

@@ -27,6 +27,8 @@ export interface InferRequestHeader {
   route: Hop[]
   /** Epoch ms after which the work is useless. */
   deadline: number
+  /** Batch work: the lease each peer granted for it (peer id -> lease id). */
+  leases?: Record<string, string>
 }
 
 export interface HopTiming { peer: string, stage: number, ms: number }
@@ -48,7 +50,9 @@ export const InferErrorCode = {
   /** The peer is leaving the mesh. */
   DEPARTING: 'DEPARTING',
   /** Too much work queued. */
-  BUSY: 'BUSY'
+  BUSY: 'BUSY',
+  /** The request names a lease this peer no longer holds. */
+  LEASE_EXPIRED: 'LEASE_EXPIRED'
 } as const
 export type InferErrorCode = typeof InferErrorCode[keyof typeof InferErrorCode]
 
@@ -99,12 +103,20 @@ export function parseRequestHeader (raw: unknown): InferRequestHeader {
     if (!Array.isArray(addrs) || addrs.length > 16 || addrs.some(a => typeof a !== 'string' || a.length > 512)) throw new MalformedFrameError(`header.route[${i}].addrs`, 'must be at most 16 multiaddr strings')
     return { peer, addrs: addrs as string[] }
   })
+  let leases: Record<string, string> | undefined
+  if (h.leases !== undefined) {
+    const l = obj(h.leases)
+    const entries = Object.entries(l)
+    if (entries.length > MAX_ROUTE_HOPS || entries.some(([k, v]) => typeof v !== 'string' || k.length > 128 || v.length > 128)) throw new MalformedFrameError('header.leases', 'must map peer ids to lease ids')
+    leases = l as Record<string, string>
+  }
   return {
     job: str(h, 'job', 128),
     manifest: str(h, 'manifest', 128),
     stage: int(h, 'stage', 0, 1024),
     route: parsed,
-    deadline: int(h, 'deadline')
+    deadline: int(h, 'deadline'),
+    ...(leases !== undefined ? { leases } : {})
   }
 }
 

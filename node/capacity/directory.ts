@@ -23,6 +23,8 @@ export class FleetDirectory {
   private readonly peers = new Map<string, PeerState>()
   private readonly listener = (evt: CustomEvent<Message>): void => { this.onMessage(evt.detail) }
   private readonly waiters = new Set<() => void>()
+  /** Called when a peer's heartbeats show that its process restarted. */
+  onRestart?: (peer: string) => void
 
   constructor (host: Host, opts: { fleet: string, staleMs?: number }) {
     this.host = host
@@ -51,6 +53,8 @@ export class FleetDirectory {
     const prev = this.peers.get(peer)
     if (prev !== undefined && prev.heartbeat.seq >= hb.seq && prev.heartbeat.ts >= hb.ts) return
     this.peers.set(peer, { peer, heartbeat: hb, receivedAt: Date.now() })
+    // a lower sequence with a newer clock: the peer's process started again
+    if (prev !== undefined && hb.seq < prev.heartbeat.seq && hb.ts > prev.heartbeat.ts) this.onRestart?.(peer)
     for (const w of this.waiters) w()
   }
 

@@ -9,6 +9,12 @@ import { readFile } from 'node:fs/promises'
 import type { Logger, PrivateKey } from '@libp2p/interface'
 import { FleetDirectory } from '../capacity/directory.ts'
 import { createHost, peerPublicKey } from '../host.ts'
+import { lpStream } from '@libp2p/utils'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import { OFFER_PROTOCOL } from '../../protocols/ids.ts'
+import { MAX_OFFER_MESSAGE_BYTES, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
+import type { Offer } from '../../protocols/offer.ts'
 import { capacityRecordKey, decodeCapacityRecord } from '../../protocols/capacity.ts'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import type { Host } from '../host.ts'
@@ -53,6 +59,12 @@ export interface InferOptions {
   maxAttempts?: number
   /** Whole-job deadline. @default 60000 */
   timeoutMs?: number
+  /** Peers to prefer per stage (e.g. those holding a lease); others are used when none of them can serve. */
+  prefer?: Set<string>
+  /** Leases to name in the request (peer id -> lease id). */
+  leases?: () => Record<string, string>
+  /** Called with each route chosen for this job. */
+  onRoute?: (peers: string[], first: number) => void
 }
 
 export interface InferResult {
@@ -95,6 +107,7 @@ export class FleetClient {
   private readonly providerCache = new Map<string, { at: number, providers: Provider[] }>()
   private readonly manifests = new Map<string, Manifest>()
   private readonly providerCacheMs: number
+  private readonly refreshing = new Set<string>()
   /** Called with every route chosen (peer per stage from `first`), e.g. to audit withdrawals. */
   onRoute?: (peers: string[], first: number, at: number) => void
 
@@ -115,6 +128,8 @@ export class FleetClient {
       ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {})
     })
     const client = new FleetClient(host, init.host === undefined, init)
+    // a vehicle that came back is a new process: forget why its old one was banned
+    client.directory.onRestart = peer => { client.bans.clear(peer) }
     client.directory.start()
     await client.exchange.start()
     return client
@@ -161,24 +176,29 @@ export class FleetClient {
   }
 
   /**
-   * Candidates for one stage: DHT providers of its shard whose latest
-   * heartbeat is fresh, eligible and lists the stage; banned peers left out.
+   * Candidates for one stage: vehicles whose latest signed heartbeat is fresh,
+   * eligible and lists the stage; banned peers left out. The DHT's provider
+   * records are how holders are discovered: looking them up connects to them,
+   * which brings their heartbeats. The lookup runs in the background when the
+   * cache is stale, and blocks only when no live holder is known at all (a
+   * blocking lookup on the hot path stalled on dead peers under churn).
    */
   async candidates (m: ResolvedModel, stage: number): Promise<Candidate[]> {
     const cid = m.manifest.stages[stage].cid
-    for (const refresh of [false, true]) {
-      const providers = await this.providers(cid, refresh)
-      const live = new Map(this.directory.servers(m.cid, stage).map(s => [s.peer, s]))
-      const out: Candidate[] = []
-      for (const p of providers) {
-        const id = p.id.toString()
-        const s = live.get(id)
-        if (s === undefined || this.bans.isBanned(id)) continue
-        out.push({ peer: id, addrs: s.addrs.length > 0 ? s.addrs : p.addrs, load: s.load + (this.inflight.get(id) ?? 0), msPerItem: s.msPerItem })
-      }
-      if (out.length > 0) return out
+    const live = (): Candidate[] => this.directory.servers(m.cid, stage)
+      .filter(s => !this.bans.isBanned(s.peer))
+      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0), msPerItem: s.msPerItem }))
+    const hit = this.providerCache.get(cid)
+    const stale = hit === undefined || Date.now() - hit.at > this.providerCacheMs
+    let out = live()
+    if (out.length === 0) {
+      await this.providers(cid, true).catch(() => [])
+      out = live()
+    } else if (stale && !this.refreshing.has(cid)) {
+      this.refreshing.add(cid)
+      void this.providers(cid, true).catch(() => []).finally(() => { this.refreshing.delete(cid) })
     }
-    return []
+    return out
   }
 
   /** Runs one job through the mesh. */
@@ -198,7 +218,11 @@ export class FleetClient {
       opts.signal?.throwIfAborted()
       if (Date.now() > deadline) break
       const cands: Candidate[][] = []
-      for (let s = stage; s < K; s++) cands.push(await this.candidates(m, s))
+      for (let s = stage; s < K; s++) {
+        const all = await this.candidates(m, s)
+        const preferred = opts.prefer !== undefined ? all.filter(c => opts.prefer!.has(c.peer)) : []
+        cands.push(preferred.length > 0 ? preferred : all)
+      }
       let route: Candidate[]
       try {
         route = chooseRoute(cands, {
@@ -218,12 +242,15 @@ export class FleetClient {
         throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
       }
       this.onRoute?.(route.map(c => c.peer), stage, Date.now())
+      opts.onRoute?.(route.map(c => c.peer), stage)
+      const leases = opts.leases?.()
       for (const c of route) this.inflight.set(c.peer, (this.inflight.get(c.peer) ?? 0) + 1)
       const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, deadline - Date.now())), ...(opts.signal !== undefined ? [opts.signal] : [])])
       let answer
       try {
         answer = await callHop(this.host, { peer: route[0].peer, addrs: route[0].addrs }, requestFrame({
-          job, manifest: m.cid, stage, deadline, route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs }))
+          job, manifest: m.cid, stage, deadline, route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs })),
+          ...(leases !== undefined && Object.keys(leases).length > 0 ? { leases } : {})
         }, tensors), { signal })
       } catch (err) {
         opts.signal?.throwIfAborted()
@@ -266,6 +293,36 @@ export class FleetClient {
     throw new InferenceError((lastError as RemoteError | undefined)?.code ?? 'ERR_FAILED', `job failed after ${maxAttempts} attempts: ${lastError?.message ?? 'deadline passed'}`, stage, { cause: lastError })
   }
 
+  private offerHandlers = new Map<string, (stream: Stream, from: string, offer: Offer, lp: LengthPrefixedStream<Stream>) => Promise<void>>()
+  private offersHandled = false
+
+  /** Routes offers for `job` to `handler` (registers the offer protocol on first use). */
+  async onOffers (job: string, handler: (stream: Stream, from: string, offer: Offer, lp: LengthPrefixedStream<Stream>) => Promise<void>): Promise<() => void> {
+    if (!this.offersHandled) {
+      await this.host.handle(OFFER_PROTOCOL, (stream, connection) => {
+        void (async () => {
+          const lp = lpStream(stream, { maxDataLength: MAX_OFFER_MESSAGE_BYTES })
+          try {
+            const m = decodeOfferMessage((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
+            if (m.type !== 'offer') throw new Error(`expected an offer, got ${m.type}`)
+            const h = this.offerHandlers.get(m.job)
+            if (h === undefined) {
+              await lp.write(encodeOfferMessage({ type: 'decline', job: m.job, reason: 'no such job here (finished?)' }))
+              await stream.close()
+              return
+            }
+            await h(stream, connection.remotePeer.toString(), m, lp)
+          } catch (err) {
+            stream.abort(err as Error)
+          }
+        })()
+      }, { maxInboundStreams: 256 })
+      this.offersHandled = true
+    }
+    this.offerHandlers.set(job, handler)
+    return () => { this.offerHandlers.delete(job) }
+  }
+
   /** A peer's signed capacity record from the DHT (verified), or undefined. */
   async capacityRecord (peer: string, timeoutMs = 3000): Promise<CapacityRecord | undefined> {
     try {
@@ -278,6 +335,7 @@ export class FleetClient {
   }
 
   async close (): Promise<void> {
+    if (this.offersHandled) await this.host.unhandle(OFFER_PROTOCOL).catch(() => {})
     this.directory.stop()
     await this.exchange.stop()
     if (this.ownsHost) await this.host.stop()

@@ -80,6 +80,8 @@ export class StageServer {
   private maxSessions = Infinity
   private running = 0
   private readonly slotWaiters: Array<() => void> = []
+  /** Admission check for a request: an error message refuses it with LEASE_EXPIRED. */
+  admit?: (req: InferRequestHeader) => string | undefined
   /** Called after each completed run (for metrics and the heartbeat). */
   onRun?: (info: { manifest: string, stage: number, ms: number }) => void
 
@@ -277,6 +279,8 @@ export class StageServer {
       const s = this.stages.get(this.key(req.manifest, req.stage))
       if (!this.accepting) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', req.stage, me); return }
       if (s === undefined) { await fail(InferErrorCode.NOT_SERVING, `not serving ${req.manifest} stage ${req.stage}`, req.stage, me); return }
+      const refusal = this.admit?.(req)
+      if (refusal !== undefined) { await fail(InferErrorCode.LEASE_EXPIRED, refusal, req.stage, me); return }
       if (s.queued >= (this.init.maxQueue ?? 32)) { await fail(InferErrorCode.BUSY, `stage ${req.stage} queue is full`, req.stage, me); return }
       if (req.stage + req.route.length >= s.manifest.stages.length) {
         await fail(InferErrorCode.BAD_INPUT, `route runs past the last stage (${s.manifest.stages.length - 1})`, req.stage, me); return

@@ -12,6 +12,7 @@ function describe (e: AgentEvent): string {
     case 'listening': return `vehicle ${e.peer} listening on ${e.addrs.join(' ')}`
     case 'shard': return `stage ${e.stage} shard ${e.cid.slice(-10)} (${(e.bytes / 1e6).toFixed(1)} MB) ${e.source === 'peer' ? 'fetched from the mesh, hash verified' : 'loaded from the local store'} in ${e.ms.toFixed(0)} ms`
     case 'serving': return `serving ${e.name} stage ${e.stage}`
+    case 'chose': return `chose stage ${e.stage} (served by ${e.providers} other vehicle${e.providers === 1 ? '' : 's'}: the worst served)`
     case 'error': return `error: ${e.message}`
     case 'eligible': return `eligible: taking work (${e.maxSessions} session${e.maxSessions === 1 ? '' : 's'} at once, ${Math.round(e.powerBudgetW)} W budget)`
     case 'ineligible': return `not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`
@@ -45,6 +46,7 @@ export const nodeCommand: Command = {
     bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' },
     model: { type: 'string', multiple: true, arg: '<cid|file>', description: 'model to serve: a manifest CID (fetched from the mesh) or a manifest.json written by `fleetmesh shard`' },
     stages: { type: 'string', arg: '<list>', description: 'stage indexes to serve, e.g. 0,2 (default: all)' },
+    'auto-stages': { type: 'string', arg: '<n>', description: 'instead of --stages: host n stages, choosing those the swarm serves worst' },
     data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
     fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
@@ -59,7 +61,9 @@ export const nodeCommand: Command = {
     const bootstrap = (o.bootstrap as string[] | undefined) ?? []
     if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
     const stages = typeof o.stages === 'string' ? o.stages.split(',').map(s => intOption(s.trim(), 'stages', 0, 1024)) : undefined
-    const models = ((o.model as string[] | undefined) ?? []).map(model => ({ model, ...(stages !== undefined ? { stages } : {}) }))
+    if (stages !== undefined && o['auto-stages'] !== undefined) throw new UsageError('use --stages or --auto-stages, not both')
+    const autoStages = o['auto-stages'] !== undefined ? intOption(o['auto-stages'], 'auto-stages', 1, 1024) : undefined
+    const models = ((o.model as string[] | undefined) ?? []).map(model => ({ model, ...(stages !== undefined ? { stages } : {}), ...(autoStages !== undefined ? { autoStages } : {}) }))
     const print = (e: AgentEvent): void => {
       process.send?.(e)
       if (o.json === true) console.log(JSON.stringify(e))

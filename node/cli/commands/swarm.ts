@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FleetClient } from '../../client/client.ts'
 import { textOf } from '../../client/inputs.ts'
+import { BatchRunner } from '../../client/batch.ts'
 import { parseCid } from '../../models/cid.ts'
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
 import type { ModelSource } from '../../models/catalog.ts'
@@ -58,6 +59,15 @@ export interface SwarmSummary {
   lost?: number
   wrong?: number
   withdrawP95Ms?: number
+  /** With --chaos. */
+  kills?: number
+  killsMidPipeline?: number
+  restarts?: number
+  duplicates?: number
+  recoveryP95Ms?: number
+  meshVsLocal?: number
+  leases?: number
+  leasesLost?: number
 }
 
 /** Sim seconds per hour. */
@@ -109,6 +119,8 @@ export const swarmCommand: Command = {
     nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day)' },
     stages: { type: 'string', arg: '<k>', description: 'pipeline stages', default: '3' },
     jobs: { type: 'string', arg: '<n>', description: 'jobs to run (with --scenario day: jobs run until the day ends)', default: '10' },
+    chaos: { type: 'boolean', description: 'run the jobs as one batch (announce, offers, leases) while vehicles are killed with SIGKILL every few seconds and most are restarted' },
+    'kill-every': { type: 'string', arg: '<s>', description: 'with --chaos: seconds between kills', default: '3' },
     scenario: { type: 'string', arg: '<name>', description: 'none, or day: vehicles follow simulated commuter days (leave, come back) while jobs keep running', default: 'none' },
     duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
@@ -122,7 +134,10 @@ export const swarmCommand: Command = {
     if (scenario !== 'none' && scenario !== 'day') throw new UsageError(`--scenario must be none or day, got ${scenario}`)
     const day = scenario === 'day'
     const durationS = intOption(o.duration, 'duration', 5, 24 * 3600)
-    const nodes = intOption(o.nodes ?? (day ? '6' : '4'), 'nodes', 1, 64)
+    const chaos = o.chaos === true
+    if (chaos && day) throw new UsageError('--chaos and --scenario day do not combine yet')
+    const killEveryMs = intOption(o['kill-every'], 'kill-every', 1, 3600) * 1000
+    const nodes = intOption(o.nodes ?? (day || chaos ? '6' : '4'), 'nodes', 1, 64)
     const stages = intOption(o.stages, 'stages', 1, 32)
     const jobCount = intOption(o.jobs, 'jobs', 1, 100_000)
     const concurrency = intOption(o.concurrency, 'concurrency', 1, 64)
@@ -185,6 +200,10 @@ export const swarmCommand: Command = {
         }
         const v = new PeerProcess(`v${i + 1}`, args, join(work, `v${i + 1}.log`))
         children.push(v)
+        watch(v, st)
+        return v
+      }))
+      function watch (v: PeerProcess, st: number[]): void {
         v.onEvent(e => {
           if (e?.type === 'listening') peerOf.set(v.label, e.peer)
           if (['eligible', 'ineligible', 'departed'].includes(e?.type)) vehicleEvents.push({ vehicle: v.label, peer: peerOf.get(v.label) ?? '', e })
@@ -194,9 +213,10 @@ export const swarmCommand: Command = {
           if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}`)
           if (e?.type === 'shard') say('fetch', `${v.label} got stage ${e.stage} (${mb(e.bytes)}) ${e.source === 'peer' ? 'peer to peer by CID, sha256 verified' : 'from its store'}, ${Math.round(e.ms)} ms`)
           if (e?.type === 'serving') say('serve', `${v.label} serving stage ${e.stage}`)
+          if (e?.type === 'chose') say('chose', `${v.label} chose stage ${e.stage} (${e.providers} other holder${e.providers === 1 ? '' : 's'})`)
         })
-        return v
-      }))
+      }
+      const labelOf = (peer: string): string => [...peerOf].find(([, p]) => p === peer)?.[0] ?? shortPeer(peer)
       await step(Promise.all(vehicles.map(async (v, i) => {
         for (const s of placement[i]) await v.waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
       })))
@@ -224,9 +244,136 @@ export const swarmCommand: Command = {
       c.onRoute = (peers, _first, at) => { routeLog.push({ peers, at }) }
       const total = day ? Infinity : jobs.length
       const more = (n: number): boolean => day ? Date.now() < dayEnd : n < total
-      say('jobs', day
+      if (!chaos) say('jobs', day
         ? `jobs run until the simulated day ends (${durationS} s, from ${Math.max(0, Math.round((dayStart - Date.now()) / 1000))} s from now), ${concurrency} at a time; each checked against the whole model`
         : `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
+
+      const resolved = { cid: sharded.manifestCid, manifest: sharded.manifest }
+      if (chaos) {
+        const summary = await runChaos()
+        failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || (summary.wrong ?? 0) > 0
+        await shutdown()
+        summary.totalMs = Math.round(performance.now() - T0)
+        if (json) console.log(JSON.stringify(summary))
+        return failed ? 1 : 0
+      }
+
+      async function runChaos (): Promise<SwarmSummary> {
+        const items = Array.from({ length: jobCount }, (_, n) => jobs[n % jobs.length])
+        const runner = new BatchRunner(c, resolved, { fleet, signal: abort.signal })
+        runner.addEventListener('lease', (e) => { const d = (e as CustomEvent).detail; say('lease', `${labelOf(d.peer)} leased for stage${d.stages.length > 1 ? 's' : ''} ${d.stages.join(', ')}`) })
+        runner.addEventListener('lease-lost', (e) => { say('lost', `lease of ${labelOf((e as CustomEvent).detail.peer)} lost`) })
+        const kills: Array<{ at: number, peer: string, pending: Set<number> }> = []
+        const recovery: number[] = []
+        let killsMid = 0; let restarts = 0; let wrongItems = 0; let worstDiff = 0; let correctItems = 0
+        const latencies: number[] = []; const computeMs: number[] = []; const routes = new Set<string>()
+        let itemsDone = 0
+        const running = (): PeerProcess[] => vehicles.filter(v => v.running && peerOf.has(v.label))
+        const killer = async (): Promise<void> => {
+          let k = 0
+          while (!abort.signal.aborted && itemsDone < items.length) {
+            await new Promise(resolve => setTimeout(resolve, killEveryMs))
+            if (itemsDone >= items.length || abort.signal.aborted) break
+            // never take the last eligible holder of a stage
+            const safe = running().filter(v => {
+              const peer = peerOf.get(v.label)!
+              return sharded.manifest.stages.every(st => {
+                const servers = c.directory.servers(sharded.manifestCid, st.index)
+                return !servers.some(x => x.peer === peer) || servers.length >= 2
+              })
+            })
+            const busy = safe.filter(v => runner.itemsThrough(peerOf.get(v.label)!).length > 0)
+            const victim = (busy.length > 0 ? busy : safe)[Math.floor(Math.random() * (busy.length > 0 ? busy.length : safe.length))]
+            if (victim === undefined) continue
+            const peer = peerOf.get(victim.label)!
+            const pending = new Set(runner.itemsThrough(peer))
+            if (pending.size > 0) killsMid++
+            victim.proc.kill('SIGKILL')
+            kills.push({ at: Date.now(), peer, pending })
+            say('kill', `${victim.label} killed with SIGKILL holding ${pending.size} item${pending.size === 1 ? '' : 's'} in flight`)
+            k++
+            await victim.exited
+            // most come back (same identity and store, choosing the stages the swarm serves worst);
+            // at most one stays down at a time
+            const down = vehicles.filter(v => !v.running).length
+            if (k % 3 !== 0 || down > 1) {
+              await new Promise(resolve => setTimeout(resolve, 1000))
+              if (abort.signal.aborted || itemsDone >= items.length) break
+              const i = vehicles.indexOf(victim)
+              const again = new PeerProcess(`${victim.label}`, ['node', '--bootstrap', bootAddr, '--data', join(work, victim.label), '--model', sharded.manifestCid, '--auto-stages', String(placement[i].length), '--fleet', fleet, '--json'], join(work, `${victim.label}-${k}.log`))
+              children.push(again)
+              vehicles[i] = again
+              watch(again, placement[i])
+              restarts++
+              say('back', `${victim.label} restarted (pid ${again.pid}); it will choose the stages the swarm serves worst`)
+            }
+          }
+        }
+        const started = performance.now()
+        say('batch', `${items.length} items as one batch job; a vehicle is killed every ${killEveryMs / 1000} s`)
+        const killing = killer()
+        const result = await runner.run(items.map(j => [j.input]), (e) => {
+          if (e.result === undefined) return
+          itemsDone++
+          const now = Date.now()
+          for (const k of kills) if (k.pending.delete(e.index)) recovery.push(now - k.at)
+          const j = items[e.index]
+          const out0 = e.result.outputs.find(t => t.name === sharded.manifest.outputs[0].name) ?? e.result.outputs[0]
+          const diff = maxAbsDiff(j.reference!, out0)
+          worstDiff = Math.max(worstDiff, diff)
+          const text = textOf(sharded.manifest, e.result.outputs)
+          if (text !== undefined && text.text === j.expected) correctItems++
+          if (diff > 1e-4 || (text !== undefined && text.text !== j.expected)) wrongItems++
+          latencies.push(e.result.ms)
+          computeMs.push(e.result.hops.reduce((a, h) => a + h.ms, 0))
+          routes.add(e.result.route.join('>'))
+          if (itemsDone % 50 === 0) say('done', `${itemsDone}/${items.length} items`)
+        })
+        itemsDone = items.length
+        await killing
+        const meshS = (performance.now() - started) / 1000
+        // the same items through the whole model in this process, for the ratio
+        const whole2 = await createSession(modelBytes)
+        const tl2 = performance.now()
+        for (const j of items) await runSession(whole2, [j.input])
+        const localItemsPerS = items.length / ((performance.now() - tl2) / 1000)
+        await whole2.release()
+        const meshItemsPerS = result.done / meshS
+        const summary: SwarmSummary = {
+          model: sharded.manifest.name,
+          manifest: sharded.manifestCid,
+          nodes,
+          stages,
+          jobs: items.length,
+          completed: result.done,
+          failed: result.failed,
+          maxAbsDiff: worstDiff,
+          correctText: sharded.manifest.task !== undefined ? correctItems : null,
+          p50Ms: Math.round(percentile(latencies, 50) * 10) / 10,
+          p95Ms: Math.round(percentile(latencies, 95) * 10) / 10,
+          jobsPerS: Math.round(meshItemsPerS * 100) / 100,
+          routes: routes.size,
+          computeP50Ms: Math.round(percentile(computeMs, 50) * 10) / 10,
+          localJobsPerS: Math.round(localItemsPerS * 100) / 100,
+          startupMs: Math.round(startupMs),
+          totalMs: 0,
+          errors: result.results.filter((r): r is Error => r instanceof Error).map(e => e.message).slice(0, 10),
+          kills: kills.length,
+          killsMidPipeline: killsMid,
+          restarts,
+          duplicates: result.duplicates,
+          wrong: wrongItems,
+          recoveryP95Ms: Math.round(percentile(recovery, 95)),
+          meshVsLocal: Math.round(meshItemsPerS / localItemsPerS * 1000) / 1000,
+          leases: result.leases,
+          leasesLost: result.leasesLost
+        }
+        out('')
+        out(`summary: ${result.done}/${items.length} items completed, ${result.failed} failed, ${result.duplicates} duplicates, ${wrongItems} wrong, max |diff| ${worstDiff.toExponential(2)}`)
+        out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completion of an item that was on the killed vehicle)`)
+        out(`         mesh ${meshItemsPerS.toFixed(2)} items/s vs whole model in one process ${localItemsPerS.toFixed(2)} items/s: ratio ${summary.meshVsLocal}`)
+        return summary
+      }
 
       const latencies: number[] = []
       const computeMs: number[] = []
@@ -234,7 +381,6 @@ export const swarmCommand: Command = {
       const errors: string[] = []
       let completed = 0; let correct = 0; let worst = 0; let next = 0; let wrong = 0
       const tj = performance.now()
-      const resolved = { cid: sharded.manifestCid, manifest: sharded.manifest }
       const worker = async (): Promise<void> => {
         while (more(next) && !abort.signal.aborted) {
           const n = next++

@@ -1,0 +1,193 @@
+/**
+ * Batch jobs: thousands of inputs through the mesh.
+ *
+ * The runner announces the job on the fleet's jobs topic; eligible vehicles
+ * answer with offers; it leases their capacity (renewing each lease while the
+ * job runs) and streams items through pipelines of leased vehicles with a
+ * bounded window, so every stage stays busy without unbounded queues. A lease
+ * that cannot be renewed is lost: that vehicle gets no new items and its
+ * in-flight items fail over (the client replays them from the failed stage).
+ * The job is re-announced every few seconds so vehicles that join later offer
+ * too. Each item's result is delivered exactly once.
+ */
+import { randomUUID } from 'node:crypto'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import type { FleetClient, InferResult, ResolvedModel } from './client.ts'
+import { hostAddrs } from '../host.ts'
+import { jobsTopic, DEFAULT_FLEET } from '../../protocols/ids.ts'
+import { encodeAnnouncement } from '../../protocols/jobs.ts'
+import { DEFAULT_LEASE_TTL_MS, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
+import type { Offer } from '../../protocols/offer.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+
+export interface BatchOptions {
+  signal?: AbortSignal
+  fleet?: string
+  /** Lease lifetime; renewed at a third of it. @default 5000 */
+  leaseTtlMs?: number
+  /** Items in flight at once. @default from the leased slots, 2..8 */
+  concurrency?: number
+  /** How long to wait for offers before starting without them. @default 3000 */
+  offerWaitMs?: number
+  /** Attempts per item. @default 30 */
+  maxAttempts?: number
+  /** Deadline per item. @default 120000 */
+  itemTimeoutMs?: number
+}
+
+export interface BatchProgress { done: number, failed: number, total: number, itemsPerS: number, etaS: number }
+export interface ItemEvent { index: number, result?: InferResult, error?: Error }
+
+export interface BatchResult {
+  job: string
+  results: Array<InferResult | Error | undefined>
+  done: number
+  failed: number
+  duplicates: number
+  ms: number
+  itemsPerS: number
+  leases: number
+  leasesLost: number
+}
+
+interface HeldLease { peer: string, lease: string, stages: number[], inFlight: number, lp: LengthPrefixedStream<Stream>, stream: Stream, lost: boolean }
+
+export class BatchRunner extends EventTarget {
+  readonly job = randomUUID()
+  private readonly client: FleetClient
+  private readonly model: ResolvedModel
+  private readonly opts: BatchOptions
+  private readonly leases = new Map<string, HeldLease>()
+  private leasesLost = 0
+  private leasesGranted = 0
+  private finished = false
+  /** Current route of each item in flight. */
+  readonly routes = new Map<number, string[]>()
+
+  constructor (client: FleetClient, model: ResolvedModel, opts: BatchOptions = {}) {
+    super()
+    this.client = client
+    this.model = model
+    this.opts = opts
+  }
+
+  /** Peers holding a live lease. */
+  leasedPeers (): Set<string> { return new Set([...this.leases.values()].filter(l => !l.lost).map(l => l.peer)) }
+
+  /** Items whose current route goes through `peer`. */
+  itemsThrough (peer: string): number[] { return [...this.routes].filter(([, r]) => r.includes(peer)).map(([i]) => i) }
+
+  private async onOffer (stream: Stream, from: string, offer: Offer, lp: LengthPrefixedStream<Stream>): Promise<void> {
+    if (this.finished) {
+      await lp.write(encodeOfferMessage({ type: 'decline', job: offer.job, reason: 'job finished' }))
+      await stream.close()
+      return
+    }
+    const ttlMs = this.opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS
+    const held: HeldLease = { peer: from, lease: randomUUID(), stages: offer.stages.map(s => s.stage), inFlight: offer.maxInFlight, lp, stream, lost: false }
+    await lp.write(encodeOfferMessage({ type: 'lease', job: this.job, lease: held.lease, stages: held.stages, inFlight: held.inFlight, ttlMs }))
+    this.leases.get(from)?.stream.abort(new Error('replaced by a new lease'))
+    this.leases.set(from, held)
+    this.leasesGranted++
+    this.dispatchEvent(new CustomEvent('lease', { detail: { peer: from, stages: held.stages } }))
+    // renew until the job ends; a missed renewal loses the lease
+    try {
+      while (!this.finished) {
+        await new Promise(resolve => setTimeout(resolve, ttlMs / 3))
+        if (this.finished) break
+        await lp.write(encodeOfferMessage({ type: 'renew', lease: held.lease, ttlMs }), { signal: AbortSignal.timeout(ttlMs) })
+        const ack = decodeOfferMessage((await lp.read({ signal: AbortSignal.timeout(ttlMs) })).subarray())
+        if (ack.type !== 'ack') throw new Error(`expected ack, got ${ack.type}`)
+      }
+      await lp.write(encodeOfferMessage({ type: 'release', lease: held.lease })).catch(() => {})
+      await stream.close().catch(() => {})
+    } catch (err) {
+      if (this.finished) return
+      held.lost = true
+      this.leasesLost++
+      if (this.leases.get(from) === held) this.leases.delete(from)
+      this.dispatchEvent(new CustomEvent('lease-lost', { detail: { peer: from, error: (err as Error).message } }))
+      stream.abort(err as Error)
+    }
+  }
+
+  private async announce (items: number, deadline: number): Promise<void> {
+    const fleet = this.opts.fleet ?? DEFAULT_FLEET
+    await this.client.host.services.pubsub.publish(jobsTopic(fleet), encodeAnnouncement({
+      v: 1, job: this.job, manifest: this.model.cid, items, deadline, issuedAt: Date.now(), addrs: hostAddrs(this.client.host), requirements: {}
+    })).catch(() => {})
+  }
+
+  /** Runs every item; resolves when each has a result or has failed for good. */
+  async run (items: Tensor[][], onItem?: (e: ItemEvent) => void): Promise<BatchResult> {
+    const t0 = performance.now()
+    const K = this.model.manifest.stages.length
+    const deadline = Date.now() + Math.max(60_000, items.length * 1000)
+    const stopOffers = await this.client.onOffers(this.job, async (stream, from, offer, lp) => { await this.onOffer(stream, from, offer, lp) })
+    this.client.host.services.pubsub.subscribe(jobsTopic(this.opts.fleet ?? DEFAULT_FLEET))
+    await this.announce(items.length, deadline)
+    const reannounce = setInterval(() => { void this.announce(items.length, deadline) }, 2000)
+    reannounce.unref()
+    // wait for offers covering every stage (or give up waiting and use whoever serves)
+    const covered = (): boolean => this.model.manifest.stages.every(s => [...this.leases.values()].some(l => l.stages.includes(s.index)))
+    const waitUntil = Date.now() + (this.opts.offerWaitMs ?? 3000)
+    while (!covered() && Date.now() < waitUntil && this.opts.signal?.aborted !== true) await new Promise(resolve => setTimeout(resolve, 50))
+    const slots = [...this.leases.values()].reduce((s, l) => s + l.inFlight, 0)
+    const concurrency = this.opts.concurrency ?? Math.max(2, Math.min(8, Math.ceil(slots / K)))
+
+    const results: BatchResult['results'] = new Array(items.length)
+    let done = 0; let failed = 0; let duplicates = 0; let next = 0
+    const leaseMap = (): Record<string, string> => Object.fromEntries([...this.leases.values()].filter(l => !l.lost).map(l => [l.peer, l.lease]))
+    const progress = (): void => {
+      const s = (performance.now() - t0) / 1000
+      const rate = done / Math.max(s, 1e-3)
+      this.dispatchEvent(new CustomEvent<BatchProgress>('progress', { detail: { done, failed, total: items.length, itemsPerS: rate, etaS: rate > 0 ? (items.length - done - failed) / rate : Infinity } }))
+    }
+    const aborted = (): boolean => this.opts.signal?.aborted === true
+    const worker = async (): Promise<void> => {
+      while (next < items.length && !aborted()) {
+        const i = next++
+        try {
+          const r = await this.client.infer(this.model, items[i], {
+            ...(this.opts.signal !== undefined ? { signal: this.opts.signal } : {}),
+            maxAttempts: this.opts.maxAttempts ?? 30,
+            timeoutMs: this.opts.itemTimeoutMs ?? 120_000,
+            prefer: this.leasedPeers(),
+            leases: leaseMap,
+            onRoute: (peers, first) => {
+              const prev = this.routes.get(i) ?? []
+              this.routes.set(i, [...prev.slice(0, first), ...peers])
+            }
+          })
+          if (results[i] !== undefined && !(results[i] instanceof Error)) { duplicates++; continue }
+          results[i] = r
+          done++
+          onItem?.({ index: i, result: r })
+        } catch (err) {
+          if (aborted()) break
+          results[i] = err as Error
+          failed++
+          onItem?.({ index: i, error: err as Error })
+        } finally {
+          this.routes.delete(i)
+        }
+        progress()
+      }
+    }
+    try {
+      await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
+    } finally {
+      this.finished = true
+      clearInterval(reannounce)
+      stopOffers()
+      for (const l of this.leases.values()) {
+        await l.lp.write(encodeOfferMessage({ type: 'release', lease: l.lease })).catch(() => {})
+        await l.stream.close().catch(() => {})
+      }
+    }
+    this.opts.signal?.throwIfAborted()
+    const ms = performance.now() - t0
+    return { job: this.job, results, done, failed, duplicates, ms, itemsPerS: done / (ms / 1000), leases: this.leasesGranted, leasesLost: this.leasesLost }
+  }
+}
