@@ -26,7 +26,7 @@ export interface BatchOptions {
   fleet?: string
   /** Lease lifetime; renewed at a third of it. @default 5000 */
   leaseTtlMs?: number
-  /** Items in flight at once. @default from the leased slots, 2..8 */
+  /** Items in flight at once. @default stages x the fewest leased holders of any stage (2..16) */
   concurrency?: number
   /** How long to wait for offers before starting without them. @default 3000 */
   offerWaitMs?: number
@@ -133,8 +133,9 @@ export class BatchRunner extends EventTarget {
     const covered = (): boolean => this.model.manifest.stages.every(s => [...this.leases.values()].some(l => l.stages.includes(s.index)))
     const waitUntil = Date.now() + (this.opts.offerWaitMs ?? 3000)
     while (!covered() && Date.now() < waitUntil && this.opts.signal?.aborted !== true) await new Promise(resolve => setTimeout(resolve, 50))
-    const slots = [...this.leases.values()].reduce((s, l) => s + l.inFlight, 0)
-    const concurrency = this.opts.concurrency ?? Math.max(2, Math.min(8, Math.ceil(slots / K)))
+    // one item per stage per pipeline: pipelines = the fewest leased holders of any stage
+    const holders = this.model.manifest.stages.map(s => [...this.leases.values()].filter(l => l.stages.includes(s.index)).length)
+    const concurrency = this.opts.concurrency ?? Math.max(2, Math.min(16, K * Math.max(1, Math.min(...holders))))
 
     const results: BatchResult['results'] = new Array(items.length)
     let done = 0; let failed = 0; let duplicates = 0; let next = 0

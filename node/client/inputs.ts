@@ -28,7 +28,11 @@ export async function inputsFromFile (manifest: Manifest, path: string): Promise
       throw new InputError(`${path}: not JSON (${(err as Error).message})`)
     }
     const list = Array.isArray(doc?.inputs) ? doc.inputs : [doc]
-    return list.map((t: unknown, i: number) => tensorFromOip(t, `inputs[${i}]`))
+    try {
+      return list.map((t: unknown, i: number) => tensorFromOip(t, `inputs[${i}]`))
+    } catch (err) {
+      throw new InputError(`${path}: ${(err as Error).message.replace(/^malformed frame: /, 'invalid tensor: ')}`)
+    }
   }
   throw new InputError(`${path}: use a .png image or a .json tensor file`)
 }

@@ -73,6 +73,23 @@ describe('fleetmesh CLI (multi-process)', function () {
     for (const pid of pidsIn(r.stderr)) assert.ok(!alive(pid), `process ${pid} left behind`)
   })
 
+  it('swarm --chaos: a batch finishes while vehicles are SIGKILLed and restarted, each item once and right', async () => {
+    const r = await fleetmesh(['swarm', '--chaos', '--jobs', '150', '--kill-every', '2', '--json', '--fleet', 'cli-chaos'], { timeoutMs: 170_000 })
+    assert.equal(r.code, 0, r.stderr.slice(-3000))
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
+    assert.equal(summary.completed, summary.jobs)
+    assert.equal(summary.jobs, 150)
+    assert.equal(summary.duplicates, 0)
+    assert.equal(summary.wrong, 0)
+    assert.ok(summary.kills >= 3, `kills ${summary.kills}`)
+    assert.ok(summary.killsMidPipeline >= 1, `mid-pipeline kills ${summary.killsMidPipeline}`)
+    assert.ok(summary.recoveryP95Ms < 3000, `recoveryP95Ms ${summary.recoveryP95Ms}`)
+    assert.ok(summary.meshVsLocal > 0)
+    assert.match(r.stderr, /killed with SIGKILL/)
+    // restarted vehicles are children too: none is left behind
+    for (const pid of pidsIn(r.stderr)) assert.ok(!alive(pid), `process ${pid} left behind`)
+  })
+
   it('swarm stops every process it started on Ctrl-C (SIGINT)', async () => {
     let sent = false
     const r = await fleetmesh(['swarm', '--json', '--jobs', '500', '--fleet', 'cli-sigint'], {

