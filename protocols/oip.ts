@@ -15,6 +15,13 @@ const DTYPE_TO_OIP = Object.fromEntries(Object.entries(OIP_TO_DTYPE).map(([k, v]
 
 export function oipDatatype (dtype: DType): string { return DTYPE_TO_OIP[dtype] }
 
+/** The dtype of an OIP datatype name; a MalformedFrameError naming `field` otherwise. */
+export function oipToDtype (datatype: unknown, field: string): DType {
+  const d = OIP_TO_DTYPE[String(datatype)]
+  if (d === undefined) throw new MalformedFrameError(field, `unsupported datatype ${String(datatype)} (use ${Object.keys(OIP_TO_DTYPE).join(', ')})`)
+  return d
+}
+
 function typedArray (dtype: DType, buf: ArrayBuffer, n: number): ArrayLike<number | bigint> & { [i: number]: number | bigint } {
   switch (dtype) {
     case 'float32': return new Float32Array(buf, 0, n)

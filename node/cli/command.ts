@@ -3,6 +3,7 @@
  * descriptions and defaults), and gets parsing, `--help` and usage errors.
  * Exit codes: 0 ok, 1 failure, 2 usage error.
  */
+import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
 export class UsageError extends Error {
@@ -31,18 +32,58 @@ export interface Command {
 
 export function helpText (c: Command): string {
   const lines = [`${c.summary}`, '', `usage: fleetmesh ${c.name} ${c.usage}`, '', 'options:']
-  const all: Record<string, OptionSpec> = { ...c.options, help: { type: 'boolean', short: 'h', description: 'show this help' } }
+  const all: Record<string, OptionSpec> = { ...c.options, config: { type: 'string', arg: '<file>', description: 'config file (default: $FLEETMESH_CONFIG, else ./fleetmesh.json if present)' }, help: { type: 'boolean', short: 'h', description: 'show this help' } }
   for (const [name, o] of Object.entries(all)) {
     const flag = `${o.short !== undefined ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` ${o.arg ?? '<value>'}` : ''}`
     const def = o.default !== undefined && o.default !== false ? ` (default: ${String(o.default)})` : ''
     lines.push(`  ${flag.padEnd(30)} ${o.description}${def}`)
   }
   if (c.details !== undefined) lines.push('', c.details)
+  lines.push('', 'Settings: a flag wins over $FLEETMESH_<OPTION> (e.g. FLEETMESH_BOOTSTRAP, comma-separated lists), which wins over the config file ("' + c.name + '" section, then top level), which wins over the default.')
   return lines.join('\n')
 }
 
-export async function runCommand (c: Command, argv: string[]): Promise<number> {
-  const options: Record<string, { type: 'string' | 'boolean', short?: string, multiple?: boolean }> = { help: { type: 'boolean', short: 'h' } }
+/** Where a command's settings may come from, highest precedence first. */
+export interface ConfigSources {
+  env?: NodeJS.ProcessEnv
+  /** Parsed config file: top-level keys for every command, `{ "<command>": { ... } }` for one. */
+  file?: Record<string, unknown>
+}
+
+/** `FLEETMESH_DRAIN_MS` for option `drain-ms`. */
+export function envName (option: string): string { return `FLEETMESH_${option.toUpperCase().replace(/-/g, '_')}` }
+
+/** Loads the config file: `--config`, else $FLEETMESH_CONFIG, else ./fleetmesh.json when it exists. */
+export function loadConfigFile (explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> | undefined {
+  const path = explicit ?? env.FLEETMESH_CONFIG ?? (existsSync('fleetmesh.json') ? 'fleetmesh.json' : undefined)
+  if (path === undefined) return undefined
+  let doc: unknown
+  try { doc = JSON.parse(readFileSync(path, 'utf8')) } catch (err) {
+    throw new UsageError(`config file ${path}: ${(err as Error).message}`)
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new UsageError(`config file ${path}: must be a JSON object`)
+  return doc as Record<string, unknown>
+}
+
+/**
+ * One option's value: the flag, else `FLEETMESH_<NAME>`, else the config
+ * file's command section, else its top level, else the default.
+ */
+export function resolveOption (command: string, name: string, o: OptionSpec, flag: string | boolean | string[] | undefined, src: ConfigSources): string | boolean | string[] | undefined {
+  if (flag !== undefined) return flag
+  const fromEnv = src.env?.[envName(name)]
+  const section = src.file?.[command]
+  const fromFile = (section !== null && typeof section === 'object' ? (section as Record<string, unknown>)[name] : undefined) ?? src.file?.[name]
+  const raw = fromEnv ?? fromFile
+  if (raw === undefined) return o.default
+  if (o.type === 'boolean') return raw === true || raw === '1' || raw === 'true'
+  if (o.multiple === true) return Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map(x => x.trim()).filter(x => x !== '')
+  if (typeof raw === 'object') throw new UsageError(`setting ${name} must be a single value`)
+  return String(raw)
+}
+
+export async function runCommand (c: Command, argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const options: Record<string, { type: 'string' | 'boolean', short?: string, multiple?: boolean }> = { help: { type: 'boolean', short: 'h' }, config: { type: 'string' } }
   for (const [name, o] of Object.entries(c.options)) {
     options[name] = { type: o.type, ...(o.short !== undefined ? { short: o.short } : {}), ...(o.multiple === true ? { multiple: true } : {}) }
   }
@@ -53,8 +94,10 @@ export async function runCommand (c: Command, argv: string[]): Promise<number> {
     throw new UsageError(`${(err as Error).message.replace(/\. To specify a positional.*$/s, '')}\n\n${helpText(c)}`)
   }
   if (parsed.values.help === true) { console.log(helpText(c)); return 0 }
+  const flags = parsed.values as Record<string, string | boolean | string[] | undefined>
+  const file = loadConfigFile(typeof flags.config === 'string' ? flags.config : undefined, env)
   const values: Record<string, string | boolean | string[] | undefined> = {}
-  for (const [name, o] of Object.entries(c.options)) values[name] = (parsed.values as Record<string, string | boolean | string[] | undefined>)[name] ?? o.default
+  for (const [name, o] of Object.entries(c.options)) values[name] = resolveOption(c.name, name, o, flags[name], { env, ...(file !== undefined ? { file } : {}) })
   return await c.run(values, parsed.positionals)
 }
 

