@@ -15,11 +15,13 @@ import { nodeCommand } from './commands/node.ts'
 import { shardCommand } from './commands/shard.ts'
 import { submitCommand } from './commands/submit.ts'
 import { statusCommand } from './commands/status.ts'
+import { inspectCommand } from './commands/inspect.ts'
+import { modelsCommand } from './commands/models.ts'
 import { swarmCommand } from './commands/swarm.ts'
 import { runCommand, UsageError } from './command.ts'
 import type { Command } from './command.ts'
 
-const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, submitCommand, statusCommand]
+const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, submitCommand, statusCommand, modelsCommand]
 
 function usage (): string {
   return [

@@ -24,8 +24,9 @@ export interface StageEntry {
   bytes: number
   nodes: number
   params: number
-  /** Estimated cost: FLOPs, and the share of the model's FLOPs. */
+  /** Estimated cost: FLOPs, measured ms at the probe shape, and the share of the cost the cuts balanced. */
   flops: number
+  estMs: number
   share: number
   /** Inputs of the stage model. */
   inputs: TensorSpec[]
@@ -47,6 +48,8 @@ export interface Manifest {
   inputs: TensorSpec[]
   outputs: TensorSpec[]
   probeShapes: Record<string, number[]>
+  /** What the cuts balanced: measured ms per node, or estimated FLOPs. */
+  balancedBy: 'ms' | 'flops'
   task?: TaskInfo
   stages: StageEntry[]
 }
@@ -106,6 +109,7 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
   const analysis = await analyzeModel(model, opts)
   const plan = planCuts(analysis, opts.stages)
   const built = buildStages(analysis, plan.cuts)
+  const totalCost = plan.balancedBy === 'ms' ? built.reduce((x, b) => x + b.estMs, 0) : analysis.totalFlops
   const shards = new Map<string, Uint8Array>()
   const probeShapes: Record<string, number[]> = {}
   for (const s of analysis.inputs) probeShapes[s.name] = analysis.probe.get(s.name)!.dims
@@ -119,7 +123,8 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
       nodes: b.nodes,
       params: b.params,
       flops: b.flops,
-      share: analysis.totalFlops > 0 ? b.flops / analysis.totalFlops : 0,
+      estMs: Math.round(b.estMs * 1000) / 1000,
+      share: totalCost > 0 ? (plan.balancedBy === 'ms' ? b.estMs : b.flops) / totalCost : 0,
       inputs: b.inputs,
       outputs: b.outputs,
       handOffBytes: crossingBytesOf(analysis, b.outputs.map(o => o.name))
@@ -133,6 +138,7 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
     inputs: analysis.inputs,
     outputs: analysis.outputs,
     probeShapes,
+    balancedBy: plan.balancedBy,
     ...(opts.task !== undefined ? { task: opts.task } : {}),
     stages
   }

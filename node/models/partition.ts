@@ -15,11 +15,14 @@
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import {
-  GraphProtoSchema, ModelProtoSchema, TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema,
+  GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema,
   TypeProtoSchema, TypeProto_TensorSchema, ValueInfoProtoSchema, AttributeProto_AttributeType
 } from 'onnx-buf'
 import type { GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto } from 'onnx-buf'
-import { createSession, ort, runSession } from './ort.ts'
+import { readFile, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { basename, dirname, join } from 'node:path'
+import { createSession, ort, runSession, sessionOptions } from './ort.ts'
 import { elementCount, itemSize } from '../../protocols/tensor-codec.ts'
 import type { DType, Tensor } from '../../protocols/tensor-codec.ts'
 
@@ -57,6 +60,8 @@ export interface NodeInfo {
   /** Constants (initializers, Constant outputs) it reads. */
   constReads: string[]
   flops: number
+  /** Measured kernel time at the probe shape, ms (when measured). */
+  ms?: number
 }
 
 export interface ModelAnalysis {
@@ -77,6 +82,13 @@ export interface ModelAnalysis {
 export interface AnalyzeOptions {
   /** Probe shape per graph input; free dims default to 1 (first) and 64 (others). */
   probeShapes?: Record<string, number[]>
+  /**
+   * Balance by measured node times (onnxruntime's profiler, at the probe
+   * shape) instead of estimated FLOPs. @default true
+   */
+  measure?: boolean
+  /** Profiled runs (after one warm-up) when measuring. @default 5 */
+  measureRuns?: number
 }
 
 function tensorTypeOf (vi: ValueInfoProto): { elemType: number, shape: Array<number | null> | undefined } | undefined {
@@ -236,7 +248,63 @@ export async function analyzeModel (bytes: Uint8Array, opts: AnalyzeOptions = {}
   let params = 0
   for (const name of [...initializers.keys(), ...constNodes.keys()]) params += elementCount(constDims(name) ?? [])
   const outputs = g.output.map(o => specOf(o, probe.get(o.name)))
-  return { model, nodes, constNodes, initializers, probe, inputs, outputs, params, totalFlops: nodes.reduce((s, n) => s + n.flops, 0) }
+  const analysis: ModelAnalysis = { model, nodes, constNodes, initializers, probe, inputs, outputs, params, totalFlops: nodes.reduce((s, n) => s + n.flops, 0) }
+  if (opts.measure ?? true) await measureNodeTimes(analysis, feeds, opts.measureRuns ?? 5)
+  return analysis
+}
+
+/**
+ * Measures each compute node's kernel time with onnxruntime's profiler on a
+ * copy of the model whose compute nodes are renamed `fm_<index>` (so profile
+ * events map back exactly), graph optimization off, one thread. Fills
+ * `NodeInfo.ms` with the median over `runs` runs after a warm-up.
+ */
+export async function measureNodeTimes (a: ModelAnalysis, feeds: Tensor[], runs: number): Promise<void> {
+  const g = a.model.graph!
+  const index = new Map(a.nodes.map((n, i) => [n.node, i]))
+  const renamed = g.node.map(n => {
+    const i = index.get(n)
+    return i === undefined ? n : create(NodeProtoSchema, { ...n, name: `fm_${i}` })
+  })
+  const copy = create(ModelProtoSchema, { ...a.model, graph: create(GraphProtoSchema, { ...g, node: renamed }) })
+  const prefix = join(tmpdir(), `fleetmesh-profile-${process.pid}-${Date.now()}`)
+  const session = await ort.InferenceSession.create(toBinary(ModelProtoSchema, copy), {
+    ...sessionOptions({ graphOptimization: 'disabled' }), enableProfiling: true, profileFilePrefix: prefix
+  } as ort.InferenceSession.SessionOptions)
+  const files: string[] = []
+  try {
+    for (let r = 0; r <= runs; r++) await runSession(session, feeds)
+    ;(session as unknown as { endProfiling: () => void }).endProfiling()
+    const dir = dirname(prefix)
+    files.push(...(await readdir(dir)).filter(f => f.startsWith(basename(prefix))).map(f => join(dir, f)))
+    if (files.length === 0) return
+    const events = JSON.parse(await readFile(files[0], 'utf8')) as Array<{ cat?: string, name?: string, dur?: number }>
+    const samples = new Map<number, number[]>()
+    for (const e of events) {
+      const m = e.cat === 'Node' ? /^fm_(\d+)_kernel_time$/.exec(e.name ?? '') : null
+      if (m === null) continue
+      const i = Number(m[1])
+      const list = samples.get(i) ?? []
+      list.push((e.dur ?? 0) / 1000)
+      samples.set(i, list)
+    }
+    for (const [i, list] of samples) {
+      // the first sample is the warm-up run
+      const runsOnly = list.length > 1 ? list.slice(1) : list
+      runsOnly.sort((x, y) => x - y)
+      a.nodes[i].ms = runsOnly[Math.floor(runsOnly.length / 2)]
+    }
+    for (const n of a.nodes) n.ms ??= 0
+  } finally {
+    await session.release()
+    for (const f of files) await rm(f, { force: true })
+  }
+}
+
+/** The cost a plan balances: measured ms when every node has one, else FLOPs. */
+export function nodeCosts (a: ModelAnalysis): { costs: number[], unit: 'ms' | 'flops' } {
+  if (a.nodes.length > 0 && a.nodes.every(n => n.ms !== undefined)) return { costs: a.nodes.map(n => n.ms!), unit: 'ms' }
+  return { costs: a.nodes.map(n => n.flops), unit: 'flops' }
 }
 
 /** Bytes of each non-constant tensor at the probe shape. */
@@ -270,7 +338,7 @@ export function crossingSets (a: ModelAnalysis): { at: (c: number) => string[], 
   return { at: (c: number) => spans.filter(s => s.p < c && c <= s.l).map(s => s.name), bytesAt }
 }
 
-export interface CutPlan { cuts: number[], stageFlops: number[], crossingBytes: number[] }
+export interface CutPlan { cuts: number[], stageFlops: number[], stageMs: number[], crossingBytes: number[], balancedBy: 'ms' | 'flops' }
 
 /**
  * Chooses K-1 cuts. Around each balanced target (k/K of the total FLOPs) it
@@ -281,8 +349,9 @@ export function planCuts (a: ModelAnalysis, stages: number, tolerance = 0.1): Cu
   const N = a.nodes.length
   if (!Number.isInteger(stages) || stages < 1) throw new RangeError(`stages must be a positive integer, got ${stages}`)
   if (stages > N) throw new RangeError(`cannot split ${N} compute nodes into ${stages} stages`)
+  const { costs, unit } = nodeCosts(a)
   const prefix = new Float64Array(N + 1)
-  for (let i = 0; i < N; i++) prefix[i + 1] = prefix[i] + a.nodes[i].flops
+  for (let i = 0; i < N; i++) prefix[i + 1] = prefix[i] + costs[i]
   const total = prefix[N]
   const share = total / stages
   const { bytesAt } = crossingSets(a)
@@ -305,10 +374,13 @@ export function planCuts (a: ModelAnalysis, stages: number, tolerance = 0.1): Cu
     cuts.push(c); prev = c
   }
   const bounds = [0, ...cuts, N]
+  const sum = (from: number, to: number, f: (n: NodeInfo) => number): number => a.nodes.slice(from, to).reduce((x, n) => x + f(n), 0)
   return {
     cuts,
-    stageFlops: bounds.slice(1).map((b, i) => prefix[b] - prefix[bounds[i]]),
-    crossingBytes: cuts.map(c => bytesAt[c])
+    stageFlops: bounds.slice(1).map((b, i) => sum(bounds[i], b, n => n.flops)),
+    stageMs: bounds.slice(1).map((b, i) => sum(bounds[i], b, n => n.ms ?? 0)),
+    crossingBytes: cuts.map(c => bytesAt[c]),
+    balancedBy: unit
   }
 }
 
@@ -319,6 +391,8 @@ export interface BuiltStage {
   nodes: number
   flops: number
   params: number
+  /** Measured ms at the probe shape (sum of its nodes' kernel times; 0 when not measured). */
+  estMs: number
   /** Inputs of the stage model. */
   inputs: TensorSpec[]
   /** Tensors the stage hands to the next one (produced here or passed through). */
@@ -407,6 +481,7 @@ export function buildStages (a: ModelAnalysis, cuts: number[]): BuiltStage[] {
       bytes: toBinary(ModelProtoSchema, model),
       nodes: slice.length,
       flops: slice.reduce((sum, n) => sum + n.flops, 0),
+      estMs: slice.reduce((sum, n) => sum + (n.ms ?? 0), 0),
       params,
       inputs,
       outputs

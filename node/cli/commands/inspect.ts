@@ -1,0 +1,53 @@
+import { readFile } from 'node:fs/promises'
+import { decodeManifest, shardModel } from '../../models/manifest.ts'
+import type { Manifest } from '../../models/manifest.ts'
+import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
+import { elementCount, itemSize } from '../../../protocols/tensor-codec.ts'
+import { intOption, UsageError } from '../command.ts'
+import type { Command } from '../command.ts'
+import { mb, table } from '../format.ts'
+
+/** The split plan of a manifest as rows and cut descriptions. */
+export function describePlan (m: Manifest): { stages: string[][], cuts: string[] } {
+  const stages = [['stage', 'nodes', 'params', 'GFLOPs', 'est. ms', 'share', 'size']]
+  for (const s of m.stages) {
+    stages.push([String(s.index), String(s.nodes), String(s.params), (s.flops / 1e9).toFixed(3), (s.estMs ?? 0).toFixed(2), `${(s.share * 100).toFixed(0)}%`, mb(s.bytes)])
+  }
+  const cuts = m.stages.slice(0, -1).map(s => {
+    const tensors = s.outputs.map(t => {
+      const dims = t.probe ?? t.shape.map(d => d ?? 0)
+      return `    ${t.name}  ${t.dtype}[${dims.join(',')}]  ${mb(elementCount(dims) * itemSize(t.dtype))}`
+    })
+    return `cut after stage ${s.index}: ${s.outputs.length} tensor${s.outputs.length === 1 ? '' : 's'}, ${mb(s.handOffBytes)}\n${tensors.join('\n')}`
+  })
+  return { stages, cuts }
+}
+
+export const inspectCommand: Command = {
+  name: 'inspect',
+  summary: 'Show how a model splits into stages: per stage its nodes, parameters, GFLOPs and ms, and the tensors crossing each cut.',
+  usage: '<model.onnx | pp-ocrv4-rec | pp-ocrv4-det | manifest.json> [--stages K] [--probe-shape input=1,3,48,320] [--json]',
+  options: {
+    stages: { type: 'string', arg: '<K>', description: 'stages to plan (ONNX input only)', default: '3' },
+    'probe-shape': { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure at' },
+    flops: { type: 'boolean', description: 'balance by estimated FLOPs instead of measured node times' },
+    json: { type: 'boolean', description: 'print the plan (manifest) as JSON' }
+  },
+  async run (o, pos) {
+    if (pos.length !== 1) throw new UsageError('give one model file, built-in name or manifest.json')
+    let m: Manifest
+    if (pos[0].endsWith('.json')) {
+      m = decodeManifest(await readFile(pos[0]))
+    } else {
+      const probe = o['probe-shape'] !== undefined ? parseProbeShapes(o['probe-shape'] as string[]) : undefined
+      const src = modelSource(pos[0], probe)
+      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes, measure: o.flops !== true })).manifest
+    }
+    if (o.json === true) { console.log(JSON.stringify(m)); return 0 }
+    const plan = describePlan(m)
+    console.log(`${m.name}@${m.version}: ${m.stages.length} stages, balanced by ${m.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'} at ${Object.entries(m.probeShapes).map(([k, v]) => `${k}=[${v}]`).join(' ')}\n`)
+    console.log(table(plan.stages))
+    if (plan.cuts.length > 0) console.log('\n' + plan.cuts.join('\n'))
+    return 0
+  }
+}

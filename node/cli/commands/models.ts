@@ -1,0 +1,30 @@
+import { FleetClient } from '../../client/client.ts'
+import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
+import { intOption, UsageError } from '../command.ts'
+import type { Command } from '../command.ts'
+import { table } from '../format.ts'
+
+export const modelsCommand: Command = {
+  name: 'models',
+  summary: 'List the models the fleet serves: versions, stages and how many vehicles serve each stage.',
+  usage: '--bootstrap <multiaddr> [--wait <ms>] [--json]',
+  options: {
+    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address (repeatable)' },
+    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    wait: { type: 'string', arg: '<ms>', description: 'how long to listen for vehicles', default: '3000' },
+    json: { type: 'boolean', description: 'print one JSON object' }
+  },
+  async run (o) {
+    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
+    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required')
+    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
+    try {
+      const models = await client.models(intOption(o.wait, 'wait', 100, 120_000))
+      if (o.json === true) { console.log(JSON.stringify({ models })); return 0 }
+      if (models.length === 0) { console.log('no models served by any vehicle heard'); return 0 }
+      console.log(table([['model', 'version', 'stages', 'vehicles per stage', 'ready', 'manifest'],
+        ...models.map(m => [m.name, m.version, String(m.stages), m.vehiclesPerStage.join(' / '), m.ready ? 'yes' : 'no', m.manifest])]))
+      return 0
+    } finally { await client.close() }
+  }
+}
