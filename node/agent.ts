@@ -11,13 +11,14 @@ import type { Host } from './host.ts'
 import { cidOf, isCid } from './models/cid.ts'
 import { decodeManifest } from './models/manifest.ts'
 import type { Manifest } from './models/manifest.ts'
-import { ShardExchange } from './models/shard-exchange.ts'
+import { ShardExchange, providerFromStrings } from './models/shard-exchange.ts'
+import type { ModelAnnouncement } from '../protocols/jobs.ts'
 import { ShardStore } from './models/shard-store.ts'
 import { StageServer } from './runtime/stage-server.ts'
 import { VehicleGovernor } from './vehicle/governor.ts'
 import { OfferResponder } from './capacity/offers.ts'
 import { FleetDirectory } from './capacity/directory.ts'
-import { chooseStageToHost } from './scheduler/selection.ts'
+import { chooseStageToHost, spreadTieBreak } from './scheduler/selection.ts'
 import type { GovernorEvent } from './vehicle/governor.ts'
 import type { PolicyConfig } from './vehicle/policy.ts'
 import { AlwaysOnSource } from './vehicle/sources.ts'
@@ -50,6 +51,7 @@ export type AgentEvent =
   | { type: 'shard', manifest: string, stage: number, cid: string, source: 'local' | 'peer', bytes: number, ms: number }
   | { type: 'serving', manifest: string, name: string, stage: number }
   | { type: 'chose', manifest: string, stage: number, providers: number }
+  | { type: 'announced', manifest: string, name: string, version: string }
   | { type: 'error', message: string }
 
 export interface AgentInit {
@@ -67,6 +69,12 @@ export interface AgentInit {
   policy?: Partial<PolicyConfig>
   /** Bound for finishing in-flight work when the car must go. @default 10000 */
   drainMs?: number
+  /**
+   * Stages this vehicle may host across models announced on the jobs topic
+   * (`fleetmesh publish`): it takes a stage of each new model, then any stage
+   * nobody serves, always the worst-served one. @default 0 (only `models`)
+   */
+  room?: number
   onEvent?: (e: AgentEvent) => void
 }
 
@@ -81,6 +89,10 @@ export class VehicleAgent {
   readonly directory: FleetDirectory
   private readonly emit: (e: AgentEvent) => void
   private readonly retries = new Set<ReturnType<typeof setTimeout>>()
+  private readonly room: number
+  private readonly announced = new Map<string, Manifest>()
+  private roomBusy = false
+  private roomTimer?: ReturnType<typeof setInterval>
 
   private constructor (host: Host, store: ShardStore, privateKey: PrivateKey, init: AgentInit) {
     this.host = host
@@ -94,6 +106,8 @@ export class VehicleAgent {
     })
     this.emit = init.onEvent ?? (() => {})
     this.offers = new OfferResponder(host, this.stages, { fleet: init.fleet ?? DEFAULT_FLEET })
+    this.room = init.room ?? 0
+    if (this.room > 0) this.offers.onModel = (a, from) => { void this.modelAnnounced(a, from) }
     this.directory = new FleetDirectory(host, { fleet: init.fleet ?? DEFAULT_FLEET })
     const me = host.peerId.toString()
     this.stages.admit = (req) => {
@@ -207,6 +221,70 @@ export class VehicleAgent {
     this.emit({ type: 'serving', manifest: manifestCid, name: manifest.name, stage: i })
   }
 
+  /** A published model: remember it and consider hosting a stage of it. */
+  private async modelAnnounced (a: ModelAnnouncement, from: string): Promise<void> {
+    if (this.announced.has(a.manifest)) return
+    try {
+      const providers = a.addrs.length > 0 ? [providerFromStrings(from, a.addrs)] : undefined
+      const manifest = decodeManifest(await this.exchange.get(a.manifest, { signal: AbortSignal.timeout(15_000), ...(providers !== undefined ? { providers } : {}) }))
+      if (this.announced.has(a.manifest)) return
+      this.announced.set(a.manifest, manifest)
+      await this.advertiser.provide(a.manifest)
+      this.emit({ type: 'announced', manifest: a.manifest, name: manifest.name, version: manifest.version })
+    } catch (err) {
+      this.emit({ type: 'error', message: `model ${a.name}@${a.version}: ${(err as Error).message}` })
+      return
+    }
+    if (this.roomTimer === undefined) {
+      this.roomTimer = setInterval(() => { void this.useRoom() }, AUTO_STAGES_INTERVAL_MS)
+      this.roomTimer.unref()
+    }
+    // jitter, so earlier choosers' claims are heard before we choose
+    await new Promise(resolve => setTimeout(resolve, Math.random() * 1500))
+    await this.useRoom()
+  }
+
+  /**
+   * One hosting step within `room`. First a stage nobody serves or loads (in
+   * any model), then a first stage of a model this vehicle holds none of;
+   * always the worst-served stage, ties spread by peer id. The choice is
+   * announced (a claim in the heartbeat) before the shard loads, so vehicles
+   * choosing at the same time pick differently.
+   */
+  private async useRoom (): Promise<void> {
+    if (this.roomBusy || this.host.status !== 'started' || !this.stages.accepting) return
+    const served = this.stages.served()
+    if (served.length + this.advertiser.claims.size >= this.room) return
+    this.roomBusy = true
+    const tie = spreadTieBreak(this.peerId)
+    try {
+      const options: Array<{ cid: string, manifest: Manifest, stage: number, providers: number, priority: number }> = []
+      for (const [cid, manifest] of this.announced) {
+        const held = new Set(served.filter(s => s.manifest === cid).map(s => s.stage))
+        const supply = manifest.stages.map(s => ({ stage: s.index, ...this.directory.supply(cid, s.index, this.peerId) }))
+        const stage = chooseStageToHost(supply, held, tie)
+        if (stage === undefined) continue
+        const uncovered = supply[stage].providers === 0
+        if (held.size > 0 && !uncovered) continue
+        options.push({ cid, manifest, stage, providers: supply[stage].providers, priority: (uncovered ? 0 : 2) + (held.size > 0 ? 1 : 0) })
+      }
+      options.sort((a, b) => a.priority - b.priority || a.providers - b.providers)
+      const pick = options[0]
+      if (pick === undefined) return
+      const key = `${pick.cid}/${pick.stage}`
+      this.advertiser.claims.set(key, { manifest: pick.cid, stage: pick.stage })
+      await this.advertiser.beat()
+      this.emit({ type: 'chose', manifest: pick.cid, stage: pick.stage, providers: pick.providers })
+      try {
+        await this.serveStage(pick.cid, pick.manifest, pick.stage)
+      } finally { this.advertiser.claims.delete(key) }
+      await this.advertiser.beat()
+      await this.advertiser.publishRecord()
+    } catch (err) {
+      this.emit({ type: 'error', message: `hosting: ${(err as Error).message}` })
+    } finally { this.roomBusy = false }
+  }
+
   /** Keeps `count` stages of the model hosted, choosing the worst-served one each time. */
   private autoHost (manifestCid: string, manifest: Manifest, count: number): void {
     let busy = false
@@ -252,6 +330,7 @@ export class VehicleAgent {
   }
 
   async stop (): Promise<void> {
+    if (this.roomTimer !== undefined) clearInterval(this.roomTimer)
     for (const t of this.retries) { clearTimeout(t); clearInterval(t) }
     this.retries.clear()
     this.directory.stop()

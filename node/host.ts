@@ -25,6 +25,7 @@ import { DEFAULT_FLEET, checkFleetName, kadProtocol } from '../protocols/ids.ts'
 import { MAX_INFER_FRAME_BYTES, MiB } from '../protocols/limits.ts'
 import { CAPACITY_RECORD_NAMESPACE, decodeCapacityRecord } from '../protocols/capacity.ts'
 import type { RecordVerifier } from '../protocols/capacity.ts'
+import { MODEL_RECORD_NAMESPACE, decodeModelRecord } from '../protocols/jobs.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 
 export type HostServices = {
@@ -95,8 +96,14 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         clientMode: !(init.dhtServer ?? true),
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
         initialQuerySelfInterval: 500,
-        validators: { [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await decodeCapacityRecord(value, peerPublicKey, { key }) } },
-        selectors: { [CAPACITY_RECORD_NAMESPACE]: (_key, values) => selectNewest(values) }
+        validators: {
+          [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await decodeCapacityRecord(value, peerPublicKey, { key }) },
+          [MODEL_RECORD_NAMESPACE]: async (key, value) => { await decodeModelRecord(value, peerPublicKey, key) }
+        },
+        selectors: {
+          [CAPACITY_RECORD_NAMESPACE]: (_key, values) => selectNewest(values, 'seq'),
+          [MODEL_RECORD_NAMESPACE]: (_key, values) => selectNewest(values, 'publishedAt')
+        }
       }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
@@ -154,13 +161,13 @@ export function peerPublicKey (peer: string): RecordVerifier {
   return key
 }
 
-/** Index of the record with the highest seq (records that fail to parse lose). */
-function selectNewest (values: Uint8Array[]): number {
+/** Index of the signed record whose body has the highest `field` (records that fail to parse lose). */
+function selectNewest (values: Uint8Array[], field: string): number {
   let best = 0; let bestSeq = -1
   values.forEach((v, i) => {
     try {
       const body = JSON.parse(JSON.parse(new TextDecoder().decode(v)).body)
-      if (typeof body.seq === 'number' && body.seq > bestSeq) { bestSeq = body.seq; best = i }
+      if (typeof body[field] === 'number' && body[field] > bestSeq) { bestSeq = body[field]; best = i }
     } catch {}
   })
   return best

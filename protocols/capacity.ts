@@ -42,6 +42,8 @@ export interface Heartbeat {
   leaving?: boolean
   /** When the sender's current capacity record expires (epoch ms). */
   expiresAt?: number
+  /** Stages the sender chose and is loading (not served yet). */
+  claims?: Array<{ manifest: string, stage: number }>
   /** The vehicle's state and why it is not eligible, for status displays. */
   vehicle?: VehicleSummary
 }
@@ -87,6 +89,7 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
   const addrs = Array.isArray(v.addrs) ? v.addrs.filter((a: unknown) => typeof a === 'string').slice(0, 16) : []
   const out: Heartbeat = { v: 1, ts: v.ts, seq: v.seq, eligible: v.eligible, load: v.load, slots: v.slots, stages, models, addrs, leaving: v.leaving === true }
   if (typeof v.expiresAt === 'number') out.expiresAt = v.expiresAt
+  if (Array.isArray(v.claims)) out.claims = v.claims.filter((c: any) => typeof c?.manifest === 'string' && Number.isInteger(c?.stage)).slice(0, 64)
   if (v.vehicle !== null && typeof v.vehicle === 'object') out.vehicle = v.vehicle as VehicleSummary
   return out
 }

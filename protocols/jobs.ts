@@ -70,3 +70,72 @@ export class SeenJobs {
 
   remember (a: JobAnnouncement): void { this.seen.set(a.job, a.deadline) }
 }
+
+/**
+ * Model announcements share the jobs topic: a publisher tells the fleet a
+ * model (name, version, manifest CID) is available; vehicles with room fetch
+ * the stages the swarm serves worst.
+ */
+export interface ModelAnnouncement {
+  v: 1
+  kind: 'model'
+  name: string
+  version: string
+  manifest: string
+  stages: number
+  publishedAt: number
+  /** The publisher's addresses (it seeds the shards). */
+  addrs: string[]
+}
+
+export function encodeModelAnnouncement (a: ModelAnnouncement): Uint8Array {
+  const bytes = encodeJson(a)
+  if (bytes.byteLength > MAX_ANNOUNCEMENT_BYTES) throw new FrameTooLargeError('model announcement', bytes.byteLength, MAX_ANNOUNCEMENT_BYTES)
+  return bytes
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+export function checkModelName (name: string, field = 'name'): string {
+  if (!NAME_RE.test(name)) throw new AnnouncementError(field, `"${name}" must be 1-64 of letters, digits, . _ - (starting with a letter or digit)`)
+  return name
+}
+
+/** A message on the jobs topic: a job announcement, or (with `kind: "model"`) a model announcement. */
+export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobAnnouncement | ModelAnnouncement {
+  const v = decodeJsonObject(bytes, 'announcement', MAX_ANNOUNCEMENT_BYTES)
+  if (v.kind !== 'model') return decodeAnnouncement(bytes, now)
+  if (v.v !== 1) throw new AnnouncementError('model announcement.v', `unsupported version ${String(v.v)}`)
+  checkModelName(v.name, 'model announcement.name')
+  if (typeof v.version !== 'string' || !NAME_RE.test(v.version)) throw new AnnouncementError('model announcement.version', 'must be 1-64 of letters, digits, . _ -')
+  if (typeof v.manifest !== 'string' || v.manifest.length === 0 || v.manifest.length > 128) throw new AnnouncementError('model announcement.manifest', 'must be a CID string')
+  if (!Number.isInteger(v.stages) || v.stages < 1 || v.stages > 1024) throw new AnnouncementError('model announcement.stages', 'must be an integer in 1..1024')
+  if (!Number.isInteger(v.publishedAt) || v.publishedAt > now + 60_000) throw new AnnouncementError('model announcement.publishedAt', 'must be epoch ms, not in the future')
+  if (!Array.isArray(v.addrs) || v.addrs.length > 16 || v.addrs.some((a: unknown) => typeof a !== 'string')) throw new AnnouncementError('model announcement.addrs', 'must be at most 16 multiaddr strings')
+  return { v: 1, kind: 'model', name: v.name, version: v.version, manifest: v.manifest, stages: v.stages, publishedAt: v.publishedAt, addrs: v.addrs }
+}
+
+/** DHT name record `/fmmodel/<name>`: versions -> manifest CID, signed by its publisher. */
+export const MODEL_RECORD_NAMESPACE = 'fmmodel'
+
+export interface ModelRecord { name: string, versions: Record<string, string>, publisher: string, publishedAt: number }
+
+export function modelRecordKey (name: string): Uint8Array {
+  return new TextEncoder().encode(`/${MODEL_RECORD_NAMESPACE}/${checkModelName(name)}`)
+}
+
+export async function encodeModelRecord (r: ModelRecord, key: { sign: (d: Uint8Array) => Uint8Array | Promise<Uint8Array> }): Promise<Uint8Array> {
+  const body = JSON.stringify(r)
+  return encodeJson({ body, sig: Buffer.from(await key.sign(new TextEncoder().encode(body))).toString('base64') })
+}
+
+export async function decodeModelRecord (value: Uint8Array, publicKeyOf: (peer: string) => { verify: (d: Uint8Array, s: Uint8Array) => boolean | Promise<boolean> }, key?: Uint8Array): Promise<ModelRecord> {
+  const env = decodeJsonObject(value, 'model record', MAX_ANNOUNCEMENT_BYTES)
+  if (typeof env.body !== 'string' || typeof env.sig !== 'string') throw new MalformedFrameError('model record', 'needs body and sig')
+  const r = decodeJsonObject(new TextEncoder().encode(env.body), 'model record.body', MAX_ANNOUNCEMENT_BYTES)
+  checkModelName(r.name, 'model record.name')
+  if (key !== undefined && new TextDecoder().decode(key) !== `/${MODEL_RECORD_NAMESPACE}/${r.name}`) throw new MalformedFrameError('model record.name', 'does not match the record key')
+  if (r.versions === null || typeof r.versions !== 'object' || Object.values(r.versions).some(c => typeof c !== 'string')) throw new MalformedFrameError('model record.versions', 'must map versions to manifest CIDs')
+  if (typeof r.publisher !== 'string' || !Number.isInteger(r.publishedAt)) throw new MalformedFrameError('model record', 'needs publisher and publishedAt')
+  if (!(await publicKeyOf(r.publisher).verify(new TextEncoder().encode(env.body), Buffer.from(env.sig, 'base64')))) throw new MalformedFrameError('model record.sig', 'signature does not verify')
+  return { name: r.name, versions: r.versions, publisher: r.publisher, publishedAt: r.publishedAt }
+}

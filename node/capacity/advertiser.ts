@@ -41,6 +41,8 @@ export class CapacityAdvertiser {
   private expiresAt?: number
   /** The vehicle's latest state and decision, carried in heartbeats. */
   vehicle?: VehicleSummary
+  /** Stages chosen and being loaded, announced so other vehicles choose differently. */
+  readonly claims = new Map<string, { manifest: string, stage: number }>()
   private readonly provided = new Set<string>()
   private soon?: ReturnType<typeof setTimeout>
   /** A peer that just subscribed gets our state at once, not at the next tick. */
@@ -87,7 +89,8 @@ export class CapacityAdvertiser {
       addrs: hostAddrs(this.host).map(a => a.replace(/\/p2p\/[^/]+$/, '')),
       ...(leaving ? { leaving: true } : {}),
       ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
-      ...(this.vehicle !== undefined ? { vehicle: this.vehicle } : {})
+      ...(this.vehicle !== undefined ? { vehicle: this.vehicle } : {}),
+      ...(this.claims.size > 0 ? { claims: [...this.claims.values()] } : {})
     }
   }
 

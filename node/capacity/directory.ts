@@ -83,6 +83,18 @@ export class FleetDirectory {
     return out
   }
 
+  /** Fresh peers (other than `except`) that serve or are loading `manifest` stage `stage`: supply, for choosing stages. */
+  supply (manifest: string, stage: number, except: string, now = Date.now()): { providers: number, meanMsPerItem: number } {
+    let providers = 0; let ms = 0
+    for (const p of this.peers.values()) {
+      if (p.peer === except || !this.isFresh(p, now)) continue
+      const s = p.heartbeat.stages.find(x => x.manifest === manifest && x.stage === stage)
+      const claimed = p.heartbeat.claims?.some(c => c.manifest === manifest && c.stage === stage) === true
+      if (s !== undefined && p.heartbeat.eligible) { providers++; ms += s.msPerItem } else if (claimed) providers++
+    }
+    return { providers, meanMsPerItem: providers > 0 ? ms / providers : 0 }
+  }
+
   /** Model names announced by fresh peers, name -> manifest CID. */
   models (now = Date.now()): Map<string, string> {
     const out = new Map<string, string>()

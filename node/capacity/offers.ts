@@ -13,8 +13,8 @@ import { LeaseBook } from './leases.ts'
 import type { Host } from '../host.ts'
 import type { StageServer } from '../runtime/stage-server.ts'
 import { OFFER_PROTOCOL, jobsTopic } from '../../protocols/ids.ts'
-import { SeenJobs, decodeAnnouncement } from '../../protocols/jobs.ts'
-import type { JobAnnouncement } from '../../protocols/jobs.ts'
+import { SeenJobs, decodeJobsMessage } from '../../protocols/jobs.ts'
+import type { JobAnnouncement, ModelAnnouncement } from '../../protocols/jobs.ts'
 import { MAX_OFFER_MESSAGE_BYTES, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
 
 export interface OfferResponderInit {
@@ -32,6 +32,8 @@ export class OfferResponder {
   private readonly seen = new SeenJobs()
   private sweeper?: ReturnType<typeof setInterval>
   private readonly listener = (evt: CustomEvent<Message>): void => { void this.onMessage(evt.detail) }
+  /** Called with model announcements heard on the jobs topic. */
+  onModel?: (a: ModelAnnouncement, from: string) => void
 
   constructor (host: Host, stages: StageServer, init: OfferResponderInit) {
     this.host = host
@@ -54,11 +56,13 @@ export class OfferResponder {
 
   private async onMessage (msg: Message): Promise<void> {
     if (msg.topic !== jobsTopic(this.init.fleet) || msg.type !== 'signed') return
-    let a: JobAnnouncement
-    try { a = decodeAnnouncement(msg.data) } catch (err) {
+    let decoded: JobAnnouncement | ModelAnnouncement
+    try { decoded = decodeJobsMessage(msg.data) } catch (err) {
       this.log('dropped announcement from %p: %e', msg.from, err)
       return
     }
+    if ('kind' in decoded) { this.onModel?.(decoded, msg.from.toString()); return }
+    const a = decoded
     // a replayed announcement is ignored once we have offered; until then
     // (nothing served yet) a re-announcement gets another look
     if (this.seen.has(a)) return

@@ -17,11 +17,12 @@ import { submitCommand } from './commands/submit.ts'
 import { statusCommand } from './commands/status.ts'
 import { inspectCommand } from './commands/inspect.ts'
 import { modelsCommand } from './commands/models.ts'
+import { publishCommand } from './commands/publish.ts'
 import { swarmCommand } from './commands/swarm.ts'
 import { runCommand, UsageError } from './command.ts'
 import type { Command } from './command.ts'
 
-const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, submitCommand, statusCommand, modelsCommand]
+const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, publishCommand, submitCommand, statusCommand, modelsCommand]
 
 function usage (): string {
   return [

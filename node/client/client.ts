@@ -18,6 +18,7 @@ import type { Offer } from '../../protocols/offer.ts'
 import { BatchRunner } from './batch.ts'
 import type { BatchOptions, BatchProgress, BatchResult, ItemEvent } from './batch.ts'
 import { capacityRecordKey, decodeCapacityRecord } from '../../protocols/capacity.ts'
+import { decodeModelRecord, modelRecordKey } from '../../protocols/jobs.ts'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import type { Host } from '../host.ts'
 import { isCid } from '../models/cid.ts'
@@ -123,6 +124,8 @@ export class FleetClient {
   private readonly providerCacheMs: number
   private readonly refreshing = new Set<string>()
   readonly fleet: string
+  /** The key this client's peer id comes from, when it was given one. */
+  readonly privateKey?: PrivateKey
   /** Called when a job ends (for metrics). */
   onJob?: (outcome: 'ok' | 'failed', result?: InferResult, error?: Error) => void
   /** Called with every route chosen (peer per stage from `first`), e.g. to audit withdrawals. */
@@ -136,6 +139,7 @@ export class FleetClient {
     this.exchange = new ShardExchange(host, init.store ?? new MemoryStore())
     this.providerCacheMs = init.providerCacheMs ?? 15_000
     this.fleet = init.fleet ?? DEFAULT_FLEET
+    if (init.privateKey !== undefined) this.privateKey = init.privateKey
   }
 
   static async connect (init: ClientInit): Promise<FleetClient> {
@@ -176,13 +180,20 @@ export class FleetClient {
       this.manifests.set(cid, manifest)
       return { cid, manifest }
     }
+    // heartbeats name what vehicles serve; the DHT name record names what was published
+    const heard = await this.directory.waitFor(() => this.directory.models().has(model), Math.min(waitMs, 2000), `a vehicle serving model "${model}"`).then(() => true, () => false)
+    if (heard) return await this.resolve(this.directory.models().get(model)!, waitMs)
+    const [name, version] = model.split('@')
     try {
-      await this.directory.waitFor(() => this.directory.models().has(model), waitMs, `a vehicle serving model "${model}"`)
-    } catch {
-      const known = [...this.directory.models().keys()]
-      throw new ModelNotFoundError(`model "${model}" is not served by any vehicle heard from${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
+      const rec = await decodeModelRecord(await this.host.contentRouting.get(modelRecordKey(name), { signal: AbortSignal.timeout(Math.max(1000, waitMs - 2000)) }), peerPublicKey)
+      const versions = Object.keys(rec.versions).sort((a, b) => Number(a) - Number(b) || a.localeCompare(b))
+      const cid = rec.versions[version ?? versions[versions.length - 1]]
+      if (cid !== undefined) return await this.resolve(cid, waitMs)
+    } catch (err) {
+      this.log('no DHT record for model %s: %e', name, err)
     }
-    return await this.resolve(this.directory.models().get(model)!, waitMs)
+    const known = [...this.directory.models().keys()]
+    throw new ModelNotFoundError(`model "${model}" is not served by any vehicle heard from, nor published in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
   }
 
   /** DHT providers of a stage's shard (cached briefly). */

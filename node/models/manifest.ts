@@ -7,7 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cidOf } from './cid.ts'
 import { analyzeModel, buildStages, crossingBytesOf, planCuts } from './partition.ts'
-import type { AnalyzeOptions, TensorSpec } from './partition.ts'
+import type { AnalyzeOptions, ModelAnalysis, TensorSpec } from './partition.ts'
 import { isDType } from '../../protocols/tensor-codec.ts'
 import { decodeJsonObject, encodeJson } from '../../protocols/json.ts'
 import { MiB } from '../../protocols/limits.ts'
@@ -90,7 +90,8 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
 }
 
 export interface ShardOptions extends AnalyzeOptions {
-  stages: number
+  /** Stage count, or a function choosing it from the analysis (`--stages auto`). */
+  stages: number | ((a: ModelAnalysis) => number)
   name: string
   version?: string
   task?: TaskInfo
@@ -107,7 +108,7 @@ export interface ShardedModel {
 /** Partitions a model into `stages` stages and builds its manifest. */
 export async function shardModel (model: Uint8Array, opts: ShardOptions): Promise<ShardedModel> {
   const analysis = await analyzeModel(model, opts)
-  const plan = planCuts(analysis, opts.stages)
+  const plan = planCuts(analysis, typeof opts.stages === 'function' ? opts.stages(analysis) : opts.stages)
   const built = buildStages(analysis, plan.cuts)
   const totalCost = plan.balancedBy === 'ms' ? built.reduce((x, b) => x + b.estMs, 0) : analysis.totalFlops
   const shards = new Map<string, Uint8Array>()

@@ -13,6 +13,7 @@ import { parseCid } from '../../node/models/cid.ts'
 import type { ShardedModel } from '../../node/models/manifest.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 
 export interface TestMesh {
   dir: string
@@ -28,26 +29,35 @@ export interface MeshOptions {
   fleet?: string
   /** Vehicle state source per vehicle (default: always on). */
   source?: (i: number) => StateSource | undefined
+  /** Stages each vehicle may host across published models. */
+  room?: number
+  /** Vehicles without a model given (e.g. to take published ones). @default placement.length */
+  vehicles?: number
 }
 
-export async function startMesh (sharded: ShardedModel, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
+export async function startMesh (sharded: ShardedModel | undefined, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
   const fleet = opts.fleet ?? 'test'
   const dir = await mkdtemp(join(tmpdir(), 'fm-mesh-'))
   const boot = await startBootstrap({ keyFile: join(dir, 'boot.key'), listen: ['/ip4/127.0.0.1/tcp/0'], fleet })
-  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet })
-  await client.exchange.store.put(sharded.manifestBytes)
-  for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
-  for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.host.contentRouting.provide(parseCid(cid))
+  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, privateKey: await generateKeyPair('Ed25519') })
+  if (sharded !== undefined) {
+    await client.exchange.store.put(sharded.manifestBytes)
+    for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
+    for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.host.contentRouting.provide(parseCid(cid))
+  }
   const events: TestMesh['events'] = []
-  const vehicles = await Promise.all(placement.map(async (stages, i) => await VehicleAgent.start({
+  const count = opts.vehicles ?? placement.length
+  const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => await VehicleAgent.start({
     bootstrap: boot.addrs,
     dataDir: join(dir, `v${i}`),
     fleet,
-    models: [{ model: sharded.manifestCid, stages }],
+    models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
+    ...(opts.room !== undefined ? { room: opts.room } : {}),
     ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {}),
     onEvent: e => { events.push({ ...e, vehicle: i }) }
   })))
-  await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.servers(sharded.manifestCid, s.index).length > 0), 20_000, 'every stage served')
+  if (sharded !== undefined) await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.servers(sharded.manifestCid, s.index).length > 0), 20_000, 'every stage served')
+  else await client.directory.waitFor(() => client.directory.all().length >= count, 20_000, 'every vehicle heard')
   return {
     dir,
     bootstrap: boot.host,

@@ -14,6 +14,7 @@ function describe (e: AgentEvent): string {
     case 'listening': return `vehicle ${e.peer} listening on ${e.addrs.join(' ')}`
     case 'shard': return `stage ${e.stage} shard ${e.cid.slice(-10)} (${(e.bytes / 1e6).toFixed(1)} MB) ${e.source === 'peer' ? 'fetched from the mesh, hash verified' : 'loaded from the local store'} in ${e.ms.toFixed(0)} ms`
     case 'serving': return `serving ${e.name} stage ${e.stage}`
+    case 'announced': return `heard of ${e.name}@${e.version} (${e.manifest.slice(-10)})`
     case 'chose': return `chose stage ${e.stage} (served by ${e.providers} other vehicle${e.providers === 1 ? '' : 's'}: the worst served)`
     case 'error': return `error: ${e.message}`
     case 'eligible': return `eligible: taking work (${e.maxSessions} session${e.maxSessions === 1 ? '' : 's'} at once, ${Math.round(e.powerBudgetW)} W budget)`
@@ -49,6 +50,7 @@ export const nodeCommand: Command = {
     model: { type: 'string', multiple: true, arg: '<cid|file>', description: 'model to serve: a manifest CID (fetched from the mesh) or a manifest.json written by `fleetmesh shard`' },
     stages: { type: 'string', arg: '<list>', description: 'stage indexes to serve, e.g. 0,2 (default: all)' },
     'auto-stages': { type: 'string', arg: '<n>', description: 'instead of --stages: host n stages, choosing those the swarm serves worst' },
+    room: { type: 'string', arg: '<n>', description: 'stages this vehicle may host across models published to the fleet (fleetmesh publish)', default: '0' },
     data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
     fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
@@ -82,6 +84,7 @@ export const nodeCommand: Command = {
     const policy = parsePolicy((o.policy as string[] | undefined) ?? [])
     const stop = untilSignal()
     const agent = await VehicleAgent.start({
+      room: intOption(o.room, 'room', 0, 1024),
       vehicle,
       policy,
       drainMs: intOption(o['drain-ms'], 'drain-ms', 0, 600_000),
