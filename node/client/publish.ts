@@ -20,6 +20,8 @@ export interface PublishOptions {
   /** A stage count, or 'auto': from the model's measured time and the vehicles heard. @default 'auto' */
   stages?: number | 'auto'
   probeShapes?: Record<string, number[]>
+  /** Directory of the model file (for external data). */
+  baseDir?: string
   task?: TaskInfo
   fleet?: string
   /** Signs the DHT name record. */
@@ -52,6 +54,7 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
     name,
     version,
     ...(opts.probeShapes !== undefined ? { probeShapes: opts.probeShapes } : {}),
+    ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
     ...(opts.task !== undefined ? { task: opts.task } : {})
   })
   const store = client.exchange.store

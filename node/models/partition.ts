@@ -15,7 +15,7 @@
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import {
-  GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema,
+  GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataLocation, TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema,
   TypeProtoSchema, TypeProto_TensorSchema, ValueInfoProtoSchema, AttributeProto_AttributeType
 } from 'onnx-buf'
 import type { GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto } from 'onnx-buf'
@@ -89,6 +89,52 @@ export interface AnalyzeOptions {
   measure?: boolean
   /** Profiled runs (after one warm-up) when measuring. @default 5 */
   measureRuns?: number
+  /** Directory of the model file, for tensors stored as external data beside it. */
+  baseDir?: string
+}
+
+/**
+ * Moves tensors stored as external data (a `.data` file beside the model)
+ * into the model, so the model and every stage cut from it stand alone.
+ */
+export async function inlineExternalData (model: ModelProto, baseDir: string | undefined): Promise<number> {
+  const tensors: TensorProto[] = []
+  const visit = (g: GraphProto): void => {
+    tensors.push(...g.initializer)
+    for (const n of g.node) {
+      for (const a of n.attribute) {
+        if (a.t !== undefined) tensors.push(a.t)
+        if (a.g !== undefined) visit(a.g)
+        for (const sub of a.graphs) visit(sub)
+      }
+    }
+  }
+  if (model.graph !== undefined) visit(model.graph)
+  const files = new Map<string, Uint8Array>()
+  let inlined = 0
+  for (const t of tensors) {
+    if (t.dataLocation !== TensorProto_DataLocation.EXTERNAL) continue
+    const entry = (k: string): string | undefined => t.externalData.find(e => e.key === k)?.value
+    const location = entry('location')
+    if (location === undefined) throw new InvalidModelError(`tensor ${t.name}: external data without a location`)
+    if (baseDir === undefined) throw new InvalidModelError(`tensor ${t.name} lives in external file ${location}: give the model as a file path so it can be read`)
+    if (location.includes('..') || location.startsWith('/')) throw new InvalidModelError(`tensor ${t.name}: external data location ${location} leaves the model's directory`)
+    let data = files.get(location)
+    if (data === undefined) {
+      try { data = await readFile(join(baseDir, location)) } catch (err) {
+        throw new InvalidModelError(`tensor ${t.name}: cannot read external data ${location}: ${(err as Error).message}`)
+      }
+      files.set(location, data)
+    }
+    const offset = Number(entry('offset') ?? 0)
+    const length = entry('length') !== undefined ? Number(entry('length')) : data.byteLength - offset
+    if (offset < 0 || offset + length > data.byteLength) throw new InvalidModelError(`tensor ${t.name}: external data ${location} is too short (needs bytes ${offset}..${offset + length}, has ${data.byteLength})`)
+    t.rawData = data.slice(offset, offset + length)
+    t.externalData = []
+    t.dataLocation = TensorProto_DataLocation.DEFAULT
+    inlined++
+  }
+  return inlined
 }
 
 function tensorTypeOf (vi: ValueInfoProto): { elemType: number, shape: Array<number | null> | undefined } | undefined {
@@ -198,6 +244,7 @@ export function decodeModel (bytes: Uint8Array): ModelProto {
 
 export async function analyzeModel (bytes: Uint8Array, opts: AnalyzeOptions = {}): Promise<ModelAnalysis> {
   const model = decodeModel(bytes)
+  await inlineExternalData(model, opts.baseDir)
   const g = model.graph!
   const initializers = new Map(g.initializer.map(t => [t.name, t]))
   const constNodes = new Map<string, NodeProto>()

@@ -9,7 +9,7 @@ import { createSession, runSession } from '../../node/models/ort.ts'
 import { InvalidModelError, sampleTensor } from '../../node/models/partition.ts'
 import { LocalPipeline } from '../../node/runtime/local-pipeline.ts'
 import { maxAbsDiff } from '../../protocols/tensor-codec.ts'
-import { buildIfModel, buildTransformer, buildUnsupportedOpModel } from '../utils/onnx-builder.ts'
+import { buildExternalDataMlp, buildIfModel, buildTransformer, buildUnsupportedOpModel } from '../utils/onnx-builder.ts'
 
 /** Largest |diff| of the staged run vs the whole model at each input shape. */
 async function worstDiff (bytes: Uint8Array, stages: number, probe: number[], shapes: number[][], optimization: 'all' | 'disabled' = 'all'): Promise<number> {
@@ -64,6 +64,26 @@ describe('partitioner coverage', function () {
   it('transformer blocks (attention, layer norm, residuals) at other batch and sequence sizes', async () => {
     const m = buildTransformer()
     for (let k = 2; k <= 6; k++) assert.ok(await worstDiff(m, k, [1, 6, 16], [[1, 6, 16], [3, 11, 16]]) <= 1e-4, `transformer at ${k} stages`)
+  })
+
+  it('a model with external data (.onnx beside a .data file): stages stand alone and match', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fm-ext-'))
+    try {
+      const { model, data } = buildExternalDataMlp('mlp.data')
+      await writeFile(join(dir, 'mlp.onnx'), model)
+      await writeFile(join(dir, 'mlp.data'), data)
+      await assert.rejects(shardModel(model, { stages: 2, name: 'ext', probeShapes: { x: [2, 8] } }), /external file mlp\.data/)
+      const sh = await shardModel(model, { stages: 3, name: 'ext', probeShapes: { x: [2, 8] }, baseDir: dir })
+      await rm(join(dir, 'mlp.data')) // the stages no longer need it
+      const pipe = await LocalPipeline.load(sh.manifest, sh.shards)
+      await writeFile(join(dir, 'mlp.data'), data)
+      const whole = await createSession(join(dir, 'mlp.onnx')) // onnxruntime reads external data by path
+      for (const dims of [[2, 8], [7, 8]]) {
+        const x = sampleTensor(sh.manifest.inputs[0], dims, 9)
+        assert.ok(maxAbsDiff((await runSession(whole, [x]))[0], (await pipe.run([x])).outputs[0]) <= 1e-4)
+      }
+      await whole.release(); await pipe.release()
+    } finally { await rm(dir, { recursive: true, force: true }) }
   })
 
   it('an operator onnxruntime does not support is refused, naming the problem', async () => {

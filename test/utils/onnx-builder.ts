@@ -2,9 +2,9 @@
  * Builds small ONNX models from scratch for tests (onnx-buf), so partitioner
  * tests do not depend only on the shipped models.
  */
-import { create, toBinary } from '@bufbuild/protobuf'
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import {
-  AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema,
+  AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, StringStringEntryProtoSchema, TensorProto_DataLocation, ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema,
   TensorProtoSchema, TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema, TypeProtoSchema, TypeProto_TensorSchema,
   ValueInfoProtoSchema
 } from 'onnx-buf'
@@ -180,4 +180,29 @@ export function buildUnsupportedOpModel (): Uint8Array {
     input: [input('x', ['batch', 8])],
     output: [input('y', ['batch', 8])]
   }), 13)
+}
+
+/**
+ * The test MLP with its initializers moved to an external data file:
+ * returns the model bytes and the data file's bytes (to be written as `dataName` beside it).
+ */
+export function buildExternalDataMlp (dataName: string): { model: Uint8Array, data: Uint8Array } {
+  const m = fromBinary(ModelProtoSchema, buildTestMlp())
+  const chunks: Uint8Array[] = []
+  let offset = 0
+  for (const t of m.graph!.initializer) {
+    chunks.push(t.rawData)
+    t.externalData = [
+      create(StringStringEntryProtoSchema, { key: 'location', value: dataName }),
+      create(StringStringEntryProtoSchema, { key: 'offset', value: String(offset) }),
+      create(StringStringEntryProtoSchema, { key: 'length', value: String(t.rawData.byteLength) })
+    ]
+    t.dataLocation = TensorProto_DataLocation.EXTERNAL
+    offset += t.rawData.byteLength
+    t.rawData = new Uint8Array(0)
+  }
+  const data = new Uint8Array(offset)
+  let o = 0
+  for (const c of chunks) { data.set(c, o); o += c.byteLength }
+  return { model: toBinary(ModelProtoSchema, m), data }
 }

@@ -1,3 +1,4 @@
+import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { decodeManifest, shardModel } from '../../models/manifest.ts'
 import type { Manifest } from '../../models/manifest.ts'
@@ -41,7 +42,8 @@ export const inspectCommand: Command = {
     } else {
       const probe = o['probe-shape'] !== undefined ? parseProbeShapes(o['probe-shape'] as string[]) : undefined
       const src = modelSource(pos[0], probe)
-      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes, measure: o.flops !== true })).manifest
+      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes,
+      baseDir: dirname(src.path), measure: o.flops !== true })).manifest
     }
     if (o.json === true) { console.log(JSON.stringify(m)); return 0 }
     const plan = describePlan(m)

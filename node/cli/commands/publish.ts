@@ -1,3 +1,4 @@
+import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 
 import { fileURLToPath } from 'node:url'
@@ -50,6 +51,7 @@ export const publishCommand: Command = {
         version: String(o.version),
         stages,
         probeShapes: src.probeShapes,
+      baseDir: dirname(src.path),
         ...(src.task !== undefined ? { task: src.task } : {}),
         fleet: String(o.fleet),
         privateKey: client.privateKey!

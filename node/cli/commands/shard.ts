@@ -1,3 +1,4 @@
+import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { shardModel, writeSharded } from '../../models/manifest.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
@@ -29,6 +30,7 @@ export const shardCommand: Command = {
       name: typeof o.name === 'string' ? o.name : src.name,
       version: String(o.version),
       probeShapes: src.probeShapes,
+      baseDir: dirname(src.path),
       ...(src.task !== undefined ? { task: src.task } : {})
     })
     const files = await writeSharded(sharded, out)

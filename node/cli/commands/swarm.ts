@@ -7,7 +7,7 @@
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FleetClient } from '../../client/client.ts'
 import { textOf } from '../../client/inputs.ts'
@@ -172,7 +172,7 @@ export const swarmCommand: Command = {
     try {
       say('model', `${src.name}: ${src.description}`)
       const modelBytes = await readFile(src.path)
-      const sharded = await step(shardModel(modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, ...(src.task !== undefined ? { task: src.task } : {}) }))
+      const sharded = await step(shardModel(modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}) }))
       say('shard', `${stages} stages, manifest …${sharded.manifestCid.slice(-12)}; cuts by estimated FLOPs, fewest bytes crossing`)
       if (!json) out(manifestTable(sharded.manifest).split('\n').map(l => `         ${l}`).join('\n'))
 
