@@ -63,6 +63,8 @@ export interface AgentInit {
   models?: HostedModel[]
   heartbeatMs?: number
   intraOpThreads?: number
+  /** Bound on the shard store; unserved shards are evicted least recently used first. @default unbounded */
+  storeMaxBytes?: number
   /** Where the vehicle's state comes from. @default always on */
   vehicle?: StateSource
   /** Eligibility policy overrides (defaults in node/vehicle/policy.ts). */
@@ -129,8 +131,13 @@ export class VehicleAgent {
       ...(init.fleet !== undefined ? { fleet: init.fleet } : {}),
       ...(init.listen !== undefined ? { listen: init.listen } : {})
     })
-    const store = await new ShardStore(join(init.dataDir, 'shards')).init()
+    let served: () => Set<string> = () => new Set()
+    const store = await new ShardStore(join(init.dataDir, 'shards'), {
+      ...(init.storeMaxBytes !== undefined ? { maxBytes: init.storeMaxBytes } : {}),
+      pinned: cid => served().has(cid)
+    }).init()
     const agent = new VehicleAgent(host, store, privateKey, init)
+    served = () => new Set([...agent.stages.served().map(s => s.cid), ...agent.stages.served().map(s => s.manifest)])
     await agent.exchange.start()
     await agent.stages.start()
     await agent.governor.start()

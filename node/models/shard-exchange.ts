@@ -7,8 +7,12 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { AbortOptions, Logger, PeerId, Stream } from '@libp2p/interface'
+import { open, readFile, rm, writeFile } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { parseCid, verifyCid } from './cid.ts'
+import { ShardStore } from './shard-store.ts'
 import type { BlobStore } from './shard-store.ts'
+import { HashMismatchError } from '../../protocols/errors.ts'
 import type { Host } from '../host.ts'
 import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
 import { MAX_SHARD_BYTES, MAX_SHARD_REQUEST_BYTES, SHARD_CHUNK_BYTES, SHARD_READ_TIMEOUT_MS, MiB } from '../../protocols/limits.ts'
@@ -25,6 +29,9 @@ export class ShardNotFoundError extends Error {
 }
 
 export interface Provider { id: PeerId, addrs: string[] }
+
+/** Range size of chunked fetches. */
+export const RANGE_BYTES = SHARD_CHUNK_BYTES
 
 export class ShardExchange {
   private readonly host: Host
@@ -67,9 +74,10 @@ export class ShardExchange {
         return
       }
       const offset = Math.min(req.offset, bytes.byteLength)
-      await lp.write(encodeJson({ ok: true, size: bytes.byteLength - offset }))
-      for (let o = offset; o < bytes.byteLength; o += SHARD_CHUNK_BYTES) {
-        await lp.write(bytes.subarray(o, Math.min(o + SHARD_CHUNK_BYTES, bytes.byteLength)))
+      const end = Math.min(bytes.byteLength, offset + (req.length ?? bytes.byteLength))
+      await lp.write(encodeJson({ ok: true, size: end - offset, total: bytes.byteLength }))
+      for (let o = offset; o < end; o += SHARD_CHUNK_BYTES) {
+        await lp.write(bytes.subarray(o, Math.min(o + SHARD_CHUNK_BYTES, end)))
       }
       await stream.close()
     } catch (err) {
@@ -78,17 +86,19 @@ export class ShardExchange {
     }
   }
 
-  /** Fetches `cid` from one peer. */
-  async fetchFrom (provider: Provider, cid: string, opts: AbortOptions = {}): Promise<Uint8Array> {
-    if (provider.addrs.length > 0) await this.host.peerStore.merge(provider.id, { multiaddrs: provider.addrs.map(a => multiaddr(a)) })
+  /** Fetches bytes [offset, offset + length) of `cid` from one peer (length undefined: to the end). */
+  async fetchRange (provider: Provider, cid: string, offset: number, length: number | undefined, opts: AbortOptions = {}): Promise<{ bytes: Uint8Array, total: number }> {
+    if (provider.addrs.length > 0 && this.host.getConnections(provider.id).length === 0) await this.host.peerStore.merge(provider.id, { multiaddrs: provider.addrs.map(a => multiaddr(a)) })
     const signal = AbortSignal.any([AbortSignal.timeout(SHARD_READ_TIMEOUT_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
     const stream = await this.host.dialProtocol(provider.id, SHARD_PROTOCOL, { signal })
     const lp = lpStream(stream, { maxDataLength: SHARD_CHUNK_BYTES, maxBufferSize: SHARD_CHUNK_BYTES + MiB })
     try {
-      await lp.write(encodeJson({ cid, offset: 0 }))
+      await lp.write(encodeJson({ cid, offset, ...(length !== undefined ? { length } : {}) }))
       const head = decodeShardResponseHeader((await lp.read({ signal })).subarray())
       if (!head.ok) throw new ShardNotFoundError(cid, `${provider.id.toString()} answered ${head.code}: ${head.message}`)
-      if (head.size > MAX_SHARD_BYTES) throw new ShardNotFoundError(cid, `size ${head.size} over limit`)
+      if (head.total > MAX_SHARD_BYTES) throw new ShardNotFoundError(cid, `size ${head.total} over limit`)
+      const want = length === undefined ? head.total - offset : Math.min(length, head.total - offset)
+      if (head.size !== want) throw new ShardNotFoundError(cid, `provider offered ${head.size} bytes, asked for ${want}`)
       const out = new Uint8Array(head.size)
       let got = 0
       while (got < head.size) {
@@ -98,13 +108,88 @@ export class ShardExchange {
         got += chunk.byteLength
       }
       await stream.close()
-      verifyCid(cid, out)
-      return out
+      return { bytes: out, total: head.total }
     } catch (err) {
       stream.abort(err as Error)
       throw err
     }
   }
+
+  /** Fetches the whole of `cid` from one peer and verifies it. */
+  async fetchFrom (provider: Provider, cid: string, opts: AbortOptions = {}): Promise<Uint8Array> {
+    const { bytes } = await this.fetchRange(provider, cid, 0, undefined, opts)
+    verifyCid(cid, bytes)
+    return bytes
+  }
+
+  /**
+   * Fetches `cid` in RANGE_BYTES ranges from all `providers` at once. A
+   * provider that fails gives its range back to the others; finished ranges
+   * are kept on disk (when the store can), so a later attempt fetches only
+   * what is missing. The whole is verified against the CID.
+   */
+  async fetchChunked (providers: Provider[], cid: string, opts: AbortOptions = {}): Promise<Uint8Array> {
+    let total: number | undefined
+    const errors: string[] = []
+    for (const p of providers) {
+      try { total = (await this.fetchRange(p, cid, 0, 0, opts)).total; break } catch (err) { errors.push((err as Error).message) }
+    }
+    if (total === undefined) throw new ShardNotFoundError(cid, errors.join('; ') || 'no provider answered')
+    const paths = this.store instanceof ShardStore ? this.store.partialPaths(cid) : undefined
+    const buffer = new Uint8Array(total)
+    let done: Array<[number, number]> = []
+    if (paths !== undefined) {
+      try {
+        const saved = JSON.parse(await readFile(paths.ranges, 'utf8')) as { total: number, done: Array<[number, number]> }
+        if (saved.total === total) {
+          const partial = await readFile(paths.data)
+          done = saved.done.filter(([o, l]) => o + l <= partial.byteLength)
+          for (const [o, l] of done) buffer.set(partial.subarray(o, o + l), o)
+        }
+      } catch { /* nothing to resume */ }
+    }
+    const queue: Array<[number, number]> = []
+    for (let o = 0; o < total; o += RANGE_BYTES) {
+      const l = Math.min(RANGE_BYTES, total - o)
+      if (!done.some(([d, dl]) => d === o && dl === l)) queue.push([o, l])
+    }
+    this.resumedBytes = done.reduce((s, [, l]) => s + l, 0)
+    let file: FileHandle | undefined
+    if (paths !== undefined) file = await open(paths.data, done.length > 0 ? 'r+' : 'w').catch(async () => await open(paths.data, 'w'))
+    try {
+      await Promise.all(providers.map(async p => {
+        for (;;) {
+          const range = queue.shift()
+          if (range === undefined) return
+          try {
+            const { bytes } = await this.fetchRange(p, cid, range[0], range[1], opts)
+            buffer.set(bytes, range[0])
+            done.push(range)
+            if (file !== undefined && paths !== undefined) {
+              await file.write(bytes, 0, bytes.byteLength, range[0])
+              await writeFile(paths.ranges, JSON.stringify({ total, done }))
+            }
+          } catch (err) {
+            queue.push(range) // someone else takes it
+            errors.push(`${p.id.toString().slice(-8)}: ${(err as Error).message}`)
+            return
+          }
+        }
+      }))
+    } finally {
+      await file?.close()
+    }
+    if (queue.length > 0) throw new ShardNotFoundError(cid, `${queue.length} ranges left after every provider failed (${errors.join('; ')}); progress kept for the next attempt`)
+    try { verifyCid(cid, buffer) } catch (err) {
+      if (paths !== undefined) { await rm(paths.data, { force: true }); await rm(paths.ranges, { force: true }) }
+      throw err
+    }
+    if (paths !== undefined) { await rm(paths.data, { force: true }); await rm(paths.ranges, { force: true }) }
+    return buffer
+  }
+
+  /** Bytes the last chunked fetch found already on disk (for tests and logs). */
+  resumedBytes = 0
 
   /** Providers of `cid` from the DHT (excluding ourselves). */
   async findProviders (cid: string, opts: AbortOptions & { max?: number } = {}): Promise<Provider[]> {
@@ -132,6 +217,15 @@ export class ShardExchange {
     const providers = opts.providers ?? await this.findProviders(cid, opts)
     if (providers.length === 0) throw new ShardNotFoundError(cid, 'no provider found in the DHT')
     const errors: string[] = []
+    try {
+      const bytes = await this.fetchChunked(providers, cid, opts)
+      await this.store.put(bytes, cid)
+      return bytes
+    } catch (err) {
+      // a provider may have sent bad bytes: fall back to whole copies, each verified on its own
+      errors.push((err as Error).message)
+      if (!(err instanceof HashMismatchError)) throw err
+    }
     for (const p of providers) {
       try {
         const bytes = await this.fetchFrom(p, cid, opts)

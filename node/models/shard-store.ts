@@ -3,14 +3,52 @@
  * against their CID when written and again on every load, so a corrupted
  * file is never served or run.
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cidOf, parseCid, verifyCid } from './cid.ts'
 import { HashMismatchError } from '../../protocols/errors.ts'
 
+export interface ShardStoreInit {
+  /** Keep at most this many bytes; least recently used shards that are not pinned go first. @default unbounded */
+  maxBytes?: number
+  /** Shards that must stay (e.g. those being served). */
+  pinned?: (cid: string) => boolean
+}
+
 export class ShardStore implements BlobStore {
   readonly dir: string
-  constructor (dir: string) { this.dir = dir }
+  private readonly opts: ShardStoreInit
+  private readonly lastUsed = new Map<string, number>()
+  private clock = 0
+
+  constructor (dir: string, init: ShardStoreInit = {}) {
+    this.dir = dir
+    this.opts = init
+  }
+
+  /** Marks a shard as just used (for eviction order). */
+  touch (cid: string): void { this.lastUsed.set(cid, ++this.clock) }
+
+  /**
+   * Deletes least recently used, unpinned shards until the store fits
+   * `maxBytes`. Returns the CIDs it removed.
+   */
+  async evict (): Promise<string[]> {
+    const max = this.opts.maxBytes
+    if (max === undefined) return []
+    const entries = await Promise.all((await this.list()).map(async cid => ({ cid, size: (await stat(join(this.dir, cid))).size })))
+    let total = entries.reduce((sum, e) => sum + e.size, 0)
+    const removed: string[] = []
+    const candidates = entries.filter(e => this.opts.pinned?.(e.cid) !== true).sort((a, b) => (this.lastUsed.get(a.cid) ?? 0) - (this.lastUsed.get(b.cid) ?? 0))
+    for (const e of candidates) {
+      if (total <= max) break
+      await rm(join(this.dir, e.cid), { force: true })
+      this.lastUsed.delete(e.cid)
+      total -= e.size
+      removed.push(e.cid)
+    }
+    return removed
+  }
 
   async init (): Promise<this> {
     await mkdir(this.dir, { recursive: true })
@@ -29,6 +67,8 @@ export class ShardStore implements BlobStore {
     const tmp = join(this.dir, `.${cid}.${process.pid}.tmp`)
     await writeFile(tmp, bytes)
     await rename(tmp, this.path(cid))
+    this.touch(cid)
+    await this.evict()
     return cid
   }
 
@@ -43,6 +83,7 @@ export class ShardStore implements BlobStore {
       await rm(this.path(cid), { force: true })
       throw err
     }
+    this.touch(cid)
     return bytes
   }
 
@@ -52,6 +93,12 @@ export class ShardStore implements BlobStore {
 
   async list (): Promise<string[]> {
     return (await readdir(this.dir)).filter(f => !f.startsWith('.'))
+  }
+
+  /** Where a partly fetched shard is kept between attempts: bytes so far and the ranges done. */
+  partialPaths (cid: string): { data: string, ranges: string } {
+    parseCid(cid)
+    return { data: join(this.dir, `.${cid}.partial`), ranges: join(this.dir, `.${cid}.ranges.json`) }
   }
 }
 

@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { lpStream } from '@libp2p/utils'
+import { createHost } from '../../node/host.ts'
+import type { Host } from '../../node/host.ts'
+import { cidOf } from '../../node/models/cid.ts'
+import { RANGE_BYTES, ShardExchange } from '../../node/models/shard-exchange.ts'
+import type { Provider } from '../../node/models/shard-exchange.ts'
+import { MemoryStore, ShardStore } from '../../node/models/shard-store.ts'
+import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
+import { decodeShardRequest } from '../../protocols/shard.ts'
+
+describe('shard fetches and the shard store', function () {
+  this.timeout(60_000)
+  const hosts: Host[] = []
+  let dir: string
+  const blob = new Uint8Array(randomBytes(5 * RANGE_BYTES + 12345))
+  const cid = cidOf(blob)
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'fm-fetch-')) })
+  after(async () => {
+    await Promise.all(hosts.map(async h => { await h.stop() }))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  /** A provider serving `blob`; counts ranges served; fails after `failAfter` ranges. */
+  async function provider (failAfter = Infinity): Promise<{ p: Provider, served: () => number, bytes: () => number }> {
+    const host = await createHost()
+    hosts.push(host)
+    const store = new MemoryStore()
+    await store.put(blob)
+    const ex = new ShardExchange(host, store)
+    let served = 0; let bytes = 0
+    await host.handle(SHARD_PROTOCOL, (stream) => {
+      void (async () => {
+        if (served >= failAfter) { stream.abort(new Error('provider went away')); return }
+        // peek at the request to count, then let the real server answer
+        const lp = lpStream(stream)
+        const raw = (await lp.read()).subarray()
+        const req = decodeShardRequest(raw)
+        served++
+        bytes += Math.min(req.length ?? blob.byteLength, blob.byteLength - req.offset)
+        const s = lp.unwrap()
+        s.unshift(new Uint8Array([raw.byteLength, ...raw]))
+        await ex.serve(s)
+      })()
+    })
+    return { p: { id: host.peerId, addrs: host.getMultiaddrs().map(a => a.toString()) }, served: () => served, bytes: () => bytes }
+  }
+
+  it('draws ranges from several providers at once and verifies the whole', async () => {
+    const a = await provider(); const b = await provider()
+    const client = await createHost(); hosts.push(client)
+    const ex = new ShardExchange(client, await new ShardStore(join(dir, 'c1')).init())
+    const got = await ex.get(cid, { providers: [a.p, b.p] })
+    assert.equal(cidOf(got), cid)
+    assert.ok(a.served() > 1 && b.served() > 1, `both served ranges (${a.served()}, ${b.served()})`)
+  })
+
+  it('a provider that breaks mid-fetch hands its ranges to the others', async () => {
+    const flaky = await provider(2); const good = await provider()
+    const client = await createHost(); hosts.push(client)
+    const ex = new ShardExchange(client, await new ShardStore(join(dir, 'c2')).init())
+    const got = await ex.get(cid, { providers: [flaky.p, good.p] })
+    assert.equal(cidOf(got), cid)
+    assert.equal(flaky.served(), 2)
+  })
+
+  it('an interrupted fetch resumes where it stopped', async () => {
+    const dying = await provider(3) // the size probe and two ranges, then it is gone
+    const client = await createHost(); hosts.push(client)
+    const store = await new ShardStore(join(dir, 'c3')).init()
+    const ex = new ShardExchange(client, store)
+    await assert.rejects(ex.get(cid, { providers: [dying.p] }), /progress kept/)
+    assert.ok((await readdir(join(dir, 'c3'))).some(f => f.endsWith('.partial')))
+    const fresh = await provider()
+    const got = await ex.get(cid, { providers: [fresh.p] })
+    assert.equal(cidOf(got), cid)
+    assert.equal(ex.resumedBytes, 2 * RANGE_BYTES, 'two ranges came from the first attempt')
+    assert.equal(fresh.bytes(), blob.byteLength - 2 * RANGE_BYTES, 'only the rest was fetched again')
+    assert.ok(!(await readdir(join(dir, 'c3'))).some(f => f.endsWith('.partial')), 'partial files are removed')
+  })
+
+  it('the store keeps within its bound, evicting least recently used shards that are not pinned', async () => {
+    const pinned = new Set<string>()
+    const store = await new ShardStore(join(dir, 's'), { maxBytes: 2500, pinned: c => pinned.has(c) }).init()
+    const blobs = [0, 1, 2, 3].map(i => new Uint8Array(1000).fill(i + 1))
+    const cids = blobs.map(b => cidOf(b))
+    await store.put(blobs[0]); pinned.add(cids[0])
+    await store.put(blobs[1])
+    await store.get(cids[1]) // recently used
+    await store.put(blobs[2])
+    assert.deepEqual((await store.list()).sort(), [cids[0], cids[2]].sort(), 'the unpinned least recently used one went (1 was used before 2 arrived)')
+    await store.put(blobs[3])
+    assert.ok((await store.list()).includes(cids[0]), 'pinned stays')
+    assert.ok((await store.list()).includes(cids[3]))
+    assert.ok(!(await store.list()).includes(cids[2]))
+  })
+})
