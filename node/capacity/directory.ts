@@ -99,6 +99,16 @@ export class FleetDirectory {
   models (now = Date.now()): Map<string, string> {
     const out = new Map<string, string>()
     for (const p of this.peers.values()) if (this.isFresh(p, now)) for (const [k, v] of Object.entries(p.heartbeat.models)) out.set(k, v)
+    // a plain name means its latest version among those heard
+    const latest = new Map<string, string>()
+    for (const k of out.keys()) {
+      const at = k.lastIndexOf('@')
+      if (at < 0) continue
+      const name = k.slice(0, at); const version = k.slice(at + 1)
+      const best = latest.get(name)
+      if (best === undefined || compareVersions(version, best) > 0) latest.set(name, version)
+    }
+    for (const [name, version] of latest) out.set(name, out.get(`${name}@${version}`)!)
     return out
   }
 
@@ -112,4 +122,10 @@ export class FleetDirectory {
       this.waiters.add(check)
     })
   }
+}
+
+/** Numeric when both are numbers, else lexical. */
+export function compareVersions (a: string, b: string): number {
+  const x = Number(a); const y = Number(b)
+  return Number.isFinite(x) && Number.isFinite(y) ? x - y : a.localeCompare(b)
 }
