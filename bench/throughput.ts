@@ -32,7 +32,8 @@ const runs: Array<{ mode: string, args: string[] }> = [
   { mode: 'per job, 1 in flight', args: ['--concurrency', '1'] },
   { mode: 'per job, 2 in flight', args: ['--concurrency', '2'] },
   { mode: 'per job, 4 in flight', args: ['--concurrency', '4'] },
-  { mode: 'batch (leases)', args: ['--batch'] }
+  { mode: 'batch (leases)', args: ['--batch', '--micro-batch', '1'] },
+  { mode: 'batch, micro-batches', args: ['--batch', '--micro-batch', 'auto'] }
 ]
 const rows: Array<Record<string, unknown>> = []
 for (const r of runs) {

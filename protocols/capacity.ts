@@ -19,7 +19,12 @@ export interface ServedStage {
   cid: string
   /** Moving average of run time per item, ms (0 until measured). */
   msPerItem: number
+  /** Run time per item when run MICRO_BATCH at a time, ms (when measured). */
+  batchMsPerItem?: number
 }
+
+/** Items per micro-batch that vehicles measure and clients send. */
+export const MICRO_BATCH = 4
 
 export interface Heartbeat {
   v: 1
@@ -80,7 +85,7 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
   if (!Array.isArray(v.stages) || v.stages.length > 256) throw new MalformedFrameError('heartbeat.stages', 'must be an array of at most 256')
   const stages: ServedStage[] = v.stages.map((s: any, i: number) => {
     if (typeof s?.manifest !== 'string' || typeof s?.cid !== 'string' || !Number.isInteger(s?.stage)) throw new MalformedFrameError(`heartbeat.stages[${i}]`, 'needs manifest, stage and cid')
-    return { manifest: s.manifest, stage: s.stage, cid: s.cid, msPerItem: typeof s.msPerItem === 'number' && s.msPerItem >= 0 ? s.msPerItem : 0 }
+    return { manifest: s.manifest, stage: s.stage, cid: s.cid, msPerItem: typeof s.msPerItem === 'number' && s.msPerItem >= 0 ? s.msPerItem : 0, ...(typeof s.batchMsPerItem === 'number' && s.batchMsPerItem >= 0 ? { batchMsPerItem: s.batchMsPerItem } : {}) }
   })
   const models: Record<string, string> = {}
   if (v.models !== null && typeof v.models === 'object') {

@@ -16,7 +16,7 @@ import { KiB } from './limits.ts'
 export const MAX_OFFER_MESSAGE_BYTES = 16 * KiB
 export const DEFAULT_LEASE_TTL_MS = 5000
 
-export interface OfferStage { stage: number, msPerItem: number }
+export interface OfferStage { stage: number, msPerItem: number, batchMsPerItem?: number }
 export interface Offer { type: 'offer', job: string, stages: OfferStage[], maxInFlight: number }
 export interface Lease { type: 'lease', job: string, lease: string, stages: number[], inFlight: number, ttlMs: number }
 export interface Decline { type: 'decline', job: string, reason: string }
@@ -42,7 +42,7 @@ export function decodeOfferMessage (bytes: Uint8Array): OfferMessage {
       if (!Array.isArray(v.stages) || v.stages.length === 0 || v.stages.length > 256) throw new MalformedFrameError('offer message.stages', 'must be a non-empty array')
       const stages = v.stages.map((s: any, i: number) => {
         if (!Number.isInteger(s?.stage) || s.stage < 0 || typeof s?.msPerItem !== 'number' || s.msPerItem < 0) throw new MalformedFrameError(`offer message.stages[${i}]`, 'needs stage and msPerItem')
-        return { stage: s.stage, msPerItem: s.msPerItem }
+        return { stage: s.stage, msPerItem: s.msPerItem, ...(typeof s.batchMsPerItem === 'number' && s.batchMsPerItem >= 0 ? { batchMsPerItem: s.batchMsPerItem } : {}) }
       })
       return { type: 'offer', job: str('job'), stages, maxInFlight: int('maxInFlight', 1, 1024) }
     }

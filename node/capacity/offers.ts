@@ -79,7 +79,7 @@ export class OfferResponder {
       if (a.addrs.length > 0 && this.host.getConnections(id).length === 0) await this.host.peerStore.merge(id, { multiaddrs: a.addrs.map(x => multiaddr(x)) })
       const stream = await this.host.dialProtocol(id, OFFER_PROTOCOL, { signal: AbortSignal.timeout(5000) })
       const lp = lpStream(stream, { maxDataLength: MAX_OFFER_MESSAGE_BYTES })
-      await lp.write(encodeOfferMessage({ type: 'offer', job: a.job, stages: served.map(s => ({ stage: s.stage, msPerItem: s.msPerItem })), maxInFlight: this.init.maxInFlight ?? 4 }))
+      await lp.write(encodeOfferMessage({ type: 'offer', job: a.job, stages: served.map(s => ({ stage: s.stage, msPerItem: s.msPerItem, ...(s.batchMsPerItem !== undefined ? { batchMsPerItem: s.batchMsPerItem } : {}) })), maxInFlight: this.init.maxInFlight ?? 4 }))
       const answer = decodeOfferMessage((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
       if (answer.type !== 'lease') { await stream.close(); return }
       this.leases.grant({ lease: answer.lease, job: a.job, client, stages: answer.stages, inFlight: answer.inFlight, expiresAt: Date.now() + answer.ttlMs })

@@ -19,6 +19,7 @@ import { jobsTopic, DEFAULT_FLEET } from '../../protocols/ids.ts'
 import { encodeAnnouncement } from '../../protocols/jobs.ts'
 import { DEFAULT_LEASE_TTL_MS, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
 import type { Offer } from '../../protocols/offer.ts'
+import { chooseMicroBatch, concatBatch, splitBatch } from './microbatch.ts'
 import type { Tensor } from '../../protocols/tensor-codec.ts'
 
 export interface BatchOptions {
@@ -34,6 +35,12 @@ export interface BatchOptions {
   maxAttempts?: number
   /** Deadline per item. @default 120000 */
   itemTimeoutMs?: number
+  /**
+   * Items run together along the batch dimension. 'auto': MICRO_BATCH when the
+   * leased vehicles run the stages cheaper per item batched (their offers say),
+   * else 1. @default 'auto'
+   */
+  microBatch?: number | 'auto'
 }
 
 export interface BatchProgress { done: number, failed: number, total: number, itemsPerS: number, etaS: number }
@@ -49,6 +56,8 @@ export interface BatchResult {
   itemsPerS: number
   leases: number
   leasesLost: number
+  /** Items per micro-batch used. */
+  microBatch: number
 }
 
 interface HeldLease { peer: string, lease: string, stages: number[], inFlight: number, lp: LengthPrefixedStream<Stream>, stream: Stream, lost: boolean }
@@ -62,6 +71,7 @@ export class BatchRunner extends EventTarget {
   private leasesLost = 0
   private leasesGranted = 0
   private finished = false
+  private readonly offers: Offer[] = []
   /** Current route of each item in flight. */
   readonly routes = new Map<number, string[]>()
 
@@ -84,6 +94,7 @@ export class BatchRunner extends EventTarget {
       await stream.close()
       return
     }
+    this.offers.push(offer)
     const ttlMs = this.opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS
     const held: HeldLease = { peer: from, lease: randomUUID(), stages: offer.stages.map(s => s.stage), inFlight: offer.maxInFlight, lp, stream, lost: false }
     await lp.write(encodeOfferMessage({ type: 'lease', job: this.job, lease: held.lease, stages: held.stages, inFlight: held.inFlight, ttlMs }))
@@ -136,6 +147,8 @@ export class BatchRunner extends EventTarget {
     // one item per stage per pipeline: pipelines = the fewest leased holders of any stage
     const holders = this.model.manifest.stages.map(s => [...this.leases.values()].filter(l => l.stages.includes(s.index)).length)
     const concurrency = this.opts.concurrency ?? Math.max(2, Math.min(16, K * Math.max(1, Math.min(...holders))))
+    const batchable = this.model.manifest.inputs.every(i => i.shape[0] === null) && items.every(item => item.every(t => t.dims[0] === 1))
+    const micro = !batchable ? 1 : typeof this.opts.microBatch === 'number' ? Math.max(1, this.opts.microBatch) : chooseMicroBatch(this.offers, K)
 
     const results: BatchResult['results'] = new Array(items.length)
     let done = 0; let failed = 0; let duplicates = 0; let next = 0
@@ -148,30 +161,41 @@ export class BatchRunner extends EventTarget {
     const aborted = (): boolean => this.opts.signal?.aborted === true
     const worker = async (): Promise<void> => {
       while (next < items.length && !aborted()) {
-        const i = next++
+        const first = next
+        next = Math.min(items.length, next + micro)
+        const group = Array.from({ length: next - first }, (_, k) => first + k)
         try {
-          const r = await this.client.infer(this.model, items[i], {
+          const input = group.length === 1 ? items[first] : concatBatch(group.map(i => items[i]))
+          const r = await this.client.infer(this.model, input, {
             ...(this.opts.signal !== undefined ? { signal: this.opts.signal } : {}),
             maxAttempts: this.opts.maxAttempts ?? 30,
             timeoutMs: this.opts.itemTimeoutMs ?? 120_000,
             prefer: this.leasedPeers(),
             leases: leaseMap,
-            onRoute: (peers, first) => {
-              const prev = this.routes.get(i) ?? []
-              this.routes.set(i, [...prev.slice(0, first), ...peers])
+            onRoute: (peers, firstStage) => {
+              for (const i of group) {
+                const prev = this.routes.get(i) ?? []
+                this.routes.set(i, [...prev.slice(0, firstStage), ...peers])
+              }
             }
           })
-          if (results[i] !== undefined && !(results[i] instanceof Error)) { duplicates++; continue }
-          results[i] = r
-          done++
-          onItem?.({ index: i, result: r })
+          const split = group.length === 1 ? [r.outputs] : splitBatch(r.outputs, group.map(i => items[i][0].dims[0]))
+          group.forEach((i, k) => {
+            if (results[i] !== undefined && !(results[i] instanceof Error)) { duplicates++; return }
+            const ri = { ...r, outputs: split[k] }
+            results[i] = ri
+            done++
+            onItem?.({ index: i, result: ri })
+          })
         } catch (err) {
           if (aborted()) break
-          results[i] = err as Error
-          failed++
-          onItem?.({ index: i, error: err as Error })
+          for (const i of group) {
+            results[i] = err as Error
+            failed++
+            onItem?.({ index: i, error: err as Error })
+          }
         } finally {
-          this.routes.delete(i)
+          for (const i of group) this.routes.delete(i)
         }
         progress()
       }
@@ -189,6 +213,6 @@ export class BatchRunner extends EventTarget {
     }
     this.opts.signal?.throwIfAborted()
     const ms = performance.now() - t0
-    return { job: this.job, results, done, failed, duplicates, ms, itemsPerS: done / (ms / 1000), leases: this.leasesGranted, leasesLost: this.leasesLost }
+    return { job: this.job, results, done, failed, duplicates, ms, itemsPerS: done / (ms / 1000), leases: this.leasesGranted, leasesLost: this.leasesLost, microBatch: micro }
   }
 }

@@ -23,6 +23,7 @@ import { frameStream } from '../../protocols/framing.ts'
 import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
 import { rawTensors } from '../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../protocols/tensor-codec.ts'
+import { MICRO_BATCH } from '../../protocols/capacity.ts'
 import type { ServedStage } from '../../protocols/capacity.ts'
 
 export interface StageServerInit {
@@ -42,6 +43,8 @@ interface Loaded {
   tail: Promise<unknown>
   queued: number
   msPerItem: number
+  /** Per item when run MICRO_BATCH at a time (0 when the batch size is fixed). */
+  batchMsPerItem: number
   runs: number
 }
 
@@ -117,6 +120,7 @@ export class StageServer {
     const session = await createSession(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
     // warm up at the planning shape: the first run is slow, and routing wants a measured speed
     let msPerItem = 0
+    let batchMsPerItem = 0
     if (entry.inputs.every(i => i.probe !== undefined)) {
       const feeds = entry.inputs.map((spec, i) => sampleTensor(spec, spec.probe!, i + 1))
       try {
@@ -127,18 +131,35 @@ export class StageServer {
           await runSession(session, feeds)
           msPerItem = Math.min(msPerItem, performance.now() - t0)
         }
+        // when the batch dimension is free, measure MICRO_BATCH items at once too
+        if (entry.inputs.every(i => i.shape[0] === null && i.probe![0] === 1)) {
+          const batched = entry.inputs.map((spec, i) => sampleTensor(spec, [MICRO_BATCH, ...spec.probe!.slice(1)], i + 1))
+          await runSession(session, batched)
+          batchMsPerItem = Infinity
+          for (let i = 0; i < 2; i++) {
+            const t0 = performance.now()
+            await runSession(session, batched)
+            batchMsPerItem = Math.min(batchMsPerItem, (performance.now() - t0) / MICRO_BATCH)
+          }
+        }
       } catch (err) {
         await session.release()
         throw new Error(`stage ${stage} of ${manifest.name} does not run here: ${(err as Error).message}`)
       }
     }
-    this.stages.set(this.key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, msPerItem, runs: 0 })
+    this.stages.set(this.key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, msPerItem, batchMsPerItem, runs: 0 })
     this.log('serving %s stage %d', manifest.name, stage)
   }
 
   /** What this node serves, for heartbeats. */
   served (): ServedStage[] {
-    return [...this.stages.values()].map(s => ({ manifest: s.manifestCid, stage: s.entry.index, cid: s.entry.cid, msPerItem: Math.round(s.msPerItem * 100) / 100 }))
+    return [...this.stages.values()].map(s => ({
+      manifest: s.manifestCid,
+      stage: s.entry.index,
+      cid: s.entry.cid,
+      msPerItem: Math.round(s.msPerItem * 100) / 100,
+      ...(s.batchMsPerItem > 0 ? { batchMsPerItem: Math.round(s.batchMsPerItem * 100) / 100 } : {})
+    }))
   }
 
   /** Model names served, name -> manifest CID. */

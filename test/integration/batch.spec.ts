@@ -57,6 +57,18 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
     assert.deepEqual(mesh.vehicles.map(v => v.offers.leases.active().length), [0, 0, 0, 0])
   })
 
+  it('runs micro-batches when asked, splitting results back per item', async () => {
+    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test', microBatch: 4 })
+    const r = await runner.run(Array.from({ length: 10 }, (_, i) => [images[i]]))
+    assert.equal(r.microBatch, 4)
+    assert.equal(r.done, 10)
+    r.results.forEach((x, i) => {
+      assert.ok(x !== undefined && !(x instanceof Error))
+      assert.deepEqual(x.outputs[0].dims, refs[i].dims)
+      assert.ok(maxAbsDiff(refs[i], x.outputs[0]) <= 1e-4, `item ${i}`)
+    })
+  })
+
   it('honours an AbortSignal', async () => {
     const ac = new AbortController()
     const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test', signal: ac.signal })

@@ -69,6 +69,7 @@ export interface SwarmSummary {
   meshVsLocal?: number
   leases?: number
   leasesLost?: number
+  microBatch?: number
 }
 
 /** Sim seconds per hour. */
@@ -123,6 +124,7 @@ export const swarmCommand: Command = {
     batch: { type: 'boolean', description: 'run the jobs as one batch job (announcement, offers, leases, windowed pipelines)' },
     chaos: { type: 'boolean', description: 'run the jobs as one batch (announce, offers, leases) while vehicles are killed with SIGKILL every few seconds and most are restarted' },
     'kill-every': { type: 'string', arg: '<s>', description: 'with --chaos: seconds between kills', default: '3' },
+    'micro-batch': { type: 'string', arg: '<n|auto>', description: 'with --batch/--chaos: items run together; auto uses the vehicles\' batched timings', default: 'auto' },
     scenario: { type: 'string', arg: '<name>', description: 'none, or day: vehicles follow simulated commuter days (leave, come back) while jobs keep running', default: 'none' },
     duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
@@ -275,7 +277,8 @@ export const swarmCommand: Command = {
 
       async function runChaos (): Promise<SwarmSummary> {
         const items = Array.from({ length: jobCount }, (_, n) => jobs[n % jobs.length])
-        const runner = new BatchRunner(c, resolved, { fleet, signal: abort.signal })
+        const microBatch = o['micro-batch'] === 'auto' ? 'auto' as const : intOption(o['micro-batch'], 'micro-batch', 1, 64)
+        const runner = new BatchRunner(c, resolved, { fleet, signal: abort.signal, microBatch })
         runner.addEventListener('lease', (e) => { const d = (e as CustomEvent).detail; say('lease', `${labelOf(d.peer)} leased for stage${d.stages.length > 1 ? 's' : ''} ${d.stages.join(', ')}`) })
         runner.addEventListener('lease-lost', (e) => { say('lost', `lease of ${labelOf((e as CustomEvent).detail.peer)} lost`) })
         const kills: Array<{ at: number, peer: string, pending: Set<number> }> = []
@@ -381,12 +384,13 @@ export const swarmCommand: Command = {
           recoveryP95Ms: Math.round(percentile(recovery, 95)),
           meshVsLocal: Math.round(meshItemsPerS / localItemsPerS * 1000) / 1000,
           leases: result.leases,
-          leasesLost: result.leasesLost
+          leasesLost: result.leasesLost,
+          microBatch: result.microBatch
         }
         out('')
         out(`summary: ${result.done}/${items.length} items completed, ${result.failed} failed, ${result.duplicates} duplicates, ${wrongItems} wrong, max |diff| ${worstDiff.toExponential(2)}`)
         if (chaos) out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completion of an item that was on the killed vehicle)`)
-        else out(`         ${result.leases} leases; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
+        else out(`         ${result.leases} leases, micro-batches of ${result.microBatch}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
         out(`         mesh ${meshItemsPerS.toFixed(2)} items/s vs whole model in one process ${localItemsPerS.toFixed(2)} items/s: ratio ${summary.meshVsLocal}`)
         return summary
       }
