@@ -175,7 +175,7 @@ export const swarmCommand: Command = {
       say('model', `${src.name}: ${src.description}`)
       const modelBytes = await readFile(src.path)
       const sharded = await step(shardModel(modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}) }))
-      say('shard', `${stages} stages, manifest …${sharded.manifestCid.slice(-12)}; cuts by estimated FLOPs, fewest bytes crossing`)
+      say('shard', `${stages} stages, manifest …${sharded.manifestCid.slice(-12)}; cuts balance ${sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
       if (!json) out(manifestTable(sharded.manifest).split('\n').map(l => `         ${l}`).join('\n'))
 
       // bootstrap peer
