@@ -334,7 +334,8 @@ export const swarmCommand: Command = {
           if (e.result === undefined) return
           itemsDone++
           const now = Date.now()
-          for (const k of kills) if (k.pending.delete(e.index)) recovery.push(now - k.at)
+          // per kill: the first completion of an item that was on the killed vehicle
+          for (const k of kills) if (k.pending.has(e.index)) { recovery.push(now - k.at); k.pending.clear() }
           const j = items[e.index]
           const out0 = e.result.outputs.find(t => t.name === sharded.manifest.outputs[0].name) ?? e.result.outputs[0]
           const diff = maxAbsDiff(j.reference!, out0)
@@ -389,7 +390,7 @@ export const swarmCommand: Command = {
         }
         out('')
         out(`summary: ${result.done}/${items.length} items completed, ${result.failed} failed, ${result.duplicates} duplicates, ${wrongItems} wrong, max |diff| ${worstDiff.toExponential(2)}`)
-        if (chaos) out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completion of an item that was on the killed vehicle)`)
+        if (chaos) out(`         ${kills.length} kills (${killsMid} mid-pipeline), ${restarts} restarts, ${result.leases} leases (${result.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completed item that had been on the killed vehicle)`)
         else out(`         ${result.leases} leases, micro-batches of ${result.microBatch}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
         out(`         mesh ${meshItemsPerS.toFixed(2)} items/s vs whole model in one process ${localItemsPerS.toFixed(2)} items/s: ratio ${summary.meshVsLocal}`)
         return summary
