@@ -201,7 +201,9 @@ export class BatchRunner extends EventTarget {
       }
     }
     try {
-      await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
+      // the window counts items: with micro-batches, fewer groups (but at least one per stage)
+      const groups = micro > 1 && this.opts.concurrency === undefined ? Math.max(K, Math.ceil(concurrency / micro)) : concurrency
+      await Promise.all(Array.from({ length: Math.min(groups, Math.ceil(items.length / micro)) }, worker))
     } finally {
       this.finished = true
       clearInterval(reannounce)
