@@ -53,16 +53,28 @@ export interface Heartbeat {
   vehicle?: VehicleSummary
 }
 
-export interface VehicleSummary {
-  source: string
+export type NetworkKind = 'wifi' | 'cellular' | 'none'
+
+/** What a car says about itself (see node/vehicle/). */
+export interface VehicleState {
   parked: boolean
   pluggedIn: boolean
+  /** State of charge, 0..100. */
   socPct: number
+  /** Charger power while plugged in, kW (0 when unplugged). */
   chargerKw: number
+  /** Temperature of the onboard computer, °C. */
   computeTempC: number
+  /** Next planned departure, epoch ms on the source's clock; null when none is planned. */
   nextDepartureAt: number | null
+  /** The owner allows donating compute. */
   ownerOptIn: boolean
-  network: string
+  network: NetworkKind
+}
+
+/** A vehicle's state and its eligibility as carried in heartbeats. */
+export interface VehicleSummary extends VehicleState {
+  source: string
   reasons: string[]
   powerBudgetW: number
   /** Now on the vehicle's (possibly simulated) clock. */

@@ -4,6 +4,7 @@
  * Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import { existsSync, readFileSync } from 'node:fs'
+import { FleetClient } from '../client/client.ts'
 import { parseArgs } from 'node:util'
 
 export class UsageError extends Error {
@@ -123,4 +124,12 @@ export async function untilSignal (): Promise<string> {
     process.once('SIGTERM', () => { resolve('SIGTERM') })
     if (process.send !== undefined) process.once('disconnect', () => { resolve('disconnect') })
   })
+}
+
+/** Joins the fleet as a client for a command (`--bootstrap` required), runs `fn`, always leaves. */
+export async function withFleetClient<T> (o: Record<string, unknown>, fn: (client: FleetClient) => Promise<T>): Promise<T> {
+  const bootstrap = (o.bootstrap as string[] | undefined) ?? []
+  if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
+  const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
+  try { return await fn(client) } finally { await client.close() }
 }

@@ -3,23 +3,9 @@
  * Shared data only (no I/O): sources live in sources.ts, the policy in policy.ts.
  */
 
-export type NetworkKind = 'wifi' | 'cellular' | 'none'
+import type { NetworkKind, VehicleState } from '../../protocols/capacity.ts'
 
-export interface VehicleState {
-  parked: boolean
-  pluggedIn: boolean
-  /** State of charge, 0..100. */
-  socPct: number
-  /** Charger power while plugged in, kW (0 when unplugged). */
-  chargerKw: number
-  /** Temperature of the onboard computer, °C. */
-  computeTempC: number
-  /** Next planned departure, epoch ms on the source's clock; null when none is planned. */
-  nextDepartureAt: number | null
-  /** The owner allows donating compute. */
-  ownerOptIn: boolean
-  network: NetworkKind
-}
+export type { NetworkKind, VehicleState }
 
 /** A reading: the state and when it was true (epoch ms on the source's clock). */
 export interface StateReading { state: VehicleState, at: number }

@@ -1,6 +1,5 @@
-import { FleetClient } from '../../client/client.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { intOption, UsageError } from '../command.ts'
+import { intOption, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 
@@ -15,16 +14,13 @@ export const modelsCommand: Command = {
     json: { type: 'boolean', description: 'print one JSON object' }
   },
   async run (o) {
-    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
-    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required')
-    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
-    try {
+    return await withFleetClient(o, async client => {
       const models = await client.models(intOption(o.wait, 'wait', 100, 120_000))
       if (o.json === true) { console.log(JSON.stringify({ models })); return 0 }
       if (models.length === 0) { console.log('no models served by any vehicle heard'); return 0 }
       console.log(table([['model', 'version', 'stages', 'vehicles per stage', 'ready', 'manifest'],
         ...models.map(m => [m.name, m.version, String(m.stages), m.vehiclesPerStage.join(' / '), m.ready ? 'yes' : 'no', m.manifest])]))
       return 0
-    } finally { await client.close() }
+    })
   }
 }

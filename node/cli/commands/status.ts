@@ -1,6 +1,5 @@
-import { FleetClient } from '../../client/client.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { intOption, shortPeer, UsageError } from '../command.ts'
+import { intOption, shortPeer, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 
@@ -15,11 +14,8 @@ export const statusCommand: Command = {
     json: { type: 'boolean', description: 'print one JSON object' }
   },
   async run (o) {
-    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
-    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required')
     const waitMs = intOption(o.wait, 'wait', 100, 120_000)
-    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
-    try {
+    return await withFleetClient(o, async client => {
       await new Promise(resolve => setTimeout(resolve, waitMs))
       const now = Date.now()
       const peers = client.directory.all().filter(p => p.heartbeat.vehicle !== undefined || p.heartbeat.stages.length > 0)
@@ -59,8 +55,6 @@ export const statusCommand: Command = {
       })
       console.log(table([head, ...body]))
       return 0
-    } finally {
-      await client.close()
-    }
+    })
   }
 }

@@ -1,14 +1,13 @@
 import { createWriteStream } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { FleetClient } from '../../client/client.ts'
-import type { ResolvedModel } from '../../client/client.ts'
+import type { FleetClient, ResolvedModel } from '../../client/client.ts'
 import { BatchRunner } from '../../client/batch.ts'
 import type { BatchProgress } from '../../client/batch.ts'
 import { inputsFromFile, textOf } from '../../client/inputs.ts'
 import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { tensorToOip } from '../../../protocols/oip.ts'
-import { intOption, requireOption, shortPeer, UsageError } from '../command.ts'
+import { intOption, requireOption, shortPeer, UsageError, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { tensorSummary } from '../format.ts'
 
@@ -27,14 +26,11 @@ export const submitCommand: Command = {
     json: { type: 'boolean', description: 'print the result as one JSON object' }
   },
   async run (o) {
-    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
-    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required')
     const model = requireOption(o.model, 'model')
     if ((o.input === undefined) === (o.batch === undefined)) throw new UsageError('give --input <file> for one job or --batch <dir|glob> for many')
     const timeoutMs = intOption(o.timeout, 'timeout', 100, 3_600_000)
     const files = typeof o.batch === 'string' ? await batchFiles(o.batch) : []
-    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
-    try {
+    return await withFleetClient(o, async client => {
       const resolved = await client.resolve(model, Math.min(timeoutMs, 15_000))
       if (typeof o.batch === 'string') return await runBatch(client, resolved, files, typeof o.out === 'string' ? o.out : undefined, String(o.fleet), timeoutMs)
       const input = requireOption(o.input, 'input')
@@ -57,9 +53,7 @@ export const submitCommand: Command = {
         console.log(`route: ${r.route.map(shortPeer).join(' -> ')}  ${r.ms.toFixed(1)} ms  (stage ms: ${r.hops.map(h => h.ms.toFixed(1)).join(' / ')})${r.attempts > 1 ? `  after ${r.attempts} attempts` : ''}`)
       }
       return 0
-    } finally {
-      await client.close()
-    }
+    })
   }
 }
 
