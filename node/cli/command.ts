@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { FleetClient } from '../client/client.ts'
+import { DEFAULT_FLEET } from '../../protocols/ids.ts'
 import { parseArgs } from 'node:util'
 
 export class UsageError extends Error {
@@ -101,6 +102,11 @@ export async function runCommand (c: Command, argv: string[], env: NodeJS.Proces
   for (const [name, o] of Object.entries(c.options)) values[name] = resolveOption(c.name, name, o, flags[name], { env, ...(file !== undefined ? { file } : {}) })
   return await c.run(values, parsed.positionals)
 }
+
+/** Options several commands share, declared once so their help reads the same everywhere. */
+export const FLEET_OPTION: OptionSpec = { type: 'string', arg: '<name>', description: 'fleet name (the DHT protocol and gossip topics are per fleet)', default: DEFAULT_FLEET }
+export const BOOTSTRAP_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' }
+export const PROBE_SHAPE_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure the cuts at (free dims default to 1, then 64)' }
 
 /** Parses a positive integer option or throws a UsageError naming it. */
 export function intOption (v: unknown, name: string, min = 1, max = 1_000_000): number {

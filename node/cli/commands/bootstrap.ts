@@ -1,6 +1,5 @@
 import { startBootstrap, DEFAULT_BOOTSTRAP_LISTEN } from '../../../bootstrap/bootstrap.ts'
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { untilSignal } from '../command.ts'
+import { FLEET_OPTION, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
 export const bootstrapCommand: Command = {
@@ -10,7 +9,7 @@ export const bootstrapCommand: Command = {
   options: {
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on (repeatable)', default: DEFAULT_BOOTSTRAP_LISTEN[0] },
     key: { type: 'string', arg: '<file>', description: 'identity key file, created on first start', default: '.fleetmesh/bootstrap.key' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name (DHT protocol and topics are per fleet)', default: DEFAULT_FLEET },
+    fleet: FLEET_OPTION,
     json: { type: 'boolean', description: 'print one JSON line with the peer id and addresses' }
   },
   async run (o) {

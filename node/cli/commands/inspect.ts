@@ -4,7 +4,7 @@ import { decodeManifest, shardModel } from '../../models/manifest.ts'
 import type { Manifest } from '../../models/manifest.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { elementCount, itemSize } from '../../../protocols/tensor-codec.ts'
-import { intOption, UsageError } from '../command.ts'
+import { PROBE_SHAPE_OPTION, UsageError, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { mb, table } from '../format.ts'
 
@@ -30,7 +30,7 @@ export const inspectCommand: Command = {
   usage: '<model.onnx | pp-ocrv4-rec | pp-ocrv4-det | manifest.json> [--stages K] [--probe-shape input=1,3,48,320] [--json]',
   options: {
     stages: { type: 'string', arg: '<K>', description: 'stages to plan (ONNX input only)', default: '3' },
-    'probe-shape': { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure at' },
+    'probe-shape': PROBE_SHAPE_OPTION,
     flops: { type: 'boolean', description: 'balance by estimated FLOPs instead of measured node times' },
     json: { type: 'boolean', description: 'print the plan (manifest) as JSON' }
   },

@@ -1,5 +1,4 @@
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { intOption, withFleetClient } from '../command.ts'
+import { BOOTSTRAP_OPTION, FLEET_OPTION, intOption, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 
@@ -8,8 +7,8 @@ export const modelsCommand: Command = {
   summary: 'List the models the fleet serves: versions, stages and how many vehicles serve each stage.',
   usage: '--bootstrap <multiaddr> [--wait <ms>] [--json]',
   options: {
-    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address (repeatable)' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    bootstrap: BOOTSTRAP_OPTION,
+    fleet: FLEET_OPTION,
     wait: { type: 'string', arg: '<ms>', description: 'how long to listen for vehicles', default: '3000' },
     json: { type: 'boolean', description: 'print one JSON object' }
   },

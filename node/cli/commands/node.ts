@@ -2,11 +2,10 @@ import { VehicleAgent } from '../../agent.ts'
 import { FleetClient } from '../../client/client.ts'
 import { Gateway } from '../../gateway/server.ts'
 import type { AgentEvent } from '../../agent.ts'
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
+import { BOOTSTRAP_OPTION, FLEET_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
 function describe (e: AgentEvent): string {
@@ -46,14 +45,14 @@ export const nodeCommand: Command = {
   summary: 'Run a vehicle node: join the fleet, fetch and serve model stages, advertise capacity.',
   usage: '--bootstrap <multiaddr> [--model <manifest-cid|manifest.json> --stages 0,1] [--vehicle <source>] [--data <dir>] [--json]',
   options: {
-    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' },
+    bootstrap: BOOTSTRAP_OPTION,
     model: { type: 'string', multiple: true, arg: '<cid|file>', description: 'model to serve: a manifest CID (fetched from the mesh) or a manifest.json written by `fleetmesh shard`' },
     stages: { type: 'string', arg: '<list>', description: 'stage indexes to serve, e.g. 0,2 (default: all)' },
     'auto-stages': { type: 'string', arg: '<n>', description: 'instead of --stages: host n stages, choosing those the swarm serves worst' },
     room: { type: 'string', arg: '<n>', description: 'stages this vehicle may host across models published to the fleet (fleetmesh publish)', default: '0' },
     data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    fleet: FLEET_OPTION,
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
     vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },

@@ -7,8 +7,7 @@ import { FleetClient } from '../../client/client.ts'
 import { publishModel } from '../../client/publish.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { sampleTensor } from '../../models/partition.ts'
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { intOption, shortPeer, UsageError, untilSignal } from '../command.ts'
+import { BOOTSTRAP_OPTION, FLEET_OPTION, PROBE_SHAPE_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 import { describePlan } from './inspect.ts'
@@ -20,12 +19,12 @@ export const publishCommand: Command = {
   summary: 'Publish a model to the fleet: shard it, seed the shards, name it in the DHT, announce it; vehicles with room choose stages and serve them.',
   usage: '<model.onnx | pp-ocrv4-rec | pp-ocrv4-det> --bootstrap <multiaddr> [--name N] [--version V] [--stages K|auto] [--keep] [--check] [--json]',
   options: {
-    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address (repeatable)' },
+    bootstrap: BOOTSTRAP_OPTION,
     name: { type: 'string', arg: '<name>', description: 'model name (default: the file name or built-in name)' },
     version: { type: 'string', arg: '<v>', description: 'version; versions are served side by side', default: '1' },
     stages: { type: 'string', arg: '<K|auto>', description: 'stage count, or auto: from the measured model time (~8 ms a stage) and the vehicles heard', default: 'auto' },
-    'probe-shape': { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan at' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    'probe-shape': PROBE_SHAPE_OPTION,
+    fleet: FLEET_OPTION,
     wait: { type: 'string', arg: '<ms>', description: 'how long to wait for every stage to be served', default: '60000' },
     keep: { type: 'boolean', description: 'keep seeding and announcing until Ctrl-C' },
     check: { type: 'boolean', description: 'when served, run one job and report the time from publish to its result' },

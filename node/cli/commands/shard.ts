@@ -2,7 +2,7 @@ import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { shardModel, writeSharded } from '../../models/manifest.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
-import { intOption, requireOption, UsageError } from '../command.ts'
+import { PROBE_SHAPE_OPTION, UsageError, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable, specText } from '../format.ts'
 
@@ -15,7 +15,7 @@ export const shardCommand: Command = {
     out: { type: 'string', arg: '<dir>', description: 'output directory (manifest.json, stage-<i>.onnx)' },
     name: { type: 'string', arg: '<name>', description: 'model name in the manifest (default: file name)' },
     version: { type: 'string', arg: '<v>', description: 'model version in the manifest', default: '1' },
-    'probe-shape': { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape used to plan the cuts (free dims default to 1, then 64)' },
+    'probe-shape': PROBE_SHAPE_OPTION,
     json: { type: 'boolean', description: 'print the manifest CID and stage CIDs as JSON' }
   },
   details: 'Cuts are balanced by estimated FLOPs; near each balanced point the cut with the fewest bytes crossing it wins.\nStages keep symbolic dimensions, so they accept other batch sizes and image sizes than the probe.',

@@ -1,5 +1,4 @@
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
-import { intOption, shortPeer, withFleetClient } from '../command.ts'
+import { BOOTSTRAP_OPTION, FLEET_OPTION, intOption, shortPeer, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 
@@ -8,8 +7,8 @@ export const statusCommand: Command = {
   summary: 'Show every vehicle heard on the fleet: its state, eligibility, stages and capacity record.',
   usage: '--bootstrap <multiaddr> [--wait <ms>] [--json]',
   options: {
-    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address (repeatable)' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    bootstrap: BOOTSTRAP_OPTION,
+    fleet: FLEET_OPTION,
     wait: { type: 'string', arg: '<ms>', description: 'how long to listen for heartbeats', default: '3000' },
     json: { type: 'boolean', description: 'print one JSON object' }
   },

@@ -5,9 +5,8 @@ import type { FleetClient, ResolvedModel } from '../../client/client.ts'
 import { BatchRunner } from '../../client/batch.ts'
 import type { BatchProgress } from '../../client/batch.ts'
 import { inputsFromFile, textOf } from '../../client/inputs.ts'
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { tensorToOip } from '../../../protocols/oip.ts'
-import { intOption, requireOption, shortPeer, UsageError, withFleetClient } from '../command.ts'
+import { BOOTSTRAP_OPTION, FLEET_OPTION, UsageError, intOption, requireOption, shortPeer, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { tensorSummary } from '../format.ts'
 
@@ -20,8 +19,8 @@ export const submitCommand: Command = {
     input: { type: 'string', arg: '<file>', description: 'a .png for built-in image models, or Open Inference Protocol JSON tensors ({"inputs":[{"name","shape","datatype","data"}]})' },
     batch: { type: 'string', arg: '<dir|glob>', description: 'run every .png/.json in a directory (or matching a glob like imgs/*.png) as one batch job' },
     out: { type: 'string', arg: '<file>', description: 'with --batch: write one JSON line per item as it completes (default: stdout)' },
-    bootstrap: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address (repeatable)' },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    bootstrap: BOOTSTRAP_OPTION,
+    fleet: FLEET_OPTION,
     timeout: { type: 'string', arg: '<ms>', description: 'give up after this long', default: '60000' },
     json: { type: 'boolean', description: 'print the result as one JSON object' }
   },

@@ -22,10 +22,9 @@ import { createSession, runSession } from '../../models/ort.ts'
 import { sampleTensor } from '../../models/partition.ts'
 import { placeStages } from '../../scheduler/placement.ts'
 import type { SimSchedule } from '../../vehicle/sources.ts'
-import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { maxAbsDiff } from '../../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../../protocols/tensor-codec.ts'
-import { intOption, shortPeer, UsageError } from '../command.ts'
+import { FLEET_OPTION, UsageError, intOption, shortPeer } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable, mb, percentile } from '../format.ts'
 import { PeerProcess } from '../processes.ts'
@@ -129,7 +128,7 @@ export const swarmCommand: Command = {
     duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
-    fleet: { type: 'string', arg: '<name>', description: 'fleet name', default: DEFAULT_FLEET },
+    fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
     keep: { type: 'boolean', description: 'keep the swarm running after the jobs, until Ctrl-C (use with --http)' },
     json: { type: 'boolean', description: 'progress to stderr; the last line on stdout is the JSON summary' }
