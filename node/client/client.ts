@@ -36,7 +36,6 @@ import { DEFAULT_FLEET } from '../../protocols/ids.ts'
 import { FrameKind, InferErrorCode, isRetryable, parseErrorHeader, parseResultHeader, requestFrame } from '../../protocols/infer.ts'
 import type { HopTiming } from '../../protocols/infer.ts'
 import { RemoteError } from '../../protocols/errors.ts'
-import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
 import { rawTensors } from '../../protocols/tensor-codec.ts'
 import type { Tensor } from '../../protocols/tensor-codec.ts'
 

@@ -172,10 +172,6 @@ function subgraphReads (n: NodeProto): string[] {
   return out
 }
 
-function attrInts (n: NodeProto, name: string): number[] | undefined {
-  const a = n.attribute.find(x => x.name === name)
-  return a === undefined ? undefined : a.ints.map(Number)
-}
 function attrInt (n: NodeProto, name: string): number | undefined {
   const a = n.attribute.find(x => x.name === name)
   return a === undefined ? undefined : Number(a.i)
