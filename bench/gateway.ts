@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createClient, imageInput } from 'fleetmesh'
-import { asFloat32 } from '../protocols/tensor-codec.ts'
+import { asFloat32 } from '../protocols/tensor.ts'
 
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const SAMPLE = fileURLToPath(new URL('../samples/text-lines/03.png', import.meta.url))

@@ -1,7 +1,8 @@
 /**
  * The one place that builds a libp2p node: TCP + Noise + Yamux, identify,
- * ping, a fleet-specific Kademlia DHT and gossipsub. Vehicles, clients and the
- * bootstrap peer all call `createHost`; only their options differ.
+ * ping, a fleet-specific Kademlia DHT, gossipsub and Prometheus metrics.
+ * Vehicles, clients and the bootstrap peer all call `createHost`; only their
+ * options differ.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -13,20 +14,22 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
-import { createLibp2p } from 'libp2p'
+import { repeatingTask } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import { DEFAULT_FLEET, checkFleetName, kadProtocol } from '../protocols/ids.ts'
-import { MAX_INFER_FRAME_BYTES, MiB } from '../protocols/limits.ts'
-import { CAPACITY_RECORD_NAMESPACE, decodeCapacityRecord } from '../protocols/capacity.ts'
-import type { RecordVerifier } from '../protocols/capacity.ts'
-import { MODEL_RECORD_NAMESPACE, decodeModelRecord } from '../protocols/jobs.ts'
-import { peerIdFromString } from '@libp2p/peer-id'
+import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Registry } from 'prom-client'
+import { openCapacityRecord, selectCapacityRecord } from '../protocols/capacity.ts'
+import { CAPACITY_RECORD_NAMESPACE, DEFAULT_FLEET, MODEL_RECORD_NAMESPACE, checkFleetName, kadProtocol } from '../protocols/ids.ts'
+import { openModelRecord, selectModelRecord } from '../protocols/jobs.ts'
+import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
+import { growingWindows } from './yamux-windows.ts'
 
 export type HostServices = {
   identify: Identify
@@ -54,22 +57,29 @@ export interface HostInit {
    * machine or a LAN; turn off on the open internet. @default true
    */
   privateAddresses?: boolean
+  /** Where libp2p's own metrics (transport, DHT, gossip) are registered; none when absent. */
+  metricsRegistry?: Registry
+  /** Start the node at once (else the caller calls `start()`). @default true */
+  start?: boolean
 }
 
 /**
- * Yamux windows. A stream starts with INITIAL_STREAM_WINDOW of credit; the
- * yamux default (256 KiB) made every 1 MB activation wait for several
- * window-update round trips between busy processes. Yamux does not negotiate
- * this value: every fleetmesh peer must use the same one, which holds because
- * all of them are built here.
+ * Yamux windows. Every stream starts with the spec's 256 KiB of credit (yamux
+ * does not negotiate it); each side then raises its own receive window to
+ * STREAM_WINDOW with an ordinary window update as the stream opens, so a 1 MB
+ * activation needs no window round trips, with peers built by anyone.
  */
-export const INITIAL_STREAM_WINDOW = 4 * MiB
+export const STREAM_WINDOW = 4 * MiB
 const MAX_STREAM_WINDOW = 16 * MiB
+
+/** How often a peer with no connections dials its bootstrap peers again. */
+export const REJOIN_INTERVAL_MS = 2 * second
 
 export async function createHost (init: HostInit = {}): Promise<Host> {
   const fleet = checkFleetName(init.fleet ?? DEFAULT_FLEET)
   const bootstrapList = init.bootstrap ?? []
   const host = await createLibp2p({
+    start: init.start ?? true,
     ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {}),
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
     connectionManager: {
@@ -80,14 +90,11 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux({
-      streamOptions: {
-        initialStreamWindowSize: INITIAL_STREAM_WINDOW,
-        maxStreamWindowSize: MAX_STREAM_WINDOW,
-        maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB
-      }
-    })],
+    streamMuxers: [growingWindows(yamux({
+      streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW, maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB }
+    }), STREAM_WINDOW)],
     peerDiscovery: bootstrapList.length > 0 ? [bootstrapDiscovery({ list: bootstrapList, timeout: 0 })] : [],
+    ...(init.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: init.metricsRegistry }) } : {}),
     services: {
       identify: identify(),
       ping: ping(),
@@ -97,12 +104,12 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
         initialQuerySelfInterval: 500,
         validators: {
-          [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await decodeCapacityRecord(value, peerPublicKey, { key }) },
-          [MODEL_RECORD_NAMESPACE]: async (key, value) => { await decodeModelRecord(value, peerPublicKey, key) }
+          [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await openCapacityRecord(value, { key }) },
+          [MODEL_RECORD_NAMESPACE]: async (key, value) => { await openModelRecord(value, key) }
         },
         selectors: {
-          [CAPACITY_RECORD_NAMESPACE]: (_key, values) => selectNewest(values, 'seq'),
-          [MODEL_RECORD_NAMESPACE]: (_key, values) => selectNewest(values, 'publishedAt')
+          [CAPACITY_RECORD_NAMESPACE]: async (_key, values) => await selectCapacityRecord(values),
+          [MODEL_RECORD_NAMESPACE]: async (_key, values) => await selectModelRecord(values)
         }
       }),
       pubsub: gossipsub({
@@ -115,22 +122,18 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
   return host
 }
 
-/** How often a peer with no connections dials its bootstrap peers again. */
-export const REJOIN_INTERVAL_MS = 2000
-
 /**
  * Bootstrap discovery dials once; a refused or lost connection would leave a
  * peer alone for good. While a peer has no connections, dial the bootstrap
  * peers again every REJOIN_INTERVAL_MS.
  */
 function keepJoined (host: Host, bootstrap: string[]): void {
-  const timer = setInterval(() => {
-    if (host.status !== 'started') return
-    if (host.getConnections().length > 0) return
-    for (const a of bootstrap) void host.dial(multiaddr(a), { signal: AbortSignal.timeout(REJOIN_INTERVAL_MS) }).catch(() => {})
-  }, REJOIN_INTERVAL_MS)
-  timer.unref()
-  host.addEventListener('stop', () => { clearInterval(timer) }, { once: true })
+  const task = repeatingTask(async (opts) => {
+    if (host.status !== 'started' || host.getConnections().length > 0) return
+    await Promise.all(bootstrap.map(async a => { await host.dial(multiaddr(a), opts).catch(() => {}) }))
+  }, REJOIN_INTERVAL_MS, { timeout: REJOIN_INTERVAL_MS })
+  task.start()
+  host.addEventListener('stop', () => { task.stop() }, { once: true })
 }
 
 /** Loads a private key from `path`, creating (and saving, mode 0600) one if absent. */
@@ -150,25 +153,13 @@ export async function loadOrCreateKey (path: string): Promise<PrivateKey> {
 }
 
 /** Multiaddrs with the /p2p suffix, as strings. */
-export function hostAddrs (host: Host): string[] {
+export function hostAddrs (host: Pick<Host, 'getMultiaddrs'>): string[] {
   return host.getMultiaddrs().map(a => a.toString())
 }
 
-/** The public key inside a peer id (Ed25519 and secp256k1 ids embed it). */
-export function peerPublicKey (peer: string): RecordVerifier {
-  const key = peerIdFromString(peer).publicKey
-  if (key === undefined) throw new Error(`peer id ${peer} does not embed its public key`)
-  return key
+/** Addresses without the /p2p suffix (for others to dial us by peer id plus hints). */
+export function dialableAddrs (host: Pick<Host, 'getMultiaddrs'>): string[] {
+  return hostAddrs(host).map(a => a.replace(/\/p2p\/[^/]+$/, ''))
 }
 
-/** Index of the signed record whose body has the highest `field` (records that fail to parse lose). */
-function selectNewest (values: Uint8Array[], field: string): number {
-  let best = 0; let bestSeq = -1
-  values.forEach((v, i) => {
-    try {
-      const body = JSON.parse(JSON.parse(new TextDecoder().decode(v)).body)
-      if (typeof body[field] === 'number' && body[field] > bestSeq) { bestSeq = body[field]; best = i }
-    } catch {}
-  })
-  return best
-}
+export type { ComponentLogger }

@@ -1,14 +1,19 @@
 /**
- * Capacity heartbeats on `/fleetmesh/<fleet>/capacity/1` (gossipsub, signed).
- *
- * A node publishes one every few seconds while it runs and a final one with
- * `leaving: true` when it stops. The sender is the message's signed `from`,
- * never a field of the body. Unknown fields are ignored so newer peers stay
- * compatible.
+ * Capacity (schema: protocols/capacity.proto): heartbeats on
+ * `/fleetmesh/<fleet>/capacity/2` (gossipsub, signed; the sender is the
+ * message's signed `from`, never a field of the body), and signed capacity
+ * records in the DHT under `/fmcap/<peer id>`, sealed in a RecordEnvelope and
+ * valid for at most a minute.
  */
-import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
-import { decodeJsonObject, encodeJson } from './json.ts'
-import { MAX_HEARTBEAT_BYTES } from './limits.ts'
+import type { PrivateKey } from '@libp2p/interface'
+import { decodeMessage, encodeMessage, list, measure, num, text, time } from './codec.ts'
+import { openRecord, sealRecord } from './envelope.ts'
+import { MalformedFrameError } from './errors.ts'
+import type { MessageInitShape } from '@bufbuild/protobuf'
+import { CapacityRecordSchema, HeartbeatSchema, NetworkKind as WireNetwork } from './gen/capacity_pb.ts'
+import type { ServedStage as WireStage, VehicleSummary as WireVehicle, VehicleSummarySchema } from './gen/capacity_pb.ts'
+import { CAPACITY_RECORD, CAPACITY_RECORD_NAMESPACE } from './ids.ts'
+import { CLOCK_SKEW_MS, MAX_CAPACITY_RECORD_BYTES, MAX_CAPACITY_RECORD_TTL_MS, MAX_HEARTBEAT_BYTES, MAX_PEER_ID_CHARS } from './limits.ts'
 
 export interface ServedStage {
   /** Manifest CID of the model. */
@@ -25,33 +30,6 @@ export interface ServedStage {
 
 /** Items per micro-batch that vehicles measure and clients send. */
 export const MICRO_BATCH = 4
-
-export interface Heartbeat {
-  v: 1
-  /** Sender's clock, epoch ms. */
-  ts: number
-  /** Monotonic per sender, so reordered messages can be dropped. */
-  seq: number
-  /** Whether the node takes new work now. */
-  eligible: boolean
-  /** Items running or queued right now. */
-  load: number
-  /** Items it can still take at once. */
-  slots: number
-  stages: ServedStage[]
-  /** Model names the node knows, name -> manifest CID. */
-  models: Record<string, string>
-  /** Listening addresses, so hops can dial each other directly. */
-  addrs: string[]
-  /** Set on the last heartbeat before the node leaves. */
-  leaving?: boolean
-  /** When the sender's current capacity record expires (epoch ms). */
-  expiresAt?: number
-  /** Stages the sender chose and is loading (not served yet). */
-  claims?: Array<{ manifest: string, stage: number }>
-  /** The vehicle's state and why it is not eligible, for status displays. */
-  vehicle?: VehicleSummary
-}
 
 export type NetworkKind = 'wifi' | 'cellular' | 'none'
 
@@ -81,47 +59,133 @@ export interface VehicleSummary extends VehicleState {
   clock: number
 }
 
-export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
-  const bytes = encodeJson(hb)
-  if (bytes.byteLength > MAX_HEARTBEAT_BYTES) throw new FrameTooLargeError('heartbeat', bytes.byteLength, MAX_HEARTBEAT_BYTES)
-  return bytes
+export interface Heartbeat {
+  /** Sender's clock, epoch ms. */
+  ts: number
+  /** Monotonic per sender process, so reordered messages can be dropped. */
+  seq: number
+  /** Whether the node takes new work now. */
+  eligible: boolean
+  /** Items running or queued right now. */
+  load: number
+  /** Items it can still take at once. */
+  slots: number
+  stages: ServedStage[]
+  /** Model names the node knows, name (or name@version) -> manifest CID. */
+  models: Record<string, string>
+  /** Listening addresses, so hops can dial each other directly. */
+  addrs: string[]
+  /** Set on the last heartbeat before the node leaves. */
+  leaving?: boolean
+  /** When the sender's current capacity record expires (epoch ms). */
+  expiresAt?: number
+  /** Stages the sender chose and is loading (not served yet). */
+  claims?: Array<{ manifest: string, stage: number }>
+  /** The vehicle's state and why it is not eligible, for status displays. */
+  vehicle?: VehicleSummary
 }
 
-export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
-  const v = decodeJsonObject(bytes, 'heartbeat', MAX_HEARTBEAT_BYTES)
-  if (v.v !== 1) throw new MalformedFrameError('heartbeat.v', `unsupported version ${String(v.v)}`)
-  for (const f of ['ts', 'seq', 'load', 'slots']) {
-    if (typeof v[f] !== 'number' || !Number.isFinite(v[f]) || v[f] < 0) throw new MalformedFrameError(`heartbeat.${f}`, 'must be a non-negative number')
+const NETWORKS: Record<NetworkKind, WireNetwork> = { wifi: WireNetwork.WIFI, cellular: WireNetwork.CELLULAR, none: WireNetwork.NONE }
+const MAX_STAGES = 256
+const MAX_CID_CHARS = 128
+const MAX_ADDRS = 16
+const MAX_REASONS = 16
+
+function stagesOut (stages: ServedStage[]): Array<Omit<WireStage, '$typeName'>> {
+  return stages.map(s => ({ manifest: s.manifest, stage: s.stage, cid: s.cid, msPerItem: s.msPerItem, batchMsPerItem: s.batchMsPerItem ?? 0 }))
+}
+
+function stagesIn (stages: WireStage[], field: string): ServedStage[] {
+  return list(stages, field, MAX_STAGES).map((s, i) => ({
+    manifest: text(s.manifest, `${field}[${i}].manifest`, MAX_CID_CHARS),
+    stage: num(s.stage, `${field}[${i}].stage`, 0, 1024),
+    cid: text(s.cid, `${field}[${i}].cid`, MAX_CID_CHARS),
+    msPerItem: measure(s.msPerItem),
+    ...(measure(s.batchMsPerItem) > 0 ? { batchMsPerItem: s.batchMsPerItem } : {})
+  }))
+}
+
+function reasonsIn (reasons: string[], field: string): string[] {
+  return list(reasons, field, MAX_REASONS).map(r => r.slice(0, 256))
+}
+
+function vehicleIn (v: WireVehicle): VehicleSummary {
+  const network = (Object.keys(NETWORKS) as NetworkKind[]).find(k => NETWORKS[k] === v.network) ?? 'none'
+  return {
+    source: v.source.slice(0, 256),
+    parked: v.parked,
+    pluggedIn: v.pluggedIn,
+    socPct: v.socPct,
+    chargerKw: v.chargerKw,
+    computeTempC: v.computeTempC,
+    nextDepartureAt: v.nextDepartureAtMs ?? null,
+    ownerOptIn: v.ownerOptIn,
+    network,
+    reasons: reasonsIn(v.reasons, 'heartbeat.vehicle.reasons'),
+    powerBudgetW: v.powerBudgetW,
+    clock: v.clockMs
   }
-  if (typeof v.eligible !== 'boolean') throw new MalformedFrameError('heartbeat.eligible', 'must be a boolean')
-  if (!Array.isArray(v.stages) || v.stages.length > 256) throw new MalformedFrameError('heartbeat.stages', 'must be an array of at most 256')
-  const stages: ServedStage[] = v.stages.map((s: any, i: number) => {
-    if (typeof s?.manifest !== 'string' || typeof s?.cid !== 'string' || !Number.isInteger(s?.stage)) throw new MalformedFrameError(`heartbeat.stages[${i}]`, 'needs manifest, stage and cid')
-    return { manifest: s.manifest, stage: s.stage, cid: s.cid, msPerItem: typeof s.msPerItem === 'number' && s.msPerItem >= 0 ? s.msPerItem : 0, ...(typeof s.batchMsPerItem === 'number' && s.batchMsPerItem >= 0 ? { batchMsPerItem: s.batchMsPerItem } : {}) }
+}
+
+function vehicleOut (v: VehicleSummary): MessageInitShape<typeof VehicleSummarySchema> {
+  return {
+    source: v.source,
+    parked: v.parked,
+    pluggedIn: v.pluggedIn,
+    socPct: v.socPct,
+    chargerKw: v.chargerKw,
+    computeTempC: v.computeTempC,
+    ...(v.nextDepartureAt !== null ? { nextDepartureAtMs: v.nextDepartureAt } : {}),
+    ownerOptIn: v.ownerOptIn,
+    network: NETWORKS[v.network],
+    reasons: v.reasons,
+    powerBudgetW: v.powerBudgetW,
+    clockMs: v.clock
+  }
+}
+
+export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
+  const v = hb.vehicle
+  return encodeMessage(HeartbeatSchema, {
+    tsMs: hb.ts,
+    seq: hb.seq,
+    eligible: hb.eligible,
+    load: hb.load,
+    slots: hb.slots,
+    stages: stagesOut(hb.stages),
+    models: Object.entries(hb.models).map(([name, manifest]) => ({ name, manifest })),
+    addrs: hb.addrs,
+    leaving: hb.leaving === true,
+    recordExpiresAtMs: hb.expiresAt ?? 0,
+    claims: hb.claims ?? [],
+    ...(v !== undefined ? { vehicle: vehicleOut(v) } : {})
   })
+}
+
+/** Decodes and checks a heartbeat; errors name the field. */
+export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
+  const h = decodeMessage(HeartbeatSchema, bytes, 'heartbeat', MAX_HEARTBEAT_BYTES)
   const models: Record<string, string> = {}
-  if (v.models !== null && typeof v.models === 'object') {
-    for (const [k, m] of Object.entries(v.models)) if (typeof m === 'string') models[k] = m
+  for (const m of list(h.models, 'heartbeat.models', 256)) models[text(m.name, 'heartbeat.models.name', 130)] = text(m.manifest, 'heartbeat.models.manifest', MAX_CID_CHARS)
+  const out: Heartbeat = {
+    ts: time(h.tsMs, 'heartbeat.ts'),
+    seq: h.seq,
+    eligible: h.eligible,
+    load: h.load,
+    slots: h.slots,
+    stages: stagesIn(h.stages, 'heartbeat.stages'),
+    models,
+    addrs: list(h.addrs, 'heartbeat.addrs', MAX_ADDRS).map((a, i) => text(a, `heartbeat.addrs[${i}]`, 512)),
+    leaving: h.leaving
   }
-  const addrs = Array.isArray(v.addrs) ? v.addrs.filter((a: unknown) => typeof a === 'string').slice(0, 16) : []
-  const out: Heartbeat = { v: 1, ts: v.ts, seq: v.seq, eligible: v.eligible, load: v.load, slots: v.slots, stages, models, addrs, leaving: v.leaving === true }
-  if (typeof v.expiresAt === 'number') out.expiresAt = v.expiresAt
-  if (Array.isArray(v.claims)) out.claims = v.claims.filter((c: any) => typeof c?.manifest === 'string' && Number.isInteger(c?.stage)).slice(0, 64)
-  if (v.vehicle !== null && typeof v.vehicle === 'object') out.vehicle = v.vehicle as VehicleSummary
+  if (h.recordExpiresAtMs > 0) out.expiresAt = time(h.recordExpiresAtMs, 'heartbeat.expiresAt')
+  if (h.claims.length > 0) out.claims = list(h.claims, 'heartbeat.claims', 64).map((c, i) => ({ manifest: text(c.manifest, `heartbeat.claims[${i}].manifest`, MAX_CID_CHARS), stage: num(c.stage, `heartbeat.claims[${i}].stage`, 0, 1024) }))
+  if (h.vehicle !== undefined) out.vehicle = vehicleIn(h.vehicle)
   return out
 }
 
-/**
- * Signed capacity record, stored in the DHT under `/fmcap/<peer id>`.
- * The body is a JSON string signed by the peer's key; it expires at most
- * MAX_RECORD_TTL_MS after it was issued and is refreshed before that.
- */
-export const CAPACITY_RECORD_NAMESPACE = 'fmcap'
-export const MAX_RECORD_TTL_MS = 60_000
-const CLOCK_SKEW_MS = 5_000
-
+/** A signed statement of what a peer offers, valid until `expiresAt`. */
 export interface CapacityRecord {
-  v: 1
   peer: string
   seq: number
   issuedAt: number
@@ -137,43 +201,40 @@ export function capacityRecordKey (peer: string): Uint8Array {
   return new TextEncoder().encode(`/${CAPACITY_RECORD_NAMESPACE}/${peer}`)
 }
 
-export interface RecordSigner { sign: (data: Uint8Array) => Uint8Array | Promise<Uint8Array> }
-export interface RecordVerifier { verify: (data: Uint8Array, sig: Uint8Array) => boolean | Promise<boolean> }
-
-export async function encodeCapacityRecord (r: CapacityRecord, key: RecordSigner): Promise<Uint8Array> {
-  const body = JSON.stringify(r)
-  const sig = await key.sign(new TextEncoder().encode(body))
-  return encodeJson({ body, sig: Buffer.from(sig).toString('base64') })
+/** The record sealed in an envelope signed by `key` (which must be the record's peer). */
+export async function sealCapacityRecord (r: CapacityRecord, key: PrivateKey): Promise<Uint8Array> {
+  const payload = encodeMessage(CapacityRecordSchema, { peer: r.peer, seq: r.seq, issuedAtMs: r.issuedAt, expiresAtMs: r.expiresAt, eligible: r.eligible, stages: stagesOut(r.stages), slots: r.slots, reasons: r.reasons })
+  return await sealRecord(CAPACITY_RECORD, payload, key)
 }
 
 /**
- * Decodes and checks a record: signature by `publicKeyOf(peer)`, peer matches
- * the key, lifetime at most MAX_RECORD_TTL_MS, not expired at `now`.
+ * Opens and checks a record: the envelope's signature, its signer is the
+ * record's peer (and the DHT key's, when given), a lifetime of at most
+ * MAX_CAPACITY_RECORD_TTL_MS and not expired at `now`.
  */
-export async function decodeCapacityRecord (value: Uint8Array, publicKeyOf: (peer: string) => RecordVerifier, opts: { key?: Uint8Array, now?: number } = {}): Promise<CapacityRecord> {
-  const env = decodeJsonObject(value, 'capacity record', MAX_HEARTBEAT_BYTES)
-  if (typeof env.body !== 'string' || typeof env.sig !== 'string') throw new MalformedFrameError('capacity record', 'needs body and sig')
-  const r = decodeJsonObject(new TextEncoder().encode(env.body), 'capacity record.body', MAX_HEARTBEAT_BYTES)
-  if (r.v !== 1 || typeof r.peer !== 'string') throw new MalformedFrameError('capacity record.body', 'needs v 1 and peer')
-  for (const f of ['seq', 'issuedAt', 'expiresAt', 'slots']) {
-    if (typeof r[f] !== 'number' || !Number.isFinite(r[f])) throw new MalformedFrameError(`capacity record.${f}`, 'must be a number')
-  }
-  if (opts.key !== undefined && new TextDecoder().decode(opts.key) !== `/${CAPACITY_RECORD_NAMESPACE}/${r.peer}`) {
+export async function openCapacityRecord (value: Uint8Array, opts: { key?: Uint8Array, now?: number } = {}): Promise<CapacityRecord> {
+  const { signer, payload } = await openRecord(CAPACITY_RECORD, value, 'capacity record', MAX_CAPACITY_RECORD_BYTES)
+  const r = decodeMessage(CapacityRecordSchema, payload, 'capacity record', MAX_CAPACITY_RECORD_BYTES)
+  const peer = text(r.peer, 'capacity record.peer', MAX_PEER_ID_CHARS)
+  if (peer !== signer) throw new MalformedFrameError('capacity record.peer', 'is not the signer')
+  if (opts.key !== undefined && new TextDecoder().decode(opts.key) !== `/${CAPACITY_RECORD_NAMESPACE}/${peer}`) {
     throw new MalformedFrameError('capacity record.peer', 'does not match the record key')
   }
-  const ok = await publicKeyOf(r.peer).verify(new TextEncoder().encode(env.body), Buffer.from(env.sig, 'base64'))
-  if (!ok) throw new MalformedFrameError('capacity record.sig', 'signature does not verify')
-  if (r.expiresAt - r.issuedAt > MAX_RECORD_TTL_MS) throw new MalformedFrameError('capacity record.expiresAt', `lifetime over ${MAX_RECORD_TTL_MS} ms`)
-  if (r.expiresAt + CLOCK_SKEW_MS < (opts.now ?? Date.now())) throw new MalformedFrameError('capacity record.expiresAt', 'expired')
-  return {
-    v: 1,
-    peer: r.peer,
-    seq: r.seq,
-    issuedAt: r.issuedAt,
-    expiresAt: r.expiresAt,
-    eligible: r.eligible === true,
-    stages: Array.isArray(r.stages) ? r.stages : [],
-    slots: r.slots,
-    reasons: Array.isArray(r.reasons) ? r.reasons.filter((x: unknown) => typeof x === 'string') : []
+  const issuedAt = time(r.issuedAtMs, 'capacity record.issuedAt')
+  const expiresAt = time(r.expiresAtMs, 'capacity record.expiresAt')
+  if (expiresAt - issuedAt > MAX_CAPACITY_RECORD_TTL_MS) throw new MalformedFrameError('capacity record.expiresAt', `lifetime over ${MAX_CAPACITY_RECORD_TTL_MS} ms`)
+  if (expiresAt + CLOCK_SKEW_MS < (opts.now ?? Date.now())) throw new MalformedFrameError('capacity record.expiresAt', 'expired')
+  return { peer, seq: r.seq, issuedAt, expiresAt, eligible: r.eligible, stages: stagesIn(r.stages, 'capacity record.stages'), slots: r.slots, reasons: reasonsIn(r.reasons, 'capacity record.reasons') }
+}
+
+/** Of several values for one record key, the index of the newest valid one (by seq). */
+export async function selectCapacityRecord (values: Uint8Array[]): Promise<number> {
+  let best = 0; let bestSeq = -1
+  for (const [i, v] of values.entries()) {
+    try {
+      const r = await openCapacityRecord(v, { now: 0 })
+      if (r.seq > bestSeq) { bestSeq = r.seq; best = i }
+    } catch {}
   }
+  return best
 }

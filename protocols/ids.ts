@@ -1,17 +1,28 @@
 /**
- * Protocol ids and topic names. DHT and gossip names are per fleet so two
- * fleets never mix; stream protocols are shared (peers only dial peers they
- * found through their own fleet's DHT).
+ * Protocol ids, topic names, DHT record namespaces and signing domains. DHT
+ * and gossip names are per fleet so two fleets never mix; stream protocols
+ * are shared (peers only dial peers they found through their own fleet).
+ * A breaking change to a wire format gets a new id here (`/2.0.0`, `/2`).
  */
+import type { RecordKind } from './envelope.ts'
+
 export const DEFAULT_FLEET = 'dev'
 
-export const INFER_PROTOCOL = '/fleetmesh/infer/1.0.0'
-export const SHARD_PROTOCOL = '/fleetmesh/shard/1.0.0'
-export const OFFER_PROTOCOL = '/fleetmesh/offer/1.0.0'
+export const INFER_PROTOCOL = '/fleetmesh/infer/2.0.0'
+export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
+export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
-export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/1` }
-export function capacityTopic (fleet: string): string { return `/fleetmesh/${fleet}/capacity/1` }
+export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/2` }
+export function capacityTopic (fleet: string): string { return `/fleetmesh/${fleet}/capacity/2` }
+
+/** DHT key namespaces: `/fmcap/<peer id>` and `/fmmodel/<name>`. */
+export const CAPACITY_RECORD_NAMESPACE = 'fmcap'
+export const MODEL_RECORD_NAMESPACE = 'fmmodel'
+
+/** Signed record kinds (see envelope.ts). */
+export const CAPACITY_RECORD: RecordKind = { domain: 'fleetmesh-capacity-record', payloadType: '/fleetmesh/capacity-record/1' }
+export const MODEL_RECORD: RecordKind = { domain: 'fleetmesh-model-record', payloadType: '/fleetmesh/model-record/1' }
 
 const FLEET_RE = /^[a-z0-9][a-z0-9-]{0,31}$/
 export function checkFleetName (fleet: string): string {

@@ -1,23 +1,26 @@
 /**
- * `/fleetmesh/infer/1.0.0`: one stream per job per hop.
- *
- * The caller writes one REQUEST frame (length-prefixed, see tensor-codec.ts):
- * the stage to run, the rest of the route and the stage's input tensors. The
- * hop runs its shard, sends REQUEST for the next stage to the next hop, and
- * answers its caller with the RESULT (or ERROR) that comes back, so results
- * travel back along the chain. An ERROR names the stage and peer that failed;
+ * `/fleetmesh/infer/2.0.0` (schema: protocols/infer.proto): one stream per job
+ * per hop. The caller writes one REQUEST frame: the stage to run, the rest of
+ * the route and the stage's input tensors. The hop runs its shard, calls the
+ * next hop with the hand-off tensors and answers its caller with the RESULT
+ * or ERROR that comes back. An ERROR names the stage and peer that failed;
  * when the failure is downstream of a hop, that hop attaches the tensors it
  * tried to forward so the caller can replay that stage on another peer.
+ *
+ * A frame is a protobuf header followed by the tensors' raw bytes (see
+ * framing.ts), so hops relay results without re-encoding them.
  */
+import type { MessageInitShape } from '@bufbuild/protobuf'
+import { decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
 import { MalformedFrameError } from './errors.ts'
-import { MAX_ROUTE_HOPS } from './limits.ts'
-import type { Frame, Tensor } from './tensor-codec.ts'
-
-export const FrameKind = { REQUEST: 1, RESULT: 2, ERROR: 3 } as const
+import { InferErrorCode as WireCode, InferHeaderSchema } from './gen/infer_pb.ts'
+import type { InferHeader } from './gen/infer_pb.ts'
+import { MAX_HEADER_BYTES, MAX_PEER_ID_CHARS, MAX_ROUTE_HOPS } from './limits.ts'
+import type { TensorDescriptor } from './tensor.ts'
 
 export interface Hop { peer: string, addrs: string[] }
 
-export interface InferRequestHeader {
+export interface InferRequest {
   job: string
   /** Manifest CID of the model. */
   manifest: string
@@ -33,30 +36,37 @@ export interface InferRequestHeader {
 
 export interface HopTiming { peer: string, stage: number, ms: number }
 
-export interface InferResultHeader { job: string, hops: HopTiming[] }
+export interface InferResult { job: string, hops: HopTiming[] }
 
-/** Error codes a hop may answer with. */
+/** Error codes a hop may answer with (names of InferErrorCode in infer.proto). */
 export const InferErrorCode = {
-  /** The request or its tensors do not fit the stage (not retryable). */
+  /** A code this version does not know (sent by a newer peer): retryable. */
+  UNKNOWN: 'UNKNOWN',
   BAD_INPUT: 'BAD_INPUT',
-  /** This peer does not serve that stage (any more). */
   NOT_SERVING: 'NOT_SERVING',
-  /** The runtime failed on valid input. */
   RUN_FAILED: 'RUN_FAILED',
-  /** The next hop could not be reached or dropped the stream. */
   HOP_UNREACHABLE: 'HOP_UNREACHABLE',
-  /** The deadline passed. */
   TIMEOUT: 'TIMEOUT',
-  /** The peer is leaving the mesh. */
   DEPARTING: 'DEPARTING',
-  /** Too much work queued. */
   BUSY: 'BUSY',
-  /** The request names a lease this peer no longer holds. */
   LEASE_EXPIRED: 'LEASE_EXPIRED'
 } as const
 export type InferErrorCode = typeof InferErrorCode[keyof typeof InferErrorCode]
 
-export interface InferErrorHeader {
+const CODES: Record<InferErrorCode, WireCode> = {
+  UNKNOWN: WireCode.UNSPECIFIED,
+  BAD_INPUT: WireCode.BAD_INPUT,
+  NOT_SERVING: WireCode.NOT_SERVING,
+  RUN_FAILED: WireCode.RUN_FAILED,
+  HOP_UNREACHABLE: WireCode.HOP_UNREACHABLE,
+  TIMEOUT: WireCode.TIMEOUT,
+  DEPARTING: WireCode.DEPARTING,
+  BUSY: WireCode.BUSY,
+  LEASE_EXPIRED: WireCode.LEASE_EXPIRED
+}
+const NAMES = new Map<number, InferErrorCode>(Object.entries(CODES).map(([k, v]) => [v, k as InferErrorCode]))
+
+export interface InferError {
   job: string
   code: InferErrorCode
   message: string
@@ -64,6 +74,7 @@ export interface InferErrorHeader {
   stage: number
   /** The peer that failed to run it. */
   peer: string
+  /** Stages that ran before the failure. */
   hops: HopTiming[]
 }
 
@@ -71,78 +82,85 @@ export function isRetryable (code: string): boolean {
   return code !== InferErrorCode.BAD_INPUT
 }
 
-function str (h: Record<string, unknown>, field: string, max = 256): string {
-  const v = h[field]
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new MalformedFrameError(`header.${field}`, `must be a string of 1..${max} chars`)
-  return v
-}
-function int (h: Record<string, unknown>, field: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-  const v = h[field]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new MalformedFrameError(`header.${field}`, `must be an integer in ${min}..${max}`)
-  return v
-}
-function obj (h: unknown): Record<string, unknown> {
-  if (h === null || typeof h !== 'object' || Array.isArray(h)) throw new MalformedFrameError('header', 'must be an object')
-  return h as Record<string, unknown>
-}
-function hops (v: unknown): HopTiming[] {
-  if (!Array.isArray(v)) return []
-  return v.filter((x): x is HopTiming => typeof x?.peer === 'string' && Number.isInteger(x?.stage) && typeof x?.ms === 'number').slice(0, MAX_ROUTE_HOPS)
+/** What a frame says, besides its tensors. */
+export type InferMessage =
+  | { kind: 'request', request: InferRequest }
+  | { kind: 'result', result: InferResult }
+  | { kind: 'error', error: InferError }
+
+/** Longest error message carried. */
+const MAX_MESSAGE_CHARS = 4096
+const MAX_ID_CHARS = 128
+const MAX_ADDR_CHARS = 512
+const MAX_ADDRS = 16
+
+/** The frame header: the message and the descriptors of the payload's tensors. */
+export function encodeInferHeader (m: InferMessage, tensors: TensorDescriptor[]): Uint8Array {
+  return encodeMessage(InferHeaderSchema, { kind: wireKind(m), tensors })
 }
 
-/** Validates a REQUEST header; unknown fields are ignored. */
-export function parseRequestHeader (raw: unknown): InferRequestHeader {
-  const h = obj(raw)
-  const route = h.route
-  if (!Array.isArray(route) || route.length > MAX_ROUTE_HOPS) throw new MalformedFrameError('header.route', `must be an array of at most ${MAX_ROUTE_HOPS} hops`)
-  const parsed: Hop[] = route.map((r, i) => {
-    const o = obj(r)
-    const peer = o.peer
-    if (typeof peer !== 'string' || peer.length === 0 || peer.length > 128) throw new MalformedFrameError(`header.route[${i}].peer`, 'must be a peer id string')
-    const addrs = o.addrs
-    if (!Array.isArray(addrs) || addrs.length > 16 || addrs.some(a => typeof a !== 'string' || a.length > 512)) throw new MalformedFrameError(`header.route[${i}].addrs`, 'must be at most 16 multiaddr strings')
-    return { peer, addrs: addrs as string[] }
-  })
-  let leases: Record<string, string> | undefined
-  if (h.leases !== undefined) {
-    const l = obj(h.leases)
-    const entries = Object.entries(l)
-    if (entries.length > MAX_ROUTE_HOPS || entries.some(([k, v]) => typeof v !== 'string' || k.length > 128 || v.length > 128)) throw new MalformedFrameError('header.leases', 'must map peer ids to lease ids')
-    leases = l as Record<string, string>
-  }
-  return {
-    job: str(h, 'job', 128),
-    manifest: str(h, 'manifest', 128),
-    stage: int(h, 'stage', 0, 1024),
-    route: parsed,
-    deadline: int(h, 'deadline'),
-    ...(leases !== undefined ? { leases } : {})
+function wireKind (m: InferMessage): MessageInitShape<typeof InferHeaderSchema>['kind'] {
+  switch (m.kind) {
+    case 'request': {
+      const r = m.request
+      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {} } }
+    }
+    case 'result': return { case: 'result', value: { job: m.result.job, hops: m.result.hops } }
+    case 'error': {
+      const e = m.error
+      return { case: 'error', value: { job: e.job, code: CODES[e.code], message: e.message, stage: e.stage, peer: e.peer, hops: e.hops } }
+    }
   }
 }
 
-export function parseResultHeader (raw: unknown): InferResultHeader {
-  const h = obj(raw)
-  return { job: str(h, 'job', 128), hops: hops(h.hops) }
-}
-
-export function parseErrorHeader (raw: unknown): InferErrorHeader {
-  const h = obj(raw)
-  return {
-    job: typeof h.job === 'string' ? h.job : '',
-    code: str(h, 'code', 64) as InferErrorCode,
-    message: typeof h.message === 'string' ? h.message.slice(0, 4096) : '',
-    stage: int(h, 'stage', 0, 1024),
-    peer: typeof h.peer === 'string' ? h.peer : '',
-    hops: hops(h.hops)
+/** Decodes and checks a frame header; errors name the field. */
+export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, tensors: TensorDescriptor[] } {
+  const h: InferHeader = decodeMessage(InferHeaderSchema, bytes, 'header', MAX_HEADER_BYTES)
+  const tensors = h.tensors.map(d => ({ name: d.name, dtype: d.dtype, dims: d.dims, encoding: d.encoding, encodedLength: d.encodedLength }))
+  switch (h.kind.case) {
+    case 'request': {
+      const r = h.kind.value
+      const route = list(r.route, 'header.route', MAX_ROUTE_HOPS).map((hop, i) => ({
+        peer: text(hop.peer, `header.route[${i}].peer`, MAX_PEER_ID_CHARS),
+        addrs: list(hop.addrs, `header.route[${i}].addrs`, MAX_ADDRS).map((a, j) => text(a, `header.route[${i}].addrs[${j}]`, MAX_ADDR_CHARS))
+      }))
+      const leases = Object.entries(r.leases)
+      list(leases, 'header.leases', MAX_ROUTE_HOPS + 1).forEach(([peer, lease]) => {
+        text(peer, 'header.leases', MAX_PEER_ID_CHARS); text(lease, `header.leases.${peer}`, MAX_ID_CHARS)
+      })
+      const request: InferRequest = {
+        job: text(r.job, 'header.job', MAX_ID_CHARS),
+        manifest: text(r.manifest, 'header.manifest', MAX_ID_CHARS),
+        stage: num(r.stage, 'header.stage', 0, 1024),
+        route,
+        deadline: time(r.deadlineMs, 'header.deadline'),
+        ...(leases.length > 0 ? { leases: r.leases } : {})
+      }
+      return { message: { kind: 'request', request }, tensors }
+    }
+    case 'result':
+      return { message: { kind: 'result', result: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), hops: hopTimings(h.kind.value.hops) } }, tensors }
+    case 'error': {
+      const e = h.kind.value
+      const error: InferError = {
+        job: text(e.job, 'header.job', MAX_ID_CHARS, 0),
+        code: NAMES.get(e.code) ?? InferErrorCode.UNKNOWN,
+        message: e.message.slice(0, MAX_MESSAGE_CHARS),
+        stage: num(e.stage, 'header.stage', 0, 1024),
+        peer: text(e.peer, 'header.peer', MAX_PEER_ID_CHARS, 0),
+        hops: hopTimings(e.hops)
+      }
+      return { message: { kind: 'error', error }, tensors }
+    }
+    default:
+      throw new MalformedFrameError('header.kind', 'no request, result or error (a frame kind this version does not know)')
   }
 }
 
-export function requestFrame (header: InferRequestHeader, tensors: Tensor[]): Frame<InferRequestHeader> {
-  return { kind: FrameKind.REQUEST, header, tensors }
-}
-export function resultFrame (header: InferResultHeader, tensors: Tensor[]): Frame<InferResultHeader> {
-  return { kind: FrameKind.RESULT, header, tensors }
-}
-export function errorFrame (header: InferErrorHeader, tensors: Tensor[] = []): Frame<InferErrorHeader> {
-  return { kind: FrameKind.ERROR, header, tensors }
+function hopTimings (hops: Array<{ peer: string, stage: number, ms: number }>): HopTiming[] {
+  return list(hops, 'header.hops', MAX_ROUTE_HOPS + 1).map((h, i) => ({
+    peer: text(h.peer, `header.hops[${i}].peer`, MAX_PEER_ID_CHARS),
+    stage: num(h.stage, `header.hops[${i}].stage`, 0, 1024),
+    ms: Number.isFinite(h.ms) && h.ms >= 0 ? h.ms : 0
+  }))
 }

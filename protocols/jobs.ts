@@ -1,20 +1,19 @@
 /**
- * Job announcements on `/fleetmesh/<fleet>/jobs/1` (gossipsub, StrictSign).
- *
- * A client with a batch announces it; eligible vehicles that serve stages of
- * the model answer with offers over `/fleetmesh/offer/1.0.0`. Receivers
- * validate size, schema and expiry, and ignore an announcement they have seen.
+ * The jobs topic `/fleetmesh/<fleet>/jobs/2` (gossipsub, StrictSign; schema:
+ * protocols/jobs.proto): batch job announcements and model announcements.
+ * Receivers validate size, schema and expiry and ignore a job they have seen.
+ * Also the model name records kept in the DHT under `/fmmodel/<name>`,
+ * sealed in a RecordEnvelope by their publisher.
  */
-import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
-import { decodeJsonObject, encodeJson } from './json.ts'
-import { KiB } from './limits.ts'
-
-export const MAX_ANNOUNCEMENT_BYTES = 16 * KiB
-/** Announcements further in the future than this are refused. */
-export const MAX_JOB_LIFETIME_MS = 24 * 3600_000
+import type { PrivateKey } from '@libp2p/interface'
+import { decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
+import { openRecord, sealRecord } from './envelope.ts'
+import { MalformedFrameError } from './errors.ts'
+import { JobsMessageSchema, ModelRecordSchema } from './gen/jobs_pb.ts'
+import { MODEL_RECORD, MODEL_RECORD_NAMESPACE } from './ids.ts'
+import { MAX_ANNOUNCEMENT_BYTES, MAX_JOB_LIFETIME_MS, MAX_MODEL_RECORD_BYTES, MAX_PEER_ID_CHARS } from './limits.ts'
 
 export interface JobAnnouncement {
-  v: 1
   /** Unique per batch. */
   job: string
   /** Manifest CID of the model. */
@@ -28,29 +27,78 @@ export interface JobAnnouncement {
   requirements: { minSlots?: number }
 }
 
-export class AnnouncementError extends MalformedFrameError {}
-
-export function encodeAnnouncement (a: JobAnnouncement): Uint8Array {
-  const bytes = encodeJson(a)
-  if (bytes.byteLength > MAX_ANNOUNCEMENT_BYTES) throw new FrameTooLargeError('announcement', bytes.byteLength, MAX_ANNOUNCEMENT_BYTES)
-  return bytes
+export interface ModelAnnouncement {
+  name: string
+  version: string
+  manifest: string
+  stages: number
+  publishedAt: number
+  /** The publisher's addresses (it seeds the shards). */
+  addrs: string[]
 }
 
-/** Validates an announcement at `now`; expired or malformed ones throw, naming the field. */
-export function decodeAnnouncement (bytes: Uint8Array, now = Date.now()): JobAnnouncement {
-  const v = decodeJsonObject(bytes, 'announcement', MAX_ANNOUNCEMENT_BYTES)
-  if (v.v !== 1) throw new AnnouncementError('announcement.v', `unsupported version ${String(v.v)}`)
-  if (typeof v.job !== 'string' || v.job.length === 0 || v.job.length > 128) throw new AnnouncementError('announcement.job', 'must be a string of 1..128 chars')
-  if (typeof v.manifest !== 'string' || v.manifest.length === 0 || v.manifest.length > 128) throw new AnnouncementError('announcement.manifest', 'must be a CID string')
-  if (!Number.isInteger(v.items) || v.items < 1 || v.items > 10_000_000) throw new AnnouncementError('announcement.items', 'must be an integer in 1..10000000')
-  if (!Number.isInteger(v.deadline)) throw new AnnouncementError('announcement.deadline', 'must be epoch ms')
-  if (v.deadline <= now) throw new AnnouncementError('announcement.deadline', 'expired')
-  if (v.deadline > now + MAX_JOB_LIFETIME_MS) throw new AnnouncementError('announcement.deadline', 'too far in the future')
-  if (!Number.isInteger(v.issuedAt)) throw new AnnouncementError('announcement.issuedAt', 'must be epoch ms')
-  if (!Array.isArray(v.addrs) || v.addrs.length > 16 || v.addrs.some((a: unknown) => typeof a !== 'string')) throw new AnnouncementError('announcement.addrs', 'must be at most 16 multiaddr strings')
-  const req = v.requirements ?? {}
-  if (req === null || typeof req !== 'object') throw new AnnouncementError('announcement.requirements', 'must be an object')
-  return { v: 1, job: v.job, manifest: v.manifest, items: v.items, deadline: v.deadline, issuedAt: v.issuedAt, addrs: v.addrs, requirements: { ...(Number.isInteger(req.minSlots) ? { minSlots: req.minSlots } : {}) } }
+/** A message on the jobs topic; `unknown` is a kind this version does not know (skip it). */
+export type JobsMessage =
+  | { kind: 'job', job: JobAnnouncement }
+  | { kind: 'model', model: ModelAnnouncement }
+  | { kind: 'unknown' }
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+export function checkModelName (name: string, field = 'name'): string {
+  if (!NAME_RE.test(name)) throw new MalformedFrameError(field, `"${name}" must be 1-64 of letters, digits, . _ - (starting with a letter or digit)`)
+  return name
+}
+const MAX_CID_CHARS = 128
+
+function addrs (v: string[], field: string): string[] {
+  return list(v, field, 16).map((a, i) => text(a, `${field}[${i}]`, 512))
+}
+
+export function encodeJobsMessage (m: Exclude<JobsMessage, { kind: 'unknown' }>): Uint8Array {
+  const kind = m.kind === 'job'
+    ? { case: 'job' as const, value: { job: m.job.job, manifest: m.job.manifest, items: m.job.items, deadlineMs: m.job.deadline, issuedAtMs: m.job.issuedAt, addrs: m.job.addrs, minSlots: m.job.requirements.minSlots ?? 0 } }
+    : { case: 'model' as const, value: { name: m.model.name, version: m.model.version, manifest: m.model.manifest, stages: m.model.stages, publishedAtMs: m.model.publishedAt, addrs: m.model.addrs } }
+  return encodeMessage(JobsMessageSchema, { kind })
+}
+
+/** Decodes and checks a jobs topic message at `now`: expired or malformed ones throw, naming the field. */
+export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobsMessage {
+  const m = decodeMessage(JobsMessageSchema, bytes, 'announcement', MAX_ANNOUNCEMENT_BYTES)
+  if (m.kind.case === 'job') {
+    const a = m.kind.value
+    const deadline = time(a.deadlineMs, 'announcement.deadline')
+    if (deadline <= now) throw new MalformedFrameError('announcement.deadline', 'expired')
+    if (deadline > now + MAX_JOB_LIFETIME_MS) throw new MalformedFrameError('announcement.deadline', 'too far in the future')
+    return {
+      kind: 'job',
+      job: {
+        job: text(a.job, 'announcement.job', 128),
+        manifest: text(a.manifest, 'announcement.manifest', MAX_CID_CHARS),
+        items: num(a.items, 'announcement.items', 1, 10_000_000),
+        deadline,
+        issuedAt: time(a.issuedAtMs, 'announcement.issuedAt'),
+        addrs: addrs(a.addrs, 'announcement.addrs'),
+        requirements: a.minSlots > 0 ? { minSlots: a.minSlots } : {}
+      }
+    }
+  }
+  if (m.kind.case === 'model') {
+    const a = m.kind.value
+    const publishedAt = time(a.publishedAtMs, 'model announcement.publishedAt')
+    if (publishedAt > now + 60_000) throw new MalformedFrameError('model announcement.publishedAt', 'is in the future')
+    return {
+      kind: 'model',
+      model: {
+        name: checkModelName(a.name, 'model announcement.name'),
+        version: checkModelName(a.version, 'model announcement.version'),
+        manifest: text(a.manifest, 'model announcement.manifest', MAX_CID_CHARS),
+        stages: num(a.stages, 'model announcement.stages', 1, 1024),
+        publishedAt,
+        addrs: addrs(a.addrs, 'model announcement.addrs')
+      }
+    }
+  }
+  return { kind: 'unknown' }
 }
 
 /** Remembers announcements until their deadline so replays are ignored. */
@@ -71,71 +119,38 @@ export class SeenJobs {
   remember (a: JobAnnouncement): void { this.seen.set(a.job, a.deadline) }
 }
 
-/**
- * Model announcements share the jobs topic: a publisher tells the fleet a
- * model (name, version, manifest CID) is available; vehicles with room fetch
- * the stages the swarm serves worst.
- */
-export interface ModelAnnouncement {
-  v: 1
-  kind: 'model'
-  name: string
-  version: string
-  manifest: string
-  stages: number
-  publishedAt: number
-  /** The publisher's addresses (it seeds the shards). */
-  addrs: string[]
-}
-
-export function encodeModelAnnouncement (a: ModelAnnouncement): Uint8Array {
-  const bytes = encodeJson(a)
-  if (bytes.byteLength > MAX_ANNOUNCEMENT_BYTES) throw new FrameTooLargeError('model announcement', bytes.byteLength, MAX_ANNOUNCEMENT_BYTES)
-  return bytes
-}
-
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
-export function checkModelName (name: string, field = 'name'): string {
-  if (!NAME_RE.test(name)) throw new AnnouncementError(field, `"${name}" must be 1-64 of letters, digits, . _ - (starting with a letter or digit)`)
-  return name
-}
-
-/** A message on the jobs topic: a job announcement, or (with `kind: "model"`) a model announcement. */
-export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobAnnouncement | ModelAnnouncement {
-  const v = decodeJsonObject(bytes, 'announcement', MAX_ANNOUNCEMENT_BYTES)
-  if (v.kind !== 'model') return decodeAnnouncement(bytes, now)
-  if (v.v !== 1) throw new AnnouncementError('model announcement.v', `unsupported version ${String(v.v)}`)
-  checkModelName(v.name, 'model announcement.name')
-  if (typeof v.version !== 'string' || !NAME_RE.test(v.version)) throw new AnnouncementError('model announcement.version', 'must be 1-64 of letters, digits, . _ -')
-  if (typeof v.manifest !== 'string' || v.manifest.length === 0 || v.manifest.length > 128) throw new AnnouncementError('model announcement.manifest', 'must be a CID string')
-  if (!Number.isInteger(v.stages) || v.stages < 1 || v.stages > 1024) throw new AnnouncementError('model announcement.stages', 'must be an integer in 1..1024')
-  if (!Number.isInteger(v.publishedAt) || v.publishedAt > now + 60_000) throw new AnnouncementError('model announcement.publishedAt', 'must be epoch ms, not in the future')
-  if (!Array.isArray(v.addrs) || v.addrs.length > 16 || v.addrs.some((a: unknown) => typeof a !== 'string')) throw new AnnouncementError('model announcement.addrs', 'must be at most 16 multiaddr strings')
-  return { v: 1, kind: 'model', name: v.name, version: v.version, manifest: v.manifest, stages: v.stages, publishedAt: v.publishedAt, addrs: v.addrs }
-}
-
-/** DHT name record `/fmmodel/<name>`: versions -> manifest CID, signed by its publisher. */
-export const MODEL_RECORD_NAMESPACE = 'fmmodel'
-
+/** Versions of a model name -> manifest CID, signed by its publisher. */
 export interface ModelRecord { name: string, versions: Record<string, string>, publisher: string, publishedAt: number }
 
 export function modelRecordKey (name: string): Uint8Array {
   return new TextEncoder().encode(`/${MODEL_RECORD_NAMESPACE}/${checkModelName(name)}`)
 }
 
-export async function encodeModelRecord (r: ModelRecord, key: { sign: (d: Uint8Array) => Uint8Array | Promise<Uint8Array> }): Promise<Uint8Array> {
-  const body = JSON.stringify(r)
-  return encodeJson({ body, sig: Buffer.from(await key.sign(new TextEncoder().encode(body))).toString('base64') })
+export async function sealModelRecord (r: ModelRecord, key: PrivateKey): Promise<Uint8Array> {
+  return await sealRecord(MODEL_RECORD, encodeMessage(ModelRecordSchema, { name: r.name, versions: r.versions, publisher: r.publisher, publishedAtMs: r.publishedAt }), key)
 }
 
-export async function decodeModelRecord (value: Uint8Array, publicKeyOf: (peer: string) => { verify: (d: Uint8Array, s: Uint8Array) => boolean | Promise<boolean> }, key?: Uint8Array): Promise<ModelRecord> {
-  const env = decodeJsonObject(value, 'model record', MAX_ANNOUNCEMENT_BYTES)
-  if (typeof env.body !== 'string' || typeof env.sig !== 'string') throw new MalformedFrameError('model record', 'needs body and sig')
-  const r = decodeJsonObject(new TextEncoder().encode(env.body), 'model record.body', MAX_ANNOUNCEMENT_BYTES)
-  checkModelName(r.name, 'model record.name')
-  if (key !== undefined && new TextDecoder().decode(key) !== `/${MODEL_RECORD_NAMESPACE}/${r.name}`) throw new MalformedFrameError('model record.name', 'does not match the record key')
-  if (r.versions === null || typeof r.versions !== 'object' || Object.values(r.versions).some(c => typeof c !== 'string')) throw new MalformedFrameError('model record.versions', 'must map versions to manifest CIDs')
-  if (typeof r.publisher !== 'string' || !Number.isInteger(r.publishedAt)) throw new MalformedFrameError('model record', 'needs publisher and publishedAt')
-  if (!(await publicKeyOf(r.publisher).verify(new TextEncoder().encode(env.body), Buffer.from(env.sig, 'base64')))) throw new MalformedFrameError('model record.sig', 'signature does not verify')
-  return { name: r.name, versions: r.versions, publisher: r.publisher, publishedAt: r.publishedAt }
+/** Opens and checks a name record: signed by its publisher, name matching the DHT key when given. */
+export async function openModelRecord (value: Uint8Array, key?: Uint8Array): Promise<ModelRecord> {
+  const { signer, payload } = await openRecord(MODEL_RECORD, value, 'model record', MAX_MODEL_RECORD_BYTES)
+  const r = decodeMessage(ModelRecordSchema, payload, 'model record', MAX_MODEL_RECORD_BYTES)
+  const name = checkModelName(r.name, 'model record.name')
+  if (key !== undefined && new TextDecoder().decode(key) !== `/${MODEL_RECORD_NAMESPACE}/${name}`) throw new MalformedFrameError('model record.name', 'does not match the record key')
+  const publisher = text(r.publisher, 'model record.publisher', MAX_PEER_ID_CHARS)
+  if (publisher !== signer) throw new MalformedFrameError('model record.publisher', 'is not the signer')
+  const versions = list(Object.entries(r.versions), 'model record.versions', 256)
+  for (const [v, cid] of versions) { checkModelName(v, 'model record.versions'); text(cid, `model record.versions.${v}`, MAX_CID_CHARS) }
+  return { name, versions: r.versions, publisher, publishedAt: time(r.publishedAtMs, 'model record.publishedAt') }
+}
+
+/** Of several name records for one key, the index of the newest valid one. */
+export async function selectModelRecord (values: Uint8Array[]): Promise<number> {
+  let best = 0; let newest = -1
+  for (const [i, v] of values.entries()) {
+    try {
+      const r = await openModelRecord(v)
+      if (r.publishedAt > newest) { newest = r.publishedAt; best = i }
+    } catch {}
+  }
+  return best
 }

@@ -4,10 +4,11 @@
 export const KiB = 1024
 export const MiB = 1024 * KiB
 export const second = 1000
+export const minute = 60 * second
 
-/** Largest infer frame (header + all tensors). */
+/** Largest infer frame payload (all tensors of one frame). */
 export const MAX_INFER_FRAME_BYTES = 64 * MiB
-/** Largest JSON header inside a frame. */
+/** Largest infer frame header (protobuf). */
 export const MAX_HEADER_BYTES = 64 * KiB
 /** Most tensors one frame may carry. */
 export const MAX_TENSORS = 64
@@ -17,15 +18,33 @@ export const MAX_RANK = 8
 export const MAX_NAME_BYTES = 256
 /** Most hops a route may list. */
 export const MAX_ROUTE_HOPS = 32
+/** Longest peer id string (base58 or CIDv1 text of an identity multihash). */
+export const MAX_PEER_ID_CHARS = 128
 
-/** Shard transfer: request size, chunk size, largest shard served. */
-export const MAX_SHARD_REQUEST_BYTES = 1 * KiB
+/** Shard transfer: request and response size, chunk size, largest shard served. */
+export const MAX_SHARD_MESSAGE_BYTES = 1 * KiB
 export const SHARD_CHUNK_BYTES = 1 * MiB
 export const MAX_SHARD_BYTES = 512 * MiB
 
 /** Capacity heartbeat: largest message accepted on the topic. */
 export const MAX_HEARTBEAT_BYTES = 16 * KiB
+/** Signed capacity record in the DHT (envelope included). */
+export const MAX_CAPACITY_RECORD_BYTES = 16 * KiB
+/** A capacity record lives at most this long after it was issued. */
+export const MAX_CAPACITY_RECORD_TTL_MS = minute
+/** Clock skew tolerated when checking expiries. */
+export const CLOCK_SKEW_MS = 5 * second
+
+/** Jobs topic messages and model name records. */
+export const MAX_ANNOUNCEMENT_BYTES = 16 * KiB
+export const MAX_MODEL_RECORD_BYTES = 16 * KiB
+/** Announcements further in the future than this are refused. */
+export const MAX_JOB_LIFETIME_MS = 24 * 60 * minute
+
+/** Offer protocol messages. */
+export const MAX_OFFER_MESSAGE_BYTES = 16 * KiB
 
 /** Deadlines. */
 export const INFER_HOP_TIMEOUT_MS = 30 * second
 export const SHARD_READ_TIMEOUT_MS = 20 * second
+export const OFFER_READ_TIMEOUT_MS = 10 * second

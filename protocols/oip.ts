@@ -4,12 +4,22 @@
  * files on the command line.
  */
 import { MalformedFrameError } from './errors.ts'
-import { elementCount, itemSize } from './tensor-codec.ts'
-import type { DType, Tensor } from './tensor-codec.ts'
+import { elementCount, itemSize } from './tensor.ts'
+import type { DType, Tensor } from './tensor.ts'
 
 const OIP_TO_DTYPE: Record<string, DType> = {
-  BOOL: 'bool', UINT8: 'uint8', UINT16: 'uint16', UINT32: 'uint32', UINT64: 'uint64', INT8: 'int8', INT16: 'int16',
-  INT32: 'int32', INT64: 'int64', FP16: 'float16', FP32: 'float32', FP64: 'float64'
+  BOOL: 'bool',
+  UINT8: 'uint8',
+  UINT16: 'uint16',
+  UINT32: 'uint32',
+  UINT64: 'uint64',
+  INT8: 'int8',
+  INT16: 'int16',
+  INT32: 'int32',
+  INT64: 'int64',
+  FP16: 'float16',
+  FP32: 'float32',
+  FP64: 'float64'
 }
 const DTYPE_TO_OIP = Object.fromEntries(Object.entries(OIP_TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>
 
@@ -63,7 +73,7 @@ export function tensorFromOip (v: any, field = 'tensor'): Tensor {
 /** An OIP JSON tensor (data flattened, row-major). */
 export function tensorToOip (t: Tensor): { name: string, datatype: string, shape: number[], data: Array<number | boolean> } {
   const n = elementCount(t.dims)
-  const copy = t.data.slice()
+  const copy = new Uint8Array(t.data) // a real copy at offset 0 (Buffer#slice would be a view)
   const arr = typedArray(t.dtype, copy.buffer, n)
   const data: Array<number | boolean> = []
   for (let i = 0; i < n; i++) data.push(t.dtype === 'bool' ? arr[i] !== 0 : Number(arr[i]))

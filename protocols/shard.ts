@@ -1,40 +1,50 @@
 /**
- * `/fleetmesh/shard/1.0.0`: shard bytes by CID.
+ * `/fleetmesh/shard/2.0.0` (schema: protocols/shard.proto): shard bytes by CID.
  *
- * The caller writes one length-prefixed JSON request `{ "cid", "offset", "length"? }`.
- * The server answers with a JSON header `{ "ok": true, "size", "total" }` (size:
- * the bytes that follow, from `offset`, at most `length`; total: the shard's
- * size) followed by length-prefixed chunks of at most SHARD_CHUNK_BYTES,
- * or `{ "ok": false, "code", "message" }`. The caller verifies the sha256 of the
- * whole content against the CID before using it.
+ * The caller writes one length-prefixed ShardRequest; the server answers with
+ * a length-prefixed ShardResponse (`ok`: size that follows and the shard's
+ * total size; or an error), then length-prefixed chunks of at most
+ * SHARD_CHUNK_BYTES. The caller verifies the sha256 of the whole content
+ * against the CID before using it.
  */
+import { decodeMessage, encodeMessage, num, text } from './codec.ts'
 import { MalformedFrameError } from './errors.ts'
-import { decodeJsonObject, encodeJson } from './json.ts'
-import { MAX_SHARD_BYTES, MAX_SHARD_REQUEST_BYTES } from './limits.ts'
+import { ShardErrorCode, ShardRequestSchema, ShardResponseSchema } from './gen/shard_pb.ts'
+import { MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES } from './limits.ts'
 
 /** `length` absent: to the end. */
 export interface ShardRequest { cid: string, offset: number, length?: number }
 /** `size`: bytes that follow; `total`: the whole shard's size. */
-export type ShardResponseHeader = { ok: true, size: number, total: number } | { ok: false, code: 'NOT_FOUND' | 'BAD_REQUEST', message: string }
+export type ShardResponse = { ok: true, size: number, total: number } | { ok: false, code: 'NOT_FOUND' | 'BAD_REQUEST', message: string }
 
-export { encodeJson }
-
-export function decodeShardRequest (bytes: Uint8Array): ShardRequest {
-  const v = decodeJsonObject(bytes, 'shard request', MAX_SHARD_REQUEST_BYTES)
-  if (typeof v.cid !== 'string' || v.cid.length === 0 || v.cid.length > 128) throw new MalformedFrameError('shard request.cid', 'must be a CID string')
-  const offset = v.offset ?? 0
-  if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0 || offset > MAX_SHARD_BYTES) throw new MalformedFrameError('shard request.offset', 'must be a non-negative integer')
-  const length = v.length
-  if (length !== undefined && (typeof length !== 'number' || !Number.isInteger(length) || length < 0 || length > MAX_SHARD_BYTES)) throw new MalformedFrameError('shard request.length', 'must be a non-negative integer')
-  return { cid: v.cid, offset, ...(length !== undefined ? { length } : {}) }
+export function encodeShardRequest (r: ShardRequest): Uint8Array {
+  return encodeMessage(ShardRequestSchema, r)
 }
 
-export function decodeShardResponseHeader (bytes: Uint8Array): ShardResponseHeader {
-  const v = decodeJsonObject(bytes, 'shard response', MAX_SHARD_REQUEST_BYTES)
-  if (v.ok === true) {
-    if (typeof v.size !== 'number' || !Number.isInteger(v.size) || v.size < 0 || v.size > MAX_SHARD_BYTES) throw new MalformedFrameError('shard response.size', `must be an integer in 0..${MAX_SHARD_BYTES}`)
-    const total = typeof v.total === 'number' && Number.isInteger(v.total) && v.total >= v.size ? v.total : v.size
-    return { ok: true, size: v.size, total }
+export function decodeShardRequest (bytes: Uint8Array): ShardRequest {
+  const r = decodeMessage(ShardRequestSchema, bytes, 'shard request', MAX_SHARD_MESSAGE_BYTES)
+  return {
+    cid: text(r.cid, 'shard request.cid', 128),
+    offset: num(r.offset, 'shard request.offset', 0, MAX_SHARD_BYTES),
+    ...(r.length !== undefined ? { length: num(r.length, 'shard request.length', 0, MAX_SHARD_BYTES) } : {})
   }
-  return { ok: false, code: v.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'BAD_REQUEST', message: typeof v.message === 'string' ? v.message : 'error' }
+}
+
+export function encodeShardResponse (r: ShardResponse): Uint8Array {
+  return encodeMessage(ShardResponseSchema, {
+    kind: r.ok
+      ? { case: 'ok', value: { size: r.size, total: r.total } }
+      : { case: 'error', value: { code: r.code === 'NOT_FOUND' ? ShardErrorCode.NOT_FOUND : ShardErrorCode.BAD_REQUEST, message: r.message } }
+  })
+}
+
+export function decodeShardResponse (bytes: Uint8Array): ShardResponse {
+  const r = decodeMessage(ShardResponseSchema, bytes, 'shard response', MAX_SHARD_MESSAGE_BYTES)
+  if (r.kind.case === 'ok') {
+    const size = num(r.kind.value.size, 'shard response.size', 0, MAX_SHARD_BYTES)
+    const total = num(r.kind.value.total, 'shard response.total', size, MAX_SHARD_BYTES)
+    return { ok: true, size, total }
+  }
+  if (r.kind.case === 'error') return { ok: false, code: r.kind.value.code === ShardErrorCode.NOT_FOUND ? 'NOT_FOUND' : 'BAD_REQUEST', message: r.kind.value.message.slice(0, 1024) }
+  throw new MalformedFrameError('shard response', 'neither ok nor error')
 }

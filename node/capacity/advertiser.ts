@@ -1,23 +1,49 @@
 /**
- * Advertises what this node offers: a provider record in the DHT for every
- * shard (and manifest) it holds, and a signed heartbeat on the fleet's
- * capacity topic every few seconds (eligible, load, stages served, measured
- * speed). On stop it publishes a last heartbeat with `leaving: true`.
+ * Advertises what this node offers: a signed heartbeat on the fleet's
+ * capacity topic every few seconds (eligible, load, stages held, measured
+ * speed) and a signed capacity record in the DHT that expires within a
+ * minute. (Provider records for the shards it holds are the shard
+ * exchange's.) It asks
+ * the runtime, the governor and the stage hosting for what to say, and says
+ * it again at once when they report a change. On stop it publishes a last
+ * heartbeat with `leaving: true`.
  */
-import type { Logger } from '@libp2p/interface'
-import type { SubscriptionChangeData } from '@libp2p/gossipsub'
-import { parseCid } from '../models/cid.ts'
-import type { Host } from '../host.ts'
-import { hostAddrs } from '../host.ts'
-import type { StageServer } from '../runtime/stage-server.ts'
+import { repeatingTask } from '@libp2p/utils'
+import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, PrivateKey, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { GossipSub, SubscriptionChangeData } from '@libp2p/gossipsub'
+import type { RepeatingTask } from '@libp2p/utils'
+import { capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/capacity.ts'
 import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
-import { MAX_RECORD_TTL_MS, capacityRecordKey, encodeCapacityRecord, encodeHeartbeat } from '../../protocols/capacity.ts'
-import type { CapacityRecord, Heartbeat, RecordSigner, VehicleSummary } from '../../protocols/capacity.ts'
+import { MAX_CAPACITY_RECORD_TTL_MS } from '../../protocols/limits.ts'
+import { dialableAddrs } from '../host.ts'
+import type { StageRuntime } from '../runtime/stage-runtime.ts'
+import { DEFAULT_HEARTBEAT_MS } from './directory.ts'
+
+/** What the advertiser asks the vehicle's governor. */
+export interface VehicleStatus extends TypedEventTarget<{ eligible: CustomEvent, ineligible: CustomEvent }> {
+  summary: () => VehicleSummary
+}
+
+/** What the advertiser asks the stage hosting: stages chosen and loading. */
+export interface ClaimSource extends TypedEventTarget<{ change: CustomEvent }> {
+  claims: () => Array<{ manifest: string, stage: number }>
+}
+
+export interface AdvertiserComponents {
+  peerId: PeerId
+  privateKey: PrivateKey
+  logger: ComponentLogger
+  pubsub: Pick<GossipSub, 'subscribe' | 'publish' | 'addEventListener' | 'removeEventListener'>
+  contentRouting: ContentRouting
+  addresses: Pick<Libp2p, 'getMultiaddrs'>
+  runtime: Pick<StageRuntime, 'served' | 'models' | 'queued' | 'isAccepting'>
+  vehicle?: VehicleStatus
+  hosting?: ClaimSource
+}
 
 export interface AdvertiserInit {
   fleet: string
-  /** Signs the DHT capacity record; without it no record is published. */
-  privateKey?: RecordSigner
   /** Capacity record lifetime (at most 60 s); refreshed at a third of it. @default 60000 */
   recordTtlMs?: number
   /** Heartbeat period. @default 2000 */
@@ -26,99 +52,117 @@ export interface AdvertiserInit {
   slots?: number
 }
 
-export const DEFAULT_HEARTBEAT_MS = 2000
-export const DEFAULT_RECORD_TTL_MS = MAX_RECORD_TTL_MS
-
-export class CapacityAdvertiser {
-  private readonly host: Host
-  private readonly stages: StageServer
+export class CapacityAdvertiser implements Startable {
+  private readonly c: AdvertiserComponents
   private readonly init: AdvertiserInit
   private readonly log: Logger
-  private timer?: ReturnType<typeof setInterval>
+  private readonly heartbeats: RepeatingTask
+  private readonly records: RepeatingTask
   private seq = 0
   private recordSeq = 0
-  private recordTimer?: ReturnType<typeof setInterval>
   private expiresAt?: number
-  /** The vehicle's latest state and decision, carried in heartbeats. */
-  vehicle?: VehicleSummary
-  /** Stages chosen and being loaded, announced so other vehicles choose differently. */
-  readonly claims = new Map<string, { manifest: string, stage: number }>()
-  private readonly provided = new Set<string>()
-  private soon?: ReturnType<typeof setTimeout>
-  /** A peer that just subscribed gets our state at once, not at the next tick. */
-  private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
-    if (!evt.detail.subscriptions.some(s => s.topic === capacityTopic(this.init.fleet) && s.subscribe)) return
-    if (this.soon !== undefined) return
-    this.soon = setTimeout(() => { this.soon = undefined; void this.beat() }, 50)
+  private started = false
+  private putting?: Promise<void>
+  private dirty = false
+  /** Something changed: say so at once. */
+  private readonly onChange = (): void => {
+    if (!this.started) return
+    void this.beat()
+    void this.refreshRecord()
   }
 
-  constructor (host: Host, stages: StageServer, init: AdvertiserInit) {
-    this.host = host
-    this.stages = stages
-    this.init = init
-    this.log = host.logger.forComponent('fleetmesh:advertiser')
+  /** A peer that just subscribed gets our state at once, not at the next tick. */
+  private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
+    if (evt.detail.subscriptions.some(s => s.topic === capacityTopic(this.init.fleet) && s.subscribe)) this.heartbeats.run()
   }
+
+  constructor (components: AdvertiserComponents, init: AdvertiserInit) {
+    this.c = components
+    this.init = init
+    this.log = components.logger.forComponent('fleetmesh:advertiser')
+    this.heartbeats = repeatingTask(async () => { await this.beat() }, init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, { debounce: 20 })
+    this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 3)
+  }
+
+  private get ttl (): number { return Math.min(MAX_CAPACITY_RECORD_TTL_MS, this.init.recordTtlMs ?? MAX_CAPACITY_RECORD_TTL_MS) }
 
   start (): void {
     // subscribing makes this node part of the topics' mesh, so it relays too
-    this.host.services.pubsub.subscribe(capacityTopic(this.init.fleet))
-    this.host.services.pubsub.subscribe(jobsTopic(this.init.fleet))
-    this.host.services.pubsub.addEventListener('subscription-change', this.onSubscription)
-    this.timer = setInterval(() => { void this.beat() }, this.init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
-    this.timer.unref()
-    void this.beat()
-    if (this.init.privateKey !== undefined) {
-      this.recordTimer = setInterval(() => { void this.publishRecord() }, this.ttl / 3)
-      this.recordTimer.unref()
-      void this.publishRecord()
-    }
+    this.c.pubsub.subscribe(capacityTopic(this.init.fleet))
+    this.c.pubsub.subscribe(jobsTopic(this.init.fleet))
+    this.c.pubsub.addEventListener('subscription-change', this.onSubscription)
+    this.c.vehicle?.addEventListener('eligible', this.onChange)
+    this.c.vehicle?.addEventListener('ineligible', this.onChange)
+    this.c.hosting?.addEventListener('change', this.onChange)
+    this.started = true
+    this.heartbeats.start()
+    this.records.start()
+    this.onChange()
   }
+
+  async stop (): Promise<void> {
+    this.started = false
+    this.heartbeats.stop()
+    this.records.stop()
+    this.c.pubsub.removeEventListener('subscription-change', this.onSubscription)
+    this.c.vehicle?.removeEventListener('eligible', this.onChange)
+    this.c.vehicle?.removeEventListener('ineligible', this.onChange)
+    this.c.hosting?.removeEventListener('change', this.onChange)
+    await this.beat(true)
+    // let the withdrawal leave before the caller closes connections
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+
+  private get eligible (): boolean { return this.c.runtime.isAccepting }
+
+  private slots (): number { return Math.max(0, (this.init.slots ?? 4) - this.c.runtime.queued()) }
 
   heartbeat (leaving = false): Heartbeat {
-    const load = this.stages.load()
-    const slots = this.init.slots ?? 4
+    const claims = this.c.hosting?.claims() ?? []
     return {
-      v: 1,
       ts: Date.now(),
       seq: ++this.seq,
-      eligible: this.stages.accepting && !leaving,
-      load,
-      slots: Math.max(0, slots - load),
-      stages: this.stages.served(),
-      models: this.stages.models(),
-      addrs: hostAddrs(this.host).map(a => a.replace(/\/p2p\/[^/]+$/, '')),
+      eligible: this.eligible && !leaving,
+      load: this.c.runtime.queued(),
+      slots: this.slots(),
+      stages: this.c.runtime.served(),
+      models: this.c.runtime.models(),
+      addrs: dialableAddrs(this.c.addresses),
       ...(leaving ? { leaving: true } : {}),
       ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
-      ...(this.vehicle !== undefined ? { vehicle: this.vehicle } : {}),
-      ...(this.claims.size > 0 ? { claims: [...this.claims.values()] } : {})
+      ...(this.c.vehicle !== undefined ? { vehicle: this.c.vehicle.summary() } : {}),
+      ...(claims.length > 0 ? { claims } : {})
     }
   }
-
-  private get ttl (): number { return Math.min(MAX_RECORD_TTL_MS, this.init.recordTtlMs ?? DEFAULT_RECORD_TTL_MS) }
 
   /** The signed capacity record as of now. */
   record (): CapacityRecord {
     const now = Date.now()
-    const load = this.stages.load()
     return {
-      v: 1,
-      peer: this.host.peerId.toString(),
+      peer: this.c.peerId.toString(),
       seq: ++this.recordSeq,
       issuedAt: now,
       expiresAt: now + this.ttl,
-      eligible: this.stages.accepting,
-      stages: this.stages.served(),
-      slots: Math.max(0, (this.init.slots ?? 4) - load),
-      reasons: this.vehicle?.reasons ?? []
+      eligible: this.eligible,
+      stages: this.c.runtime.served(),
+      slots: this.slots(),
+      reasons: this.c.vehicle?.summary().reasons ?? []
     }
   }
 
+  /** Puts a fresh record soon: now, or right after a put in flight (so the newest state always lands). */
+  private async refreshRecord (): Promise<void> {
+    if (this.putting !== undefined) { this.dirty = true; return }
+    this.putting = this.publishRecord({ signal: AbortSignal.timeout(10_000) }).finally(() => { this.putting = undefined })
+    await this.putting
+    if (this.dirty && this.started) { this.dirty = false; await this.refreshRecord() }
+  }
+
   /** Puts a fresh signed capacity record in the DHT. */
-  async publishRecord (): Promise<void> {
-    if (this.init.privateKey === undefined) return
+  async publishRecord (opts: AbortOptions = {}): Promise<void> {
     const r = this.record()
     try {
-      await this.host.contentRouting.put(capacityRecordKey(r.peer), await encodeCapacityRecord(r, this.init.privateKey), { signal: AbortSignal.timeout(10_000) })
+      await this.c.contentRouting.put(capacityRecordKey(r.peer), await sealCapacityRecord(r, this.c.privateKey), opts)
       this.expiresAt = r.expiresAt
     } catch (err) {
       this.log('capacity record not published: %e', err)
@@ -128,27 +172,9 @@ export class CapacityAdvertiser {
   /** Publishes one heartbeat now. */
   async beat (leaving = false): Promise<void> {
     try {
-      await this.host.services.pubsub.publish(capacityTopic(this.init.fleet), encodeHeartbeat(this.heartbeat(leaving)))
+      await this.c.pubsub.publish(capacityTopic(this.init.fleet), encodeHeartbeat(this.heartbeat(leaving)))
     } catch (err) {
       this.log('heartbeat not published: %e', err)
     }
-  }
-
-  /** Publishes a provider record for `cid` (once per CID). */
-  async provide (cid: string, signal?: AbortSignal): Promise<void> {
-    if (this.provided.has(cid)) return
-    await this.host.contentRouting.provide(parseCid(cid), { signal: signal ?? AbortSignal.timeout(30_000) })
-    this.provided.add(cid)
-  }
-
-  async stop (): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer)
-    if (this.recordTimer !== undefined) clearInterval(this.recordTimer)
-    if (this.soon !== undefined) clearTimeout(this.soon)
-    this.timer = undefined
-    this.host.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
-    await this.beat(true)
-    // let the withdrawal leave before the caller closes connections
-    await new Promise(resolve => setTimeout(resolve, 100))
   }
 }

@@ -1,45 +1,75 @@
 /**
  * The fleet as this peer hears it: the latest capacity heartbeat of every
  * sender on the fleet's capacity topic. Entries go stale after `staleMs`
- * without a heartbeat, and at once when a sender says it is leaving.
+ * without a heartbeat, at once when a sender says it is leaving, and are
+ * forgotten after `forgetMs`, so the directory stays bounded.
  */
-import type { Logger } from '@libp2p/interface'
-import type { Message } from '@libp2p/gossipsub'
-import type { Host } from '../host.ts'
-import { capacityTopic } from '../../protocols/ids.ts'
+import { TypedEventEmitter } from '@libp2p/interface'
+import { repeatingTask } from '@libp2p/utils'
+import type { AbortOptions, ComponentLogger, Logger, Startable } from '@libp2p/interface'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
+import type { RepeatingTask } from '@libp2p/utils'
 import { decodeHeartbeat } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
-import { DEFAULT_HEARTBEAT_MS } from './advertiser.ts'
+import { capacityTopic } from '../../protocols/ids.ts'
+import { latestVersions } from '../models/versions.ts'
 
 export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
 
-export interface StageServer { peer: string, addrs: string[], load: number, msPerItem: number }
+export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number }
 
-export class FleetDirectory {
-  private readonly host: Host
+export interface DirectoryComponents {
+  logger: ComponentLogger
+  pubsub: Pick<GossipSub, 'subscribe' | 'addEventListener' | 'removeEventListener'>
+}
+
+export interface DirectoryInit {
+  fleet: string
+  /** A peer not heard from for this long is not fresh. @default 3 heartbeats + 0.5 s */
+  staleMs?: number
+  /** A peer not heard from for this long is forgotten. @default 60000 */
+  forgetMs?: number
+}
+
+export interface DirectoryEvents {
+  /** A newer heartbeat arrived. */
+  heartbeat: CustomEvent<PeerState>
+  /** A peer's heartbeats show that its process restarted (its sequence began again). */
+  restart: CustomEvent<string>
+}
+
+/** Heartbeat period vehicles use unless configured otherwise. */
+export const DEFAULT_HEARTBEAT_MS = 2000
+
+export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implements Startable {
+  private readonly c: DirectoryComponents
   private readonly topic: string
   private readonly staleMs: number
+  private readonly forgetMs: number
   private readonly log: Logger
   private readonly peers = new Map<string, PeerState>()
+  private readonly pruner: RepeatingTask
   private readonly listener = (evt: CustomEvent<Message>): void => { this.onMessage(evt.detail) }
-  private readonly waiters = new Set<() => void>()
-  /** Called when a peer's heartbeats show that its process restarted. */
-  onRestart?: (peer: string) => void
 
-  constructor (host: Host, opts: { fleet: string, staleMs?: number }) {
-    this.host = host
-    this.topic = capacityTopic(opts.fleet)
-    this.staleMs = opts.staleMs ?? 3 * DEFAULT_HEARTBEAT_MS + 500
-    this.log = host.logger.forComponent('fleetmesh:directory')
+  constructor (components: DirectoryComponents, init: DirectoryInit) {
+    super()
+    this.c = components
+    this.topic = capacityTopic(init.fleet)
+    this.staleMs = init.staleMs ?? 3 * DEFAULT_HEARTBEAT_MS + 500
+    this.forgetMs = init.forgetMs ?? 60_000
+    this.log = components.logger.forComponent('fleetmesh:directory')
+    this.pruner = repeatingTask(() => { this.prune() }, Math.max(1000, this.forgetMs / 4))
   }
 
   start (): void {
-    this.host.services.pubsub.subscribe(this.topic)
-    this.host.services.pubsub.addEventListener('message', this.listener)
+    this.c.pubsub.subscribe(this.topic)
+    this.c.pubsub.addEventListener('message', this.listener)
+    this.pruner.start()
   }
 
   stop (): void {
-    this.host.services.pubsub.removeEventListener('message', this.listener)
+    this.c.pubsub.removeEventListener('message', this.listener)
+    this.pruner.stop()
   }
 
   private onMessage (msg: Message): void {
@@ -52,15 +82,23 @@ export class FleetDirectory {
     const peer = msg.from.toString()
     const prev = this.peers.get(peer)
     if (prev !== undefined && prev.heartbeat.seq >= hb.seq && prev.heartbeat.ts >= hb.ts) return
-    this.peers.set(peer, { peer, heartbeat: hb, receivedAt: Date.now() })
+    this.record(peer, hb)
     // a lower sequence with a newer clock: the peer's process started again
-    if (prev !== undefined && hb.seq < prev.heartbeat.seq && hb.ts > prev.heartbeat.ts) this.onRestart?.(peer)
-    for (const w of this.waiters) w()
+    if (prev !== undefined && hb.seq < prev.heartbeat.seq && hb.ts > prev.heartbeat.ts) this.safeDispatchEvent('restart', { detail: peer })
   }
 
-  /** Records a heartbeat directly (unit tests, or our own state). */
+  /** Sets a peer's latest heartbeat directly (unit tests, or a node's own state). */
   record (peer: string, hb: Heartbeat, receivedAt = Date.now()): void {
-    this.peers.set(peer, { peer, heartbeat: hb, receivedAt })
+    const state = { peer, heartbeat: hb, receivedAt }
+    this.peers.set(peer, state)
+    this.safeDispatchEvent('heartbeat', { detail: state })
+  }
+
+  /** Forgets peers not heard from for `forgetMs`. */
+  prune (now = Date.now()): number {
+    let n = 0
+    for (const [peer, p] of this.peers) if (now - p.receivedAt > this.forgetMs) { this.peers.delete(peer); n++ }
+    return n
   }
 
   /** Heard recently, not leaving, and its capacity record has not expired. */
@@ -69,14 +107,20 @@ export class FleetDirectory {
       (p.heartbeat.expiresAt === undefined || p.heartbeat.expiresAt > now)
   }
 
-  /** Every peer heard from, fresh or not. */
+  /** Every peer remembered, fresh or not. */
   all (): PeerState[] { return [...this.peers.values()] }
 
+  get (peer: string): PeerState | undefined { return this.peers.get(peer) }
+
+  /** Fresh, eligible peers (the vehicles that take work now). */
+  eligible (now = Date.now()): PeerState[] {
+    return this.all().filter(p => this.isFresh(p, now) && p.heartbeat.eligible)
+  }
+
   /** Peers whose latest fresh heartbeat says they are eligible and serve `manifest` stage `stage`. */
-  servers (manifest: string, stage: number, now = Date.now()): StageServer[] {
-    const out: StageServer[] = []
-    for (const p of this.peers.values()) {
-      if (!this.isFresh(p, now) || !p.heartbeat.eligible) continue
+  holders (manifest: string, stage: number, now = Date.now()): StageHolder[] {
+    const out: StageHolder[] = []
+    for (const p of this.eligible(now)) {
       const s = p.heartbeat.stages.find(x => x.manifest === manifest && x.stage === stage)
       if (s !== undefined) out.push({ peer: p.peer, addrs: p.heartbeat.addrs, load: p.heartbeat.load, msPerItem: s.msPerItem })
     }
@@ -95,37 +139,33 @@ export class FleetDirectory {
     return { providers, meanMsPerItem: providers > 0 ? ms / providers : 0 }
   }
 
-  /** Model names announced by fresh peers, name -> manifest CID. */
+  /** Model names announced by fresh peers, name -> manifest CID; a plain name means its latest version heard. */
   models (now = Date.now()): Map<string, string> {
     const out = new Map<string, string>()
     for (const p of this.peers.values()) if (this.isFresh(p, now)) for (const [k, v] of Object.entries(p.heartbeat.models)) out.set(k, v)
-    // a plain name means its latest version among those heard
-    const latest = new Map<string, string>()
-    for (const k of out.keys()) {
-      const at = k.lastIndexOf('@')
-      if (at < 0) continue
-      const name = k.slice(0, at); const version = k.slice(at + 1)
-      const best = latest.get(name)
-      if (best === undefined || compareVersions(version, best) > 0) latest.set(name, version)
-    }
-    for (const [name, version] of latest) out.set(name, out.get(`${name}@${version}`)!)
+    for (const [name, version] of latestVersions([...out.keys()].filter(k => k.includes('@')))) out.set(name, out.get(`${name}@${version}`)!)
     return out
   }
 
-  /** Resolves once `predicate` holds (checked on every heartbeat), or rejects after `timeoutMs`. */
-  async waitFor (predicate: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  /** Resolves once `predicate` holds (checked on every heartbeat); rejects when `opts.signal` aborts. */
+  async waitFor (predicate: () => boolean, opts: AbortOptions & { what?: string } = {}): Promise<void> {
     if (predicate()) return
     await new Promise<void>((resolve, reject) => {
       const check = (): void => { if (predicate()) { done(); resolve() } }
-      const timer = setTimeout(() => { done(); reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
-      const done = (): void => { clearTimeout(timer); this.waiters.delete(check) }
-      this.waiters.add(check)
+      const abort = (): void => { done(); reject(new WaitTimeoutError(opts.what ?? 'a heartbeat', opts.signal?.reason)) }
+      const done = (): void => { this.removeEventListener('heartbeat', check); opts.signal?.removeEventListener('abort', abort) }
+      if (opts.signal?.aborted === true) { abort(); return }
+      this.addEventListener('heartbeat', check)
+      opts.signal?.addEventListener('abort', abort, { once: true })
     })
   }
 }
 
-/** Numeric when both are numbers, else lexical. */
-export function compareVersions (a: string, b: string): number {
-  const x = Number(a); const y = Number(b)
-  return Number.isFinite(x) && Number.isFinite(y) ? x - y : a.localeCompare(b)
+/** What a directory wait was for did not happen before its signal aborted. */
+export class WaitTimeoutError extends Error {
+  readonly name = 'WaitTimeoutError'
+  readonly code = 'ERR_WAIT_TIMEOUT'
+  constructor (what: string, cause?: unknown) {
+    super(`gave up waiting for ${what}${cause instanceof Error && cause.name !== 'TimeoutError' ? ` (${cause.message})` : ''}`, { cause })
+  }
 }

@@ -120,8 +120,7 @@ export function requireOption (v: unknown, name: string): string {
   return v
 }
 
-/** Shortens a peer id for display: the last 6 characters. */
-export function shortPeer (peer: string): string { return peer.slice(-6) }
+export { shortPeer } from '../util/text.ts'
 
 /** Resolves on SIGINT or SIGTERM (or IPC disconnect when spawned by a swarm). */
 export async function untilSignal (): Promise<string> {

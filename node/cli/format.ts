@@ -1,15 +1,16 @@
 /** Text formatting shared by the commands. */
 import type { Manifest } from '../models/manifest.ts'
-import type { TensorSpec } from '../models/partition.ts'
-import { asFloat32 } from '../../protocols/tensor-codec.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { TensorSpec } from '../models/specs.ts'
+import { asFloat32 } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 
 export function table (rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
   return rows.map(r => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
 }
 
-export function mb (bytes: number): string { return `${(bytes / 1e6).toFixed(bytes < 1e5 ? 3 : 1)} MB` }
+import { mb } from '../util/text.ts'
+export { mb }
 
 export function specText (s: TensorSpec): string { return `${s.name} ${s.dtype}[${s.shape.map(d => d ?? '?').join(',')}]` }
 
@@ -32,10 +33,4 @@ export function tensorSummary (t: Tensor): string {
     stats = ` min ${min.toPrecision(4)} max ${max.toPrecision(4)} mean ${(sum / f.length).toPrecision(4)}`
   }
   return `${t.name} ${t.dtype}[${t.dims.join(',')}]${stats}`
-}
-
-export function percentile (values: number[], p: number): number {
-  if (values.length === 0) return 0
-  const s = [...values].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]
 }

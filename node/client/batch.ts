@@ -11,16 +11,28 @@
  * too. Each item's result is delivered exactly once.
  */
 import { randomUUID } from 'node:crypto'
+import { TypedEventEmitter } from '@libp2p/interface'
+import { repeatingTask } from '@libp2p/utils'
 import type { LengthPrefixedStream } from '@libp2p/utils'
-import type { Stream } from '@libp2p/interface'
-import type { FleetClient, InferResult, ResolvedModel } from './client.ts'
-import { hostAddrs } from '../host.ts'
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { jobsTopic, DEFAULT_FLEET } from '../../protocols/ids.ts'
-import { encodeAnnouncement } from '../../protocols/jobs.ts'
+import { encodeJobsMessage } from '../../protocols/jobs.ts'
 import { DEFAULT_LEASE_TTL_MS, decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
 import type { Offer } from '../../protocols/offer.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { hostAddrs } from '../host.ts'
 import { chooseMicroBatch, concatBatch, splitBatch } from './microbatch.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { IncomingOffer, OfferInbox } from './offer-inbox.ts'
+import type { InferResult, PipelineRunner } from './pipeline.ts'
+import type { ResolvedModel } from './resolver.ts'
+
+export interface BatchComponents {
+  pubsub: Pick<GossipSub, 'publish' | 'subscribe'>
+  addresses: Pick<Libp2p, 'getMultiaddrs'>
+  offers: Pick<OfferInbox, 'listen'>
+  pipeline: Pick<PipelineRunner, 'infer'>
+}
 
 export interface BatchOptions {
   signal?: AbortSignal
@@ -62,9 +74,15 @@ export interface BatchResult {
 
 interface HeldLease { peer: string, lease: string, stages: number[], inFlight: number, lp: LengthPrefixedStream<Stream>, stream: Stream, lost: boolean }
 
-export class BatchRunner extends EventTarget {
+export interface BatchEvents {
+  progress: CustomEvent<BatchProgress>
+  lease: CustomEvent<{ peer: string, stages: number[] }>
+  'lease-lost': CustomEvent<{ peer: string, error: string }>
+}
+
+export class BatchRunner extends TypedEventEmitter<BatchEvents> {
   readonly job = randomUUID()
-  private readonly client: FleetClient
+  private readonly c: BatchComponents
   private readonly model: ResolvedModel
   private readonly opts: BatchOptions
   private readonly leases = new Map<string, HeldLease>()
@@ -75,9 +93,9 @@ export class BatchRunner extends EventTarget {
   /** Current route of each item in flight. */
   readonly routes = new Map<number, string[]>()
 
-  constructor (client: FleetClient, model: ResolvedModel, opts: BatchOptions = {}) {
+  constructor (components: BatchComponents, model: ResolvedModel, opts: BatchOptions = {}) {
     super()
-    this.client = client
+    this.c = components
     this.model = model
     this.opts = opts
   }
@@ -88,7 +106,7 @@ export class BatchRunner extends EventTarget {
   /** Items whose current route goes through `peer`. */
   itemsThrough (peer: string): number[] { return [...this.routes].filter(([, r]) => r.includes(peer)).map(([i]) => i) }
 
-  private async onOffer (stream: Stream, from: string, offer: Offer, lp: LengthPrefixedStream<Stream>): Promise<void> {
+  private async onOffer ({ stream, from, offer, lp }: IncomingOffer): Promise<void> {
     if (this.finished) {
       await lp.write(encodeOfferMessage({ type: 'decline', job: offer.job, reason: 'job finished' }))
       await stream.close()
@@ -101,7 +119,7 @@ export class BatchRunner extends EventTarget {
     this.leases.get(from)?.stream.abort(new Error('replaced by a new lease'))
     this.leases.set(from, held)
     this.leasesGranted++
-    this.dispatchEvent(new CustomEvent('lease', { detail: { peer: from, stages: held.stages } }))
+    this.safeDispatchEvent('lease', { detail: { peer: from, stages: held.stages } })
     // renew until the job ends; a missed renewal loses the lease
     try {
       while (!this.finished) {
@@ -118,15 +136,15 @@ export class BatchRunner extends EventTarget {
       held.lost = true
       this.leasesLost++
       if (this.leases.get(from) === held) this.leases.delete(from)
-      this.dispatchEvent(new CustomEvent('lease-lost', { detail: { peer: from, error: (err as Error).message } }))
+      this.safeDispatchEvent('lease-lost', { detail: { peer: from, error: (err as Error).message } })
       stream.abort(err as Error)
     }
   }
 
   private async announce (items: number, deadline: number): Promise<void> {
     const fleet = this.opts.fleet ?? DEFAULT_FLEET
-    await this.client.host.services.pubsub.publish(jobsTopic(fleet), encodeAnnouncement({
-      v: 1, job: this.job, manifest: this.model.cid, items, deadline, issuedAt: Date.now(), addrs: hostAddrs(this.client.host), requirements: {}
+    await this.c.pubsub.publish(jobsTopic(fleet), encodeJobsMessage({
+      kind: 'job', job: { job: this.job, manifest: this.model.cid, items, deadline, issuedAt: Date.now(), addrs: hostAddrs(this.c.addresses), requirements: {} }
     })).catch(() => {})
   }
 
@@ -135,11 +153,11 @@ export class BatchRunner extends EventTarget {
     const t0 = performance.now()
     const K = this.model.manifest.stages.length
     const deadline = Date.now() + Math.max(60_000, items.length * 1000)
-    const stopOffers = await this.client.onOffers(this.job, async (stream, from, offer, lp) => { await this.onOffer(stream, from, offer, lp) })
-    this.client.host.services.pubsub.subscribe(jobsTopic(this.opts.fleet ?? DEFAULT_FLEET))
-    await this.announce(items.length, deadline)
-    const reannounce = setInterval(() => { void this.announce(items.length, deadline) }, 2000)
-    reannounce.unref()
+    const stopOffers = await this.c.offers.listen(this.job, async (o) => { await this.onOffer(o) })
+    this.c.pubsub.subscribe(jobsTopic(this.opts.fleet ?? DEFAULT_FLEET))
+    // announced now and every 2 s, so vehicles that join later offer too
+    const reannounce = repeatingTask(async () => { await this.announce(items.length, deadline) }, 2000, { runImmediately: true })
+    reannounce.start()
     // wait for offers covering every stage (or give up waiting and use whoever serves)
     const covered = (): boolean => this.model.manifest.stages.every(s => [...this.leases.values()].some(l => l.stages.includes(s.index)))
     const waitUntil = Date.now() + (this.opts.offerWaitMs ?? 3000)
@@ -156,7 +174,7 @@ export class BatchRunner extends EventTarget {
     const progress = (): void => {
       const s = (performance.now() - t0) / 1000
       const rate = done / Math.max(s, 1e-3)
-      this.dispatchEvent(new CustomEvent<BatchProgress>('progress', { detail: { done, failed, total: items.length, itemsPerS: rate, etaS: rate > 0 ? (items.length - done - failed) / rate : Infinity } }))
+      this.safeDispatchEvent('progress', { detail: { done, failed, total: items.length, itemsPerS: rate, etaS: rate > 0 ? (items.length - done - failed) / rate : Infinity } })
     }
     const aborted = (): boolean => this.opts.signal?.aborted === true
     const worker = async (): Promise<void> => {
@@ -166,7 +184,7 @@ export class BatchRunner extends EventTarget {
         const group = Array.from({ length: next - first }, (_, k) => first + k)
         try {
           const input = group.length === 1 ? items[first] : concatBatch(group.map(i => items[i]))
-          const r = await this.client.infer(this.model, input, {
+          const r = await this.c.pipeline.infer(this.model, input, {
             ...(this.opts.signal !== undefined ? { signal: this.opts.signal } : {}),
             maxAttempts: this.opts.maxAttempts ?? 30,
             timeoutMs: this.opts.itemTimeoutMs ?? 120_000,
@@ -206,8 +224,8 @@ export class BatchRunner extends EventTarget {
       await Promise.all(Array.from({ length: Math.min(groups, Math.ceil(items.length / micro)) }, worker))
     } finally {
       this.finished = true
-      clearInterval(reannounce)
-      stopOffers()
+      reannounce.stop()
+      await stopOffers()
       for (const l of this.leases.values()) {
         await l.lp.write(encodeOfferMessage({ type: 'release', lease: l.lease })).catch(() => {})
         await l.stream.close().catch(() => {})

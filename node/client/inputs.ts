@@ -8,7 +8,7 @@ import { BUILTIN_MODELS, dictionaryPath } from '../models/catalog.ts'
 import type { Manifest } from '../models/manifest.ts'
 import { ctcDecode, loadDictionary } from '../models/ocr.ts'
 import { tensorFromOip } from '../../protocols/oip.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 
 export class InputError extends Error {
   readonly name = 'InputError'

@@ -2,7 +2,7 @@
  * Micro-batches: several items run as one along the batch (first) dimension.
  * Row-major tensors make this a byte concatenation and a byte split.
  */
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 import type { Offer } from '../../protocols/offer.ts'
 import { MICRO_BATCH } from '../../protocols/capacity.ts'
 

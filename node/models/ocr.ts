@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { PNG } from 'pngjs'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 
 export const REC_HEIGHT = 48
 export const REC_WIDTH = 320

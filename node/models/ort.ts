@@ -3,7 +3,7 @@
  * and conversion between wire tensors and ORT tensors.
  */
 import * as ort from 'onnxruntime-node'
-import type { DType, Tensor } from '../../protocols/tensor-codec.ts'
+import type { DType, Tensor } from '../../protocols/tensor.ts'
 
 export interface SessionTuning {
   /** Threads inside one op. Keep threads x concurrent sessions <= cores. @default 1 */
@@ -30,7 +30,7 @@ export async function createSession (model: Uint8Array | string, t: SessionTunin
 }
 
 export function toOrt (t: Tensor): ort.Tensor {
-  const buf = t.data.byteOffset % 8 === 0 ? t.data : t.data.slice()
+  const buf = t.data.byteOffset % 8 === 0 ? t.data : new Uint8Array(t.data)
   const ab = buf.buffer as ArrayBuffer
   const o = buf.byteOffset
   const n = t.dims.reduce((a, b) => a * b, 1)

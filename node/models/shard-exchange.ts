@@ -1,22 +1,28 @@
 /**
- * Serves and fetches shard bytes by CID over `/fleetmesh/shard/1.0.0`
- * (see protocols/shard.ts). Fetched content is hash-verified before it is
- * stored; a provider that sends bad bytes is skipped for the next one.
+ * Shard bytes by CID over `/fleetmesh/shard/2.0.0` (see protocols/shard.ts):
+ * serving them from the store, fetching them from providers (in ranges,
+ * from several at once, resuming from disk), and providing CIDs in the DHT.
+ * Both directions are it-pipe pipelines over the stream. Fetched content is
+ * hash-verified before it is stored; a provider that sends bad bytes is
+ * skipped for the next one.
  */
-import { peerIdFromString } from '@libp2p/peer-id'
-import { lpStream } from '@libp2p/utils'
-import { multiaddr } from '@multiformats/multiaddr'
-import type { AbortOptions, Logger, PeerId, Stream } from '@libp2p/interface'
 import { open, readFile, rm, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
+import { messageStreamToDuplex } from '@libp2p/utils'
+import itFirst from 'it-first'
+import * as lp from 'it-length-prefixed'
+import { pipe } from 'it-pipe'
+import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
+import { HashMismatchError } from '../../protocols/errors.ts'
+import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
+import { MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, SHARD_READ_TIMEOUT_MS } from '../../protocols/limits.ts'
+import { decodeShardRequest, decodeShardResponse, encodeShardRequest, encodeShardResponse } from '../../protocols/shard.ts'
+import type { ShardRequest } from '../../protocols/shard.ts'
+import type { PeerDialer } from '../dial.ts'
+import type { FleetMetrics } from '../metrics.ts'
 import { parseCid, verifyCid } from './cid.ts'
 import { ShardStore } from './shard-store.ts'
 import type { BlobStore } from './shard-store.ts'
-import { HashMismatchError } from '../../protocols/errors.ts'
-import type { Host } from '../host.ts'
-import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
-import { MAX_SHARD_BYTES, MAX_SHARD_REQUEST_BYTES, SHARD_CHUNK_BYTES, SHARD_READ_TIMEOUT_MS, MiB } from '../../protocols/limits.ts'
-import { decodeShardRequest, decodeShardResponseHeader, encodeJson } from '../../protocols/shard.ts'
 
 export class ShardNotFoundError extends Error {
   readonly name = 'ShardNotFoundError'
@@ -33,86 +39,142 @@ export interface Provider { id: PeerId, addrs: string[] }
 /** Range size of chunked fetches. */
 export const RANGE_BYTES = SHARD_CHUNK_BYTES
 
-export class ShardExchange {
-  private readonly host: Host
-  readonly store: BlobStore
-  private readonly log: Logger
-  private started = false
+export interface ShardExchangeComponents {
+  peerId: PeerId
+  logger: ComponentLogger
+  registrar: Pick<Libp2p, 'handle' | 'unhandle'>
+  dialer: PeerDialer
+  contentRouting: ContentRouting
+  metrics: FleetMetrics
+}
 
-  constructor (host: Host, store: BlobStore) {
-    this.host = host
-    this.store = store
-    this.log = host.logger.forComponent('fleetmesh:shard')
+export interface ShardExchangeInit {
+  store: BlobStore
+  /** Answer shard requests (a client sharing a vehicle's node leaves that to the vehicle). @default true */
+  serve?: boolean
+  /** Concurrent shard streams each way. @default 32 */
+  maxStreams?: number
+  /** A last check on each request (e.g. a per-peer budget): a message refuses it. */
+  admit?: (req: ShardRequest, peer: string) => string | undefined
+}
+
+export class ShardExchange implements Startable {
+  readonly store: BlobStore
+  private readonly c: ShardExchangeComponents
+  private readonly init: ShardExchangeInit
+  private readonly log: Logger
+  private readonly provided = new Set<string>()
+  /** Bytes the last chunked fetch found already on disk (for tests and logs). */
+  resumedBytes = 0
+
+  constructor (components: ShardExchangeComponents, init: ShardExchangeInit) {
+    this.c = components
+    this.init = init
+    this.store = init.store
+    this.log = components.logger.forComponent('fleetmesh:shard')
   }
 
   async start (): Promise<void> {
-    if (this.started) return
-    await this.host.handle(SHARD_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: 32, maxOutboundStreams: 32 })
-    this.started = true
+    if (this.init.serve === false) return
+    const max = this.init.maxStreams ?? 32
+    await this.c.registrar.handle(SHARD_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max })
   }
 
   async stop (): Promise<void> {
-    if (!this.started) return
-    await this.host.unhandle(SHARD_PROTOCOL)
-    this.started = false
+    if (this.init.serve !== false) await this.c.registrar.unhandle(SHARD_PROTOCOL)
   }
 
-  /** Handler: one request, then the header and the chunks. */
-  async serve (stream: Stream): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_SHARD_REQUEST_BYTES })
+  /** Handler: one request, then the response and the chunks, as one pipeline. */
+  private async serve (stream: Stream, peer: string): Promise<void> {
+    const timer = setTimeout(() => { stream.abort(new Error('shard request timed out')) }, SHARD_READ_TIMEOUT_MS)
     try {
-      const req = decodeShardRequest((await lp.read({ signal: AbortSignal.timeout(SHARD_READ_TIMEOUT_MS) })).subarray())
-      let bytes: Uint8Array | undefined
-      try { parseCid(req.cid); bytes = await this.store.get(req.cid) } catch (err) {
-        await lp.write(encodeJson({ ok: false, code: 'BAD_REQUEST', message: (err as Error).message }))
-        await stream.close()
-        return
-      }
-      if (bytes === undefined) {
-        await lp.write(encodeJson({ ok: false, code: 'NOT_FOUND', message: `no shard ${req.cid} here` }))
-        await stream.close()
-        return
-      }
-      const offset = Math.min(req.offset, bytes.byteLength)
-      const end = Math.min(bytes.byteLength, offset + (req.length ?? bytes.byteLength))
-      await lp.write(encodeJson({ ok: true, size: end - offset, total: bytes.byteLength }))
-      for (let o = offset; o < end; o += SHARD_CHUNK_BYTES) {
-        await lp.write(bytes.subarray(o, Math.min(o + SHARD_CHUNK_BYTES, end)))
-      }
-      await stream.close()
+      const duplex = messageStreamToDuplex(stream)
+      const first = await itFirst(lp.decode(duplex.source, { maxDataLength: MAX_SHARD_MESSAGE_BYTES }))
+      if (first === undefined) throw new Error('stream ended before a request')
+      const req: ShardRequest = decodeShardRequest(first.subarray())
+      const store = this.store
+      const metrics = this.c.metrics
+      const refusal = this.init.admit?.(req, peer)
+      await pipe(
+        async function * () {
+          if (refusal !== undefined) {
+            yield encodeShardResponse({ ok: false, code: 'BAD_REQUEST', message: refusal })
+            return
+          }
+          let bytes: Uint8Array | undefined
+          try { parseCid(req.cid); bytes = await store.get(req.cid) } catch (err) {
+            yield encodeShardResponse({ ok: false, code: 'BAD_REQUEST', message: (err as Error).message })
+            return
+          }
+          if (bytes === undefined) {
+            yield encodeShardResponse({ ok: false, code: 'NOT_FOUND', message: `no shard ${req.cid} here` })
+            return
+          }
+          const offset = Math.min(req.offset, bytes.byteLength)
+          const end = Math.min(bytes.byteLength, offset + (req.length ?? bytes.byteLength))
+          yield encodeShardResponse({ ok: true, size: end - offset, total: bytes.byteLength })
+          for (let o = offset; o < end; o += SHARD_CHUNK_BYTES) yield bytes.subarray(o, Math.min(o + SHARD_CHUNK_BYTES, end))
+          metrics.bytes('shard', 'out', end - offset)
+        },
+        (source) => lp.encode(source),
+        duplex.sink
+      )
     } catch (err) {
-      this.log.error('shard request failed: %e', err)
+      this.log('shard request failed: %e', err)
       stream.abort(err as Error)
+    } finally {
+      clearTimeout(timer)
     }
   }
 
   /** Fetches bytes [offset, offset + length) of `cid` from one peer (length undefined: to the end). */
   async fetchRange (provider: Provider, cid: string, offset: number, length: number | undefined, opts: AbortOptions = {}): Promise<{ bytes: Uint8Array, total: number }> {
-    if (provider.addrs.length > 0 && this.host.getConnections(provider.id).length === 0) await this.host.peerStore.merge(provider.id, { multiaddrs: provider.addrs.map(a => multiaddr(a)) })
     const signal = AbortSignal.any([AbortSignal.timeout(SHARD_READ_TIMEOUT_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
-    const stream = await this.host.dialProtocol(provider.id, SHARD_PROTOCOL, { signal })
-    const lp = lpStream(stream, { maxDataLength: SHARD_CHUNK_BYTES, maxBufferSize: SHARD_CHUNK_BYTES + MiB })
+    const stream = await this.c.dialer.dialProtocol(provider.id, SHARD_PROTOCOL, { signal, addrs: provider.addrs })
+    const onAbort = (): void => { stream.abort(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
     try {
-      await lp.write(encodeJson({ cid, offset, ...(length !== undefined ? { length } : {}) }))
-      const head = decodeShardResponseHeader((await lp.read({ signal })).subarray())
-      if (!head.ok) throw new ShardNotFoundError(cid, `${provider.id.toString()} answered ${head.code}: ${head.message}`)
-      if (head.total > MAX_SHARD_BYTES) throw new ShardNotFoundError(cid, `size ${head.total} over limit`)
-      const want = length === undefined ? head.total - offset : Math.min(length, head.total - offset)
-      if (head.size !== want) throw new ShardNotFoundError(cid, `provider offered ${head.size} bytes, asked for ${want}`)
-      const out = new Uint8Array(head.size)
-      let got = 0
-      while (got < head.size) {
-        const chunk = (await lp.read({ signal })).subarray()
-        if (got + chunk.byteLength > head.size) throw new ShardNotFoundError(cid, 'provider sent more bytes than announced')
-        out.set(chunk, got)
-        got += chunk.byteLength
-      }
-      await stream.close()
-      return { bytes: out, total: head.total }
+      const result = await pipe(
+        [encodeShardRequest({ cid, offset, ...(length !== undefined ? { length } : {}) })],
+        (source) => lp.encode(source),
+        messageStreamToDuplex(stream),
+        (source) => lp.decode(source, { maxDataLength: SHARD_CHUNK_BYTES }),
+        async (source) => await this.receive(source, provider, cid, offset, length)
+      )
+      this.c.metrics.bytes('shard', 'in', result.bytes.byteLength)
+      return result
     } catch (err) {
       stream.abort(err as Error)
-      throw err
+      throw signal.aborted ? new ShardNotFoundError(cid, `${provider.id.toString().slice(-8)} timed out or was aborted`) : err
+    } finally {
+      signal.removeEventListener('abort', onAbort)
     }
+  }
+
+  /** Reads a shard response and its chunks, checking every size against what was asked. */
+  private async receive (source: AsyncIterable<{ subarray: () => Uint8Array }>, provider: Provider, cid: string, offset: number, length: number | undefined): Promise<{ bytes: Uint8Array, total: number }> {
+    let out: Uint8Array | undefined
+    let total = 0
+    let got = 0
+    for await (const msg of source) {
+      if (out === undefined) {
+        const head = decodeShardResponse(msg.subarray())
+        if (!head.ok) throw new ShardNotFoundError(cid, `${provider.id.toString()} answered ${head.code}: ${head.message}`)
+        if (head.total > MAX_SHARD_BYTES) throw new ShardNotFoundError(cid, `size ${head.total} over limit`)
+        const want = length === undefined ? head.total - offset : Math.min(length, head.total - offset)
+        if (head.size !== want) throw new ShardNotFoundError(cid, `provider offered ${head.size} bytes, asked for ${want}`)
+        out = new Uint8Array(head.size)
+        total = head.total
+        continue
+      }
+      const chunk = msg.subarray()
+      if (got + chunk.byteLength > out.byteLength) throw new ShardNotFoundError(cid, 'provider sent more bytes than announced')
+      out.set(chunk, got)
+      got += chunk.byteLength
+    }
+    if (out === undefined) throw new ShardNotFoundError(cid, `${provider.id.toString().slice(-8)} closed the stream without answering`)
+    if (got !== out.byteLength) throw new ShardNotFoundError(cid, `provider sent ${got} of ${out.byteLength} bytes`)
+    return { bytes: out, total }
   }
 
   /** Fetches the whole of `cid` from one peer and verifies it. */
@@ -137,17 +199,7 @@ export class ShardExchange {
     if (total === undefined) throw new ShardNotFoundError(cid, errors.join('; ') || 'no provider answered')
     const paths = this.store instanceof ShardStore ? this.store.partialPaths(cid) : undefined
     const buffer = new Uint8Array(total)
-    let done: Array<[number, number]> = []
-    if (paths !== undefined) {
-      try {
-        const saved = JSON.parse(await readFile(paths.ranges, 'utf8')) as { total: number, done: Array<[number, number]> }
-        if (saved.total === total) {
-          const partial = await readFile(paths.data)
-          done = saved.done.filter(([o, l]) => o + l <= partial.byteLength)
-          for (const [o, l] of done) buffer.set(partial.subarray(o, o + l), o)
-        }
-      } catch { /* nothing to resume */ }
-    }
+    const done = paths !== undefined ? await resume(paths, total, buffer) : []
     const queue: Array<[number, number]> = []
     for (let o = 0; o < total; o += RANGE_BYTES) {
       const l = Math.min(RANGE_BYTES, total - o)
@@ -158,9 +210,7 @@ export class ShardExchange {
     if (paths !== undefined) file = await open(paths.data, done.length > 0 ? 'r+' : 'w').catch(async () => await open(paths.data, 'w'))
     try {
       await Promise.all(providers.map(async p => {
-        for (;;) {
-          const range = queue.shift()
-          if (range === undefined) return
+        for (let range = queue.shift(); range !== undefined; range = queue.shift()) {
           try {
             const { bytes } = await this.fetchRange(p, cid, range[0], range[1], opts)
             buffer.set(bytes, range[0])
@@ -180,24 +230,19 @@ export class ShardExchange {
       await file?.close()
     }
     if (queue.length > 0) throw new ShardNotFoundError(cid, `${queue.length} ranges left after every provider failed (${errors.join('; ')}); progress kept for the next attempt`)
-    try { verifyCid(cid, buffer) } catch (err) {
+    try { verifyCid(cid, buffer) } finally {
       if (paths !== undefined) { await rm(paths.data, { force: true }); await rm(paths.ranges, { force: true }) }
-      throw err
     }
-    if (paths !== undefined) { await rm(paths.data, { force: true }); await rm(paths.ranges, { force: true }) }
     return buffer
   }
-
-  /** Bytes the last chunked fetch found already on disk (for tests and logs). */
-  resumedBytes = 0
 
   /** Providers of `cid` from the DHT (excluding ourselves). */
   async findProviders (cid: string, opts: AbortOptions & { max?: number } = {}): Promise<Provider[]> {
     const found: Provider[] = []
     const signal = opts.signal ?? AbortSignal.timeout(10_000)
     try {
-      for await (const p of this.host.contentRouting.findProviders(parseCid(cid), { signal })) {
-        if (p.id.equals(this.host.peerId) || found.some(f => f.id.equals(p.id))) continue
+      for await (const p of this.c.contentRouting.findProviders(parseCid(cid), { signal })) {
+        if (p.id.equals(this.c.peerId) || found.some(f => f.id.equals(p.id))) continue
         found.push({ id: p.id, addrs: p.multiaddrs.map(a => a.toString()) })
         if (found.length >= (opts.max ?? 8)) break
       }
@@ -205,6 +250,13 @@ export class ShardExchange {
       if (found.length === 0 && !signal.aborted) throw err
     }
     return found
+  }
+
+  /** Publishes a provider record for `cid` in the DHT (once per CID). */
+  async provide (cid: string, opts: AbortOptions = {}): Promise<void> {
+    if (this.provided.has(cid)) return
+    await this.c.contentRouting.provide(parseCid(cid), { signal: opts.signal ?? AbortSignal.timeout(30_000) })
+    this.provided.add(cid)
   }
 
   /**
@@ -240,6 +292,14 @@ export class ShardExchange {
   }
 }
 
-export function providerFromStrings (peer: string, addrs: string[]): Provider {
-  return { id: peerIdFromString(peer), addrs }
+/** Ranges of a partly fetched shard kept on disk, copied into `buffer`. */
+async function resume (paths: { data: string, ranges: string }, total: number, buffer: Uint8Array): Promise<Array<[number, number]>> {
+  try {
+    const saved = JSON.parse(await readFile(paths.ranges, 'utf8')) as { total: number, done: Array<[number, number]> }
+    if (saved.total !== total) return []
+    const partial = await readFile(paths.data)
+    const done = saved.done.filter(([o, l]) => o + l <= partial.byteLength)
+    for (const [o, l] of done) buffer.set(partial.subarray(o, o + l), o)
+    return done
+  } catch { return [] }
 }

@@ -3,14 +3,13 @@
  * RESULT or ERROR frame that comes back. Used by the client for the first hop
  * and by each hop for the next one.
  */
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { AbortOptions } from '@libp2p/interface'
-import type { Host } from '../host.ts'
-import { INFER_PROTOCOL } from '../../protocols/ids.ts'
 import { frameStream } from '../../protocols/framing.ts'
-import type { Hop } from '../../protocols/infer.ts'
-import type { Frame, RawFrame } from '../../protocols/tensor-codec.ts'
+import type { Frame } from '../../protocols/framing.ts'
+import { INFER_PROTOCOL } from '../../protocols/ids.ts'
+import type { Hop, InferRequest } from '../../protocols/infer.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import type { PeerDialer } from '../dial.ts'
 
 /** The hop could not be dialled, or dropped the stream before answering. */
 export class HopUnreachableError extends Error {
@@ -24,23 +23,22 @@ export class HopUnreachableError extends Error {
 }
 
 /**
- * Sends `request` to `hop` and returns its answer with the tensors still
- * encoded (`rawTensors` decodes them), so a relaying hop never re-encodes them.
+ * Sends `request` with `tensors` to `hop` and returns its answer with the
+ * tensors still encoded (`frameTensors` decodes them), so a relaying hop
+ * never re-encodes them.
  */
-export async function callHop (host: Host, hop: Hop, request: Frame, opts: AbortOptions = {}): Promise<RawFrame> {
+export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: AbortOptions = {}): Promise<Frame> {
   let stream
   try {
-    const id = peerIdFromString(hop.peer)
-    if (hop.addrs.length > 0 && host.getConnections(id).length === 0) await host.peerStore.merge(id, { multiaddrs: hop.addrs.map(a => multiaddr(a)) })
-    stream = await host.dialProtocol(id, INFER_PROTOCOL, opts)
+    stream = await dialer.dialProtocol(hop.peer, INFER_PROTOCOL, { ...opts, addrs: hop.addrs })
   } catch (err) {
     throw new HopUnreachableError(hop.peer, err as Error)
   }
   const fs = frameStream(stream)
   try {
-    await fs.write(request, opts)
-    const answer = await fs.readRaw(opts)
-    await stream.close().catch(() => {})
+    await fs.write({ kind: 'request', request }, tensors, opts)
+    const answer = await fs.read(opts)
+    await stream.close(opts).catch(() => {})
     return answer
   } catch (err) {
     stream.abort(err as Error)

@@ -5,7 +5,7 @@
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort, SessionTuning } from '../models/ort.ts'
 import type { Manifest } from '../models/manifest.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 
 export class LocalPipeline {
   private readonly manifest: Manifest

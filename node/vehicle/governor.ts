@@ -1,16 +1,26 @@
 /**
- * The governor applies the eligibility policy to a vehicle's state source and
- * acts on changes: when eligibility ends it stops new work at once, publishes
- * the withdrawal, drains in-flight work within a bound (handing the rest back
- * with DEPARTING) and only then reports the car free to go; when eligibility
- * returns it takes work again and re-advertises.
+ * The governor owns a vehicle's eligibility. It applies the policy to the
+ * state source every tick and acts on changes through the stage runtime:
+ * when eligibility ends it stops new work at once (`pause`), announces it
+ * (the `ineligible` event, which the advertiser publishes), drains in-flight
+ * work within a bound (handing the rest back with DEPARTING) and only then
+ * reports the car free to go (`departed`); when eligibility returns it
+ * resumes the runtime with the power budget's session count.
  */
-import type { CapacityAdvertiser } from '../capacity/advertiser.ts'
-import type { StageServer } from '../runtime/stage-server.ts'
+import { TypedEventEmitter } from '@libp2p/interface'
+import { repeatingTask } from '@libp2p/utils'
+import type { ComponentLogger, Logger, Startable } from '@libp2p/interface'
+import type { RepeatingTask } from '@libp2p/utils'
+import type { VehicleSummary } from '../../protocols/capacity.ts'
+import type { StageRuntime } from '../runtime/stage-runtime.ts'
 import { EligibilityPolicy } from './policy.ts'
 import type { Decision, PolicyConfig } from './policy.ts'
 import type { StateSource } from './sources.ts'
-import type { VehicleSummary } from '../../protocols/capacity.ts'
+
+export interface GovernorComponents {
+  logger: ComponentLogger
+  runtime: Pick<StageRuntime, 'pause' | 'resume' | 'setMaxSessions' | 'drain'>
+}
 
 export interface GovernorInit {
   source: StateSource
@@ -21,89 +31,94 @@ export interface GovernorInit {
   tickMs?: number
 }
 
-export type GovernorEvent =
-  | { type: 'eligible', at: number, maxSessions: number, powerBudgetW: number }
-  | { type: 'ineligible', at: number, reasons: string[] }
-  | { type: 'departed', at: number, stoppedAt: number, inflight: number, finished: number, handedOff: number, drained: boolean, ms: number }
+export interface EligibleEvent { at: number, maxSessions: number, powerBudgetW: number }
+export interface IneligibleEvent { at: number, reasons: string[] }
+export interface DepartedEvent { at: number, stoppedAt: number, inflight: number, finished: number, handedOff: number, drained: boolean, ms: number }
+
+export interface GovernorEvents {
+  eligible: CustomEvent<EligibleEvent>
+  ineligible: CustomEvent<IneligibleEvent>
+  departed: CustomEvent<DepartedEvent>
+}
 
 export const DEFAULT_DRAIN_MS = 10_000
 
-export class VehicleGovernor {
+export class VehicleGovernor extends TypedEventEmitter<GovernorEvents> implements Startable {
   readonly source: StateSource
   readonly policy: EligibilityPolicy
-  private readonly stages: StageServer
-  private readonly advertiser: CapacityAdvertiser
+  private readonly c: GovernorComponents
   private readonly drainMs: number
-  private readonly tickMs: number
-  private readonly emit: (e: GovernorEvent) => void
-  private timer?: ReturnType<typeof setInterval>
+  private readonly log: Logger
+  private readonly ticker: RepeatingTask
   private eligible = false
   private draining?: Promise<void>
-  last?: Decision
+  private last?: Decision
 
-  constructor (stages: StageServer, advertiser: CapacityAdvertiser, init: GovernorInit, emit: (e: GovernorEvent) => void = () => {}) {
-    this.stages = stages
-    this.advertiser = advertiser
+  constructor (components: GovernorComponents, init: GovernorInit) {
+    super()
+    this.c = components
     this.source = init.source
     this.policy = new EligibilityPolicy(init.policy)
     this.drainMs = init.drainMs ?? DEFAULT_DRAIN_MS
-    this.tickMs = init.tickMs ?? 200
-    this.emit = emit
+    this.log = components.logger.forComponent('fleetmesh:governor')
+    this.ticker = repeatingTask(() => { this.tick() }, init.tickMs ?? 200)
   }
 
   async start (): Promise<void> {
     await this.source.start()
     // nothing is taken before the first decision
-    this.stages.accepting = false
-    this.stages.setMaxSessions(0)
+    this.c.runtime.pause()
+    this.c.runtime.setMaxSessions(0)
     this.tick()
-    this.timer = setInterval(() => { this.tick() }, this.tickMs)
-    this.timer.unref()
+    this.ticker.start()
   }
 
-  summary (d: Decision): VehicleSummary | undefined {
+  /** Stops evaluating: the vehicle takes no new work from now on (work being drained still finishes). */
+  async stop (): Promise<void> {
+    this.ticker.stop()
+    this.eligible = false
+    this.c.runtime.pause()
+    await this.draining
+    await this.source.stop()
+  }
+
+  get isEligible (): boolean { return this.eligible }
+
+  /** The latest decision (undefined before the first tick). */
+  get decision (): Decision | undefined { return this.last }
+
+  /** The vehicle's state and the latest decision, as heartbeats carry them. */
+  summary (): VehicleSummary {
+    const d = this.last ?? { eligible: false, reasons: ['starting'], powerBudgetW: 0, maxSessions: 0 }
     const r = this.source.read()
-    if (r === undefined) return undefined
-    return { source: this.source.description, ...r.state, reasons: d.reasons, powerBudgetW: d.powerBudgetW, clock: this.source.now() }
+    const state = r?.state ?? { parked: false, pluggedIn: false, socPct: 0, chargerKw: 0, computeTempC: 0, nextDepartureAt: null, ownerOptIn: false, network: 'none' as const }
+    return { source: this.source.description, ...state, reasons: d.reasons, powerBudgetW: d.powerBudgetW, clock: this.source.now() }
   }
 
   /** Evaluates the state once and acts on a change. */
   tick (): void {
     const d = this.policy.evaluate(this.source.read(), this.source.now())
     this.last = d
-    this.advertiser.vehicle = this.summary(d) ?? { source: this.source.description, parked: false, pluggedIn: false, socPct: 0, chargerKw: 0, computeTempC: 0, nextDepartureAt: null, ownerOptIn: false, network: 'none', reasons: d.reasons, powerBudgetW: 0, clock: this.source.now() }
     if (d.eligible && !this.eligible && this.draining === undefined) {
       this.eligible = true
-      this.stages.setMaxSessions(d.maxSessions)
-      this.stages.accepting = true
-      this.emit({ type: 'eligible', at: Date.now(), maxSessions: d.maxSessions, powerBudgetW: d.powerBudgetW })
-      void this.advertiser.beat()
-      void this.advertiser.publishRecord()
+      this.c.runtime.resume(d.maxSessions)
+      this.log('eligible: %d sessions', d.maxSessions)
+      this.safeDispatchEvent('eligible', { detail: { at: Date.now(), maxSessions: d.maxSessions, powerBudgetW: d.powerBudgetW } })
     } else if (d.eligible && this.eligible) {
-      this.stages.setMaxSessions(d.maxSessions)
+      this.c.runtime.setMaxSessions(d.maxSessions)
     } else if (!d.eligible && this.eligible) {
       this.eligible = false
       const stoppedAt = Date.now()
       // within this tick: no new work, and the withdrawal goes out at once
-      this.stages.accepting = false
-      this.emit({ type: 'ineligible', at: stoppedAt, reasons: d.reasons })
-      void this.advertiser.beat()
+      this.c.runtime.pause()
+      this.log('not eligible: %s', d.reasons.join('; '))
+      this.safeDispatchEvent('ineligible', { detail: { at: stoppedAt, reasons: d.reasons } })
       this.draining = this.drain(stoppedAt).finally(() => { this.draining = undefined })
     }
   }
 
   private async drain (stoppedAt: number): Promise<void> {
-    void this.advertiser.publishRecord()
-    const r = await this.stages.drain(this.drainMs)
-    this.stages.setMaxSessions(0)
-    this.emit({ type: 'departed', at: Date.now(), stoppedAt, inflight: r.inflight, finished: r.finished, handedOff: r.handedOff, drained: r.stuck === 0, ms: r.ms })
-  }
-
-  get isEligible (): boolean { return this.eligible }
-
-  async stop (): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer)
-    await this.draining
-    await this.source.stop()
+    const r = await this.c.runtime.drain(this.drainMs)
+    this.safeDispatchEvent('departed', { detail: { at: Date.now(), stoppedAt, inflight: r.inflight, finished: r.finished, handedOff: r.handedOff, drained: r.stuck === 0, ms: r.ms } })
   }
 }

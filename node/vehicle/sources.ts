@@ -14,6 +14,9 @@ import type { FSWatcher } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { InvalidStateError, ALWAYS_ON_STATE, parseVehicleState } from './state.ts'
 import type { NetworkKind, StateReading, VehicleState } from './state.ts'
+import { repeatingTask } from '@libp2p/utils'
+import type { RepeatingTask } from '@libp2p/utils'
+import { rng } from '../util/random.ts'
 
 export interface StateSource {
   /** e.g. `always`, `json:/run/car.json`, `sim:random:7`. */
@@ -49,7 +52,7 @@ export class JsonSource implements StateSource {
   private readonly target: string
   private readonly pollMs: number
   private reading?: StateReading
-  private timer?: ReturnType<typeof setInterval>
+  private readonly poller: RepeatingTask
   private watcher?: FSWatcher
   private lastMtime = 0
   lastError?: string
@@ -58,6 +61,7 @@ export class JsonSource implements StateSource {
     this.target = target
     this.description = `json:${target}`
     this.pollMs = opts.pollMs ?? 1000
+    this.poller = repeatingTask(async () => { await this.refresh() }, this.pollMs, { debounce: 10 })
   }
 
   private get isUrl (): boolean { return /^https?:\/\//.test(this.target) }
@@ -87,18 +91,17 @@ export class JsonSource implements StateSource {
 
   async start (): Promise<void> {
     await this.refresh()
-    this.timer = setInterval(() => { void this.refresh() }, this.pollMs)
-    this.timer.unref()
+    this.poller.start()
     if (!this.isUrl) {
       try {
-        this.watcher = watch(this.target, () => { void this.refresh() })
+        this.watcher = watch(this.target, () => { this.poller.run() })
         this.watcher.unref()
       } catch { /* polling still works */ }
     }
   }
 
   async stop (): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer)
+    this.poller.stop()
     this.watcher?.close()
   }
 }
@@ -197,18 +200,6 @@ function interpolate (points: Array<[number, number]>, t: number): number {
   return p[p.length - 1][1]
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /**
  * A random commuter day from a seed. Distributions (times in hours of the day):
  * - home overnight from 0 until leaving at N(7.0, 0.5), plugged in, wifi, SoC U(50, 90);
@@ -259,9 +250,14 @@ export class SimSource implements StateSource {
   }
 
   async start (): Promise<void> {
-    this.wallStart = this.schedule.wallStart ?? Date.now()
+    this.setWallStart(this.schedule.wallStart ?? Date.now())
+  }
+
+  /** Moves simulated second 0 to wall-clock `wallStart` (epoch ms), e.g. when a swarm is ready. */
+  setWallStart (wallStart: number): void {
+    this.wallStart = wallStart
     const s = this.schedule.start
-    this.simStart = s === undefined ? this.wallStart : typeof s === 'number' ? s : Date.parse(s)
+    this.simStart = s === undefined ? wallStart : typeof s === 'number' ? s : Date.parse(s)
   }
 
   async stop (): Promise<void> {}

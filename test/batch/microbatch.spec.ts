@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { chooseMicroBatch, concatBatch, splitBatch } from '../../node/client/microbatch.ts'
-import { float32Tensor } from '../../protocols/tensor-codec.ts'
+import { float32Tensor } from '../../protocols/tensor.ts'
 import type { Offer } from '../../protocols/offer.ts'
 
 describe('micro-batches', () => {

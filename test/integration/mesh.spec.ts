@@ -8,16 +8,18 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { textOf } from '../../node/client/inputs.ts'
 import { createHost } from '../../node/host.ts'
 import { cidOf } from '../../node/models/cid.ts'
-import { shardModel } from '../../node/models/manifest.ts'
-import type { ShardedModel } from '../../node/models/manifest.ts'
+import { shardModel } from '../../node/models/shard.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
 import { recInputFromImage, readPng } from '../../node/models/ocr.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
 import { HashMismatchError } from '../../protocols/errors.ts'
 import { INFER_PROTOCOL, SHARD_PROTOCOL } from '../../protocols/ids.ts'
-import { FrameKind, parseErrorHeader, requestFrame } from '../../protocols/infer.ts'
-import { decodeFrame, encodeFrame, maxAbsDiff } from '../../protocols/tensor-codec.ts'
-import type { Tensor } from '../../protocols/tensor-codec.ts'
-import { encodeJson } from '../../protocols/shard.ts'
+import { frameStream } from '../../protocols/framing.ts'
+import type { Frame } from '../../protocols/framing.ts'
+import type { InferError } from '../../protocols/infer.ts'
+import { maxAbsDiff } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { encodeShardResponse } from '../../protocols/shard.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -74,31 +76,28 @@ describe('mesh on loopback (bootstrap + 4 vehicles + client, real libp2p)', func
 
   it('a malformed or oversized frame gets a typed error and closes only that stream', async () => {
     const target = peerIdFromString(peer(0))
-    // garbage frame
+    const errorOf = (f: Frame): InferError => {
+      assert.equal(f.message.kind, 'error')
+      return (f.message as { error: InferError }).error
+    }
+    // a header that is not protobuf
     let stream = await mesh.client.host.dialProtocol(target, INFER_PROTOCOL)
-    let lp = lpStream(stream)
-    await lp.write(new Uint8Array([1, 0xff, 0xff, 0, 0, 9, 9]))
-    let answer = decodeFrame((await lp.read()).subarray())
-    assert.equal(answer.kind, FrameKind.ERROR)
-    let h = parseErrorHeader(answer.header)
-    assert.equal(h.code, 'BAD_INPUT')
-    assert.match(h.message, /malformed frame: header/)
+    stream.send(new Uint8Array([3, 0xff, 0xff, 0xff]))
+    let e = errorOf(await frameStream(stream).read())
+    assert.equal(e.code, 'BAD_INPUT')
+    assert.match(e.message, /malformed frame: header/)
     // a tensor of the wrong dtype: named in the error
     stream = await mesh.client.host.dialProtocol(target, INFER_PROTOCOL)
-    lp = lpStream(stream, { maxDataLength: 64 << 20 })
     const x = image('01.png')
-    await lp.write(encodeFrame(requestFrame({ job: 'j', manifest: sharded.manifestCid, stage: 0, route: [], deadline: Date.now() + 10_000 }, [{ ...x, dtype: 'int32' }])))
-    answer = decodeFrame((await lp.read()).subarray())
-    h = parseErrorHeader(answer.header)
-    assert.equal(h.code, 'BAD_INPUT')
-    assert.match(h.message, /tensors\.x\.dtype/)
-    // a length prefix past the frame limit
+    const fs = frameStream(stream)
+    await fs.write({ kind: 'request', request: { job: 'j', manifest: sharded.manifestCid, stage: 0, route: [], deadline: Date.now() + 10_000 } }, [{ ...x, dtype: 'int32' }])
+    e = errorOf(await fs.read())
+    assert.equal(e.code, 'BAD_INPUT')
+    assert.match(e.message, /tensors\.x\.dtype/)
+    // a header length past the limit
     stream = await mesh.client.host.dialProtocol(target, INFER_PROTOCOL)
-    lp = lpStream(stream)
-    await lp.writeV([]).catch(() => {})
     stream.send(new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x08])) // varint 2^31
-    answer = decodeFrame((await lp.read()).subarray())
-    assert.match(parseErrorHeader(answer.header).message, /frame too large/)
+    assert.match(errorOf(await frameStream(stream).read()).message, /frame too large/)
     // the node still serves
     const r = await mesh.client.infer({ cid: sharded.manifestCid, manifest: sharded.manifest }, [image('01.png')])
     assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'STOP')
@@ -110,7 +109,7 @@ describe('mesh on loopback (bootstrap + 4 vehicles + client, real libp2p)', func
       await liar.handle(SHARD_PROTOCOL, async (stream) => {
         const lp = lpStream(stream)
         await lp.read()
-        await lp.write(encodeJson({ ok: true, size: 3 }))
+        await lp.write(encodeShardResponse({ ok: true, size: 3, total: 3 }))
         await lp.write(new Uint8Array([1, 2, 3]))
         await stream.close()
       })
@@ -125,7 +124,7 @@ describe('mesh on loopback (bootstrap + 4 vehicles + client, real libp2p)', func
 
   it('routes around a vehicle that vanished without a word, replaying only the failed stage', async () => {
     // B (stage 1) disappears without a leaving heartbeat; make D look busy so B is tried first
-    const d = mesh.client.directory.all().find(p => p.peer === peer(3))!
+    const d = mesh.client.directory.get(peer(3))!
     mesh.client.directory.record(peer(3), { ...d.heartbeat, load: 50, seq: 1e9, ts: Date.now() + 60_000 })
     await mesh.vehicles[1].host.stop()
     const x = image('06.png')

@@ -7,7 +7,7 @@ import { publishModel } from '../../node/client/publish.ts'
 import type { Published } from '../../node/client/publish.ts'
 import { BUILTIN_MODELS } from '../../node/models/catalog.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
-import { maxAbsDiff } from '../../protocols/tensor-codec.ts'
+import { maxAbsDiff } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -28,16 +28,18 @@ describe('publishing models to a fleet of vehicles with room', function () {
     const det = await readFile(ocrModels.detectionPath)
     const t0 = performance.now()
     for (const [name, bytes, stages] of [['pp-ocrv4-rec', rec, 'auto'], ['pp-ocrv4-det', det, 3]] as const) {
-      published.push(await publishModel(mesh.client, bytes, { name, version: '1', stages, probeShapes: BUILTIN_MODELS[name].probeShapes, fleet: 'publish-test', privateKey: mesh.client.privateKey! }))
+      published.push(await publishModel(mesh.client, bytes, { name, version: '1', stages, probeShapes: BUILTIN_MODELS[name].probeShapes }))
     }
     const [p1, p2] = published
     assert.ok(p1.manifest.stages.length >= 2 && p1.manifest.stages.length <= 6, `auto chose ${p1.manifest.stages.length} stages`)
-    try { await mesh.client.directory.waitFor(() => published.every(p => p.manifest.stages.every(s => mesh.client.directory.servers(p.manifestCid, s.index).length > 0)), 20_000, 'both models served') } catch (e) { console.log(JSON.stringify(mesh.events.filter(x => x.type !== 'listening').map(x => [x.vehicle, x.type, (x as any).stage, (x as any).name, (x as any).message]))); console.log(published.map(p => p.manifest.stages.map(s => mesh.client.directory.servers(p.manifestCid, s.index).length))); throw e }
+    const served = (): number[][] => published.map(p => p.manifest.stages.map(s => mesh.client.directory.holders(p.manifestCid, s.index).length))
+    await mesh.client.directory.waitFor(() => served().every(counts => counts.every(n => n > 0)), { signal: AbortSignal.timeout(20_000), what: 'both models served' })
+      .catch((e: Error) => { throw new Error(`${e.message}: holders per stage ${JSON.stringify(served())}; events ${JSON.stringify(mesh.events.filter(x => x.type !== 'listening'))}`) })
     const models = await mesh.client.models()
     assert.deepEqual(models.map(m => [m.name, m.ready]), [['pp-ocrv4-det', true], ['pp-ocrv4-rec', true]])
     const chose = mesh.events.filter(e => e.type === 'chose')
     assert.ok(chose.length >= p1.manifest.stages.length + p2.manifest.stages.length)
-    assert.ok(mesh.vehicles.every(v => v.stages.served().length <= 2), 'room is respected')
+    assert.ok(mesh.vehicles.every(v => v.runtime.served().length <= 2), 'room is respected')
     // a job on each, by name, equal to the whole model
     for (const [name, bytes] of [['pp-ocrv4-rec', rec], ['pp-ocrv4-det', det]] as const) {
       const x = BUILTIN_MODELS[name].fromImage!(join(SAMPLES, '05.png'))
@@ -52,13 +54,11 @@ describe('publishing models to a fleet of vehicles with room', function () {
 
   it('resolves a published name through its DHT record, with versions side by side', async () => {
     const rec = await readFile(ocrModels.recognitionPath)
-    published.push(await publishModel(mesh.client, rec, { name: 'pp-ocrv4-rec', version: '2', stages: 2, probeShapes: BUILTIN_MODELS['pp-ocrv4-rec'].probeShapes, fleet: 'publish-test', privateKey: mesh.client.privateKey! }))
+    published.push(await publishModel(mesh.client, rec, { name: 'pp-ocrv4-rec', version: '2', stages: 2, probeShapes: BUILTIN_MODELS['pp-ocrv4-rec'].probeShapes }))
     const v2 = published.at(-1)!
     const other = await (await import('../../node/client/client.ts')).FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'publish-test' })
     try {
-      const { decodeModelRecord, modelRecordKey } = await import('../../protocols/jobs.ts')
-      const { peerPublicKey } = await import('../../node/host.ts')
-      const rec2 = await decodeModelRecord(await other.host.contentRouting.get(modelRecordKey('pp-ocrv4-rec')), peerPublicKey)
+      const rec2 = await other.resolver.nameRecord('pp-ocrv4-rec')
       assert.equal(rec2.versions['2'], v2.manifestCid)
       assert.equal(rec2.versions['1'], published[0].manifestCid)
       assert.equal((await other.resolve('pp-ocrv4-rec@1')).cid, published[0].manifestCid)

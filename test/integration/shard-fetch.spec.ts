@@ -3,15 +3,12 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { lpStream } from '@libp2p/utils'
-import { createHost } from '../../node/host.ts'
 import type { Host } from '../../node/host.ts'
 import { cidOf } from '../../node/models/cid.ts'
 import { RANGE_BYTES, ShardExchange } from '../../node/models/shard-exchange.ts'
 import type { Provider } from '../../node/models/shard-exchange.ts'
 import { MemoryStore, ShardStore } from '../../node/models/shard-store.ts'
-import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
-import { decodeShardRequest } from '../../protocols/shard.ts'
+import { testNode } from '../utils/node.ts'
 
 describe('shard fetches and the shard store', function () {
   this.timeout(60_000)
@@ -25,35 +22,35 @@ describe('shard fetches and the shard store', function () {
     await rm(dir, { recursive: true, force: true })
   })
 
-  /** A provider serving `blob`; counts ranges served; fails after `failAfter` ranges. */
+  /** A provider serving `blob`; counts ranges asked of it; refuses every request after `failAfter`. */
   async function provider (failAfter = Infinity): Promise<{ p: Provider, served: () => number, bytes: () => number }> {
-    const host = await createHost()
+    const { host, components } = await testNode()
     hosts.push(host)
     const store = new MemoryStore()
     await store.put(blob)
-    const ex = new ShardExchange(host, store)
     let served = 0; let bytes = 0
-    await host.handle(SHARD_PROTOCOL, (stream) => {
-      void (async () => {
-        if (served >= failAfter) { stream.abort(new Error('provider went away')); return }
-        // peek at the request to count, then let the real server answer
-        const lp = lpStream(stream)
-        const raw = (await lp.read()).subarray()
-        const req = decodeShardRequest(raw)
+    const ex = new ShardExchange(components, {
+      store,
+      admit: (req) => {
+        if (served >= failAfter) return 'provider went away'
         served++
         bytes += Math.min(req.length ?? blob.byteLength, blob.byteLength - req.offset)
-        const s = lp.unwrap()
-        s.unshift(new Uint8Array([raw.byteLength, ...raw]))
-        await ex.serve(s)
-      })()
+        return undefined
+      }
     })
+    await ex.start()
     return { p: { id: host.peerId, addrs: host.getMultiaddrs().map(a => a.toString()) }, served: () => served, bytes: () => bytes }
+  }
+
+  async function fetcher (dirName: string): Promise<ShardExchange> {
+    const { host, components } = await testNode()
+    hosts.push(host)
+    return new ShardExchange(components, { store: await new ShardStore(join(dir, dirName)).init() })
   }
 
   it('draws ranges from several providers at once and verifies the whole', async () => {
     const a = await provider(); const b = await provider()
-    const client = await createHost(); hosts.push(client)
-    const ex = new ShardExchange(client, await new ShardStore(join(dir, 'c1')).init())
+    const ex = await fetcher('c1')
     const got = await ex.get(cid, { providers: [a.p, b.p] })
     assert.equal(cidOf(got), cid)
     assert.ok(a.served() > 1 && b.served() > 1, `both served ranges (${a.served()}, ${b.served()})`)
@@ -61,8 +58,7 @@ describe('shard fetches and the shard store', function () {
 
   it('a provider that breaks mid-fetch hands its ranges to the others', async () => {
     const flaky = await provider(2); const good = await provider()
-    const client = await createHost(); hosts.push(client)
-    const ex = new ShardExchange(client, await new ShardStore(join(dir, 'c2')).init())
+    const ex = await fetcher('c2')
     const got = await ex.get(cid, { providers: [flaky.p, good.p] })
     assert.equal(cidOf(got), cid)
     assert.equal(flaky.served(), 2)
@@ -70,9 +66,7 @@ describe('shard fetches and the shard store', function () {
 
   it('an interrupted fetch resumes where it stopped', async () => {
     const dying = await provider(3) // the size probe and two ranges, then it is gone
-    const client = await createHost(); hosts.push(client)
-    const store = await new ShardStore(join(dir, 'c3')).init()
-    const ex = new ShardExchange(client, store)
+    const ex = await fetcher('c3')
     await assert.rejects(ex.get(cid, { providers: [dying.p] }), /progress kept/)
     assert.ok((await readdir(join(dir, 'c3'))).some(f => f.endsWith('.partial')))
     const fresh = await provider()

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { placeStages } from '../../node/scheduler/placement.ts'
-import { BanList, NoRouteError, chooseRoute } from '../../node/scheduler/router.ts'
+import { BanList } from '../../node/scheduler/bans.ts'
+import { NoRouteError, chooseRoute } from '../../node/scheduler/router.ts'
 import type { Candidate } from '../../node/scheduler/router.ts'
 
 const c = (peer: string, load = 0, msPerItem = 10): Candidate => ({ peer, addrs: [], load, msPerItem })

@@ -9,8 +9,7 @@ import { startBootstrap } from '../../bootstrap/bootstrap.ts'
 import { VehicleAgent } from '../../node/agent.ts'
 import type { AgentEvent } from '../../node/agent.ts'
 import { FleetClient } from '../../node/client/client.ts'
-import { parseCid } from '../../node/models/cid.ts'
-import type { ShardedModel } from '../../node/models/manifest.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -43,21 +42,26 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   if (sharded !== undefined) {
     await client.exchange.store.put(sharded.manifestBytes)
     for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
-    for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.host.contentRouting.provide(parseCid(cid))
+    for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.exchange.provide(cid)
   }
   const events: TestMesh['events'] = []
   const count = opts.vehicles ?? placement.length
-  const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => await VehicleAgent.start({
-    bootstrap: boot.addrs,
-    dataDir: join(dir, `v${i}`),
-    fleet,
-    models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
-    ...(opts.room !== undefined ? { room: opts.room } : {}),
-    ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {}),
-    onEvent: e => { events.push({ ...e, vehicle: i }) }
-  })))
-  if (sharded !== undefined) await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.servers(sharded.manifestCid, s.index).length > 0), 20_000, 'every stage served')
-  else await client.directory.waitFor(() => client.directory.all().length >= count, 20_000, 'every vehicle heard')
+  const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const v = await VehicleAgent.create({
+      bootstrap: boot.addrs,
+      dataDir: join(dir, `v${i}`),
+      fleet,
+      models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
+      ...(opts.room !== undefined ? { room: opts.room } : {}),
+      ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {})
+    })
+    v.onEvent(e => { events.push({ ...e, vehicle: i }) })
+    await v.start()
+    return v
+  }))
+  const signal = AbortSignal.timeout(20_000)
+  if (sharded !== undefined) await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.holders(sharded.manifestCid, s.index).length > 0), { signal, what: 'every stage served' })
+  else await client.directory.waitFor(() => client.directory.all().length >= count, { signal, what: 'every vehicle heard' })
   return {
     dir,
     bootstrap: boot.host,

@@ -1,9 +1,10 @@
 import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
-import { decodeManifest, shardModel } from '../../models/manifest.ts'
+import { decodeManifest } from '../../models/manifest.ts'
+import { shardModel } from '../../models/shard.ts'
 import type { Manifest } from '../../models/manifest.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
-import { elementCount, itemSize } from '../../../protocols/tensor-codec.ts'
+import { elementCount, itemSize } from '../../../protocols/tensor.ts'
 import { PROBE_SHAPE_OPTION, UsageError, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { mb, table } from '../format.ts'
@@ -42,8 +43,7 @@ export const inspectCommand: Command = {
     } else {
       const probe = o['probe-shape'] !== undefined ? parseProbeShapes(o['probe-shape'] as string[]) : undefined
       const src = modelSource(pos[0], probe)
-      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes,
-      baseDir: dirname(src.path), measure: o.flops !== true })).manifest
+      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), measure: o.flops !== true })).manifest
     }
     if (o.json === true) { console.log(JSON.stringify(m)); return 0 }
     const plan = describePlan(m)

@@ -14,7 +14,7 @@ export const modelsCommand: Command = {
   },
   async run (o) {
     return await withFleetClient(o, async client => {
-      const models = await client.models(intOption(o.wait, 'wait', 100, 120_000))
+      const models = await client.models({ signal: AbortSignal.timeout(intOption(o.wait, 'wait', 100, 120_000)) })
       if (o.json === true) { console.log(JSON.stringify({ models })); return 0 }
       if (models.length === 0) { console.log('no models served by any vehicle heard'); return 0 }
       console.log(table([['model', 'version', 'stages', 'vehicles per stage', 'ready', 'manifest'],

@@ -1,10 +1,10 @@
 import { VehicleAgent } from '../../agent.ts'
+import type { AgentEvent } from '../../agent.ts'
 import { FleetClient } from '../../client/client.ts'
 import { Gateway } from '../../gateway/server.ts'
-import type { AgentEvent } from '../../agent.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
-import { InvalidScheduleError, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
+import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
 import { BOOTSTRAP_OPTION, FLEET_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
@@ -81,8 +81,12 @@ export const nodeCommand: Command = {
       throw err
     }
     const policy = parsePolicy((o.policy as string[] | undefined) ?? [])
+    // a swarm's parent starts simulated days when its mesh is ready
+    if (vehicle instanceof SimSource && process.send !== undefined) {
+      process.on('message', (m: any) => { if (m?.type === 'sim-start' && Number.isFinite(m.wallStart)) vehicle.setWallStart(m.wallStart) })
+    }
     const stop = untilSignal()
-    const agent = await VehicleAgent.start({
+    const agent = await VehicleAgent.create({
       room: intOption(o.room, 'room', 0, 1024),
       vehicle,
       policy,
@@ -92,12 +96,13 @@ export const nodeCommand: Command = {
       fleet: String(o.fleet),
       listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
       models,
-      intraOpThreads: intOption(o.threads, 'threads', 1, 64),
-      onEvent: print
+      intraOpThreads: intOption(o.threads, 'threads', 1, 64)
     })
+    agent.onEvent(print)
+    await agent.start()
     let gateway: Gateway | undefined
     if (typeof o.http === 'string') {
-      const client = await FleetClient.connect({ bootstrap, host: agent.host, fleet: String(o.fleet) })
+      const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet), shared: { host: agent.host, privateKey: agent.components.privateKey, metrics: agent.components.metrics } })
       gateway = new Gateway({ client, listen: o.http })
       const url = await gateway.start()
       process.send?.({ type: 'gateway', url })

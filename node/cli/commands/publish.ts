@@ -2,11 +2,10 @@ import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 
 import { fileURLToPath } from 'node:url'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { FleetClient } from '../../client/client.ts'
 import { publishModel } from '../../client/publish.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
-import { sampleTensor } from '../../models/partition.ts'
+import { sampleTensor } from '../../models/specs.ts'
 import { BOOTSTRAP_OPTION, FLEET_OPTION, PROBE_SHAPE_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
@@ -41,31 +40,29 @@ export const publishCommand: Command = {
     const waitMs = intOption(o.wait, 'wait', 1000, 3_600_000)
     const say = (m: string): void => { if (o.json !== true) console.log(m) }
     const t0 = performance.now()
-    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet), privateKey: await generateKeyPair('Ed25519') })
+    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
     try {
       // hear the vehicles first, so --stages auto can count them
-      await client.directory.waitFor(() => client.directory.all().length > 0, 5000, 'vehicles').catch(() => {})
+      await client.directory.waitFor(() => client.directory.all().length > 0, { signal: AbortSignal.timeout(5000), what: 'vehicles' }).catch(() => {})
       const p = await publishModel(client, await readFile(src.path), {
         name: typeof o.name === 'string' ? o.name : src.name,
         version: String(o.version),
         stages,
         probeShapes: src.probeShapes,
-      baseDir: dirname(src.path),
-        ...(src.task !== undefined ? { task: src.task } : {}),
-        fleet: String(o.fleet),
-        privateKey: client.privateKey!
+        baseDir: dirname(src.path),
+        ...(src.task !== undefined ? { task: src.task } : {})
       })
       const m = p.manifest
       say(`published ${m.name}@${m.version}: ${m.stages.length} stages, manifest ${p.manifestCid}`)
       say(table(describePlan(m).stages))
       say('waiting for vehicles to choose and serve every stage...')
-      const counts = (): number[] => m.stages.map(s => client.directory.servers(p.manifestCid, s.index).length)
+      const counts = (): number[] => m.stages.map(s => client.directory.holders(p.manifestCid, s.index).length)
       let last = ''
       await client.directory.waitFor(() => {
         const now = counts().join(' / ')
         if (now !== last) { last = now; say(`  vehicles per stage: ${now}`) }
         return counts().every(n => n > 0)
-      }, waitMs, 'every stage to be served')
+      }, { signal: AbortSignal.timeout(waitMs), what: 'every stage to be served' })
       const servedMs = performance.now() - t0
       let firstJobMs: number | undefined
       if (o.check === true) {

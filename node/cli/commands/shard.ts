@@ -1,6 +1,6 @@
 import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
-import { shardModel, writeSharded } from '../../models/manifest.ts'
+import { shardModel, writeSharded } from '../../models/shard.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { PROBE_SHAPE_OPTION, UsageError, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'

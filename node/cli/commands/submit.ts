@@ -1,8 +1,8 @@
 import { createWriteStream } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import type { FleetClient, ResolvedModel } from '../../client/client.ts'
-import { BatchRunner } from '../../client/batch.ts'
+import type { FleetClient } from '../../client/client.ts'
+import type { ResolvedModel } from '../../client/resolver.ts'
 import type { BatchProgress } from '../../client/batch.ts'
 import { inputsFromFile, textOf } from '../../client/inputs.ts'
 import { tensorToOip } from '../../../protocols/oip.ts'
@@ -30,8 +30,8 @@ export const submitCommand: Command = {
     const timeoutMs = intOption(o.timeout, 'timeout', 100, 3_600_000)
     const files = typeof o.batch === 'string' ? await batchFiles(o.batch) : []
     return await withFleetClient(o, async client => {
-      const resolved = await client.resolve(model, Math.min(timeoutMs, 15_000))
-      if (typeof o.batch === 'string') return await runBatch(client, resolved, files, typeof o.out === 'string' ? o.out : undefined, String(o.fleet), timeoutMs)
+      const resolved = await client.resolve(model, { signal: AbortSignal.timeout(Math.min(timeoutMs, 15_000)) })
+      if (typeof o.batch === 'string') return await runBatch(client, resolved, files, typeof o.out === 'string' ? o.out : undefined, timeoutMs)
       const input = requireOption(o.input, 'input')
       const inputs = await inputsFromFile(resolved.manifest, input)
       const r = await client.infer(resolved, inputs, { timeoutMs })
@@ -82,7 +82,7 @@ function bar (p: BatchProgress, width = 30): string {
   return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${p.done}/${p.total} done, ${p.failed} failed, ${p.itemsPerS.toFixed(1)} items/s, ETA ${eta}`
 }
 
-async function runBatch (client: FleetClient, model: ResolvedModel, files: string[], out: string | undefined, fleet: string, timeoutMs: number): Promise<number> {
+async function runBatch (client: FleetClient, model: ResolvedModel, files: string[], out: string | undefined, timeoutMs: number): Promise<number> {
   const items = []
   for (const f of files) items.push(await inputsFromFile(model.manifest, f))
   const ac = new AbortController()
@@ -91,9 +91,9 @@ async function runBatch (client: FleetClient, model: ResolvedModel, files: strin
   const sink = out !== undefined ? createWriteStream(out) : process.stdout
   const tty = process.stderr.isTTY
   let lastLine = 0
-  const runner = new BatchRunner(client, model, { fleet, signal: ac.signal, itemTimeoutMs: timeoutMs })
+  const runner = client.batchRunner(model, { signal: ac.signal, itemTimeoutMs: timeoutMs })
   runner.addEventListener('progress', (e) => {
-    const p = (e as CustomEvent<BatchProgress>).detail
+    const p: BatchProgress = e.detail
     if (tty) process.stderr.write(`\r${bar(p)}`)
     else if (p.done + p.failed === p.total || Date.now() - lastLine > 2000) { lastLine = Date.now(); process.stderr.write(bar(p) + '\n') }
   })

@@ -9,7 +9,8 @@ import { createWriteStream } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
-export const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url))
+/** The `fleetmesh` command's entry file. */
+export const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url))
 
 export class PeerProcess {
   readonly label: string
@@ -38,6 +39,11 @@ export class PeerProcess {
 
   get pid (): number | undefined { return this.proc.pid }
   get running (): boolean { return this.exitCode === undefined }
+
+  /** Sends a message to the child over IPC (ignored once it has exited). */
+  send (message: unknown): void {
+    if (this.running && this.proc.connected) this.proc.send(message as object)
+  }
 
   onEvent (fn: (e: any) => void): () => void {
     this.listeners.add(fn)

@@ -1,0 +1,91 @@
+/**
+ * Name resolution: a model by manifest CID, manifest file, or name (`name`
+ * or `name@version`): the names vehicles announce in their heartbeats, then
+ * the signed name records in the DHT. Manifests are fetched by CID and kept.
+ */
+import { readFile } from 'node:fs/promises'
+import type { AbortOptions, ComponentLogger, ContentRouting, Logger } from '@libp2p/interface'
+import { openCapacityRecord, capacityRecordKey } from '../../protocols/capacity.ts'
+import type { CapacityRecord } from '../../protocols/capacity.ts'
+import { modelRecordKey, openModelRecord } from '../../protocols/jobs.ts'
+import type { FleetDirectory } from '../capacity/directory.ts'
+import { isCid } from '../models/cid.ts'
+import { decodeManifest } from '../models/manifest.ts'
+import type { Manifest } from '../models/manifest.ts'
+import type { ShardExchange } from '../models/shard-exchange.ts'
+import { latestVersion } from '../models/versions.ts'
+
+export interface ResolvedModel { cid: string, manifest: Manifest }
+
+export class ModelNotFoundError extends Error {
+  readonly name = 'ModelNotFoundError'
+  readonly code = 'ERR_MODEL_NOT_FOUND'
+}
+
+export interface ResolverComponents {
+  logger: ComponentLogger
+  contentRouting: ContentRouting
+  directory: Pick<FleetDirectory, 'models' | 'waitFor'>
+  exchange: Pick<ShardExchange, 'get' | 'store'>
+}
+
+/** How long a name lookup listens for heartbeats before asking the DHT. */
+const HEARD_WAIT_MS = 2000
+
+export class ModelResolver {
+  private readonly c: ResolverComponents
+  private readonly log: Logger
+  private readonly manifests = new Map<string, Manifest>()
+
+  constructor (components: ResolverComponents) {
+    this.c = components
+    this.log = components.logger.forComponent('fleetmesh:resolver')
+  }
+
+  /** A model by manifest CID, manifest file path, or name; `opts.signal` bounds the wait. */
+  async resolve (model: string, opts: AbortOptions = {}): Promise<ResolvedModel> {
+    const signal = opts.signal ?? AbortSignal.timeout(10_000)
+    if (isCid(model)) {
+      const cached = this.manifests.get(model)
+      if (cached !== undefined) return { cid: model, manifest: cached }
+      const manifest = decodeManifest(await this.c.exchange.get(model, { signal }))
+      this.manifests.set(model, manifest)
+      return { cid: model, manifest }
+    }
+    if (model.endsWith('.json')) {
+      const bytes = await readFile(model)
+      const manifest = decodeManifest(bytes)
+      const cid = await this.c.exchange.store.put(bytes)
+      this.manifests.set(cid, manifest)
+      return { cid, manifest }
+    }
+    // heartbeats name what vehicles hold; the DHT name record names what was published
+    const heard = await this.c.directory.waitFor(() => this.c.directory.models().has(model), { signal: AbortSignal.any([signal, AbortSignal.timeout(HEARD_WAIT_MS)]), what: `a vehicle serving model "${model}"` }).then(() => true, () => false)
+    if (heard) return await this.resolve(this.c.directory.models().get(model)!, { signal })
+    const [name, version] = model.split('@')
+    try {
+      const rec = await this.nameRecord(name, { signal })
+      const cid = rec.versions[version ?? latestVersion(Object.keys(rec.versions)) ?? '']
+      if (cid !== undefined) return await this.resolve(cid, { signal })
+    } catch (err) {
+      this.log('no DHT record for model %s: %e', name, err)
+    }
+    const known = [...this.c.directory.models().keys()]
+    throw new ModelNotFoundError(`model "${model}" is not served by any vehicle heard from, nor published in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
+  }
+
+  /** The signed name record of a model (versions -> manifest CID). */
+  async nameRecord (name: string, opts: AbortOptions = {}): Promise<{ versions: Record<string, string>, publisher: string }> {
+    return await openModelRecord(await this.c.contentRouting.get(modelRecordKey(name), opts))
+  }
+
+  /** A peer's signed capacity record from the DHT (verified), or undefined. */
+  async capacityRecord (peer: string, opts: AbortOptions = {}): Promise<CapacityRecord | undefined> {
+    try {
+      return await openCapacityRecord(await this.c.contentRouting.get(capacityRecordKey(peer), { signal: opts.signal ?? AbortSignal.timeout(3000) }))
+    } catch (err) {
+      this.log('no capacity record for %s: %e', peer, err)
+      return undefined
+    }
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * Dialling a peer by id with address hints: the one place fleetmesh opens
+ * streams to other peers (hops, shard providers, batch clients). Hints (from
+ * a heartbeat, a route or an announcement) are added to the peer store only
+ * while there is no connection to the peer.
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
+import type { Host } from './host.ts'
+
+export interface DialOptions extends AbortOptions {
+  /** Addresses where the peer may be reached. */
+  addrs?: string[]
+}
+
+export class PeerDialer {
+  private readonly host: Pick<Host, 'getConnections' | 'peerStore' | 'dialProtocol'>
+
+  constructor (host: Pick<Host, 'getConnections' | 'peerStore' | 'dialProtocol'>) {
+    this.host = host
+  }
+
+  /** Opens a stream for `protocol` to `peer` (a peer id or its string). */
+  async dialProtocol (peer: string | PeerId, protocol: string, opts: DialOptions = {}): Promise<Stream> {
+    const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
+    const addrs = opts.addrs ?? []
+    if (addrs.length > 0 && this.host.getConnections(id).length === 0) {
+      await this.host.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) }, opts)
+    }
+    return await this.host.dialProtocol(id, protocol, opts)
+  }
+}

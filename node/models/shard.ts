@@ -1,0 +1,82 @@
+/**
+ * Sharding a model: partition it into stages (partition/) and build its
+ * manifest; write the manifest and stage files to a directory.
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { cidOf } from './cid.ts'
+import { MANIFEST_FORMAT, encodeManifest } from './manifest.ts'
+import type { Manifest, StageEntry, TaskInfo } from './manifest.ts'
+import { analyzeModel, buildStages, crossingBytesOf, planCuts } from './partition/index.ts'
+import type { AnalyzeOptions, ModelAnalysis } from './partition/index.ts'
+
+export interface ShardOptions extends AnalyzeOptions {
+  /** Stage count, or a function choosing it from the analysis (`--stages auto`). */
+  stages: number | ((a: ModelAnalysis) => number)
+  name: string
+  version?: string
+  task?: TaskInfo
+}
+
+export interface ShardedModel {
+  manifest: Manifest
+  manifestBytes: Uint8Array
+  manifestCid: string
+  /** Stage bytes by CID. */
+  shards: Map<string, Uint8Array>
+}
+
+/** Partitions a model into `stages` stages and builds its manifest. */
+export async function shardModel (model: Uint8Array, opts: ShardOptions): Promise<ShardedModel> {
+  const analysis = await analyzeModel(model, opts)
+  const plan = planCuts(analysis, typeof opts.stages === 'function' ? opts.stages(analysis) : opts.stages)
+  const built = buildStages(analysis, plan.cuts)
+  const totalCost = plan.balancedBy === 'ms' ? built.reduce((x, b) => x + b.estMs, 0) : analysis.totalFlops
+  const shards = new Map<string, Uint8Array>()
+  const probeShapes: Record<string, number[]> = {}
+  for (const s of analysis.inputs) probeShapes[s.name] = analysis.probe.get(s.name)!.dims
+  const stages: StageEntry[] = built.map(b => {
+    const cid = cidOf(b.bytes)
+    shards.set(cid, b.bytes)
+    return {
+      index: b.index,
+      cid,
+      bytes: b.bytes.byteLength,
+      nodes: b.nodes,
+      params: b.params,
+      flops: b.flops,
+      estMs: Math.round(b.estMs * 1000) / 1000,
+      share: totalCost > 0 ? (plan.balancedBy === 'ms' ? b.estMs : b.flops) / totalCost : 0,
+      inputs: b.inputs,
+      outputs: b.outputs,
+      handOffBytes: crossingBytesOf(analysis, b.outputs.map(o => o.name))
+    }
+  })
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    name: opts.name,
+    version: opts.version ?? '1',
+    source: cidOf(model),
+    inputs: analysis.inputs,
+    outputs: analysis.outputs,
+    probeShapes,
+    balancedBy: plan.balancedBy,
+    ...(opts.task !== undefined ? { task: opts.task } : {}),
+    stages
+  }
+  const manifestBytes = encodeManifest(manifest)
+  return { manifest, manifestBytes, manifestCid: cidOf(manifestBytes), shards }
+}
+
+/** Writes `manifest.json` and `stage-<i>.onnx` files into `dir`. */
+export async function writeSharded (s: ShardedModel, dir: string): Promise<string[]> {
+  await mkdir(dir, { recursive: true })
+  const files = [join(dir, 'manifest.json')]
+  await writeFile(files[0], s.manifestBytes)
+  for (const st of s.manifest.stages) {
+    const f = join(dir, `stage-${st.index}.onnx`)
+    await writeFile(f, s.shards.get(st.cid)!)
+    files.push(f)
+  }
+  return files
+}

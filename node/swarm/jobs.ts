@@ -1,0 +1,107 @@
+/**
+ * Jobs for a local swarm and how they are checked: the sample images (or
+ * random inputs at the planning shape), each result compared with the whole
+ * model run in this process and, for text models, with the expected text.
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { maxAbsDiff } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { textOf } from '../client/inputs.ts'
+import type { InferResult } from '../client/pipeline.ts'
+import type { ModelSource } from '../models/catalog.ts'
+import type { Manifest } from '../models/manifest.ts'
+import { createSession, runSession } from '../models/ort.ts'
+import type { ShardedModel } from '../models/shard.ts'
+import { sampleTensor } from '../models/specs.ts'
+
+const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
+
+export interface Job { label: string, input: Tensor, expected?: string, reference?: Tensor }
+
+export async function makeJobs (src: ModelSource, sharded: ShardedModel, count: number): Promise<Job[]> {
+  const input = sharded.manifest.inputs[0]
+  if (src.fromImage !== undefined) {
+    const labels = JSON.parse(await readFile(join(SAMPLES, 'labels.json'), 'utf8')) as { items: Array<{ image: string, text: string }> }
+    return Array.from({ length: count }, (_, i) => {
+      const item = labels.items[i % labels.items.length]
+      const t = src.fromImage!(join(SAMPLES, item.image))
+      return { label: item.image, input: { ...t, name: input.name }, ...(sharded.manifest.task !== undefined ? { expected: item.text } : {}) }
+    })
+  }
+  if (sharded.manifest.inputs.length !== 1) throw new Error(`swarm jobs need a single-input model; ${sharded.manifest.name} has ${sharded.manifest.inputs.length}`)
+  return Array.from({ length: count }, (_, i) => ({ label: `random #${i + 1}`, input: sampleTensor(input, sharded.manifest.probeShapes[input.name], 1000 + i) }))
+}
+
+/**
+ * Runs the whole model in this process on every distinct input (setting each
+ * job's reference) and returns the local speed in jobs per second.
+ */
+export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<number> {
+  const whole = await createSession(model)
+  try {
+    const refs = new Map<string, Tensor>()
+    const t0 = performance.now()
+    for (const j of jobs) {
+      let ref = refs.get(j.label)
+      if (ref === undefined) { ref = (await runSession(whole, [j.input]))[0]; refs.set(j.label, ref) }
+      j.reference = ref
+    }
+    return refs.size / ((performance.now() - t0) / 1000)
+  } finally { await whole.release() }
+}
+
+/** The whole model in this process over `inputs`, in items per second (the local side of a ratio). */
+export async function localSpeed (model: Uint8Array, inputs: Tensor[]): Promise<number> {
+  const whole = await createSession(model)
+  try {
+    const t0 = performance.now()
+    for (const x of inputs) await runSession(whole, [x])
+    return inputs.length / ((performance.now() - t0) / 1000)
+  } finally { await whole.release() }
+}
+
+export function percentile (values: number[], p: number): number {
+  if (values.length === 0) return 0
+  const s = [...values].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]
+}
+
+/** What one checked result says. */
+export interface Check { diff: number, text?: string, correct: boolean, wrong: boolean }
+
+/** Results as they come: latency, stage compute, routes, differences from the references, texts. */
+export class Tally {
+  readonly latencies: number[] = []
+  readonly computeMs: number[] = []
+  readonly routes = new Set<string>()
+  completed = 0
+  correct = 0
+  wrong = 0
+  worstDiff = 0
+  private readonly manifest: Manifest
+
+  constructor (manifest: Manifest) { this.manifest = manifest }
+
+  /** Records a result of `job` and checks it against its reference (1e-4) and expected text. */
+  add (job: Job, r: InferResult): Check {
+    const out0 = r.outputs.find(t => t.name === this.manifest.outputs[0].name) ?? r.outputs[0]
+    const diff = maxAbsDiff(job.reference!, out0)
+    const text = textOf(this.manifest, r.outputs)
+    const correct = text !== undefined && text.text === job.expected
+    const wrong = diff > 1e-4 || (text !== undefined && !correct)
+    this.worstDiff = Math.max(this.worstDiff, diff)
+    this.latencies.push(r.ms)
+    this.computeMs.push(r.hops.reduce((sum, h) => sum + h.ms, 0))
+    this.routes.add(r.route.join('>'))
+    this.completed++
+    if (correct) this.correct++
+    if (wrong) this.wrong++
+    return { diff, ...(text !== undefined ? { text: text.text } : {}), correct, wrong }
+  }
+
+  get hasText (): boolean { return this.manifest.task !== undefined }
+  p (pct: number): number { return Math.round(percentile(this.latencies, pct) * 10) / 10 }
+  computeP50 (): number { return Math.round(percentile(this.computeMs, 50) * 10) / 10 }
+}

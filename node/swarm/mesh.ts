@@ -1,0 +1,174 @@
+/**
+ * A whole mesh on this machine: one bootstrap peer and N vehicle nodes, each
+ * its own process on loopback, and this process as the client peer that
+ * shards the model and seeds the shards. Scenarios (jobs.ts, day.ts,
+ * chaos.ts) run on it; `fleetmesh swarm` prints what they report.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { FleetClient } from '../client/client.ts'
+import type { ResolvedModel } from '../client/resolver.ts'
+import type { ModelSource } from '../models/catalog.ts'
+import { shardModel } from '../models/shard.ts'
+import type { ShardedModel } from '../models/shard.ts'
+import { placeStages } from '../scheduler/placement.ts'
+import { mb, shortPeer } from '../util/text.ts'
+import type { SimSchedule } from '../vehicle/sources.ts'
+import { PeerProcess } from './processes.ts'
+
+export type Say = (tag: string, message: string) => void
+
+export interface SwarmInit {
+  model: ModelSource
+  nodes: number
+  stages: number
+  fleet: string
+  /** Simulated days for the vehicles (--scenario day); they start when `startDay` is called. */
+  schedules?: SimSchedule[]
+  say: Say
+  signal: AbortSignal
+  /** Called once the model is sharded. */
+  onSharded?: (sharded: ShardedModel) => void
+}
+
+/** What a vehicle process reported, with its label and peer id. */
+export interface VehicleReport { vehicle: string, peer: string, e: any }
+
+/** Resolves with `p`, or rejects as soon as `signal` aborts. */
+export async function step<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  return await Promise.race([p, new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })])
+}
+
+export class LocalSwarm {
+  readonly init: SwarmInit
+  readonly work: string
+  readonly placement: number[][]
+  readonly children: PeerProcess[] = []
+  readonly vehicles: PeerProcess[] = []
+  /** Vehicle label -> peer id. */
+  readonly peerOf = new Map<string, string>()
+  /** Eligibility events of every vehicle, in order. */
+  readonly reports: VehicleReport[] = []
+  sharded!: ShardedModel
+  modelBytes!: Uint8Array
+  client!: FleetClient
+  bootAddr = ''
+  startupMs = 0
+  private readonly t0 = performance.now()
+
+  private constructor (init: SwarmInit, work: string) {
+    this.init = init
+    this.work = work
+    this.placement = placeStages(init.nodes, init.stages)
+  }
+
+  /** Starts everything; on failure (or abort) the caller still calls `stop`, which the returned swarm allows. */
+  static async create (init: SwarmInit): Promise<LocalSwarm> {
+    return new LocalSwarm(init, await mkdtemp(join(tmpdir(), 'fleetmesh-swarm-')))
+  }
+
+  get model (): ResolvedModel { return { cid: this.sharded.manifestCid, manifest: this.sharded.manifest } }
+
+  async start (): Promise<void> {
+    const { model: src, stages, fleet, say, signal } = this.init
+    say('model', `${src.name}: ${src.description}`)
+    this.modelBytes = await readFile(src.path)
+    this.sharded = await step(shardModel(this.modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}) }), signal)
+    say('shard', `${stages} stages, manifest …${this.sharded.manifestCid.slice(-12)}; cuts balance ${this.sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
+    this.init.onSharded?.(this.sharded)
+
+    const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', join(this.work, 'bootstrap.key'), '--fleet', fleet])
+    const bootInfo = await step(boot.waitFor<{ peer: string, addrs: string[] }>(e => e?.type === 'listening', 30_000, 'its addresses'), signal)
+    this.bootAddr = bootInfo.addrs[0]
+    say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
+
+    // this process: the client peer, which also seeds the shards
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet })
+    await client.exchange.store.put(this.sharded.manifestBytes)
+    for (const [cid, bytes] of this.sharded.shards) await client.exchange.store.put(bytes, cid)
+    await step(Promise.all([this.sharded.manifestCid, ...this.sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) })), signal)
+    say('seed', `client ${shortPeer(client.peerId)} provides the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
+
+    await Promise.all(this.placement.map(async (st, i) => {
+      const extra: string[] = []
+      if (this.init.schedules !== undefined) {
+        const file = join(this.work, `v${i + 1}-day.json`)
+        await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
+        extra.push('--vehicle', `sim:${file}`)
+      }
+      this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
+    }))
+    await step(Promise.all(this.vehicles.map(async (v, i) => {
+      for (const s of this.placement[i]) await v.waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
+    })), signal)
+    // every placed replica heard from, so the first jobs can use all of them
+    const m = this.model
+    const holders = (stage: number): number => this.placement.filter(p => p.includes(stage)).length
+    const wait = AbortSignal.any([signal, AbortSignal.timeout(30_000)])
+    await client.directory.waitFor(() => m.manifest.stages.every(s => client.directory.holders(m.cid, s.index).length >= holders(s.index)), { signal: wait, what: 'heartbeats from every vehicle' })
+    this.startupMs = performance.now() - this.t0
+    say('ready', `every stage served: ${m.manifest.stages.map(s => `stage ${s.index} x${client.directory.holders(m.cid, s.index).length}`).join(', ')}`)
+  }
+
+  private spawn (label: string, args: string[]): PeerProcess {
+    const p = new PeerProcess(label, args, join(this.work, `${label}-${this.children.length}.log`))
+    this.children.push(p)
+    return p
+  }
+
+  /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
+  startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
+    const label = `v${i + 1}`
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--data', join(this.work, label), '--model', this.sharded.manifestCid, '--fleet', this.init.fleet, '--json', ...extra])
+    this.vehicles[i] = v
+    this.watch(v, stages)
+    return v
+  }
+
+  /** Starts the simulated day of every vehicle `leadMs` from now (vehicles of --scenario day wait for it). */
+  startDay (leadMs: number): number {
+    const wallStart = Date.now() + leadMs
+    for (const v of this.vehicles) v.send({ type: 'sim-start', wallStart })
+    return wallStart
+  }
+
+  private watch (v: PeerProcess, st: number[]): void {
+    const say = this.init.say
+    const day = this.init.schedules !== undefined
+    v.onEvent(e => {
+      if (e?.type === 'listening') this.peerOf.set(v.label, e.peer)
+      if (['eligible', 'ineligible', 'departed'].includes(e?.type)) this.reports.push({ vehicle: v.label, peer: this.peerOf.get(v.label) ?? '', e })
+      if (day && e?.type === 'ineligible') say('leave', `${v.label} not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`)
+      if (day && e?.type === 'departed') say('drain', `${v.label} drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back`)
+      if (day && e?.type === 'eligible' && this.reports.some(x => x.vehicle === v.label && x.e.type === 'ineligible')) say('back', `${v.label} eligible again`)
+      if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}`)
+      if (e?.type === 'shard') say('fetch', `${v.label} got stage ${e.stage} (${mb(e.bytes)}) ${e.source === 'peer' ? 'peer to peer by CID, sha256 verified' : 'from its store'}, ${Math.round(e.ms)} ms`)
+      if (e?.type === 'serving') say('serve', `${v.label} serving stage ${e.stage}`)
+      if (e?.type === 'chose') say('chose', `${v.label} chose stage ${e.stage} (${e.providers} other holder${e.providers === 1 ? '' : 's'})`)
+    })
+  }
+
+  /** A vehicle's label (v1, v2, ...) from its peer id, else the short peer id. */
+  labelOf (peer: string): string { return [...this.peerOf].find(([, p]) => p === peer)?.[0] ?? shortPeer(peer) }
+
+  /** The last lines of every process's log. */
+  async logTails (lines = 8): Promise<string[]> {
+    const out: string[] = []
+    for (const ch of this.children) {
+      const tail = await ch.logTail(lines)
+      if (tail !== '') out.push(`--- ${ch.label} (${ch.logFile}) ---\n${tail}`)
+    }
+    return out
+  }
+
+  /** Closes the client, stops every process started, removes the work directory unless `keepLogs`. */
+  async stop (keepLogs = false): Promise<{ stopped: number, left: number }> {
+    const running = this.children.filter(ch => ch.running).length
+    await this.client?.close().catch(() => {})
+    await Promise.all(this.children.map(async ch => { await ch.stop() }))
+    if (!keepLogs) await rm(this.work, { recursive: true, force: true })
+    return { stopped: running, left: this.children.filter(ch => ch.running).length }
+  }
+}

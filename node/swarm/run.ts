@@ -1,0 +1,132 @@
+/**
+ * One `fleetmesh swarm` run: start the local mesh, run the chosen scenario
+ * (jobs one by one, a simulated day, a batch, chaos), check every result,
+ * and stop every process it started, also when interrupted or failing.
+ */
+import { Gateway } from '../gateway/server.ts'
+import type { ModelSource } from '../models/catalog.ts'
+import type { ShardedModel } from '../models/shard.ts'
+import { runBatch } from './chaos.ts'
+import { dayFigures, scenarioSchedules } from './day.ts'
+import { Tally, addReferences, makeJobs } from './jobs.ts'
+import { LocalSwarm } from './mesh.ts'
+import type { Say } from './mesh.ts'
+import { runPerJob } from './per-job.ts'
+import { baseSummary } from './summary.ts'
+import type { SwarmSummary } from './summary.ts'
+
+export interface SwarmRunOptions {
+  model: ModelSource
+  nodes: number
+  stages: number
+  jobs: number
+  concurrency: number
+  fleet: string
+  scenario: 'none' | 'day' | 'batch' | 'chaos'
+  /** Wall-clock seconds of a simulated day (scenario day). */
+  durationS: number
+  killEveryMs: number
+  microBatch: number | 'auto'
+  /** Open an OIP gateway on the client peer (host:port). */
+  http?: string
+  /** Keep running after the jobs until `signal` aborts. */
+  keep: boolean
+  signal: AbortSignal
+}
+
+export interface SwarmIo {
+  /** Progress lines with a tag. */
+  say: Say
+  /** Plain lines (tables, the summary). */
+  out: (line: string) => void
+  /** Called once the model is sharded (to print its table). */
+  onSharded?: (sharded: ShardedModel) => void
+}
+
+/** Drains get this long before a day's departure counts as not drained. */
+const DRAIN_BOUND_MS = 11_000
+
+/** Runs the swarm; `ok` is false when a job failed, was duplicated or was wrong. Throws when interrupted or broken. */
+export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summary: SwarmSummary, ok: boolean }> {
+  const day = o.scenario === 'day'
+  const t0 = performance.now()
+  // the day starts when the mesh is ready (vehicles wait for a sim-start message)
+  const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  let gateway: Gateway | undefined
+  let crashed = false
+  let failed: boolean
+  try {
+    await swarm.start()
+    const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
+    const localJobsPerS = await addReferences(swarm.modelBytes, jobs)
+    if (o.http !== undefined) {
+      gateway = new Gateway({ client: swarm.client, listen: o.http })
+      io.say('http', `Open Inference Protocol gateway on ${await gateway.start()}/v2 (try: curl ${gateway.url}/v2/models/${swarm.sharded.manifest.name})`)
+    }
+    const tally = new Tally(swarm.sharded.manifest)
+    let summary: SwarmSummary
+    if (o.scenario === 'batch' || o.scenario === 'chaos') {
+      const items = Array.from({ length: o.jobs }, (_, n) => jobs[n % jobs.length])
+      const b = await runBatch(swarm, items, tally, { chaos: o.scenario === 'chaos', killEveryMs: o.killEveryMs, microBatch: o.microBatch, signal: o.signal, say: io.say })
+      const { jobsPerS, localJobsPerS: local, errors, ...rest } = b
+      summary = { ...baseSummary(swarm, tally, items.length, jobsPerS, local, errors), ...rest, wrong: tally.wrong }
+      io.out('')
+      io.out(`summary: ${summary.completed}/${items.length} items completed, ${summary.failed} failed, ${summary.duplicates} duplicates, ${tally.wrong} wrong, max |diff| ${tally.worstDiff.toExponential(2)}`)
+      if (o.scenario === 'chaos') io.out(`         ${summary.kills} kills (${summary.killsMidPipeline} mid-pipeline), ${summary.restarts} restarts, ${summary.leases} leases (${summary.leasesLost} lost); recovery p95 ${summary.recoveryP95Ms} ms (kill -> next completed item that had been on the killed vehicle)`)
+      else io.out(`         ${summary.leases} leases, micro-batches of ${summary.microBatch}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
+      io.out(`         mesh ${summary.jobsPerS} items/s vs whole model in one process ${summary.localJobsPerS} items/s: ratio ${summary.meshVsLocal}`)
+      failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || tally.wrong > 0
+    } else {
+      const routeLog: Array<{ peers: string[], at: number }> = []
+      swarm.client.addEventListener('route', (e) => { routeLog.push(e.detail) })
+      const dayEnd = day ? swarm.startDay(2000) + o.durationS * 1000 : 0
+      io.say('jobs', day
+        ? `jobs run until the simulated day ends (${o.durationS} s, from 2 s from now), ${o.concurrency} at a time; each checked against the whole model`
+        : `${jobs.length} jobs, ${o.concurrency} at a time; each result checked against the whole model run locally`)
+      const run = await runPerJob(swarm, jobs, tally, {
+        concurrency: Math.min(o.concurrency, day ? o.concurrency : jobs.length),
+        more: n => day ? Date.now() < dayEnd : n < jobs.length,
+        signal: o.signal,
+        everyJob: !day,
+        ...(day ? { infer: { maxAttempts: 30, timeoutMs: 120_000 } } : {}),
+        say: io.say
+      })
+      summary = baseSummary(swarm, tally, run.submitted, tally.completed / run.seconds, localJobsPerS, run.errors)
+      if (day) {
+        // departures still draining report within their bound
+        const until = Date.now() + DRAIN_BOUND_MS + 1000
+        const count = (type: string): number => swarm.reports.filter(x => x.e.type === type).length
+        while (count('departed') < count('ineligible') && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 100))
+        Object.assign(summary, dayFigures(swarm.reports, routeLog, DRAIN_BOUND_MS), { lost: summary.failed, wrong: tally.wrong })
+      }
+      io.out('')
+      io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
+      io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
+      io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
+      if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
+      failed = summary.failed > 0
+    }
+    if (!o.keep) o.signal.throwIfAborted()
+    if (o.keep) {
+      io.say('keep', `swarm kept running; bootstrap ${swarm.bootAddr}; Ctrl-C to stop it`)
+      await new Promise<void>(resolve => { if (o.signal.aborted) resolve(); else o.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+    }
+    summary.totalMs = Math.round(performance.now() - t0)
+    return { summary, ok: !failed }
+  } catch (err) {
+    if (o.signal.aborted) {
+      io.out('interrupted; stopping the swarm')
+    } else {
+      crashed = true
+      io.out(`swarm failed: ${(err as Error).message}`)
+      for (const tail of await swarm.logTails()) io.out(tail)
+    }
+    throw err
+  } finally {
+    await gateway?.stop().catch(() => {})
+    const keepLogs = crashed
+    const { stopped, left } = await swarm.stop(keepLogs)
+    io.say('stop', `${stopped} processes stopped${left > 0 ? `, ${left} STILL RUNNING` : ', none left behind'}${keepLogs ? `; logs kept in ${swarm.work}` : ''}`)
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The JSON summary of a swarm run (`fleetmesh swarm --json`, last line).
+ */
+import type { Tally } from './jobs.ts'
+import type { LocalSwarm } from './mesh.ts'
+
+export interface SwarmSummary {
+  model: string
+  manifest: string
+  nodes: number
+  stages: number
+  jobs: number
+  completed: number
+  failed: number
+  maxAbsDiff: number
+  correctText: number | null
+  p50Ms: number
+  p95Ms: number
+  jobsPerS: number
+  routes: number
+  /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing). */
+  computeP50Ms: number
+  localJobsPerS: number
+  startupMs: number
+  totalMs: number
+  errors: string[]
+  /** With --scenario day. */
+  departures?: number
+  drained?: number
+  lost?: number
+  wrong?: number
+  withdrawP95Ms?: number
+  /** With --batch / --chaos. */
+  kills?: number
+  killsMidPipeline?: number
+  restarts?: number
+  duplicates?: number
+  recoveryP95Ms?: number
+  meshVsLocal?: number
+  leases?: number
+  leasesLost?: number
+  microBatch?: number
+}
+
+const r2 = (x: number): number => Math.round(x * 100) / 100
+
+/** The fields every run reports. */
+export function baseSummary (swarm: LocalSwarm, tally: Tally, jobs: number, jobsPerS: number, localJobsPerS: number, errors: string[]): SwarmSummary {
+  return {
+    model: swarm.sharded.manifest.name,
+    manifest: swarm.sharded.manifestCid,
+    nodes: swarm.init.nodes,
+    stages: swarm.init.stages,
+    jobs,
+    completed: tally.completed,
+    failed: jobs - tally.completed,
+    maxAbsDiff: tally.worstDiff,
+    correctText: tally.hasText ? tally.correct : null,
+    p50Ms: tally.p(50),
+    p95Ms: tally.p(95),
+    jobsPerS: r2(jobsPerS),
+    routes: tally.routes.size,
+    computeP50Ms: tally.computeP50(),
+    localJobsPerS: r2(localJobsPerS),
+    startupMs: Math.round(swarm.startupMs),
+    totalMs: 0,
+    errors
+  }
+}
