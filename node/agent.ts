@@ -12,17 +12,19 @@
  */
 import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
-import type { PrivateKey } from '@libp2p/interface'
 import { DEFAULT_FLEET } from '../protocols/ids.ts'
 import { CapacityAdvertiser } from './capacity/advertiser.ts'
 import { FleetDirectory } from './capacity/directory.ts'
 import { StageHosting } from './capacity/hosting.ts'
 import type { HostedModel, HostingEvents } from './capacity/hosting.ts'
 import { OfferResponder } from './capacity/offer-responder.ts'
-import { nodeComponents } from './components.ts'
 import type { NodeComponents } from './components.ts'
-import { createHost, hostAddrs, loadOrCreateKey } from './host.ts'
+import { hostAddrs, loadOrCreateKey } from './host.ts'
 import type { Host } from './host.ts'
+import { loadCredentials } from './membership/credentials.ts'
+import type { Credentials } from './membership/credentials.ts'
+import { createNode } from './node.ts'
+import type { FleetNode } from './node.ts'
 import { FleetMetrics } from './metrics.ts'
 import { ShardExchange } from './models/shard-exchange.ts'
 import { ShardStore } from './models/shard-store.ts'
@@ -35,6 +37,9 @@ import { AlwaysOnSource } from './vehicle/sources.ts'
 import type { StateSource } from './vehicle/sources.ts'
 
 export type { HostedModel }
+
+/** How long a vehicle holding only an enrollment grant waits for its certificate. */
+export const ENROLL_TIMEOUT_MS = 60_000
 
 export interface AgentInit {
   bootstrap: string[]
@@ -55,6 +60,12 @@ export interface AgentInit {
   drainMs?: number
   /** Stages this vehicle may hold across models published to the fleet (`fleetmesh publish`). @default 0 */
   room?: number
+  /**
+   * Its fleet credentials: a certificate for this vehicle's peer id, or an
+   * enrollment grant (the certificate it gets is kept in `dataDir`).
+   * Undefined only for an open fleet.
+   */
+  credentials?: Credentials
 }
 
 export type AgentEvents = HostingEvents & GovernorEvents & {
@@ -65,7 +76,15 @@ export type AgentEvents = HostingEvents & GovernorEvents & {
 export const AGENT_EVENTS = ['listening', 'shard', 'serving', 'chose', 'announced', 'error', 'eligible', 'ineligible', 'departed'] as const
 export type AgentEvent = { [K in typeof AGENT_EVENTS[number]]: { type: K } & AgentEvents[K]['detail'] }[typeof AGENT_EVENTS[number]]
 
+/** A grant's credentials, with the certificate an earlier start got by enrolling (kept in the data directory). */
+async function withEarlierCertificate (c: Credentials | undefined, file: string): Promise<Credentials | undefined> {
+  if (c?.grant === undefined || c.chain !== undefined) return c
+  const earlier = await loadCredentials(file).catch(() => undefined)
+  return earlier?.chain !== undefined && earlier.trust.fleet === c.trust.fleet && earlier.trust.authority === c.trust.authority ? { ...c, chain: earlier.chain } : c
+}
+
 export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
+  readonly node: FleetNode
   readonly host: Host
   readonly components: NodeComponents
   readonly store: ShardStore
@@ -79,13 +98,14 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   readonly directory: FleetDirectory
   private readonly models: HostedModel[]
 
-  private constructor (host: Host, privateKey: PrivateKey, metrics: FleetMetrics, store: ShardStore, init: AgentInit) {
+  private constructor (node: FleetNode, store: ShardStore, init: AgentInit) {
     super()
     const fleet = init.fleet ?? DEFAULT_FLEET
     this.models = init.models ?? []
-    this.host = host
+    this.node = node
+    const host = this.host = node.host
     this.store = store
-    const c = this.components = nodeComponents(host, privateKey, metrics)
+    const c = this.components = node.components
     this.runtime = new StageRuntime(c, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
     this.exchange = new ShardExchange(c, { store })
     this.directory = new FleetDirectory(c, { fleet })
@@ -114,14 +134,14 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
 
   /** Builds a vehicle (its libp2p node not started yet): add listeners, then `start()`. */
   static async create (init: AgentInit): Promise<VehicleAgent> {
-    const privateKey = await loadOrCreateKey(join(init.dataDir, 'peer.key'))
-    const metrics = new FleetMetrics()
-    const host = await createHost({
-      privateKey,
+    const credentialsFile = join(init.dataDir, 'credentials.json')
+    const credentials = await withEarlierCertificate(init.credentials, credentialsFile)
+    const node = await createNode(init.fleet ?? DEFAULT_FLEET, {
+      privateKey: await loadOrCreateKey(join(init.dataDir, 'peer.key')),
+      metrics: new FleetMetrics(),
       bootstrap: init.bootstrap,
-      metricsRegistry: metrics.registry,
-      start: false,
-      ...(init.fleet !== undefined ? { fleet: init.fleet } : {}),
+      credentialsFile,
+      ...(credentials !== undefined ? { credentials } : {}),
       ...(init.listen !== undefined ? { listen: init.listen } : {})
     })
     let held: () => Set<string> = () => new Set()
@@ -129,7 +149,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(init.storeMaxBytes !== undefined ? { maxBytes: init.storeMaxBytes } : {}),
       pinned: cid => held().has(cid)
     }).init()
-    const agent = new VehicleAgent(host, privateKey, metrics, store, init)
+    const agent = new VehicleAgent(node, store, init)
     held = () => new Set(agent.runtime.served().flatMap(s => [s.cid, s.manifest]))
     return agent
   }
@@ -141,9 +161,13 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     return agent
   }
 
-  /** Joins the fleet, starts every component, then holds the models it was given. */
+  /** Joins the fleet (enrolling first when it holds only a grant), starts every component, then holds the models it was given. */
   async start (): Promise<void> {
-    await this.host.start()
+    await this.node.start()
+    if (this.node.enroller !== undefined) {
+      this.node.enroller.addEventListener('error', (e) => { this.safeDispatchEvent('error', { detail: e.detail }) })
+      await this.node.enroller.ready(AbortSignal.timeout(ENROLL_TIMEOUT_MS))
+    }
     await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser)
     this.safeDispatchEvent('listening', { detail: { peer: this.peerId, addrs: hostAddrs(this.host) } })
     for (const m of this.models) await this.hosting.host(m)
@@ -169,6 +193,6 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     await stop(this.advertiser)
     await stop(this.offers, this.directory, this.infer, this.exchange)
     await stop(this.runtime)
-    await this.host.stop()
+    await this.node.stop()
   }
 }

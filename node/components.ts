@@ -7,6 +7,7 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { ComponentLogger, ContentRouting, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { PeerDialer } from './dial.ts'
 import type { Host } from './host.ts'
+import type { Membership, OwnCredentials } from './membership/membership.ts'
 import type { FleetMetrics } from './metrics.ts'
 
 export interface NodeComponents {
@@ -22,6 +23,10 @@ export interface NodeComponents {
   /** This node's own addresses. */
   addresses: Pick<Libp2p, 'getMultiaddrs'>
   metrics: FleetMetrics
+  /** Who proved fleet membership, with which roles (absent in an open fleet). */
+  membership?: Membership
+  /** This node's own certificate chain, to attach to what it publishes (absent in an open fleet). */
+  credentials?: OwnCredentials
 }
 
 export function nodeComponents (host: Host, privateKey: PrivateKey, metrics: FleetMetrics): NodeComponents {

@@ -23,12 +23,12 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
-import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, ConnectionGater, Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Registry } from 'prom-client'
-import { openCapacityRecord, selectCapacityRecord } from '../protocols/capacity.ts'
-import { CAPACITY_RECORD_NAMESPACE, DEFAULT_FLEET, MODEL_RECORD_NAMESPACE, checkFleetName, kadProtocol } from '../protocols/ids.ts'
-import { openModelRecord, selectModelRecord } from '../protocols/jobs.ts'
+import { DEFAULT_FLEET, checkFleetName, kadProtocol } from '../protocols/ids.ts'
 import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
+import { recordSelectors, recordValidators } from './membership/records.ts'
+import type { RecordTrust } from './membership/records.ts'
 import { growingWindows } from './yamux-windows.ts'
 
 export type HostServices = {
@@ -61,6 +61,10 @@ export interface HostInit {
   metricsRegistry?: Registry
   /** Start the node at once (else the caller calls `start()`). @default true */
   start?: boolean
+  /** Refuses peers before and after encryption (members only: see node/membership/). */
+  connectionGater?: ConnectionGater
+  /** DHT records must carry certificate chains of this fleet. @default none (an open fleet) */
+  recordTrust?: RecordTrust
 }
 
 /**
@@ -80,6 +84,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
   const bootstrapList = init.bootstrap ?? []
   const host = await createLibp2p({
     start: init.start ?? true,
+    ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {}),
     ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {}),
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
     connectionManager: {
@@ -103,14 +108,8 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         clientMode: !(init.dhtServer ?? true),
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
         initialQuerySelfInterval: 500,
-        validators: {
-          [CAPACITY_RECORD_NAMESPACE]: async (key, value) => { await openCapacityRecord(value, { key }) },
-          [MODEL_RECORD_NAMESPACE]: async (key, value) => { await openModelRecord(value, key) }
-        },
-        selectors: {
-          [CAPACITY_RECORD_NAMESPACE]: async (_key, values) => await selectCapacityRecord(values),
-          [MODEL_RECORD_NAMESPACE]: async (_key, values) => await selectModelRecord(values)
-        }
+        validators: recordValidators(init.recordTrust),
+        selectors: recordSelectors
       }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,

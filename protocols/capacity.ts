@@ -6,7 +6,7 @@
  * valid for at most a minute.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import { decodeMessage, encodeMessage, list, measure, num, text, time } from './codec.ts'
+import { chainIn, decodeMessage, encodeMessage, list, measure, num, text, time } from './codec.ts'
 import { openRecord, sealRecord } from './envelope.ts'
 import { MalformedFrameError } from './errors.ts'
 import type { MessageInitShape } from '@bufbuild/protobuf'
@@ -83,6 +83,8 @@ export interface Heartbeat {
   claims?: Array<{ manifest: string, stage: number }>
   /** The vehicle's state and why it is not eligible, for status displays. */
   vehicle?: VehicleSummary
+  /** The sender's member certificate chain (absent in an open fleet). */
+  membership?: Uint8Array[]
 }
 
 const NETWORKS: Record<NetworkKind, WireNetwork> = { wifi: WireNetwork.WIFI, cellular: WireNetwork.CELLULAR, none: WireNetwork.NONE }
@@ -158,6 +160,7 @@ export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
     leaving: hb.leaving === true,
     recordExpiresAtMs: hb.expiresAt ?? 0,
     claims: hb.claims ?? [],
+    membership: hb.membership ?? [],
     ...(v !== undefined ? { vehicle: vehicleOut(v) } : {})
   })
 }
@@ -181,6 +184,8 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
   if (h.recordExpiresAtMs > 0) out.expiresAt = time(h.recordExpiresAtMs, 'heartbeat.expiresAt')
   if (h.claims.length > 0) out.claims = list(h.claims, 'heartbeat.claims', 64).map((c, i) => ({ manifest: text(c.manifest, `heartbeat.claims[${i}].manifest`, MAX_CID_CHARS), stage: num(c.stage, `heartbeat.claims[${i}].stage`, 0, 1024) }))
   if (h.vehicle !== undefined) out.vehicle = vehicleIn(h.vehicle)
+  const membership = chainIn(h.membership, 'heartbeat.membership')
+  if (membership !== undefined) out.membership = membership
   return out
 }
 
@@ -195,6 +200,8 @@ export interface CapacityRecord {
   slots: number
   /** Why not eligible (empty when eligible). */
   reasons: string[]
+  /** The peer's member certificate chain (absent in an open fleet). */
+  membership?: Uint8Array[]
 }
 
 export function capacityRecordKey (peer: string): Uint8Array {
@@ -203,7 +210,7 @@ export function capacityRecordKey (peer: string): Uint8Array {
 
 /** The record sealed in an envelope signed by `key` (which must be the record's peer). */
 export async function sealCapacityRecord (r: CapacityRecord, key: PrivateKey): Promise<Uint8Array> {
-  const payload = encodeMessage(CapacityRecordSchema, { peer: r.peer, seq: r.seq, issuedAtMs: r.issuedAt, expiresAtMs: r.expiresAt, eligible: r.eligible, stages: stagesOut(r.stages), slots: r.slots, reasons: r.reasons })
+  const payload = encodeMessage(CapacityRecordSchema, { peer: r.peer, seq: r.seq, issuedAtMs: r.issuedAt, expiresAtMs: r.expiresAt, eligible: r.eligible, stages: stagesOut(r.stages), slots: r.slots, reasons: r.reasons, membership: r.membership ?? [] })
   return await sealRecord(CAPACITY_RECORD, payload, key)
 }
 
@@ -224,7 +231,8 @@ export async function openCapacityRecord (value: Uint8Array, opts: { key?: Uint8
   const expiresAt = time(r.expiresAtMs, 'capacity record.expiresAt')
   if (expiresAt - issuedAt > MAX_CAPACITY_RECORD_TTL_MS) throw new MalformedFrameError('capacity record.expiresAt', `lifetime over ${MAX_CAPACITY_RECORD_TTL_MS} ms`)
   if (expiresAt + CLOCK_SKEW_MS < (opts.now ?? Date.now())) throw new MalformedFrameError('capacity record.expiresAt', 'expired')
-  return { peer, seq: r.seq, issuedAt, expiresAt, eligible: r.eligible, stages: stagesIn(r.stages, 'capacity record.stages'), slots: r.slots, reasons: reasonsIn(r.reasons, 'capacity record.reasons') }
+  const membership = chainIn(r.membership, 'capacity record.membership')
+  return { peer, seq: r.seq, issuedAt, expiresAt, eligible: r.eligible, stages: stagesIn(r.stages, 'capacity record.stages'), slots: r.slots, reasons: reasonsIn(r.reasons, 'capacity record.reasons'), ...(membership !== undefined ? { membership } : {}) }
 }
 
 /** Of several values for one record key, the index of the newest valid one (by seq). */

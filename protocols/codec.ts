@@ -6,6 +6,7 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import type { DescMessage, MessageInitShape, MessageShape } from '@bufbuild/protobuf'
 import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { MAX_CREDENTIAL_BYTES } from './limits.ts'
 
 /** Encodes `init` as a `schema` message. */
 export function encodeMessage<D extends DescMessage> (schema: D, init: MessageInitShape<D>): Uint8Array {
@@ -48,4 +49,10 @@ export function list<T> (v: T[], field: string, max: number): T[] {
 /** A non-negative float; values a peer cannot mean (NaN, negative, infinite) become 0. */
 export function measure (v: number): number {
   return Number.isFinite(v) && v > 0 ? v : 0
+}
+
+/** A certificate chain carried in a message: at most 2 certificates of at most MAX_CREDENTIAL_BYTES. */
+export function chainIn (chain: Uint8Array[], field: string): Uint8Array[] | undefined {
+  list(chain, field, 2).forEach((c, i) => { if (c.byteLength > MAX_CREDENTIAL_BYTES) throw new FrameTooLargeError(`${field}[${i}]`, c.byteLength, MAX_CREDENTIAL_BYTES) })
+  return chain.length > 0 ? chain : undefined
 }

@@ -13,6 +13,8 @@ export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
+/** gossipsub's stream protocols (fleet topics travel on them). */
+export const GOSSIP_PROTOCOLS = ['/meshsub/1.2.0', '/meshsub/1.1.0', '/meshsub/1.0.0', '/floodsub/1.0.0']
 export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/2` }
 export function capacityTopic (fleet: string): string { return `/fleetmesh/${fleet}/capacity/2` }
 
@@ -29,3 +31,10 @@ export function checkFleetName (fleet: string): string {
   if (!FLEET_RE.test(fleet)) throw new TypeError(`invalid fleet name "${fleet}": use 1-32 of a-z, 0-9 and -`)
   return fleet
 }
+
+/** Membership proof, right after connecting (not gated: it is how a peer gets in). */
+export function memberProtocol (fleet: string): string { return `/fleetmesh/${fleet}/member/1.0.0` }
+/** Enrollment: a provisioned vehicle gets its certificate from an issuer (not gated). */
+export function enrollProtocol (fleet: string): string { return `/fleetmesh/${fleet}/enroll/1.0.0` }
+/** Revocation lists, signed by the fleet authority. */
+export function revocationsTopic (fleet: string): string { return `/fleetmesh/${fleet}/revocations/1` }

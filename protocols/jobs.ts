@@ -6,7 +6,7 @@
  * sealed in a RecordEnvelope by their publisher.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import { decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
+import { chainIn, decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
 import { openRecord, sealRecord } from './envelope.ts'
 import { MalformedFrameError } from './errors.ts'
 import { JobsMessageSchema, ModelRecordSchema } from './gen/jobs_pb.ts'
@@ -37,11 +37,12 @@ export interface ModelAnnouncement {
   addrs: string[]
 }
 
-/** A message on the jobs topic; `unknown` is a kind this version does not know (skip it). */
-export type JobsMessage =
+/** A message on the jobs topic; `unknown` is a kind this version does not know (skip it). `membership`: the sender's certificate chain. */
+export type JobsMessage = (
   | { kind: 'job', job: JobAnnouncement }
   | { kind: 'model', model: ModelAnnouncement }
   | { kind: 'unknown' }
+) & { membership?: Uint8Array[] }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 export function checkModelName (name: string, field = 'name'): string {
@@ -58,12 +59,14 @@ export function encodeJobsMessage (m: Exclude<JobsMessage, { kind: 'unknown' }>)
   const kind = m.kind === 'job'
     ? { case: 'job' as const, value: { job: m.job.job, manifest: m.job.manifest, items: m.job.items, deadlineMs: m.job.deadline, issuedAtMs: m.job.issuedAt, addrs: m.job.addrs, minSlots: m.job.requirements.minSlots ?? 0 } }
     : { case: 'model' as const, value: { name: m.model.name, version: m.model.version, manifest: m.model.manifest, stages: m.model.stages, publishedAtMs: m.model.publishedAt, addrs: m.model.addrs } }
-  return encodeMessage(JobsMessageSchema, { kind })
+  return encodeMessage(JobsMessageSchema, { kind, membership: m.membership ?? [] })
 }
 
 /** Decodes and checks a jobs topic message at `now`: expired or malformed ones throw, naming the field. */
 export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobsMessage {
   const m = decodeMessage(JobsMessageSchema, bytes, 'announcement', MAX_ANNOUNCEMENT_BYTES)
+  const chain = chainIn(m.membership, 'announcement.membership')
+  const membership = chain !== undefined ? { membership: chain } : {}
   if (m.kind.case === 'job') {
     const a = m.kind.value
     const deadline = time(a.deadlineMs, 'announcement.deadline')
@@ -98,7 +101,7 @@ export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobsMes
       }
     }
   }
-  return { kind: 'unknown' }
+  return { kind: 'unknown', ...membership }
 }
 
 /** Remembers announcements until their deadline so replays are ignored. */
@@ -120,14 +123,21 @@ export class SeenJobs {
 }
 
 /** Versions of a model name -> manifest CID, signed by its publisher. */
-export interface ModelRecord { name: string, versions: Record<string, string>, publisher: string, publishedAt: number }
+export interface ModelRecord {
+  name: string
+  versions: Record<string, string>
+  publisher: string
+  publishedAt: number
+  /** The publisher's member certificate chain (absent in an open fleet). */
+  membership?: Uint8Array[]
+}
 
 export function modelRecordKey (name: string): Uint8Array {
   return new TextEncoder().encode(`/${MODEL_RECORD_NAMESPACE}/${checkModelName(name)}`)
 }
 
 export async function sealModelRecord (r: ModelRecord, key: PrivateKey): Promise<Uint8Array> {
-  return await sealRecord(MODEL_RECORD, encodeMessage(ModelRecordSchema, { name: r.name, versions: r.versions, publisher: r.publisher, publishedAtMs: r.publishedAt }), key)
+  return await sealRecord(MODEL_RECORD, encodeMessage(ModelRecordSchema, { name: r.name, versions: r.versions, publisher: r.publisher, publishedAtMs: r.publishedAt, membership: r.membership ?? [] }), key)
 }
 
 /** Opens and checks a name record: signed by its publisher, name matching the DHT key when given. */
@@ -140,7 +150,8 @@ export async function openModelRecord (value: Uint8Array, key?: Uint8Array): Pro
   if (publisher !== signer) throw new MalformedFrameError('model record.publisher', 'is not the signer')
   const versions = list(Object.entries(r.versions), 'model record.versions', 256)
   for (const [v, cid] of versions) { checkModelName(v, 'model record.versions'); text(cid, `model record.versions.${v}`, MAX_CID_CHARS) }
-  return { name, versions: r.versions, publisher, publishedAt: time(r.publishedAtMs, 'model record.publishedAt') }
+  const membership = chainIn(r.membership, 'model record.membership')
+  return { name, versions: r.versions, publisher, publishedAt: time(r.publishedAtMs, 'model record.publishedAt'), ...(membership !== undefined ? { membership } : {}) }
 }
 
 /** Of several name records for one key, the index of the newest valid one. */

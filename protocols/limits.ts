@@ -26,6 +26,9 @@ export const MAX_SHARD_MESSAGE_BYTES = 1 * KiB
 export const SHARD_CHUNK_BYTES = 1 * MiB
 export const MAX_SHARD_BYTES = 512 * MiB
 
+/** A member certificate, grant or revocation entry (envelope included). */
+export const MAX_CREDENTIAL_BYTES = 4 * KiB
+
 /** Capacity heartbeat: largest message accepted on the topic. */
 export const MAX_HEARTBEAT_BYTES = 16 * KiB
 /** Signed capacity record in the DHT (envelope included). */

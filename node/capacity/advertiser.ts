@@ -17,6 +17,7 @@ import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/
 import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
 import { MAX_CAPACITY_RECORD_TTL_MS } from '../../protocols/limits.ts'
 import { dialableAddrs } from '../host.ts'
+import type { OwnCredentials } from '../membership/membership.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
 import { DEFAULT_HEARTBEAT_MS } from './directory.ts'
 
@@ -40,6 +41,8 @@ export interface AdvertiserComponents {
   runtime: Pick<StageRuntime, 'served' | 'models' | 'queued' | 'isAccepting'>
   vehicle?: VehicleStatus
   hosting?: ClaimSource
+  /** This node's certificate chain, attached to heartbeats and records (absent in an open fleet). */
+  credentials?: OwnCredentials
 }
 
 export interface AdvertiserInit {
@@ -131,8 +134,14 @@ export class CapacityAdvertiser implements Startable {
       ...(leaving ? { leaving: true } : {}),
       ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
       ...(this.c.vehicle !== undefined ? { vehicle: this.c.vehicle.summary() } : {}),
-      ...(claims.length > 0 ? { claims } : {})
+      ...(claims.length > 0 ? { claims } : {}),
+      ...this.membership()
     }
+  }
+
+  private membership (): { membership?: Uint8Array[] } {
+    const chain = this.c.credentials?.chain()
+    return chain !== undefined ? { membership: chain } : {}
   }
 
   /** The signed capacity record as of now. */
@@ -146,7 +155,8 @@ export class CapacityAdvertiser implements Startable {
       eligible: this.eligible,
       stages: this.c.runtime.served(),
       slots: this.slots(),
-      reasons: this.c.vehicle?.summary().reasons ?? []
+      reasons: this.c.vehicle?.summary().reasons ?? [],
+      ...this.membership()
     }
   }
 

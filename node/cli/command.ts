@@ -5,7 +5,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { FleetClient } from '../client/client.ts'
-import { DEFAULT_FLEET } from '../../protocols/ids.ts'
+import { DEFAULT_FLEET, checkFleetName } from '../../protocols/ids.ts'
+import { loadCredentials } from '../membership/credentials.ts'
+import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
 
 export class UsageError extends Error {
@@ -104,7 +106,30 @@ export async function runCommand (c: Command, argv: string[], env: NodeJS.Proces
 }
 
 /** Options several commands share, declared once so their help reads the same everywhere. */
-export const FLEET_OPTION: OptionSpec = { type: 'string', arg: '<name>', description: 'fleet name (the DHT protocol and gossip topics are per fleet)', default: DEFAULT_FLEET }
+export const FLEET_OPTION: OptionSpec = { type: 'string', arg: '<name>', description: `fleet name (default: the credentials' fleet, else ${DEFAULT_FLEET})` }
+export const CREDENTIALS_OPTION: OptionSpec = { type: 'string', arg: '<file>', description: 'fleet credentials: a certificate (fleetmesh fleet issue) or, for a vehicle, an enrollment grant (fleetmesh fleet grant)' }
+export const OPEN_OPTION: OptionSpec = { type: 'boolean', description: 'take part in an open fleet: no membership, anyone may join (development only)' }
+
+/** `--fleet`, `--credentials` and `--open`, for every command that joins a fleet. */
+export const ACCESS_OPTIONS: Record<string, OptionSpec> = { fleet: FLEET_OPTION, credentials: CREDENTIALS_OPTION, open: OPEN_OPTION }
+
+/** The fleet and credentials a command joins with: `--credentials`, or `--open` said explicitly. */
+export async function fleetAccess (o: Record<string, unknown>): Promise<{ fleet: string, credentials?: Credentials }> {
+  const flag = typeof o.fleet === 'string' ? checkName(o.fleet) : undefined
+  if (typeof o.credentials === 'string') {
+    if (o.open === true) throw new UsageError('use --credentials or --open, not both')
+    let credentials: Credentials
+    try { credentials = await loadCredentials(o.credentials) } catch (err) { throw new UsageError((err as Error).message) }
+    if (flag !== undefined && flag !== credentials.trust.fleet) throw new UsageError(`--fleet ${flag} does not match the credentials (fleet ${credentials.trust.fleet})`)
+    return { fleet: credentials.trust.fleet, credentials }
+  }
+  if (o.open === true) return { fleet: flag ?? DEFAULT_FLEET }
+  throw new UsageError('this fleet needs credentials: pass --credentials <file> (made by `fleetmesh fleet issue` or `fleetmesh fleet grant`), or --open for an open development fleet')
+}
+
+function checkName (fleet: string): string {
+  try { return checkFleetName(fleet) } catch (err) { throw new UsageError((err as Error).message) }
+}
 export const BOOTSTRAP_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' }
 export const PROBE_SHAPE_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure the cuts at (free dims default to 1, then 64)' }
 
@@ -135,6 +160,7 @@ export async function untilSignal (): Promise<string> {
 export async function withFleetClient<T> (o: Record<string, unknown>, fn: (client: FleetClient) => Promise<T>): Promise<T> {
   const bootstrap = (o.bootstrap as string[] | undefined) ?? []
   if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
-  const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
+  const access = await fleetAccess(o)
+  const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, ...(access.credentials !== undefined ? { credentials: access.credentials } : {}) })
   try { return await fn(client) } finally { await client.close() }
 }

@@ -19,10 +19,11 @@ import { inspectCommand } from './commands/inspect.ts'
 import { modelsCommand } from './commands/models.ts'
 import { publishCommand } from './commands/publish.ts'
 import { swarmCommand } from './commands/swarm.ts'
+import { fleetCommand } from './commands/fleet.ts'
 import { runCommand, UsageError } from './command.ts'
 import type { Command } from './command.ts'
 
-const COMMANDS: Command[] = [swarmCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, publishCommand, submitCommand, statusCommand, modelsCommand]
+const COMMANDS: Command[] = [swarmCommand, fleetCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, publishCommand, submitCommand, statusCommand, modelsCommand]
 
 function usage (): string {
   return [

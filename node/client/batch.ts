@@ -23,12 +23,15 @@ import type { Offer } from '../../protocols/offer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { hostAddrs } from '../host.ts'
 import { chooseMicroBatch, concatBatch, splitBatch } from './microbatch.ts'
+import type { OwnCredentials } from '../membership/membership.ts'
 import type { IncomingOffer, OfferInbox } from './offer-inbox.ts'
 import type { InferResult, PipelineRunner } from './pipeline.ts'
 import type { ResolvedModel } from './resolver.ts'
 
 export interface BatchComponents {
   pubsub: Pick<GossipSub, 'publish' | 'subscribe'>
+  /** This client's certificate chain, attached to announcements (absent in an open fleet). */
+  credentials?: OwnCredentials
   addresses: Pick<Libp2p, 'getMultiaddrs'>
   offers: Pick<OfferInbox, 'listen'>
   pipeline: Pick<PipelineRunner, 'infer'>
@@ -143,8 +146,11 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
 
   private async announce (items: number, deadline: number): Promise<void> {
     const fleet = this.opts.fleet ?? DEFAULT_FLEET
+    const chain = this.c.credentials?.chain()
     await this.c.pubsub.publish(jobsTopic(fleet), encodeJobsMessage({
-      kind: 'job', job: { job: this.job, manifest: this.model.cid, items, deadline, issuedAt: Date.now(), addrs: hostAddrs(this.c.addresses), requirements: {} }
+      kind: 'job',
+      ...(chain !== undefined ? { membership: chain } : {}),
+      job: { job: this.job, manifest: this.model.cid, items, deadline, issuedAt: Date.now(), addrs: hostAddrs(this.c.addresses), requirements: {} }
     })).catch(() => {})
   }
 

@@ -17,10 +17,11 @@ import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
-import { nodeComponents } from '../components.ts'
 import type { NodeComponents } from '../components.ts'
-import { createHost } from '../host.ts'
 import type { Host } from '../host.ts'
+import type { Credentials } from '../membership/credentials.ts'
+import { createNode } from '../node.ts'
+import type { FleetNode } from '../node.ts'
 import { FleetMetrics } from '../metrics.ts'
 import { ShardExchange } from '../models/shard-exchange.ts'
 import { MemoryStore } from '../models/shard-store.ts'
@@ -41,10 +42,12 @@ export interface ClientInit {
   fleet?: string
   /** @default ['/ip4/127.0.0.1/tcp/0'] */
   listen?: string[]
-  /** @default a fresh Ed25519 key */
+  /** @default the credentials' key, else a fresh Ed25519 key */
   privateKey?: PrivateKey
-  /** Share an existing node (a vehicle's) instead of creating one: its host, key and metrics. */
-  shared?: { host: Host, privateKey: PrivateKey, metrics: FleetMetrics }
+  /** Fleet credentials with a certificate (role client or publisher) for this client's key; undefined only for an open fleet. */
+  credentials?: Credentials
+  /** Share an existing node (a vehicle's) instead of creating one. */
+  shared?: FleetNode
   /** Where fetched manifests are kept. @default in memory */
   store?: BlobStore
   /** How long DHT provider answers are reused. @default 15000 */
@@ -63,7 +66,11 @@ export interface ModelInfo {
   ready: boolean
 }
 
+/** The fleet a client joins: `fleet`, else its credentials' fleet, else the default. */
+function fleetOf (init: ClientInit): string { return init.fleet ?? init.credentials?.trust.fleet ?? DEFAULT_FLEET }
+
 export class FleetClient extends TypedEventEmitter<PipelineEvents> {
+  readonly node: FleetNode
   readonly host: Host
   readonly components: NodeComponents
   readonly fleet: string
@@ -75,12 +82,13 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly offers: OfferInbox
   private readonly ownsHost: boolean
 
-  private constructor (host: Host, privateKey: PrivateKey, metrics: FleetMetrics, init: ClientInit) {
+  private constructor (node: FleetNode, init: ClientInit) {
     super()
-    this.host = host
+    this.node = node
+    this.host = node.host
     this.ownsHost = init.shared === undefined
-    this.fleet = init.fleet ?? DEFAULT_FLEET
-    const c = this.components = nodeComponents(host, privateKey, metrics)
+    this.fleet = fleetOf(init)
+    const c = this.components = node.components
     this.directory = new FleetDirectory(c, { fleet: this.fleet })
     // a shared node's vehicle already answers shard requests
     this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost })
@@ -94,18 +102,16 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   static async connect (init: ClientInit): Promise<FleetClient> {
     let node = init.shared
     if (node === undefined) {
-      const privateKey = init.privateKey ?? await generateKeyPair('Ed25519')
-      const metrics = new FleetMetrics()
-      const host = await createHost({
-        privateKey,
+      node = await createNode(fleetOf(init), {
+        privateKey: init.privateKey ?? init.credentials?.key ?? await generateKeyPair('Ed25519'),
+        metrics: new FleetMetrics(),
         bootstrap: init.bootstrap,
-        metricsRegistry: metrics.registry,
-        ...(init.fleet !== undefined ? { fleet: init.fleet } : {}),
+        ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
         ...(init.listen !== undefined ? { listen: init.listen } : {})
       })
-      node = { host, privateKey, metrics }
+      await node.start()
     }
-    const client = new FleetClient(node.host, node.privateKey, node.metrics, init)
+    const client = new FleetClient(node, init)
     await start(client.directory, client.exchange)
     return client
   }
@@ -165,6 +171,6 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   async close (): Promise<void> {
     await this.offers.stop()
     await stop(this.directory, this.exchange)
-    if (this.ownsHost) await this.host.stop()
+    if (this.ownsHost) await this.node.stop()
   }
 }

@@ -7,9 +7,9 @@
  *
  * @example
  * ```ts
- * import { createClient, imageInput } from 'fleetmesh'
+ * import { createClient, imageInput, loadCredentials } from 'fleetmesh'
  *
- * const fleet = await createClient({ bootstrap: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...'] })
+ * const fleet = await createClient({ bootstrap: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...'], credentials: await loadCredentials('client.json') })
  * console.log(await fleet.models())
  * const r = await fleet.infer('pp-ocrv4-rec', [imageInput('pp-ocrv4-rec', 'samples/text-lines/01.png')], { signal: AbortSignal.timeout(10_000) })
  * console.log(r.route, r.outputs[0].dims)
@@ -35,6 +35,8 @@ export { textOf } from './inputs.ts'
 export { float32Tensor, asFloat32 } from '../../protocols/tensor.ts'
 export type { Tensor, DType } from '../../protocols/tensor.ts'
 export { tensorFromOip, tensorToOip } from '../../protocols/oip.ts'
+export { loadCredentials } from '../membership/credentials.ts'
+export type { Credentials } from '../membership/credentials.ts'
 
 /** Joins the fleet through its bootstrap peers and returns a ready client. */
 export async function createClient (init: ClientInit): Promise<FleetClient> {

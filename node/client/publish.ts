@@ -62,11 +62,15 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
   let versions: Record<string, string> = {}
   try { versions = (await client.resolver.nameRecord(name, { signal: AbortSignal.timeout(3000) })).versions } catch { /* first version */ }
   versions[version] = sharded.manifestCid
-  const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now() }, client.privateKey)
+  const chain = client.components.credentials?.chain()
+  const membership = chain !== undefined ? { membership: chain } : {}
+  const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now(), ...membership }, client.privateKey)
   await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
   const announcement = async (): Promise<void> => {
     await client.components.pubsub.publish(jobsTopic(client.fleet), encodeJobsMessage({
-      kind: 'model', model: { name, version, manifest: sharded.manifestCid, stages: sharded.manifest.stages.length, publishedAt: Date.now(), addrs: hostAddrs(client.host) }
+      kind: 'model',
+      ...membership,
+      model: { name, version, manifest: sharded.manifestCid, stages: sharded.manifest.stages.length, publishedAt: Date.now(), addrs: hostAddrs(client.host) }
     })).catch(() => {})
   }
   const task = repeatingTask(announcement, opts.announceEveryMs ?? 3000, { runImmediately: true })

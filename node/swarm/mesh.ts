@@ -8,6 +8,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { FleetClient } from '../client/client.ts'
+import { loadOrCreateKey } from '../host.ts'
+import { localFleet, saveCredentials } from '../membership/credentials.ts'
+import type { Credentials, LocalFleet } from '../membership/credentials.ts'
 import type { ResolvedModel } from '../client/resolver.ts'
 import type { ModelSource } from '../models/catalog.ts'
 import { shardModel } from '../models/shard.ts'
@@ -52,6 +55,8 @@ export class LocalSwarm {
   /** Eligibility events of every vehicle, in order. */
   readonly reports: VehicleReport[] = []
   sharded!: ShardedModel
+  /** The swarm's own fleet: its authority signs every peer's certificate. */
+  members!: LocalFleet
   modelBytes!: Uint8Array
   client!: FleetClient
   bootAddr = ''
@@ -79,19 +84,24 @@ export class LocalSwarm {
     say('shard', `${stages} stages, manifest …${this.sharded.manifestCid.slice(-12)}; cuts balance ${this.sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
     this.init.onSharded?.(this.sharded)
 
-    const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', join(this.work, 'bootstrap.key'), '--fleet', fleet])
+    // a fleet of its own: an authority in this process, a certificate for every peer it starts
+    const members = this.members = await localFleet(fleet, loadOrCreateKey)
+    const bootKey = join(this.work, 'bootstrap.key')
+    const bootCred = await this.credentialsFile('bootstrap', await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }))
+    const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', bootKey, '--credentials', bootCred])
     const bootInfo = await step(boot.waitFor<{ peer: string, addrs: string[] }>(e => e?.type === 'listening', 30_000, 'its addresses'), signal)
     this.bootAddr = bootInfo.addrs[0]
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client() })
     await client.exchange.store.put(this.sharded.manifestBytes)
     for (const [cid, bytes] of this.sharded.shards) await client.exchange.store.put(bytes, cid)
     await step(Promise.all([this.sharded.manifestCid, ...this.sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) })), signal)
     say('seed', `client ${shortPeer(client.peerId)} provides the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
     await Promise.all(this.placement.map(async (st, i) => {
+      await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
       const extra: string[] = []
       if (this.init.schedules !== undefined) {
         const file = join(this.work, `v${i + 1}-day.json`)
@@ -118,10 +128,16 @@ export class LocalSwarm {
     return p
   }
 
+  private async credentialsFile (label: string, c: Credentials): Promise<string> {
+    const file = join(this.work, `${label}.credentials.json`)
+    await saveCredentials(file, c)
+    return file
+  }
+
   /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--data', join(this.work, label), '--model', this.sharded.manifestCid, '--fleet', this.init.fleet, '--json', ...extra])
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

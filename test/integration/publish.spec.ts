@@ -56,7 +56,7 @@ describe('publishing models to a fleet of vehicles with room', function () {
     const rec = await readFile(ocrModels.recognitionPath)
     published.push(await publishModel(mesh.client, rec, { name: 'pp-ocrv4-rec', version: '2', stages: 2, probeShapes: BUILTIN_MODELS['pp-ocrv4-rec'].probeShapes }))
     const v2 = published.at(-1)!
-    const other = await (await import('../../node/client/client.ts')).FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'publish-test' })
+    const other = await (await import('../../node/client/client.ts')).FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'publish-test', credentials: await mesh.fleet!.client(['client']) })
     try {
       const rec2 = await other.resolver.nameRecord('pp-ocrv4-rec')
       assert.equal(rec2.versions['2'], v2.manifestCid)

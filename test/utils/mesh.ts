@@ -12,10 +12,14 @@ import { FleetClient } from '../../node/client/client.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { loadOrCreateKey } from '../../node/host.ts'
+import { localFleet } from '../../node/membership/credentials.ts'
+import type { LocalFleet } from '../../node/membership/credentials.ts'
 
 export interface TestMesh {
   dir: string
+  /** The fleet's authority and trust (undefined for an open fleet). */
+  fleet?: LocalFleet
   bootstrap: Host
   bootAddrs: string[]
   client: FleetClient
@@ -32,13 +36,17 @@ export interface MeshOptions {
   room?: number
   /** Vehicles without a model given (e.g. to take published ones). @default placement.length */
   vehicles?: number
+  /** An open fleet: no membership. @default false (a fleet with an authority, made for the test) */
+  open?: boolean
 }
 
 export async function startMesh (sharded: ShardedModel | undefined, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
   const fleet = opts.fleet ?? 'test'
   const dir = await mkdtemp(join(tmpdir(), 'fm-mesh-'))
-  const boot = await startBootstrap({ keyFile: join(dir, 'boot.key'), listen: ['/ip4/127.0.0.1/tcp/0'], fleet })
-  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, privateKey: await generateKeyPair('Ed25519') })
+  const members = opts.open === true ? undefined : await localFleet(fleet, loadOrCreateKey)
+  const bootKey = join(dir, 'boot.key')
+  const boot = await startBootstrap({ keyFile: bootKey, listen: ['/ip4/127.0.0.1/tcp/0'], fleet, ...(members !== undefined ? { credentials: await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }) } : {}) })
+  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}) })
   if (sharded !== undefined) {
     await client.exchange.store.put(sharded.manifestBytes)
     for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
@@ -47,9 +55,11 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   const events: TestMesh['events'] = []
   const count = opts.vehicles ?? placement.length
   const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const dataDir = join(dir, `v${i}`)
     const v = await VehicleAgent.create({
+      ...(members !== undefined ? { credentials: await members.forKeyFile(join(dataDir, 'peer.key'), { roles: ['vehicle'] }) } : {}),
       bootstrap: boot.addrs,
-      dataDir: join(dir, `v${i}`),
+      dataDir,
       fleet,
       models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
       ...(opts.room !== undefined ? { room: opts.room } : {}),
@@ -64,6 +74,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   else await client.directory.waitFor(() => client.directory.all().length >= count, { signal, what: 'every vehicle heard' })
   return {
     dir,
+    ...(members !== undefined ? { fleet: members } : {}),
     bootstrap: boot.host,
     bootAddrs: boot.addrs,
     client,
@@ -72,7 +83,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
     async stop () {
       await client.close()
       await Promise.all(vehicles.map(async v => { if (v.host.status === 'started') await v.stop() }))
-      await boot.host.stop()
+      await boot.stop()
       await rm(dir, { recursive: true, force: true })
     }
   }

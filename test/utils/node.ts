@@ -1,17 +1,31 @@
 /**
  * A bare node for tests: a libp2p host on 127.0.0.1 and the components
- * fleetmesh's parts take (see node/components.ts).
+ * fleetmesh's parts take (see node/components.ts); a fleet member when given
+ * credentials, else a node of an open fleet.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { nodeComponents } from '../../node/components.ts'
+import type { PrivateKey } from '@libp2p/interface'
 import type { NodeComponents } from '../../node/components.ts'
-import { createHost } from '../../node/host.ts'
-import type { Host, HostInit } from '../../node/host.ts'
+import type { Host } from '../../node/host.ts'
+import type { Credentials } from '../../node/membership/credentials.ts'
 import { FleetMetrics } from '../../node/metrics.ts'
+import { createNode } from '../../node/node.ts'
+import type { FleetNode } from '../../node/node.ts'
 
-export async function testNode (init: HostInit = {}): Promise<{ host: Host, components: NodeComponents }> {
-  const privateKey = await generateKeyPair('Ed25519')
-  const metrics = new FleetMetrics()
-  const host = await createHost({ ...init, privateKey, metricsRegistry: metrics.registry })
-  return { host, components: nodeComponents(host, privateKey, metrics) }
+export interface TestNodeInit {
+  fleet?: string
+  bootstrap?: string[]
+  credentials?: Credentials
+  privateKey?: PrivateKey
+}
+
+export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, components: NodeComponents, node: FleetNode }> {
+  const node = await createNode(init.fleet ?? init.credentials?.trust.fleet ?? 'test', {
+    privateKey: init.privateKey ?? init.credentials?.key ?? await generateKeyPair('Ed25519'),
+    metrics: new FleetMetrics(),
+    bootstrap: init.bootstrap ?? [],
+    ...(init.credentials !== undefined ? { credentials: init.credentials } : {})
+  })
+  await node.start()
+  return { host: node.host, components: node.components, node }
 }

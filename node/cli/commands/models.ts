@@ -1,4 +1,4 @@
-import { BOOTSTRAP_OPTION, FLEET_OPTION, intOption, withFleetClient } from '../command.ts'
+import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, intOption, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 
@@ -8,7 +8,7 @@ export const modelsCommand: Command = {
   usage: '--bootstrap <multiaddr> [--wait <ms>] [--json]',
   options: {
     bootstrap: BOOTSTRAP_OPTION,
-    fleet: FLEET_OPTION,
+    ...ACCESS_OPTIONS,
     wait: { type: 'string', arg: '<ms>', description: 'how long to listen for vehicles', default: '3000' },
     json: { type: 'boolean', description: 'print one JSON object' }
   },

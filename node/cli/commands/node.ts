@@ -5,7 +5,7 @@ import { Gateway } from '../../gateway/server.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { BOOTSTRAP_OPTION, FLEET_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, UsageError, fleetAccess, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
 function describe (e: AgentEvent): string {
@@ -52,7 +52,7 @@ export const nodeCommand: Command = {
     room: { type: 'string', arg: '<n>', description: 'stages this vehicle may host across models published to the fleet (fleetmesh publish)', default: '0' },
     data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
     listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
-    fleet: FLEET_OPTION,
+    ...ACCESS_OPTIONS,
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
     vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
@@ -85,15 +85,17 @@ export const nodeCommand: Command = {
     if (vehicle instanceof SimSource && process.send !== undefined) {
       process.on('message', (m: any) => { if (m?.type === 'sim-start' && Number.isFinite(m.wallStart)) vehicle.setWallStart(m.wallStart) })
     }
+    const access = await fleetAccess(o)
     const stop = untilSignal()
     const agent = await VehicleAgent.create({
+      ...(access.credentials !== undefined ? { credentials: access.credentials } : {}),
       room: intOption(o.room, 'room', 0, 1024),
       vehicle,
       policy,
       drainMs: intOption(o['drain-ms'], 'drain-ms', 0, 600_000),
       bootstrap,
       dataDir: String(o.data),
-      fleet: String(o.fleet),
+      fleet: access.fleet,
       listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
       models,
       intraOpThreads: intOption(o.threads, 'threads', 1, 64)
@@ -102,7 +104,7 @@ export const nodeCommand: Command = {
     await agent.start()
     let gateway: Gateway | undefined
     if (typeof o.http === 'string') {
-      const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet), shared: { host: agent.host, privateKey: agent.components.privateKey, metrics: agent.components.metrics } })
+      const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node })
       gateway = new Gateway({ client, listen: o.http })
       const url = await gateway.start()
       process.send?.({ type: 'gateway', url })

@@ -1,0 +1,131 @@
+/**
+ * A fleet node: a libp2p host with this fleet's membership around it. Every
+ * peer (vehicle, client, bootstrap) is built here: the connection gater and
+ * the membership proof come first, then every fleet protocol (DHT, gossip,
+ * infer, shard, offer) is gated behind proven membership. A node of an open
+ * fleet (no credentials, asked for explicitly) has none of that.
+ */
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, SHARD_PROTOCOL, kadProtocol } from '../protocols/ids.ts'
+import { openCertificate } from '../protocols/membership.ts'
+import type { Role } from '../protocols/membership.ts'
+import { nodeComponents } from './components.ts'
+import type { NodeComponents } from './components.ts'
+import { createHost } from './host.ts'
+import type { Host, HostInit } from './host.ts'
+import { CredentialsError } from './membership/credentials.ts'
+import type { Credentials } from './membership/credentials.ts'
+import { Enroller } from './membership/enrollment.ts'
+import { Denylist, Membership } from './membership/membership.ts'
+import type { OwnCredentials } from './membership/membership.ts'
+import { TopicGuard } from './membership/topics.ts'
+import type { FleetMetrics } from './metrics.ts'
+
+export interface NodeInit extends Omit<HostInit, 'privateKey' | 'metricsRegistry' | 'connectionGater' | 'recordTrust' | 'start' | 'fleet'> {
+  privateKey: PrivateKey
+  metrics: FleetMetrics
+  /** This peer's credentials; undefined only for an open fleet. */
+  credentials?: Credentials
+  /** Where an enrolling vehicle keeps the certificate it gets. */
+  credentialsFile?: string
+  /** How long a peer has to prove membership after connecting. @default 5000 */
+  proofTimeoutMs?: number
+}
+
+export interface FleetNode {
+  host: Host
+  components: NodeComponents
+  membership?: Membership
+  enroller?: Enroller
+  topics: TopicGuard
+  /** Membership first, then the host, then enrollment and the first proofs. */
+  start: () => Promise<void>
+  stop: () => Promise<void>
+}
+
+/** Fleet protocols and the roles a peer needs for each, inbound and outbound. */
+const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], outbound?: Role[] }]> = [
+  [kadProtocol, {}],
+  ...GOSSIP_PROTOCOLS.map(p => [p, {}] as [string, object]),
+  [INFER_PROTOCOL, { outbound: ['vehicle'] }],
+  [SHARD_PROTOCOL, {}],
+  [OFFER_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }]
+]
+
+/**
+ * libp2p 3.3.11 (the newest) appends each inbound stream's handler to the
+ * middleware array it keeps for the protocol (connection.js, onIncomingStream),
+ * so the chain grows with every stream and outbound streams run old handlers.
+ * The registrar hands out a copy here instead.
+ */
+function copyMiddlewareChains (host: Host): void {
+  const registrar = (host as unknown as { components?: { registrar?: { getMiddleware?: (p: string) => unknown[] } } }).components?.registrar
+  const get = registrar?.getMiddleware?.bind(registrar)
+  if (registrar === undefined || get === undefined) throw new Error('libp2p changed: no registrar.getMiddleware to wrap (see node/node.ts)')
+  registrar.getMiddleware = (protocol: string) => [...get(protocol)]
+}
+
+export async function createNode (fleetName: string, init: NodeInit): Promise<FleetNode> {
+  const cred = init.credentials
+  const me = peerIdFromPrivateKey(init.privateKey).toString()
+  if (cred !== undefined) {
+    if (cred.trust.fleet !== fleetName) throw new CredentialsError(`the credentials are for fleet ${cred.trust.fleet}, not ${fleetName}`)
+    if (cred.chain !== undefined && (await openCertificate(cred.chain[0])).cert.peer !== me && cred.grant === undefined) {
+      throw new CredentialsError(`the certificate is for another peer, not ${me} (issue one for this peer id)`)
+    }
+  }
+  const denylist = new Denylist()
+  const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, ...hostInit } = init
+  const host = await createHost({
+    ...hostInit,
+    fleet: fleetName,
+    privateKey,
+    metricsRegistry: metrics.registry,
+    start: false,
+    ...(cred !== undefined ? { connectionGater: denylist.gater(), recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
+  })
+  const components = nodeComponents(host, privateKey, metrics)
+  if (cred === undefined) {
+    const topics = new TopicGuard(components, { fleet: fleetName })
+    return { host, components, topics, start: async () => { topics.start(); await host.start() }, stop: async () => { topics.stop(); await host.stop() } }
+  }
+  const usable = cred.chain !== undefined && (await openCertificate(cred.chain[0])).cert.peer === me ? cred.chain : undefined
+  const enroller = usable === undefined || cred.grant !== undefined
+    ? new Enroller({ ...components, dialer: host }, { trust: cred.trust, credentials: { ...cred, ...(usable !== undefined ? { chain: usable } : {}) }, issuers: init.bootstrap ?? [], file: credentialsFile ?? '' })
+    : undefined
+  const own: OwnCredentials = enroller ?? { chain: () => usable }
+  const membership = new Membership({ ...components, connections: host }, {
+    trust: cred.trust,
+    own,
+    denylist,
+    ...(proofTimeoutMs !== undefined ? { proofTimeoutMs } : {})
+  })
+  components.membership = membership
+  components.credentials = own
+  const topics = new TopicGuard(components, { fleet: fleetName })
+  copyMiddlewareChains(host)
+  for (const [protocol, roles] of GATED) host.use(typeof protocol === 'string' ? protocol : protocol(fleetName), membership.gate(roles))
+  if (enroller !== undefined && usable === undefined && cred.grant === undefined) throw new CredentialsError('the credentials hold neither a certificate for this peer nor an enrollment grant')
+  enroller?.addEventListener('enrolled', () => { void membership.proveAll() })
+  return {
+    host,
+    components,
+    membership,
+    topics,
+    ...(enroller !== undefined ? { enroller } : {}),
+    async start () {
+      await membership.start()
+      topics.start()
+      await host.start()
+      membership.afterStart()
+      await enroller?.start()
+    },
+    async stop () {
+      enroller?.stop()
+      topics.stop()
+      await membership.stop()
+      await host.stop()
+    }
+  }
+}
