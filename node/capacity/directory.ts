@@ -12,6 +12,7 @@ import type { RepeatingTask } from '@libp2p/utils'
 import { decodeHeartbeat } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
 import { capacityTopic } from '../../protocols/ids.ts'
+import type { Membership } from '../membership/membership.ts'
 import { latestVersions } from '../models/versions.ts'
 
 export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
@@ -21,6 +22,8 @@ export interface StageHolder { peer: string, addrs: string[], load: number, msPe
 export interface DirectoryComponents {
   logger: ComponentLogger
   pubsub: Pick<GossipSub, 'subscribe' | 'addEventListener' | 'removeEventListener'>
+  /** Peers it refuses (revoked, no proof) are forgotten at once. */
+  membership?: Pick<Membership, 'addEventListener' | 'removeEventListener'>
 }
 
 export interface DirectoryInit {
@@ -50,6 +53,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   private readonly peers = new Map<string, PeerState>()
   private readonly pruner: RepeatingTask
   private readonly listener = (evt: CustomEvent<Message>): void => { this.onMessage(evt.detail) }
+  private readonly onRefused = (evt: CustomEvent<{ peer: string }>): void => { this.peers.delete(evt.detail.peer) }
 
   constructor (components: DirectoryComponents, init: DirectoryInit) {
     super()
@@ -64,11 +68,13 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   start (): void {
     this.c.pubsub.subscribe(this.topic)
     this.c.pubsub.addEventListener('message', this.listener)
+    this.c.membership?.addEventListener('refused', this.onRefused)
     this.pruner.start()
   }
 
   stop (): void {
     this.c.pubsub.removeEventListener('message', this.listener)
+    this.c.membership?.removeEventListener('refused', this.onRefused)
     this.pruner.stop()
   }
 

@@ -7,6 +7,7 @@
 import { repeatingTask } from '@libp2p/utils'
 import { jobsTopic } from '../../protocols/ids.ts'
 import { checkModelName, encodeJobsMessage, modelRecordKey, sealModelRecord } from '../../protocols/jobs.ts'
+import { NotAMemberError, openCertificate } from '../../protocols/membership.ts'
 import { hostAddrs } from '../host.ts'
 import type { TaskInfo } from '../models/manifest.ts'
 import type { ModelAnalysis } from '../models/partition/index.ts'
@@ -44,6 +45,10 @@ export interface Published extends ShardedModel {
 
 export async function publishModel (client: FleetClient, model: Uint8Array, opts: PublishOptions): Promise<Published> {
   const name = checkModelName(opts.name)
+  const chain = client.components.credentials?.chain()
+  if (chain !== undefined && !(await openCertificate(chain[0])).cert.roles.includes('publisher')) {
+    throw new NotAMemberError('only publishers name models: this peer\'s certificate has no publisher role (fleetmesh fleet issue --role publisher)')
+  }
   const version = opts.version ?? '1'
   const vehicles = client.directory.eligible().length
   const sharded = await shardModel(model, {
@@ -62,7 +67,6 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
   let versions: Record<string, string> = {}
   try { versions = (await client.resolver.nameRecord(name, { signal: AbortSignal.timeout(3000) })).versions } catch { /* first version */ }
   versions[version] = sharded.manifestCid
-  const chain = client.components.credentials?.chain()
   const membership = chain !== undefined ? { membership: chain } : {}
   const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now(), ...membership }, client.privateKey)
   await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
