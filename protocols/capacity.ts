@@ -71,8 +71,8 @@ export interface Heartbeat {
   /** Items it can still take at once. */
   slots: number
   stages: ServedStage[]
-  /** Model names the node knows, name (or name@version) -> manifest CID. */
-  models: Record<string, string>
+  /** Deprecated (old senders only): model names the sender knew. Never used to resolve a name. */
+  models?: Record<string, string>
   /** Listening addresses, so hops can dial each other directly. */
   addrs: string[]
   /** Set on the last heartbeat before the node leaves. */
@@ -155,7 +155,7 @@ export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
     load: hb.load,
     slots: hb.slots,
     stages: stagesOut(hb.stages),
-    models: Object.entries(hb.models).map(([name, manifest]) => ({ name, manifest })),
+    models: Object.entries(hb.models ?? {}).map(([name, manifest]) => ({ name, manifest })),
     addrs: hb.addrs,
     leaving: hb.leaving === true,
     recordExpiresAtMs: hb.expiresAt ?? 0,
@@ -177,7 +177,7 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
     load: h.load,
     slots: h.slots,
     stages: stagesIn(h.stages, 'heartbeat.stages'),
-    models,
+    ...(Object.keys(models).length > 0 ? { models } : {}),
     addrs: list(h.addrs, 'heartbeat.addrs', MAX_ADDRS).map((a, i) => text(a, `heartbeat.addrs[${i}]`, 512)),
     leaving: h.leaving
   }

@@ -38,7 +38,7 @@ export interface AdvertiserComponents {
   pubsub: Pick<GossipSub, 'subscribe' | 'publish' | 'addEventListener' | 'removeEventListener'>
   contentRouting: ContentRouting
   addresses: Pick<Libp2p, 'getMultiaddrs'>
-  runtime: Pick<StageRuntime, 'served' | 'models' | 'queued' | 'isAccepting'>
+  runtime: Pick<StageRuntime, 'served' | 'queued' | 'isAccepting'>
   vehicle?: VehicleStatus
   hosting?: ClaimSource
   /** This node's certificate chain, attached to heartbeats and records (absent in an open fleet). */
@@ -129,7 +129,6 @@ export class CapacityAdvertiser implements Startable {
       load: this.c.runtime.queued(),
       slots: this.slots(),
       stages: this.c.runtime.served(),
-      models: this.c.runtime.models(),
       addrs: dialableAddrs(this.c.addresses),
       ...(leaving ? { leaving: true } : {}),
       ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),

@@ -13,7 +13,6 @@ import { decodeHeartbeat } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
 import { capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
-import { latestVersions } from '../models/versions.ts'
 
 export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
 
@@ -143,14 +142,6 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
       if (s !== undefined && p.heartbeat.eligible) { providers++; ms += s.msPerItem } else if (claimed) providers++
     }
     return { providers, meanMsPerItem: providers > 0 ? ms / providers : 0 }
-  }
-
-  /** Model names announced by fresh peers, name -> manifest CID; a plain name means its latest version heard. */
-  models (now = Date.now()): Map<string, string> {
-    const out = new Map<string, string>()
-    for (const p of this.peers.values()) if (this.isFresh(p, now)) for (const [k, v] of Object.entries(p.heartbeat.models)) out.set(k, v)
-    for (const [name, version] of latestVersions([...out.keys()].filter(k => k.includes('@')))) out.set(name, out.get(`${name}@${version}`)!)
-    return out
   }
 
   /** Resolves once `predicate` holds (checked on every heartbeat); rejects when `opts.signal` aborts. */

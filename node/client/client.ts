@@ -32,6 +32,7 @@ import { StageLocator } from './locator.ts'
 import { OfferInbox } from './offer-inbox.ts'
 import { PipelineRunner } from './pipeline.ts'
 import type { InferOptions, InferResult, PipelineEvents } from './pipeline.ts'
+import { ModelNames } from './names.ts'
 import { ModelResolver } from './resolver.ts'
 import type { ResolvedModel } from './resolver.ts'
 
@@ -76,6 +77,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly fleet: string
   readonly directory: FleetDirectory
   readonly exchange: ShardExchange
+  readonly names: ModelNames
   readonly resolver: ModelResolver
   readonly locator: StageLocator
   readonly pipeline: PipelineRunner
@@ -92,7 +94,8 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.directory = new FleetDirectory(c, { fleet: this.fleet })
     // a shared node's vehicle already answers shard requests
     this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost })
-    this.resolver = new ModelResolver({ ...c, directory: this.directory, exchange: this.exchange })
+    this.names = new ModelNames(c, { fleet: this.fleet })
+    this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange })
     this.locator = new StageLocator({ ...c, directory: this.directory, exchange: this.exchange }, { ...(init.providerCacheMs !== undefined ? { providerCacheMs: init.providerCacheMs } : {}) })
     this.pipeline = new PipelineRunner({ ...c, locator: this.locator })
     this.offers = new OfferInbox(c)
@@ -112,7 +115,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       await node.start()
     }
     const client = new FleetClient(node, init)
-    await start(client.directory, client.exchange)
+    await start(client.directory, client.names, client.exchange)
     return client
   }
 
@@ -132,22 +135,22 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   }
 
   /**
-   * Models the fleet serves right now, as announced in vehicles' heartbeats:
-   * name, version, manifest CID, stage count and whether every stage has an
-   * eligible vehicle. Listens until `opts.signal` aborts (default 3 s) when none is heard yet.
+   * Models publishers have named, with how many eligible vehicles serve each
+   * stage now and whether every stage is served. Listens until `opts.signal`
+   * aborts (default 3 s) when no name is heard yet.
    */
   async models (opts: AbortOptions = {}): Promise<ModelInfo[]> {
     const signal = opts.signal ?? AbortSignal.timeout(3000)
-    await this.directory.waitFor(() => this.directory.models().size > 0, { signal, what: 'vehicles' }).catch(() => {})
+    if (this.names.list().length === 0) await new Promise<void>(resolve => { this.names.addEventListener('named', () => { resolve() }, { once: true }); signal.addEventListener('abort', () => { resolve() }, { once: true }) })
     const out: ModelInfo[] = []
-    for (const cid of new Set(this.directory.models().values())) {
+    for (const n of this.names.list()) {
       try {
-        const m = await this.resolve(cid, { signal: AbortSignal.timeout(5000) })
-        const perStage = m.manifest.stages.map(s => this.directory.holders(cid, s.index).length)
-        out.push({ name: m.manifest.name, version: m.manifest.version, manifest: cid, stages: perStage.length, vehiclesPerStage: perStage, ready: perStage.every(n => n > 0) })
-      } catch { /* announced but not fetchable yet */ }
+        const m = await this.resolve(n.manifest, { signal: AbortSignal.timeout(5000) })
+        const perStage = m.manifest.stages.map(s => this.directory.holders(n.manifest, s.index).length)
+        out.push({ name: n.name, version: n.version, manifest: n.manifest, stages: perStage.length, vehiclesPerStage: perStage, ready: perStage.every(x => x > 0) })
+      } catch { /* named but not fetchable yet */ }
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name) || a.version.localeCompare(b.version))
+    return out
   }
 
   /** A batch runner for many inputs of one model (announced, leased, pipelined; see batch.ts). */
@@ -170,7 +173,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
 
   async close (): Promise<void> {
     await this.offers.stop()
-    await stop(this.directory, this.exchange)
+    await stop(this.directory, this.names, this.exchange)
     if (this.ownsHost) await this.node.stop()
   }
 }

@@ -43,33 +43,56 @@ export interface Published extends ShardedModel {
   stop: () => void
 }
 
-export async function publishModel (client: FleetClient, model: Uint8Array, opts: PublishOptions): Promise<Published> {
-  const name = checkModelName(opts.name)
+/** Refuses early when this peer's certificate cannot name models (the fleet would refuse its records anyway). */
+async function checkPublisher (client: FleetClient): Promise<Uint8Array[] | undefined> {
   const chain = client.components.credentials?.chain()
   if (chain !== undefined && !(await openCertificate(chain[0])).cert.roles.includes('publisher')) {
     throw new NotAMemberError('only publishers name models: this peer\'s certificate has no publisher role (fleetmesh fleet issue --role publisher)')
   }
-  const version = opts.version ?? '1'
+  return chain
+}
+
+/** Shards a model and publishes it (see publishSharded). */
+export async function publishModel (client: FleetClient, model: Uint8Array, opts: PublishOptions): Promise<Published> {
+  const name = checkModelName(opts.name)
+  await checkPublisher(client)
   const vehicles = client.directory.eligible().length
   const sharded = await shardModel(model, {
     stages: opts.stages === undefined || opts.stages === 'auto' ? (a: ModelAnalysis) => autoStageCount(a, vehicles) : opts.stages,
     name,
-    version,
+    version: opts.version ?? '1',
     ...(opts.probeShapes !== undefined ? { probeShapes: opts.probeShapes } : {}),
     ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
     ...(opts.task !== undefined ? { task: opts.task } : {})
   })
+  return await publishSharded(client, sharded, opts)
+}
+
+/**
+ * Publishes a sharded model under its manifest's name and version: keeps the
+ * shards and provides them (this peer seeds), puts the signed name record
+ * (earlier versions by this publisher kept) and announces the model every few
+ * seconds until stopped.
+ */
+export async function publishSharded (client: FleetClient, sharded: ShardedModel, opts: { announceEveryMs?: number } = {}): Promise<Published> {
+  const chain = await checkPublisher(client)
+  const { name, version } = sharded.manifest
+  checkModelName(name)
   const store = client.exchange.store
   await store.put(sharded.manifestBytes)
   for (const [cid, bytes] of sharded.shards) await store.put(bytes, cid)
   await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) }))
-  // the name record keeps earlier versions
+  // the name record keeps this publisher's earlier versions (never another publisher's)
   let versions: Record<string, string> = {}
-  try { versions = (await client.resolver.nameRecord(name, { signal: AbortSignal.timeout(3000) })).versions } catch { /* first version */ }
+  try {
+    const earlier = await client.resolver.nameRecord(name, { signal: AbortSignal.timeout(3000) })
+    if (earlier.publisher === client.peerId) versions = earlier.versions
+  } catch { /* first version */ }
   versions[version] = sharded.manifestCid
   const membership = chain !== undefined ? { membership: chain } : {}
   const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now(), ...membership }, client.privateKey)
   await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
+  client.names.add(name, version, sharded.manifestCid, client.peerId)
   const announcement = async (): Promise<void> => {
     await client.components.pubsub.publish(jobsTopic(client.fleet), encodeJobsMessage({
       kind: 'model',

@@ -1,19 +1,20 @@
 /**
  * Name resolution: a model by manifest CID, manifest file, or name (`name`
- * or `name@version`): the names vehicles announce in their heartbeats, then
- * the signed name records in the DHT. Manifests are fetched by CID and kept.
+ * or `name@version`): names publishers announced, then the publishers'
+ * signed name records in the DHT (never names from heartbeats). Manifests
+ * are fetched by CID and kept.
  */
 import { readFile } from 'node:fs/promises'
 import type { AbortOptions, ComponentLogger, ContentRouting, Logger } from '@libp2p/interface'
 import { openCapacityRecord, capacityRecordKey } from '../../protocols/capacity.ts'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { modelRecordKey, openModelRecord } from '../../protocols/jobs.ts'
-import type { FleetDirectory } from '../capacity/directory.ts'
 import { isCid } from '../models/cid.ts'
 import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import { latestVersion } from '../models/versions.ts'
+import type { ModelNames } from './names.ts'
 
 export interface ResolvedModel { cid: string, manifest: Manifest }
 
@@ -25,11 +26,11 @@ export class ModelNotFoundError extends Error {
 export interface ResolverComponents {
   logger: ComponentLogger
   contentRouting: ContentRouting
-  directory: Pick<FleetDirectory, 'models' | 'waitFor'>
+  names: Pick<ModelNames, 'lookup' | 'waitFor' | 'add' | 'list'>
   exchange: Pick<ShardExchange, 'get' | 'store'>
 }
 
-/** How long a name lookup listens for heartbeats before asking the DHT. */
+/** How long a name lookup listens for announcements before asking the DHT. */
 const HEARD_WAIT_MS = 2000
 
 export class ModelResolver {
@@ -59,19 +60,20 @@ export class ModelResolver {
       this.manifests.set(cid, manifest)
       return { cid, manifest }
     }
-    // heartbeats name what vehicles hold; the DHT name record names what was published
-    const heard = await this.c.directory.waitFor(() => this.c.directory.models().has(model), { signal: AbortSignal.any([signal, AbortSignal.timeout(HEARD_WAIT_MS)]), what: `a vehicle serving model "${model}"` }).then(() => true, () => false)
-    if (heard) return await this.resolve(this.c.directory.models().get(model)!, { signal })
+    // publishers announce names; their signed DHT records name what was published earlier
+    const heard = await this.c.names.waitFor(model, { signal: AbortSignal.any([signal, AbortSignal.timeout(HEARD_WAIT_MS)]) }).catch(() => undefined)
+    if (heard !== undefined) return await this.resolve(heard, { signal })
     const [name, version] = model.split('@')
     try {
       const rec = await this.nameRecord(name, { signal })
+      for (const [v, cid] of Object.entries(rec.versions)) this.c.names.add(name, v, cid, rec.publisher)
       const cid = rec.versions[version ?? latestVersion(Object.keys(rec.versions)) ?? '']
       if (cid !== undefined) return await this.resolve(cid, { signal })
     } catch (err) {
       this.log('no DHT record for model %s: %e', name, err)
     }
-    const known = [...this.c.directory.models().keys()]
-    throw new ModelNotFoundError(`model "${model}" is not served by any vehicle heard from, nor published in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
+    const known = this.c.names.list().map(n => `${n.name}@${n.version}`)
+    throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
   }
 
   /** The signed name record of a model (versions -> manifest CID). */

@@ -1,7 +1,6 @@
 /**
- * The gateway's model repository: the models the fleet serves now (as
- * vehicles' heartbeats name them), by name and version, and whether each is
- * ready (every stage has an eligible vehicle).
+ * The gateway's model repository: the models publishers named, by name and
+ * version, and whether each is ready (every stage has an eligible vehicle).
  */
 import type { FleetClient } from '../client/client.ts'
 import type { ResolvedModel } from '../client/resolver.ts'
@@ -21,12 +20,12 @@ export class Repository {
   /** Models the fleet serves: name -> version -> resolved model. */
   async list (): Promise<Map<string, Map<string, ResolvedModel>>> {
     const out = new Map<string, Map<string, ResolvedModel>>()
-    for (const cid of new Set(this.client.directory.models().values())) {
+    for (const n of this.client.names.list()) {
       try {
-        const m = await this.client.resolve(cid, { signal: AbortSignal.timeout(5000) })
-        const versions = out.get(m.manifest.name) ?? new Map<string, ResolvedModel>()
-        versions.set(m.manifest.version, m)
-        out.set(m.manifest.name, versions)
+        const m = await this.client.resolve(n.manifest, { signal: AbortSignal.timeout(5000) })
+        const versions = out.get(n.name) ?? new Map<string, ResolvedModel>()
+        versions.set(n.version, m)
+        out.set(n.name, versions)
       } catch { /* not fetchable right now */ }
     }
     return out

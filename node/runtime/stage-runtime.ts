@@ -126,16 +126,6 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
     }))
   }
 
-  /** Model names held, `name` and `name@version` -> manifest CID. */
-  models (): Record<string, string> {
-    const out: Record<string, string> = {}
-    for (const s of this.stages.values()) {
-      out[s.manifest.name] = s.manifestCid
-      out[`${s.manifest.name}@${s.manifest.version}`] = s.manifestCid
-    }
-    return out
-  }
-
   get isAccepting (): boolean { return this.accepting }
 
   /** Stops taking new work (requests get DEPARTING); work in flight goes on. */

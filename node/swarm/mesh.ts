@@ -8,6 +8,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { FleetClient } from '../client/client.ts'
+import { publishSharded } from '../client/publish.ts'
+import type { Published } from '../client/publish.ts'
 import { loadOrCreateKey } from '../host.ts'
 import { localFleet, saveCredentials } from '../membership/credentials.ts'
 import type { Credentials, LocalFleet } from '../membership/credentials.ts'
@@ -57,6 +59,7 @@ export class LocalSwarm {
   sharded!: ShardedModel
   /** The swarm's own fleet: its authority signs every peer's certificate. */
   members!: LocalFleet
+  private published?: Published
   modelBytes!: Uint8Array
   client!: FleetClient
   bootAddr = ''
@@ -95,10 +98,8 @@ export class LocalSwarm {
 
     // this process: the client peer, which also seeds the shards
     const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client() })
-    await client.exchange.store.put(this.sharded.manifestBytes)
-    for (const [cid, bytes] of this.sharded.shards) await client.exchange.store.put(bytes, cid)
-    await step(Promise.all([this.sharded.manifestCid, ...this.sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) })), signal)
-    say('seed', `client ${shortPeer(client.peerId)} provides the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
+    this.published = await step(publishSharded(client, this.sharded), signal)
+    say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
     await Promise.all(this.placement.map(async (st, i) => {
       await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
@@ -182,6 +183,7 @@ export class LocalSwarm {
   /** Closes the client, stops every process started, removes the work directory unless `keepLogs`. */
   async stop (keepLogs = false): Promise<{ stopped: number, left: number }> {
     const running = this.children.filter(ch => ch.running).length
+    this.published?.stop()
     await this.client?.close().catch(() => {})
     await Promise.all(this.children.map(async ch => { await ch.stop() }))
     if (!keepLogs) await rm(this.work, { recursive: true, force: true })

@@ -87,7 +87,7 @@ describe('fleet membership on a real mesh', function () {
       // its heartbeats claiming a stage are rejected by every node's validator
       const { encodeHeartbeat } = await import('../../protocols/capacity.ts')
       await new Promise(resolve => setTimeout(resolve, 1500))
-      await node.host.services.pubsub.publish(capacityTopic(FLEET), encodeHeartbeat({ ts: Date.now(), seq: 1, eligible: true, load: 0, slots: 9, stages: [{ manifest: sharded.manifestCid, stage: 0, cid: sharded.manifest.stages[0].cid, msPerItem: 0.01 }], models: {}, addrs: [], membership: creds.chain! })).catch(() => {})
+      await node.host.services.pubsub.publish(capacityTopic(FLEET), encodeHeartbeat({ ts: Date.now(), seq: 1, eligible: true, load: 0, slots: 9, stages: [{ manifest: sharded.manifestCid, stage: 0, cid: sharded.manifest.stages[0].cid, msPerItem: 0.01 }], addrs: [], membership: creds.chain! })).catch(() => {})
       await new Promise(resolve => setTimeout(resolve, 1000))
       assert.ok(!mesh.client.directory.holders(sharded.manifestCid, 0).some(h => h.peer === node.host.peerId.toString()), 'not taken as a stage holder')
     } finally { await node.stop() }

@@ -105,7 +105,7 @@ describe('wire formats (protobuf, protocols/*.proto)', () => {
   })
 
   it('heartbeats round-trip; bad ones name the field; big ones are refused', () => {
-    const hb: Heartbeat = { ts: 5, seq: 2, eligible: true, load: 0, slots: 4, stages: [{ manifest: 'm', stage: 1, cid: 'c', msPerItem: 3 }], models: { a: 'm' }, addrs: ['/ip4/127.0.0.1/tcp/1'], leaving: false }
+    const hb: Heartbeat = { ts: 5, seq: 2, eligible: true, load: 0, slots: 4, stages: [{ manifest: 'm', stage: 1, cid: 'c', msPerItem: 3 }], addrs: ['/ip4/127.0.0.1/tcp/1'], leaving: false }
     assert.deepEqual(decodeHeartbeat(encodeHeartbeat(hb)), hb)
     assert.throws(() => decodeHeartbeat(encodeHeartbeat({ ...hb, stages: [{ ...hb.stages[0], cid: '' }] })), (e: unknown) => e instanceof MalformedFrameError && e.field === 'heartbeat.stages[0].cid')
     assert.throws(() => decodeHeartbeat(new Uint8Array([0xff, 0xff])), (e: unknown) => e instanceof MalformedFrameError && e.field === 'heartbeat')

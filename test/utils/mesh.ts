@@ -9,6 +9,7 @@ import { startBootstrap } from '../../bootstrap/bootstrap.ts'
 import { VehicleAgent } from '../../node/agent.ts'
 import type { AgentEvent } from '../../node/agent.ts'
 import { FleetClient } from '../../node/client/client.ts'
+import { publishSharded } from '../../node/client/publish.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
@@ -47,11 +48,8 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   const bootKey = join(dir, 'boot.key')
   const boot = await startBootstrap({ keyFile: bootKey, listen: ['/ip4/127.0.0.1/tcp/0'], fleet, ...(members !== undefined ? { credentials: await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }) } : {}) })
   const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}) })
-  if (sharded !== undefined) {
-    await client.exchange.store.put(sharded.manifestBytes)
-    for (const [cid, bytes] of sharded.shards) await client.exchange.store.put(bytes, cid)
-    for (const cid of [sharded.manifestCid, ...sharded.shards.keys()]) await client.exchange.provide(cid)
-  }
+  // the client publishes the model (a name record, announcements) and seeds its shards
+  const published = sharded !== undefined ? await publishSharded(client, sharded) : undefined
   const events: TestMesh['events'] = []
   const count = opts.vehicles ?? placement.length
   const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => {
@@ -81,6 +79,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
     vehicles,
     events,
     async stop () {
+      published?.stop()
       await client.close()
       await Promise.all(vehicles.map(async v => { if (v.host.status === 'started') await v.stop() }))
       await boot.stop()

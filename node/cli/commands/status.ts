@@ -28,7 +28,6 @@ export const statusCommand: Command = {
           reasons: v?.reasons ?? [],
           state: v,
           stages: p.heartbeat.stages.map(s => ({ manifest: s.manifest, stage: s.stage, msPerItem: s.msPerItem })),
-          models: p.heartbeat.models,
           load: p.heartbeat.load,
           heardMsAgo: now - p.receivedAt,
           leaving: p.heartbeat.leaving === true,
