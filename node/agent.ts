@@ -29,6 +29,8 @@ import { FleetMetrics } from './metrics.ts'
 import { ShardExchange } from './models/shard-exchange.ts'
 import { ShardStore } from './models/shard-store.ts'
 import { InferHandler } from './runtime/infer-handler.ts'
+import { liar } from './runtime/liar.ts'
+import type { LieMode } from './runtime/liar.ts'
 import { StageRuntime } from './runtime/stage-runtime.ts'
 import { VehicleGovernor } from './vehicle/governor.ts'
 import type { GovernorEvents } from './vehicle/governor.ts'
@@ -66,6 +68,8 @@ export interface AgentInit {
    * Undefined only for an open fleet.
    */
   credentials?: Credentials
+  /** Testing only: this vehicle lies about its stage outputs (see node/runtime/liar.ts). */
+  lie?: LieMode
 }
 
 export type AgentEvents = HostingEvents & GovernorEvents & {
@@ -121,11 +125,17 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
     })
     const me = host.peerId.toString()
+    const membership = c.membership
     this.infer = new InferHandler({ ...c, runtime: this.runtime }, {
       admit: req => {
         const lease = req.leases?.[me]
         return lease !== undefined && !this.offers.isLeaseValid(lease) ? `lease ${lease} expired or unknown` : undefined
-      }
+      },
+      // a hop dials only vehicles it knows, at the addresses their own heartbeats give
+      ...(membership !== undefined
+        ? { knownVehicle: (peer: string) => this.directory.get(peer)?.heartbeat.addrs ?? (membership.hasRole(peer, 'vehicle') ? [] : undefined) }
+        : {}),
+      ...(init.lie !== undefined ? { lie: liar(init.lie) } : {})
     })
     for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {
       for (const type of types) (from as EventTarget).addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: (e as CustomEvent).detail }) })

@@ -14,6 +14,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { fleetScoring } from './membership/scoring.ts'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import { repeatingTask } from '@libp2p/utils'
@@ -113,7 +114,8 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
-        emitSelf: false
+        emitSelf: false,
+        ...fleetScoring(fleet)
       })
     }
   })

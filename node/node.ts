@@ -3,11 +3,12 @@
  * peer (vehicle, client, bootstrap) is built here: the connection gater and
  * the membership proof come first, then every fleet protocol (DHT, gossip,
  * infer, shard, offer) is gated behind proven membership. A node of an open
- * fleet (no credentials, asked for explicitly) has none of that.
+ * fleet (no credentials, asked for explicitly) has none of that. Either way,
+ * each peer may open each protocol's streams only so fast.
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, SHARD_PROTOCOL, kadProtocol } from '../protocols/ids.ts'
+import { GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
@@ -21,6 +22,7 @@ import { Denylist, Membership } from './membership/membership.ts'
 import type { OwnCredentials } from './membership/membership.ts'
 import { TopicGuard } from './membership/topics.ts'
 import type { FleetMetrics } from './metrics.ts'
+import { streamRateLimit } from './peer-limits.ts'
 
 export interface NodeInit extends Omit<HostInit, 'privateKey' | 'metricsRegistry' | 'connectionGater' | 'recordTrust' | 'start' | 'fleet'> {
   privateKey: PrivateKey
@@ -59,6 +61,29 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
  * so the chain grows with every stream and outbound streams run old handlers.
  * The registrar hands out a copy here instead.
  */
+/**
+ * Inbound streams one peer may open per protocol: a rate per second and a
+ * burst. Generous for honest use (a busy client, a joining node's DHT
+ * walk), so that one peer cannot flood a node with streams.
+ */
+const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]> = [
+  [kadProtocol, 50, 200],
+  ...GOSSIP_PROTOCOLS.map(p => [p, 2, 10] as [string, number, number]),
+  [INFER_PROTOCOL, 100, 200],
+  [SHARD_PROTOCOL, 10, 40],
+  [OFFER_PROTOCOL, 20, 50],
+  [memberProtocol, 5, 20],
+  [enrollProtocol, 1, 5]
+]
+
+function limitStreams (host: Host, fleet: string): void {
+  copyMiddlewareChains(host)
+  for (const [protocol, rate, burst] of STREAM_RATES) {
+    const id = typeof protocol === 'string' ? protocol : protocol(fleet)
+    host.use(id, streamRateLimit(id, rate, burst))
+  }
+}
+
 function copyMiddlewareChains (host: Host): void {
   const registrar = (host as unknown as { components?: { registrar?: { getMiddleware?: (p: string) => unknown[] } } }).components?.registrar
   const get = registrar?.getMiddleware?.bind(registrar)
@@ -86,12 +111,16 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     ...(cred !== undefined ? { connectionGater: denylist.gater(), recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
   })
   const components = nodeComponents(host, privateKey, metrics)
+  limitStreams(host, fleetName)
   if (cred === undefined) {
     const topics = new TopicGuard(components, { fleet: fleetName })
     return { host, components, topics, start: async () => { topics.start(); await host.start() }, stop: async () => { topics.stop(); await host.stop() } }
   }
-  const usable = cred.chain !== undefined && (await openCertificate(cred.chain[0])).cert.peer === me ? cred.chain : undefined
-  const enroller = usable === undefined || cred.grant !== undefined
+  const leaf = cred.chain !== undefined ? (await openCertificate(cred.chain[0])).cert : undefined
+  const usable = leaf?.peer === me ? cred.chain : undefined
+  // vehicles enroll with a grant, and renew their certificate from a bootstrap peer before it expires
+  const renews = leaf?.roles.includes('vehicle') === true && (init.bootstrap ?? []).length > 0
+  const enroller = usable === undefined || cred.grant !== undefined || renews
     ? new Enroller({ ...components, dialer: host }, { trust: cred.trust, credentials: { ...cred, ...(usable !== undefined ? { chain: usable } : {}) }, issuers: init.bootstrap ?? [], file: credentialsFile ?? '' })
     : undefined
   const own: OwnCredentials = enroller ?? { chain: () => usable }
@@ -104,7 +133,6 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   components.membership = membership
   components.credentials = own
   const topics = new TopicGuard(components, { fleet: fleetName })
-  copyMiddlewareChains(host)
   for (const [protocol, roles] of GATED) host.use(typeof protocol === 'string' ? protocol : protocol(fleetName), membership.gate(roles))
   if (enroller !== undefined && usable === undefined && cred.grant === undefined) throw new CredentialsError('the credentials hold neither a certificate for this peer nor an enrollment grant')
   enroller?.addEventListener('enrolled', () => { void membership.proveAll() })

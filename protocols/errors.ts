@@ -31,6 +31,18 @@ export class FrameTooLargeError extends Error {
   }
 }
 
+/** A frame would take more memory than the sender may hold on this node now. */
+export class OverBudgetError extends Error {
+  static readonly code = 'ERR_OVER_BUDGET'
+  readonly name = 'OverBudgetError'
+  readonly code = OverBudgetError.code
+  readonly size: number
+  constructor (size: number) {
+    super(`a frame of ${size} bytes is over the sender's memory budget here`)
+    this.size = size
+  }
+}
+
 /** Content did not hash to the CID it was asked for. */
 export class HashMismatchError extends Error {
   static readonly code = 'ERR_HASH_MISMATCH'

@@ -8,40 +8,78 @@ import { byteStream } from '@libp2p/utils'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { AbortOptions, Stream } from '@libp2p/interface'
-import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from './errors.ts'
 import { decodeInferHeader, encodeInferHeader } from './infer.ts'
-import type { InferMessage } from './infer.ts'
+import type { InferMessage, Tap } from './infer.ts'
 import { MAX_HEADER_BYTES, MAX_INFER_FRAME_BYTES } from './limits.ts'
 import { checkDescriptors, describeTensors, tensorsFromPayload } from './tensor.ts'
 import type { Tensor, TensorDescriptor } from './tensor.ts'
 
-/** A frame as read: its message, its tensor descriptors and the payload, still encoded. */
+/** A frame as read: its message, its tensor descriptors, the taps at the payload's end and the payload, still encoded. */
 export interface Frame {
   message: InferMessage
   tensors: TensorDescriptor[]
+  taps: Tap[]
   payload: Uint8ArrayList
 }
 
-/** The tensors of a frame that was read. */
+/** How many of a frame's tensors are its own (results, hand-backs), before the taps. */
+function mainCount (f: Pick<Frame, 'tensors' | 'taps'>): number {
+  return f.tensors.length - f.taps.reduce((s, t) => s + t.count, 0)
+}
+
+/** The tensors of a frame that was read (its taps left out). */
 export function frameTensors (f: Frame): Tensor[] {
-  return tensorsFromPayload(f.tensors, f.payload)
+  return tensorsFromPayload(f.tensors, f.payload).slice(0, mainCount(f))
+}
+
+/** The descriptors and bytes of a frame's own tensors (taps left out), still encoded. */
+export function mainPart (f: Frame): { tensors: TensorDescriptor[], payload: Uint8ArrayList } {
+  const n = mainCount(f)
+  const bytes = f.tensors.slice(0, n).reduce((s, d) => s + d.encodedLength, 0)
+  return { tensors: f.tensors.slice(0, n), payload: f.payload.sublist(0, bytes) }
+}
+
+/** The taps a frame carries: stage -> that stage's outputs. */
+export function frameTaps (f: Frame): Map<number, Tensor[]> {
+  const all = tensorsFromPayload(f.tensors, f.payload)
+  const out = new Map<number, Tensor[]>()
+  let o = mainCount(f)
+  for (const t of f.taps) { out.set(t.stage, all.slice(o, o + t.count)); o += t.count }
+  return out
+}
+
+export interface WriteOptions extends AbortOptions {
+  /** Tap tensors (stage outputs) to carry after the frame's own tensors. */
+  taps?: Array<{ stage: number, tensors: Tensor[] }>
+}
+
+export interface ReadOptions extends AbortOptions {
+  /**
+   * Called with a frame's payload size once its header is read, before the
+   * payload: false refuses the frame (OverBudgetError) without reading it.
+   */
+  reserve?: (bytes: number) => boolean
 }
 
 export interface FrameStream {
-  /** Reads one frame. Over-long or malformed frames throw FrameTooLargeError / MalformedFrameError. */
-  read: (opts?: AbortOptions) => Promise<Frame>
-  /** Writes a frame with these tensors. */
-  write: (message: InferMessage, tensors: Tensor[], opts?: AbortOptions) => Promise<void>
-  /** Writes a frame that carries another frame's payload as it is (no copy, no re-encoding). */
-  relay: (message: InferMessage, from: Pick<Frame, 'tensors' | 'payload'>, opts?: AbortOptions) => Promise<void>
+  /** Reads one frame. Over-long, malformed or refused frames throw FrameTooLargeError / MalformedFrameError / OverBudgetError. */
+  read: (opts?: ReadOptions) => Promise<Frame>
+  /** Writes a frame with these tensors (and taps after them). */
+  write: (message: InferMessage, tensors: Tensor[], opts?: WriteOptions) => Promise<void>
+  /**
+   * Writes a frame that carries another frame's payload as it is (no copy, no
+   * re-encoding), its taps included, with more taps appended.
+   */
+  relay: (message: InferMessage, from: Pick<Frame, 'tensors' | 'payload' | 'taps'>, opts?: WriteOptions) => Promise<void>
 }
 
 const MAX_LENGTH_BYTES = varint.encodingLength(MAX_HEADER_BYTES)
 
 export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): FrameStream {
   const bytes = byteStream(stream, { maxBufferSize: limit + MAX_HEADER_BYTES + 16 })
-  const send = async (message: InferMessage, tensors: TensorDescriptor[], payload: Uint8Array[] | Uint8ArrayList, opts: AbortOptions): Promise<void> => {
-    const header = encodeInferHeader(message, tensors)
+  const send = async (message: InferMessage, tensors: TensorDescriptor[], taps: Tap[], payload: Uint8Array[] | Uint8ArrayList, opts: AbortOptions): Promise<void> => {
+    const header = encodeInferHeader(message, tensors, taps)
     if (header.byteLength > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', header.byteLength, MAX_HEADER_BYTES)
     const out = new Uint8ArrayList(varint.encode(header.byteLength), header)
     if (payload instanceof Uint8ArrayList) out.append(payload)
@@ -60,18 +98,25 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
       }
       if (length > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', length, MAX_HEADER_BYTES)
       if (length === 0) throw new MalformedFrameError('header', 'empty')
-      const { message, tensors } = decodeInferHeader((await bytes.read({ ...opts, bytes: length })).subarray())
+      const { message, tensors, taps } = decodeInferHeader((await bytes.read({ ...opts, bytes: length })).subarray())
       const size = checkDescriptors(tensors, limit)
+      if (opts.reserve !== undefined && !opts.reserve(size)) throw new OverBudgetError(size)
       const payload = size > 0 ? await bytes.read({ ...opts, bytes: size }) : new Uint8ArrayList()
-      return { message, tensors, payload }
+      return { message, tensors, taps, payload }
     },
     async write (message, tensors, opts = {}) {
-      const { descriptors, parts, bytes: size } = describeTensors(tensors)
+      const extra = opts.taps ?? []
+      const { descriptors, parts, bytes: size } = describeTensors([...tensors, ...extra.flatMap(t => t.tensors)])
       if (size > limit) throw new FrameTooLargeError('payload', size, limit)
-      await send(message, descriptors, parts, opts)
+      await send(message, descriptors, extra.map(t => ({ stage: t.stage, count: t.tensors.length })), parts, opts)
     },
     async relay (message, from, opts = {}) {
-      await send(message, from.tensors, from.payload, opts)
+      const extra = opts.taps ?? []
+      if (extra.length === 0) { await send(message, from.tensors, from.taps, from.payload, opts); return }
+      const more = describeTensors(extra.flatMap(t => t.tensors))
+      const payload = new Uint8ArrayList(...from.payload)
+      for (const p of more.parts) payload.append(p)
+      await send(message, [...from.tensors, ...more.descriptors], [...from.taps, ...extra.map(t => ({ stage: t.stage, count: t.tensors.length }))], payload, opts)
     }
   }
 }

@@ -12,10 +12,10 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import { decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
-import { MalformedFrameError } from './errors.ts'
+import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
 import { InferErrorCode as WireCode, InferHeaderSchema } from './gen/infer_pb.ts'
 import type { InferHeader } from './gen/infer_pb.ts'
-import { MAX_HEADER_BYTES, MAX_PEER_ID_CHARS, MAX_ROUTE_HOPS } from './limits.ts'
+import { MAX_HEADER_BYTES, MAX_PEER_ID_CHARS, MAX_RECEIPT_BYTES, MAX_ROUTE_HOPS } from './limits.ts'
 import type { TensorDescriptor } from './tensor.ts'
 
 export interface Hop { peer: string, addrs: string[] }
@@ -32,11 +32,21 @@ export interface InferRequest {
   deadline: number
   /** Batch work: the lease each peer granted for it (peer id -> lease id). */
   leases?: Record<string, string>
+  /** Stages whose outputs the answer must carry back as taps. */
+  taps?: number[]
 }
 
+/** What one hop ran: the peer, the stage and how long it took (from its receipt). */
 export interface HopTiming { peer: string, stage: number, ms: number }
 
-export interface InferResult { job: string, hops: HopTiming[] }
+export interface InferResult {
+  job: string
+  /** Signed receipts (protocols/receipt.ts) of every stage from the requested one, in order. */
+  receipts: Uint8Array[]
+}
+
+/** `count` tensors at the end of a frame's payload are stage `stage`'s outputs. */
+export interface Tap { stage: number, count: number }
 
 /** Error codes a hop may answer with (names of InferErrorCode in infer.proto). */
 export const InferErrorCode = {
@@ -49,7 +59,8 @@ export const InferErrorCode = {
   TIMEOUT: 'TIMEOUT',
   DEPARTING: 'DEPARTING',
   BUSY: 'BUSY',
-  LEASE_EXPIRED: 'LEASE_EXPIRED'
+  LEASE_EXPIRED: 'LEASE_EXPIRED',
+  INVALID_RESULT: 'INVALID_RESULT'
 } as const
 export type InferErrorCode = typeof InferErrorCode[keyof typeof InferErrorCode]
 
@@ -62,7 +73,8 @@ const CODES: Record<InferErrorCode, WireCode> = {
   TIMEOUT: WireCode.TIMEOUT,
   DEPARTING: WireCode.DEPARTING,
   BUSY: WireCode.BUSY,
-  LEASE_EXPIRED: WireCode.LEASE_EXPIRED
+  LEASE_EXPIRED: WireCode.LEASE_EXPIRED,
+  INVALID_RESULT: WireCode.INVALID_RESULT
 }
 const NAMES = new Map<number, InferErrorCode>(Object.entries(CODES).map(([k, v]) => [v, k as InferErrorCode]))
 
@@ -72,10 +84,10 @@ export interface InferError {
   message: string
   /** The stage that failed. */
   stage: number
-  /** The peer that failed to run it. */
+  /** The peer that failed to run it, as the reporting hop says (evidence only against that hop itself). */
   peer: string
-  /** Stages that ran before the failure. */
-  hops: HopTiming[]
+  /** Signed receipts of the stages that ran before the failure, in order. */
+  receipts: Uint8Array[]
 }
 
 export function isRetryable (code: string): boolean {
@@ -94,29 +106,31 @@ const MAX_ID_CHARS = 128
 const MAX_ADDR_CHARS = 512
 const MAX_ADDRS = 16
 
-/** The frame header: the message and the descriptors of the payload's tensors. */
-export function encodeInferHeader (m: InferMessage, tensors: TensorDescriptor[]): Uint8Array {
-  return encodeMessage(InferHeaderSchema, { kind: wireKind(m), tensors })
+/** The frame header: the message, the descriptors of the payload's tensors and the taps at its end. */
+export function encodeInferHeader (m: InferMessage, tensors: TensorDescriptor[], taps: Tap[] = []): Uint8Array {
+  return encodeMessage(InferHeaderSchema, { kind: wireKind(m), tensors, taps })
 }
 
 function wireKind (m: InferMessage): MessageInitShape<typeof InferHeaderSchema>['kind'] {
   switch (m.kind) {
     case 'request': {
       const r = m.request
-      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {} } }
+      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [] } }
     }
-    case 'result': return { case: 'result', value: { job: m.result.job, hops: m.result.hops } }
+    case 'result': return { case: 'result', value: { job: m.result.job, receipts: m.result.receipts } }
     case 'error': {
       const e = m.error
-      return { case: 'error', value: { job: e.job, code: CODES[e.code], message: e.message, stage: e.stage, peer: e.peer, hops: e.hops } }
+      return { case: 'error', value: { job: e.job, code: CODES[e.code], message: e.message, stage: e.stage, peer: e.peer, receipts: e.receipts } }
     }
   }
 }
 
 /** Decodes and checks a frame header; errors name the field. */
-export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, tensors: TensorDescriptor[] } {
+export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, tensors: TensorDescriptor[], taps: Tap[] } {
   const h: InferHeader = decodeMessage(InferHeaderSchema, bytes, 'header', MAX_HEADER_BYTES)
   const tensors = h.tensors.map(d => ({ name: d.name, dtype: d.dtype, dims: d.dims, encoding: d.encoding, encodedLength: d.encodedLength }))
+  const taps = list(h.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => ({ stage: num(t.stage, `header.taps[${i}].stage`, 0, 1024), count: num(t.count, `header.taps[${i}].count`, 1, tensors.length) }))
+  if (taps.reduce((s, t) => s + t.count, 0) > tensors.length) throw new MalformedFrameError('header.taps', `count more tensors than the frame's ${tensors.length}`)
   switch (h.kind.case) {
     case 'request': {
       const r = h.kind.value
@@ -134,12 +148,13 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
         stage: num(r.stage, 'header.stage', 0, 1024),
         route,
         deadline: time(r.deadlineMs, 'header.deadline'),
-        ...(leases.length > 0 ? { leases: r.leases } : {})
+        ...(leases.length > 0 ? { leases: r.leases } : {}),
+        ...(r.taps.length > 0 ? { taps: list(r.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => num(t, `header.taps[${i}]`, 0, 1024)) } : {})
       }
-      return { message: { kind: 'request', request }, tensors }
+      return { message: { kind: 'request', request }, tensors, taps }
     }
     case 'result':
-      return { message: { kind: 'result', result: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), hops: hopTimings(h.kind.value.hops) } }, tensors }
+      return { message: { kind: 'result', result: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), receipts: receiptsIn(h.kind.value.receipts) } }, tensors, taps }
     case 'error': {
       const e = h.kind.value
       const error: InferError = {
@@ -148,19 +163,18 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
         message: e.message.slice(0, MAX_MESSAGE_CHARS),
         stage: num(e.stage, 'header.stage', 0, 1024),
         peer: text(e.peer, 'header.peer', MAX_PEER_ID_CHARS, 0),
-        hops: hopTimings(e.hops)
+        receipts: receiptsIn(e.receipts)
       }
-      return { message: { kind: 'error', error }, tensors }
+      return { message: { kind: 'error', error }, tensors, taps }
     }
     default:
       throw new MalformedFrameError('header.kind', 'no request, result or error (a frame kind this version does not know)')
   }
 }
 
-function hopTimings (hops: Array<{ peer: string, stage: number, ms: number }>): HopTiming[] {
-  return list(hops, 'header.hops', MAX_ROUTE_HOPS + 1).map((h, i) => ({
-    peer: text(h.peer, `header.hops[${i}].peer`, MAX_PEER_ID_CHARS),
-    stage: num(h.stage, `header.hops[${i}].stage`, 0, 1024),
-    ms: Number.isFinite(h.ms) && h.ms >= 0 ? h.ms : 0
-  }))
+function receiptsIn (receipts: Uint8Array[]): Uint8Array[] {
+  return list(receipts, 'header.receipts', MAX_ROUTE_HOPS + 1).map((r, i) => {
+    if (r.byteLength > MAX_RECEIPT_BYTES) throw new FrameTooLargeError(`header.receipts[${i}]`, r.byteLength, MAX_RECEIPT_BYTES)
+    return r
+  })
 }

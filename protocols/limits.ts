@@ -21,6 +21,9 @@ export const MAX_ROUTE_HOPS = 32
 /** Longest peer id string (base58 or CIDv1 text of an identity multihash). */
 export const MAX_PEER_ID_CHARS = 128
 
+/** A signed hop receipt (envelope included). */
+export const MAX_RECEIPT_BYTES = 1 * KiB
+
 /** Shard transfer: request and response size, chunk size, largest shard served. */
 export const MAX_SHARD_MESSAGE_BYTES = 1 * KiB
 export const SHARD_CHUNK_BYTES = 1 * MiB

@@ -45,6 +45,8 @@ export interface Certificate {
   serial: string
   /** Roles this peer may issue certificates for (delegated issuers only). */
   mayIssue: Role[]
+  /** A gateway bearer token's limits (its `peer` is "token:<name>"). */
+  gateway?: { maxConcurrency: number, maxBodyBytes: number }
 }
 
 export interface Grant { fleet: string, role: Role, notAfter: number, id: string }
@@ -61,7 +63,14 @@ function roles (rs: number[], field: string): Role[] {
 
 export async function sealCertificate (c: Certificate, key: PrivateKey): Promise<Uint8Array> {
   return await sealRecord(CERTIFICATE, encodeMessage(MemberCertificateSchema, {
-    fleet: c.fleet, peer: c.peer, roles: c.roles.map(r => WIRE[r]), notBeforeMs: c.notBefore, notAfterMs: c.notAfter, serial: c.serial, mayIssue: c.mayIssue.map(r => WIRE[r])
+    fleet: c.fleet,
+    peer: c.peer,
+    roles: c.roles.map(r => WIRE[r]),
+    notBeforeMs: c.notBefore,
+    notAfterMs: c.notAfter,
+    serial: c.serial,
+    mayIssue: c.mayIssue.map(r => WIRE[r]),
+    ...(c.gateway !== undefined ? { gateway: c.gateway } : {})
   }), key)
 }
 
@@ -75,7 +84,8 @@ export async function openCertificate (bytes: Uint8Array): Promise<{ cert: Certi
     notBefore: time(c.notBeforeMs, 'certificate.notBefore'),
     notAfter: time(c.notAfterMs, 'certificate.notAfter'),
     serial: text(c.serial, 'certificate.serial', 64),
-    mayIssue: roles(c.mayIssue, 'certificate.mayIssue')
+    mayIssue: roles(c.mayIssue, 'certificate.mayIssue'),
+    ...(c.gateway !== undefined ? { gateway: { maxConcurrency: num(c.gateway.maxConcurrency, 'certificate.gateway.maxConcurrency', 1, 1_000_000), maxBodyBytes: num(c.gateway.maxBodyBytes, 'certificate.gateway.maxBodyBytes', 1, 0xffffffff) } } : {})
   }
   return { cert, signer }
 }

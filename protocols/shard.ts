@@ -15,7 +15,10 @@ import { MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES } from './limits.ts'
 /** `length` absent: to the end. */
 export interface ShardRequest { cid: string, offset: number, length?: number }
 /** `size`: bytes that follow; `total`: the whole shard's size. */
-export type ShardResponse = { ok: true, size: number, total: number } | { ok: false, code: 'NOT_FOUND' | 'BAD_REQUEST', message: string }
+export type ShardErrorName = 'NOT_FOUND' | 'BAD_REQUEST' | 'RATE_LIMITED'
+export type ShardResponse = { ok: true, size: number, total: number } | { ok: false, code: ShardErrorName, message: string }
+const CODES: Record<ShardErrorName, ShardErrorCode> = { NOT_FOUND: ShardErrorCode.NOT_FOUND, BAD_REQUEST: ShardErrorCode.BAD_REQUEST, RATE_LIMITED: ShardErrorCode.RATE_LIMITED }
+const NAMES = new Map<number, ShardErrorName>(Object.entries(CODES).map(([k, v]) => [v, k as ShardErrorName]))
 
 export function encodeShardRequest (r: ShardRequest): Uint8Array {
   return encodeMessage(ShardRequestSchema, r)
@@ -34,7 +37,7 @@ export function encodeShardResponse (r: ShardResponse): Uint8Array {
   return encodeMessage(ShardResponseSchema, {
     kind: r.ok
       ? { case: 'ok', value: { size: r.size, total: r.total } }
-      : { case: 'error', value: { code: r.code === 'NOT_FOUND' ? ShardErrorCode.NOT_FOUND : ShardErrorCode.BAD_REQUEST, message: r.message } }
+      : { case: 'error', value: { code: CODES[r.code], message: r.message } }
   })
 }
 
@@ -45,6 +48,6 @@ export function decodeShardResponse (bytes: Uint8Array): ShardResponse {
     const total = num(r.kind.value.total, 'shard response.total', size, MAX_SHARD_BYTES)
     return { ok: true, size, total }
   }
-  if (r.kind.case === 'error') return { ok: false, code: r.kind.value.code === ShardErrorCode.NOT_FOUND ? 'NOT_FOUND' : 'BAD_REQUEST', message: r.kind.value.message.slice(0, 1024) }
+  if (r.kind.case === 'error') return { ok: false, code: NAMES.get(r.kind.value.code) ?? 'BAD_REQUEST', message: r.kind.value.message.slice(0, 1024) }
   throw new MalformedFrameError('shard response', 'neither ok nor error')
 }

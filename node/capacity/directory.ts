@@ -31,6 +31,8 @@ export interface DirectoryInit {
   staleMs?: number
   /** A peer not heard from for this long is forgotten. @default 60000 */
   forgetMs?: number
+  /** Most peers remembered; past it, the one heard from longest ago is forgotten. @default 50000 */
+  maxPeers?: number
 }
 
 export interface DirectoryEvents {
@@ -48,6 +50,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   private readonly topic: string
   private readonly staleMs: number
   private readonly forgetMs: number
+  private readonly maxPeers: number
   private readonly log: Logger
   private readonly peers = new Map<string, PeerState>()
   private readonly pruner: RepeatingTask
@@ -60,6 +63,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     this.topic = capacityTopic(init.fleet)
     this.staleMs = init.staleMs ?? 3 * DEFAULT_HEARTBEAT_MS + 500
     this.forgetMs = init.forgetMs ?? 60_000
+    this.maxPeers = init.maxPeers ?? 50_000
     this.log = components.logger.forComponent('fleetmesh:directory')
     this.pruner = repeatingTask(() => { this.prune() }, Math.max(1000, this.forgetMs / 4))
   }
@@ -95,9 +99,15 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   /** Sets a peer's latest heartbeat directly (unit tests, or a node's own state). */
   record (peer: string, hb: Heartbeat, receivedAt = Date.now()): void {
     const state = { peer, heartbeat: hb, receivedAt }
+    // most recently heard last, so the first entry is the one to forget when full
+    this.peers.delete(peer)
     this.peers.set(peer, state)
+    if (this.peers.size > this.maxPeers) this.peers.delete(this.peers.keys().next().value!)
     this.safeDispatchEvent('heartbeat', { detail: state })
   }
+
+  /** Forgets a peer now (it left, or was refused). */
+  forget (peer: string): void { this.peers.delete(peer) }
 
   /** Forgets peers not heard from for `forgetMs`. */
   prune (now = Date.now()): number {

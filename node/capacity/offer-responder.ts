@@ -17,6 +17,7 @@ import { MAX_OFFER_MESSAGE_BYTES, OFFER_READ_TIMEOUT_MS } from '../../protocols/
 import { decodeOfferMessage, encodeOfferMessage } from '../../protocols/offer.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
+import { TokenBuckets } from '../peer-limits.ts'
 import { LeaseBook } from './leases.ts'
 
 export interface OfferResponderComponents {
@@ -37,6 +38,9 @@ export interface OfferResponderEvents {
   model: CustomEvent<{ announcement: ModelAnnouncement, from: string }>
 }
 
+/** Addresses of an announcing client that are dialled. */
+const MAX_ANNOUNCED_ADDRS = 4
+
 export class OfferResponder extends TypedEventEmitter<OfferResponderEvents> implements Startable {
   /** Leases this vehicle granted (written only by this responder; tests may grant one directly). */
   readonly leases = new LeaseBook()
@@ -44,6 +48,8 @@ export class OfferResponder extends TypedEventEmitter<OfferResponderEvents> impl
   private readonly init: OfferResponderInit
   private readonly log: Logger
   private readonly seen = new SeenJobs()
+  /** Offers (dials) per announcing client: 2 a second, bursts of 5. */
+  private readonly dials = new TokenBuckets(2, 5)
   private readonly sweeper: RepeatingTask
   private readonly listener = (evt: CustomEvent<Message>): void => { void this.onMessage(evt.detail) }
 
@@ -82,13 +88,19 @@ export class OfferResponder extends TypedEventEmitter<OfferResponderEvents> impl
     if (m.kind === 'job' && !this.seen.has(m.job)) await this.offer(m.job, msg.from.toString())
   }
 
-  /** Offers what we hold of `a`'s model to its client, then keeps the lease it grants. */
+  /**
+   * Offers what we hold of `a`'s model to its client, then keeps the lease it
+   * grants. The client is dialled at no more than a few of the addresses it
+   * announced, and a client gets at most a few offers a second: announcements
+   * cannot make vehicles dial elsewhere en masse.
+   */
   async offer (a: JobAnnouncement, client: string): Promise<void> {
     const held = this.c.runtime.served().filter(s => s.manifest === a.manifest)
     if (!this.c.runtime.isAccepting || held.length === 0) return
+    if (!this.dials.take(client)) { this.log('not offering job %s: %s announces faster than offers are made', a.job, client); return }
     this.seen.remember(a)
     try {
-      const stream = await this.c.dialer.dialProtocol(client, OFFER_PROTOCOL, { signal: AbortSignal.timeout(5000), addrs: a.addrs })
+      const stream = await this.c.dialer.dialProtocol(client, OFFER_PROTOCOL, { signal: AbortSignal.timeout(5000), addrs: a.addrs.slice(0, MAX_ANNOUNCED_ADDRS) })
       const lp = lpStream(stream, { maxDataLength: MAX_OFFER_MESSAGE_BYTES })
       const stages = held.map(s => ({ stage: s.stage, msPerItem: s.msPerItem, ...(s.batchMsPerItem !== undefined ? { batchMsPerItem: s.batchMsPerItem } : {}) }))
       await lp.write(encodeOfferMessage({ type: 'offer', job: a.job, stages, maxInFlight: this.init.maxInFlight ?? 4 }))

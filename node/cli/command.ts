@@ -4,7 +4,11 @@
  * Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import { existsSync, readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { FleetClient } from '../client/client.ts'
+import { parseLocalStages } from '../client/local-stages.ts'
+import { VERIFY_MODES, isVerifyMode } from '../client/verifier.ts'
+import type { VerifyMode } from '../client/verifier.ts'
 import { DEFAULT_FLEET, checkFleetName } from '../../protocols/ids.ts'
 import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
@@ -130,6 +134,22 @@ export async function fleetAccess (o: Record<string, unknown>): Promise<{ fleet:
 function checkName (fleet: string): string {
   try { return checkFleetName(fleet) } catch (err) { throw new UsageError((err as Error).message) }
 }
+/** Options of an HTTP gateway (node --http, swarm --http). */
+export const GATEWAY_OPTIONS: Record<string, OptionSpec> = {
+  'tls-cert': { type: 'string', arg: '<file>', description: 'with --http: serve HTTPS with this certificate (PEM)' },
+  'tls-key': { type: 'string', arg: '<file>', description: 'with --http: the certificate\'s private key (PEM)' }
+}
+
+/** The gateway's TLS files from `--tls-cert` / `--tls-key` (both or neither). */
+export async function gatewayTls (o: Record<string, unknown>): Promise<{ cert: Buffer, key: Buffer } | undefined> {
+  const cert = o['tls-cert']; const key = o['tls-key']
+  if (cert === undefined && key === undefined) return undefined
+  if (typeof cert !== 'string' || typeof key !== 'string') throw new UsageError('--tls-cert and --tls-key go together')
+  try { return { cert: await readFile(cert), key: await readFile(key) } } catch (err) {
+    throw new UsageError(`TLS: ${(err as Error).message}`)
+  }
+}
+
 export const BOOTSTRAP_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' }
 export const PROBE_SHAPE_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure the cuts at (free dims default to 1, then 64)' }
 
@@ -156,11 +176,30 @@ export async function untilSignal (): Promise<string> {
   })
 }
 
+/** How a client checks results and whether it runs first stages itself (submit, node --http, swarm). */
+export const CLIENT_CHECK_OPTIONS: Record<string, OptionSpec> = {
+  verify: { type: 'string', arg: '<mode>', description: 'result checks: off, sample (re-run a share of stage runs on another vehicle, more for new vehicles) or strict (every stage twice)', default: 'sample' },
+  'local-stages': { type: 'string', arg: '<stages>', description: 'run these first stages here (e.g. 0, or 0-1), so vehicles never see the inputs; loads onnxruntime' }
+}
+
+/** The client settings of CLIENT_CHECK_OPTIONS. */
+export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number } {
+  const out: { verify?: VerifyMode, localStages?: number } = {}
+  if (o.verify !== undefined) {
+    if (!isVerifyMode(o.verify)) throw new UsageError(`--verify must be one of ${VERIFY_MODES.join(', ')}, got ${String(o.verify)}`)
+    out.verify = o.verify
+  }
+  if (typeof o['local-stages'] === 'string') {
+    try { out.localStages = parseLocalStages(o['local-stages']) } catch (err) { throw new UsageError(`--local-stages: ${(err as Error).message}`) }
+  }
+  return out
+}
+
 /** Joins the fleet as a client for a command (`--bootstrap` required), runs `fn`, always leaves. */
 export async function withFleetClient<T> (o: Record<string, unknown>, fn: (client: FleetClient) => Promise<T>): Promise<T> {
   const bootstrap = (o.bootstrap as string[] | undefined) ?? []
   if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
   const access = await fleetAccess(o)
-  const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, ...(access.credentials !== undefined ? { credentials: access.credentials } : {}) })
+  const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, ...(access.credentials !== undefined ? { credentials: access.credentials } : {}), ...clientChecks(o) })
   try { return await fn(client) } finally { await client.close() }
 }

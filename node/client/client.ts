@@ -13,6 +13,7 @@
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
 import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
@@ -35,6 +36,9 @@ import type { InferOptions, InferResult, PipelineEvents } from './pipeline.ts'
 import { ModelNames } from './names.ts'
 import { ModelResolver } from './resolver.ts'
 import type { ResolvedModel } from './resolver.ts'
+import { LocalStages } from './local-stages.ts'
+import { ResultVerifier } from './verifier.ts'
+import type { VerifyMode } from './verifier.ts'
 
 export interface ClientInit {
   /** Bootstrap multiaddrs (with /p2p/<id>). */
@@ -53,6 +57,21 @@ export interface ClientInit {
   store?: BlobStore
   /** How long DHT provider answers are reused. @default 15000 */
   providerCacheMs?: number
+  /**
+   * Result checks: `sample` re-runs a share of stage runs on another vehicle
+   * (all of a new vehicle's, fewer as it proves itself); `strict` re-runs
+   * every stage of every job; `off` checks only the receipts. @default 'sample'
+   */
+  verify?: VerifyMode
+  /** Tolerance when comparing a stage's outputs from two vehicles. @default 1e-4 */
+  tolerance?: number
+  /** With `sample`: the lowest share of a proven vehicle's runs that is still checked. @default 0.02 */
+  checkRate?: number
+  /**
+   * Run this many first stages of every job here, so vehicles never see the
+   * inputs (loads onnxruntime). @default 0
+   */
+  localStages?: number
 }
 
 export interface ModelInfo {
@@ -81,7 +100,9 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly resolver: ModelResolver
   readonly locator: StageLocator
   readonly pipeline: PipelineRunner
+  readonly verifier: ResultVerifier
   readonly offers: OfferInbox
+  readonly local: LocalStages
   private readonly ownsHost: boolean
 
   private constructor (node: FleetNode, init: ClientInit) {
@@ -97,7 +118,16 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.names = new ModelNames(c, { fleet: this.fleet })
     this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange })
     this.locator = new StageLocator({ ...c, directory: this.directory, exchange: this.exchange }, { ...(init.providerCacheMs !== undefined ? { providerCacheMs: init.providerCacheMs } : {}) })
-    this.pipeline = new PipelineRunner({ ...c, locator: this.locator })
+    this.verifier = new ResultVerifier({ ...c, locator: this.locator, rerun: async (m, inputs) => (await this.pipeline.infer(m, inputs, { recheck: true })).outputs }, { ...(init.verify !== undefined ? { mode: init.verify } : {}), ...(init.tolerance !== undefined ? { tolerance: init.tolerance } : {}), ...(init.checkRate !== undefined ? { reputation: { minRate: init.checkRate } } : {}) })
+    this.local = new LocalStages({ ...c, exchange: this.exchange })
+    const ping = node.host.services.ping
+    this.pipeline = new PipelineRunner({
+      ...c,
+      locator: this.locator,
+      verifier: this.verifier,
+      local: this.local,
+      reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
+    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}) })
     this.offers = new OfferInbox(c)
     for (const type of ['route', 'job'] as const) this.pipeline.addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: e.detail }) })
   }
@@ -137,10 +167,10 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   /**
    * Models publishers have named, with how many eligible vehicles serve each
    * stage now and whether every stage is served. Listens until `opts.signal`
-   * aborts (default 3 s) when no name is heard yet.
+   * aborts (default 7 s: two announcement periods and joining the topic) when no name is heard yet.
    */
   async models (opts: AbortOptions = {}): Promise<ModelInfo[]> {
-    const signal = opts.signal ?? AbortSignal.timeout(3000)
+    const signal = opts.signal ?? AbortSignal.timeout(7000)
     if (this.names.list().length === 0) await new Promise<void>(resolve => { this.names.addEventListener('named', () => { resolve() }, { once: true }); signal.addEventListener('abort', () => { resolve() }, { once: true }) })
     const out: ModelInfo[] = []
     for (const n of this.names.list()) {
@@ -172,6 +202,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   }
 
   async close (): Promise<void> {
+    await this.local.close()
     await this.offers.stop()
     await stop(this.directory, this.names, this.exchange)
     if (this.ownsHost) await this.node.stop()

@@ -3,7 +3,8 @@
  * latest heartbeat is fresh, eligible and lists the stage, without banned
  * peers, each with its queue plus this client's own jobs in flight there.
  * The DHT's provider records are how holders are discovered: looking them up
- * connects to them, which brings their heartbeats. That lookup runs in the
+ * connects to them, which brings their heartbeats. Bans (scheduler/bans.ts)
+ * are only ever lifted by time: nothing a vehicle says clears them. That lookup runs in the
  * background when the cache is stale, and blocks only when no live holder
  * is known at all (a blocking lookup on the hot path stalled on dead peers).
  */
@@ -16,7 +17,7 @@ import type { ResolvedModel } from './resolver.ts'
 
 export interface LocatorComponents {
   logger: ComponentLogger
-  directory: Pick<FleetDirectory, 'holders' | 'waitFor' | 'addEventListener'>
+  directory: Pick<FleetDirectory, 'holders' | 'waitFor'>
   exchange: Pick<ShardExchange, 'findProviders'>
 }
 
@@ -24,6 +25,9 @@ export interface LocatorInit {
   /** How long DHT provider answers are reused. @default 15000 */
   providerCacheMs?: number
 }
+
+/** Load added to a suspect's candidacy. */
+const SUSPECT_LOAD = 16
 
 export class StageLocator {
   readonly bans = new BanList()
@@ -38,8 +42,6 @@ export class StageLocator {
     this.c = components
     this.log = components.logger.forComponent('fleetmesh:locator')
     this.providerCacheMs = init.providerCacheMs ?? 15_000
-    // a vehicle that came back is a new process: forget why its old one was banned
-    components.directory.addEventListener('restart', (e) => { this.bans.clear(e.detail) })
   }
 
   /** Counts this client's jobs in flight on a route's peers (call the returned function when done). */
@@ -48,11 +50,12 @@ export class StageLocator {
     return () => { for (const p of peers) this.inflight.set(p, (this.inflight.get(p) ?? 1) - 1) }
   }
 
-  /** Live, unbanned holders of a stage of `m`. */
+  /** Live, unbanned holders of a stage of `m`; a suspect (accused by one peer) counts as heavily loaded, so it is used last. */
   live (m: ResolvedModel, stage: number): Candidate[] {
+    this.bans.prune()
     return this.c.directory.holders(m.cid, stage)
       .filter(s => !this.bans.isBanned(s.peer))
-      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0), msPerItem: s.msPerItem }))
+      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem }))
   }
 
   /** Candidates for one stage (see the module comment). */
@@ -71,9 +74,10 @@ export class StageLocator {
     return out
   }
 
-  /** Waits until an unbanned holder of the stage is heard (or the signal aborts). */
-  async waitForHolder (m: ResolvedModel, stage: number, opts: AbortOptions): Promise<void> {
-    await this.c.directory.waitFor(() => this.live(m, stage).length > 0, { ...opts, what: `capacity for stage ${stage}` })
+  /** Waits until an unbanned holder of the stage that `usable` accepts is heard (or the signal aborts). */
+  async waitForHolder (m: ResolvedModel, stage: number, opts: AbortOptions & { usable?: (peer: string) => boolean }): Promise<void> {
+    const usable = opts.usable ?? (() => true)
+    await this.c.directory.waitFor(() => this.live(m, stage).some(c => usable(c.peer)), { ...opts, what: `capacity for stage ${stage}` })
   }
 
   /** DHT providers of a stage's shard (cached briefly). */

@@ -1,16 +1,19 @@
 /**
  * The pipeline runner: one job through the mesh with failover. It picks a
  * route (one peer per stage) from the stage locator, sends the input to the
- * first hop and reads the result. If a hop fails it bans that peer and
- * replays only the failed stage's input on another, keeping the stages that
- * already ran; each job completes at most once from the caller's view.
+ * first hop within a budget its route's timings promise, and checks the
+ * answer's receipts (ledger.ts). If a hop fails it replays only the failed
+ * stage's input on another, keeping the stages that already ran; runs chosen
+ * for checking are run again elsewhere before the result is delivered
+ * (verifier.ts). Blame: the first hop answers for everything it sends back,
+ * an error naming another peer only keeps this job away from it and counts
+ * as an accusation (scheduler/bans.ts).
  */
 import { randomUUID } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
-import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
 import { RemoteError } from '../../protocols/errors.ts'
-import { frameTensors } from '../../protocols/framing.ts'
-import { InferErrorCode, isRetryable } from '../../protocols/infer.ts'
+import { InferErrorCode } from '../../protocols/infer.ts'
 import type { HopTiming } from '../../protocols/infer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
@@ -19,8 +22,12 @@ import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
 import { NoRouteError, chooseRoute } from '../scheduler/router.ts'
 import type { Candidate } from '../scheduler/router.ts'
+import { JobLedger } from './ledger.ts'
+import type { LocalStages } from './local-stages.ts'
 import type { StageLocator } from './locator.ts'
 import type { ResolvedModel } from './resolver.ts'
+import { VerificationError } from './verifier.ts'
+import type { ResultVerifier, VerifyMode } from './verifier.ts'
 
 export interface InferOptions {
   signal?: AbortSignal
@@ -34,6 +41,15 @@ export interface InferOptions {
   leases?: () => Record<string, string>
   /** Called with each route chosen for this job (peers from stage `first`). */
   onRoute?: (peers: string[], first: number) => void
+  /** Result checks for this job. @default the client's (sample) */
+  verify?: VerifyMode
+  /** Count this job's stage runs as checks of another job (a re-check), not as plain runs. */
+  recheck?: boolean
+  /**
+   * Run this many first stages in this process, so vehicles see only
+   * intermediate activations, never the inputs. @default the client's (0)
+   */
+  localStages?: number
 }
 
 export interface InferResult {
@@ -66,24 +82,34 @@ export interface PipelineEvents {
 }
 
 export interface PipelineComponents {
+  peerId: PeerId
   logger: ComponentLogger
   dialer: PeerDialer
   locator: StageLocator
   metrics: FleetMetrics
+  verifier: ResultVerifier
+  /** Runs first stages in this process (for `localStages`). */
+  local?: Pick<LocalStages, 'run'>
+  /** This client's own check that a peer is reachable (a ping). */
+  reachable?: (peer: string, signal: AbortSignal) => Promise<boolean>
 }
 
 export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   private readonly c: PipelineComponents
   private readonly log: Logger
+  private readonly localStages: number
 
-  constructor (components: PipelineComponents) {
+  constructor (components: PipelineComponents, init: { localStages?: number } = {}) {
     super()
     this.c = components
+    this.localStages = init.localStages ?? 0
     this.log = components.logger.forComponent('fleetmesh:pipeline')
   }
 
   /** Runs one job through the mesh. */
   async infer (m: ResolvedModel, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
+    // a re-check is part of an earlier job, not a job of its own
+    if (opts.recheck === true) return await this.run(m, inputs, opts)
     try {
       const r = await this.run(m, inputs, opts)
       this.c.metrics.job('ok', r)
@@ -96,10 +122,10 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     }
   }
 
-  private async route (m: ResolvedModel, first: number, opts: InferOptions): Promise<Candidate[]> {
+  private async route (m: ResolvedModel, first: number, opts: InferOptions, exclude: Exclusions): Promise<Candidate[]> {
     const cands: Candidate[][] = []
     for (let s = first; s < m.manifest.stages.length; s++) {
-      const all = await this.c.locator.candidates(m, s)
+      const all = (await this.c.locator.candidates(m, s)).filter(c => !exclude.has(c.peer))
       const preferred = opts.prefer !== undefined ? all.filter(c => opts.prefer!.has(c.peer)) : []
       cands.push(preferred.length > 0 ? preferred : all)
     }
@@ -116,65 +142,115 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     const t0 = performance.now()
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
     const maxAttempts = opts.maxAttempts ?? 6
+    const mode = opts.verify ?? this.c.verifier.mode
     const bans = this.c.locator.bans
+    const ledger = new JobLedger(job, m.cid, K, inputs)
+    // peers this job keeps away from (accused by a hop: for a while; refused the input: for good)
+    const exclude = new Exclusions()
+    const refusedInput = new Set<string>()
+    const planned = new Set<number>()
+    const checked = new Set<number>()
     let stage = 0
     let tensors = inputs
-    const hops: HopTiming[] = []
+    const local = opts.localStages ?? this.localStages
+    if (local > 0) {
+      if (this.c.local === undefined) throw new InferenceError('BAD_INPUT', 'this client cannot run stages itself')
+      const r = await this.c.local.run(m, local, inputs)
+      ledger.local(r.outputs, r.stageMs, this.c.peerId.toString())
+      stage = local
+      tensors = r.outputs
+    }
     let lastError: Error | undefined
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       opts.signal?.throwIfAborted()
       if (Date.now() > deadline) break
       let route: Candidate[]
       try {
-        route = await this.route(m, stage, opts)
+        route = await this.route(m, stage, opts, exclude)
       } catch (err) {
         if (!(err instanceof NoRouteError) || attempt === maxAttempts) throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
         // capacity may be on its way (a first heartbeat, a replacement): wait for a heartbeat that offers it
         lastError = err
         this.log('job %s attempt %d: %s; waiting for capacity', job, attempt, err.message)
         const wait = AbortSignal.any([AbortSignal.timeout(Math.min(1000 * attempt, Math.max(1, deadline - Date.now()))), ...(opts.signal !== undefined ? [opts.signal] : [])])
-        await this.c.locator.waitForHolder(m, err.stage, { signal: wait }).catch(() => {})
+        await this.c.locator.waitForHolder(m, err.stage, { signal: wait, usable: p => !exclude.has(p) }).catch(() => {})
         continue
       }
       const peers = route.map(c => c.peer)
+      const first = route[0].peer
       this.safeDispatchEvent('route', { detail: { peers, first: stage, at: Date.now() } })
       opts.onRoute?.(peers, stage)
+      // which runs of this attempt get checked, and so which stage outputs must come back as taps
+      for (let s = stage; s < K; s++) { planned.delete(s); if (this.c.verifier.wants(mode, peers[s - stage], s)) planned.add(s) }
+      const taps = [...new Set([...planned].flatMap(s => [s - 1, s]))].filter(s => s >= stage && s < K - 1).sort((a, b) => a - b)
       const leases = opts.leases?.()
       const done = this.c.locator.track(peers)
-      const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, deadline - Date.now())), ...(opts.signal !== undefined ? [opts.signal] : [])])
+      // the attempt must finish in what the route's own timings promise; the hops' errors get a grace to arrive first
+      const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors))
+      const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
       let answer
       try {
         answer = await callHop(this.c.dialer, route[0], {
           job,
           manifest: m.cid,
           stage,
-          deadline,
+          deadline: attemptDeadline,
           route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs })),
-          ...(leases !== undefined && Object.keys(leases).length > 0 ? { leases } : {})
+          ...(leases !== undefined && Object.keys(leases).length > 0 ? { leases } : {}),
+          ...(taps.length > 0 ? { taps } : {})
         }, tensors, { signal })
       } catch (err) {
         opts.signal?.throwIfAborted()
         lastError = err as Error
-        if (err instanceof HopUnreachableError) bans.ban(route[0].peer)
-        this.log('job %s attempt %d: %e', job, attempt, err)
+        // unreachable, dropped the stream, or silent past its deadline: the first hop's own failure
+        bans.ban(first, err instanceof HopUnreachableError && !signal.aborted ? 'absent' : 'fault')
+        this.log('job %s attempt %d: first hop %s: %e', job, attempt, first, err)
         continue
       } finally { done() }
+      const problem = await ledger.accept(answer, stage, tensors, peers, taps)
+      if (problem !== undefined) {
+        lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${first.slice(-8)} failed its check: ${problem}`, stage)
+        bans.ban(first)
+        this.log('job %s attempt %d: %s', job, attempt, lastError.message)
+        continue
+      }
       const msg = answer.message
       if (msg.kind === 'result') {
-        hops.push(...msg.result.hops)
-        for (const hop of msg.result.hops) bans.clear(hop.peer)
-        const byStage = new Map(hops.map(x => [x.stage, x.peer]))
-        return { manifest: m.cid, outputs: frameTensors(answer), route: Array.from({ length: K }, (_, i) => byStage.get(i) ?? ''), hops, ms: performance.now() - t0, attempts: attempt }
+        if (opts.recheck !== true) this.c.verifier.stats.plainRuns += K - stage
+        const corrected = await this.checkRuns(m, ledger, planned, checked, { mode, exclude: exclude.current(), ...(opts.signal !== undefined ? { signal: opts.signal } : {}) })
+        if (corrected === undefined || corrected === K - 1) {
+          if (opts.recheck !== true) this.c.verifier.remember(m, ledger, checked)
+          return { manifest: m.cid, outputs: ledger.outputOf(K - 1)!, route: ledger.route(), hops: ledger.hops(), ms: performance.now() - t0, attempts: attempt }
+        }
+        // a run lost its check: continue from the winner's outputs
+        stage = corrected + 1
+        tensors = ledger.outputOf(corrected)!
+        continue
       }
-      if (msg.kind !== 'error') { lastError = new Error(`unexpected ${msg.kind} frame`); continue }
+      if (msg.kind !== 'error') continue
       const e = msg.error
+      if (opts.recheck !== true) this.c.verifier.stats.plainRuns += e.stage - stage
       lastError = new RemoteError(e.code, `stage ${e.stage} on ${e.peer.slice(-8)}: ${e.message}`, e.peer)
-      if (!isRetryable(e.code)) throw new InferenceError(e.code, lastError.message, e.stage)
-      if (e.code !== InferErrorCode.BUSY) bans.ban(e.peer)
-      // keep the work done before the failed stage; replay that stage's input
-      const replay = frameTensors(answer)
-      if (e.stage > stage && replay.length > 0) {
-        hops.push(...e.hops.filter(x => x.stage < e.stage))
+      if (e.peer === first || e.peer === '') {
+        // the first hop's own failure (BUSY and refusals included)
+        bans.ban(first, ABSENT_CODES.has(e.code) ? 'absent' : 'fault')
+        if (e.code === InferErrorCode.BAD_INPUT) {
+          refusedInput.add(first)
+          exclude.add(first, Infinity)
+          if (refusedInput.size >= 2) throw new InferenceError(e.code, `${refusedInput.size} vehicles refused the input: ${lastError.message}`, e.stage)
+        }
+      } else {
+        // another peer, as the first hop tells it: not evidence on its own
+        exclude.add(e.peer, ACCUSED_EXCLUSION_MS)
+        bans.accuse(e.peer, first)
+        // said to be unreachable: if this client cannot reach it either, that is its own failure
+        if (e.code === InferErrorCode.HOP_UNREACHABLE && this.c.reachable !== undefined && !await this.c.reachable(e.peer, AbortSignal.timeout(PROBE_TIMEOUT_MS)).catch(() => false)) bans.ban(e.peer, 'absent')
+      }
+      // keep the stages that ran (their receipts checked); replay the failed stage's input, if it fits that stage
+      const replay = ledger.outputOf(e.stage - 1)
+      if (e.stage > stage && e.receipts.length === e.stage - stage && replay !== undefined && !this.fits(m, e.stage, replay, first)) {
+        ledger.truncate(stage)
+      } else if (e.stage > stage && e.receipts.length === e.stage - stage && replay !== undefined) {
         stage = e.stage
         tensors = replay
       }
@@ -182,4 +258,68 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     }
     throw new InferenceError((lastError as RemoteError | undefined)?.code ?? 'ERR_FAILED', `job failed after ${maxAttempts} attempts: ${lastError?.message ?? 'deadline passed'}`, stage, { cause: lastError })
   }
+
+  /** Whether tensors handed back fit stage `stage`'s inputs; if not, the first hop that passed them on is at fault. */
+  private fits (m: ResolvedModel, stage: number, tensors: Tensor[], first: string): boolean {
+    try {
+      checkStageInputs(m.manifest.stages[stage].inputs, tensors, m.manifest.stages[stage].maxInputBytes)
+      return true
+    } catch (err) {
+      this.log('hand-back from %s does not fit stage %d: %e', first, stage, err)
+      this.c.locator.bans.ban(first)
+      return false
+    }
+  }
+
+  /**
+   * Checks the planned runs that are done; a run that lost is replaced by the
+   * winner's in the ledger. Returns the earliest stage replaced, if any.
+   */
+  private async checkRuns (m: ResolvedModel, ledger: JobLedger, planned: Set<number>, checked: Set<number>, o: { mode: VerifyMode, exclude: Set<string>, signal?: AbortSignal }): Promise<number | undefined> {
+    const due = [...planned].filter(s => ledger.receipt(s) !== undefined).sort((a, b) => a - b)
+    if (due.length === 0) return undefined
+    let outcomes
+    try {
+      outcomes = await this.c.verifier.check(m, ledger, due, o)
+    } catch (err) {
+      if (err instanceof VerificationError) throw new InferenceError(err.code, err.message, err.stage, { cause: err })
+      throw err
+    }
+    for (const s of due) { planned.delete(s); checked.add(s) }
+    const lost = outcomes.filter(x => !x.stood).sort((a, b) => a.stage - b.stage)[0]
+    if (lost === undefined || lost.stood) return undefined
+    ledger.replace(lost.stage, lost.winner.receipt, lost.winner.outputs)
+    for (let s = lost.stage + 1; s < ledger.stages; s++) checked.delete(s)
+    return lost.stage
+  }
+}
+
+/** How long a job keeps away from a peer another hop said failed it. */
+const ACCUSED_EXCLUSION_MS = 5000
+
+/** Peers one job keeps away from, each until a time. */
+class Exclusions {
+  private readonly until = new Map<string, number>()
+  add (peer: string, ms: number): void { this.until.set(peer, Date.now() + ms) }
+  has (peer: string): boolean { return (this.until.get(peer) ?? 0) > Date.now() }
+  current (): Set<string> { return new Set([...this.until.keys()].filter(p => this.has(p))) }
+}
+
+/** Errors that say a vehicle is going or gone rather than misbehaving. */
+const ABSENT_CODES = new Set<string>([InferErrorCode.DEPARTING, InferErrorCode.NOT_SERVING, InferErrorCode.LEASE_EXPIRED])
+
+/** How long this client tries to reach a peer a hop said was unreachable. */
+const PROBE_TIMEOUT_MS = 1500
+
+/** Caller's grace after a request's deadline, so a hop's TIMEOUT error (naming the late peer) arrives first. */
+const ANSWER_GRACE_MS = 750
+
+/**
+ * How long an attempt may take: a fixed allowance plus, per stage, four
+ * times what the holder's heartbeat says a run takes with its queue (at
+ * least 250 ms). A peer that claims to be fast and then stalls runs out of it.
+ */
+export function attemptBudget (route: Candidate[], inputs: Tensor[]): number {
+  const items = Math.max(1, inputs[0]?.dims[0] ?? 1)
+  return Math.ceil(1500 + route.reduce((sum, c) => sum + Math.max(250, 4 * c.msPerItem * items * (1 + c.load)), 0))
 }

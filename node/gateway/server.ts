@@ -9,11 +9,18 @@
  * POST /v2/models/{name}[/versions/{v}]/infer (JSON tensors and the binary
  * tensor data extension), POST /v2/repository/index, GET /metrics (the
  * node's metrics: fleetmesh's and libp2p's). Errors are `{"error": "..."}`
- * with 400 (malformed request, tensor that does not fit), 404 (unknown model
- * or version), 413 (body over the limit) or 503 (no vehicle can serve a
- * stage right now).
+ * with 400 (malformed request, tensor that does not fit), 401/403 (no or
+ * no valid bearer token), 404 (unknown model or version), 413 (body over the
+ * limit), 429 (the token's requests in flight are at its limit) or 503 (no
+ * vehicle can serve a stage right now).
+ *
+ * In a fleet with members, every endpoint but the health checks needs a
+ * bearer token issued under the fleet authority (tokens.ts); its limits
+ * (requests in flight, body size) apply per token. TLS when given a
+ * certificate and key.
  */
 import { createServer } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { MalformedFrameError } from '../../protocols/errors.ts'
@@ -27,6 +34,8 @@ import { checkStageInputs } from '../models/specs.ts'
 import type { TensorSpec } from '../models/specs.ts'
 import { inferResponse, parseInferBody } from './infer.ts'
 import { HttpError, Repository } from './repository.ts'
+import { TokenVerifier } from './tokens.ts'
+import type { TokenLimits } from './tokens.ts'
 
 export interface GatewayInit {
   client: FleetClient
@@ -36,6 +45,13 @@ export interface GatewayInit {
   maxBodyBytes?: number
   /** Server version reported by GET /v2. */
   version?: string
+  /**
+   * Bearer tokens: required (checked against the client's fleet) unless
+   * false. @default required in a fleet with members, off in an open fleet
+   */
+  tokens?: TokenVerifier | false
+  /** Serve HTTPS with this certificate and key (PEM). */
+  tls?: { cert: string | Buffer, key: string | Buffer }
 }
 
 const SERVER_NAME = 'fleetmesh'
@@ -64,12 +80,17 @@ export class Gateway {
   private readonly init: GatewayInit
   private readonly repo: Repository
   private server?: Server
+  private readonly tokens: TokenVerifier | undefined
+  /** Requests in flight per token subject. */
+  private readonly inFlight = new Map<string, number>()
   url = ''
 
   constructor (init: GatewayInit) {
     this.client = init.client
     this.init = init
     this.repo = new Repository(init.client)
+    const membership = init.client.node.membership
+    this.tokens = init.tokens === false ? undefined : init.tokens ?? (membership !== undefined ? new TokenVerifier(membership.trust, (p, s) => membership.isRevoked(p, s)) : undefined)
     const c = this.client
     c.metrics.gauge('fleetmesh_connected_peers', 'Peers this node is connected to.', () => c.host.getPeers().length)
     c.metrics.gauge('fleetmesh_eligible_vehicles', 'Vehicles whose latest heartbeat is fresh and eligible.', () => c.directory.eligible().length)
@@ -77,13 +98,14 @@ export class Gateway {
 
   async start (): Promise<string> {
     const { host, port } = parseListen(this.init.listen ?? '127.0.0.1:8080')
-    const server = this.server = createServer((req, res) => { void this.handle(req, res) })
+    const handler = (req: IncomingMessage, res: ServerResponse): void => { void this.handle(req, res) }
+    const server = this.server = this.init.tls !== undefined ? createTlsServer({ cert: this.init.tls.cert, key: this.init.tls.key }, handler) : createServer(handler)
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(port, host, () => { resolve() })
     })
     const a = server.address() as AddressInfo
-    this.url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+    this.url = `${this.init.tls !== undefined ? 'https' : 'http'}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
     return this.url
   }
 
@@ -101,10 +123,18 @@ export class Gateway {
     // the HTTP client went away: stop its job
     const gone = new AbortController()
     res.once('close', () => { if (!res.writableFinished) gone.abort(new Error('HTTP client went away')) })
+    let done: (() => void) | undefined
     try {
       const url = new URL(req.url ?? '/', 'http://gateway')
       const path = url.pathname.replace(/\/+$/, '')
       const method = req.method ?? 'GET'
+      let limits: TokenLimits | undefined
+      if (this.tokens !== undefined && !path.startsWith('/v2/health/')) {
+        const grant = await this.tokens.check(req.headers.authorization)
+        limits = grant.limits
+        done = this.admit(grant.subject, grant.limits.maxConcurrency)
+      }
+      const bodyLimit = Math.min(this.init.maxBodyBytes ?? MAX_INFER_FRAME_BYTES, limits?.maxBodyBytes ?? Infinity)
       if (method === 'GET' && path === '/metrics') {
         const { contentType, text } = await this.client.metrics.render()
         res.writeHead(200, { 'content-type': contentType })
@@ -120,7 +150,7 @@ export class Gateway {
       }
       if (method === 'GET' && path === '/v2') { send(200, { name: SERVER_NAME, version: this.init.version ?? '0.1.0', extensions: EXTENSIONS }); return }
       if (method === 'POST' && path === '/v2/repository/index') {
-        await this.readBody(req)
+        await this.readBody(req, bodyLimit)
         const index = []
         for (const [name, versions] of await this.repo.list()) {
           for (const [version, m] of versions) {
@@ -148,18 +178,32 @@ export class Gateway {
         return
       }
       if (method === 'POST' && action === '/infer') {
-        await this.infer(req, res, await this.repo.model(name, version), gone.signal)
+        await this.infer(req, res, await this.repo.model(name, version), gone.signal, bodyLimit)
         return
       }
       throw new HttpError(405, `${method} not allowed on ${path}`)
     } catch (err) {
+      if (err instanceof HttpError && err.status === 429) res.setHeader('retry-after', '1')
+      // refused before the body was read: do not leave it unread on a kept-alive socket
+      if (err instanceof HttpError && err.status < 500 && !req.complete) res.setHeader('connection', 'close')
       if (!res.headersSent && !gone.signal.aborted) send(statusOf(err), { error: (err as Error).message.replace(/^malformed frame: /, 'invalid request: ') })
       else res.destroy()
+    } finally { done?.() }
+  }
+
+  /** Counts a request of `subject` in flight (released by the returned function); 429 when at its limit. */
+  private admit (subject: string, max: number): () => void {
+    const n = this.inFlight.get(subject) ?? 0
+    if (n >= max) throw new HttpError(429, `this token already has ${n} requests in flight, its limit`)
+    this.inFlight.set(subject, n + 1)
+    return () => {
+      const left = (this.inFlight.get(subject) ?? 1) - 1
+      if (left <= 0) this.inFlight.delete(subject)
+      else this.inFlight.set(subject, left)
     }
   }
 
-  private async readBody (req: IncomingMessage): Promise<Buffer> {
-    const limit = this.init.maxBodyBytes ?? MAX_INFER_FRAME_BYTES
+  private async readBody (req: IncomingMessage, limit: number): Promise<Buffer> {
     const declared = Number(req.headers['content-length'] ?? 0)
     if (declared > limit) {
       req.resume()
@@ -176,8 +220,8 @@ export class Gateway {
     return Buffer.concat(chunks)
   }
 
-  private async infer (req: IncomingMessage, res: ServerResponse, m: ResolvedModel, signal: AbortSignal): Promise<void> {
-    const body = parseInferBody(await this.readBody(req), req.headers)
+  private async infer (req: IncomingMessage, res: ServerResponse, m: ResolvedModel, signal: AbortSignal, bodyLimit: number): Promise<void> {
+    const body = parseInferBody(await this.readBody(req, bodyLimit), req.headers)
     checkStageInputs(m.manifest.inputs, body.inputs)
     // an HTTP caller wants a 503 soon rather than a long wait for capacity
     const r = await this.client.infer(m, body.inputs, { maxAttempts: 3, timeoutMs: 30_000, signal })

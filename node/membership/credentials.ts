@@ -89,6 +89,8 @@ export interface IssueOptions {
   days?: number
   /** Roles the holder may issue certificates for (a delegated issuer, e.g. a bootstrap peer). */
   mayIssue?: Role[]
+  /** A gateway bearer token's limits. */
+  gateway?: { maxConcurrency: number, maxBodyBytes: number }
 }
 
 /** A fleet authority (or a delegated issuer): a key that signs certificates. */
@@ -108,7 +110,7 @@ export class Issuer {
 
   /** A certificate chain for `peer` (the new certificate, then this issuer's own when it is a delegate). */
   async issue (peer: string, o: IssueOptions, now = Date.now()): Promise<Uint8Array[]> {
-    const cert = await sealCertificate({ fleet: this.fleet, peer, roles: o.roles, notBefore: now - 60_000, notAfter: now + (o.days ?? 30) * DAY, serial: randomUUID(), mayIssue: o.mayIssue ?? [] }, this.key)
+    const cert = await sealCertificate({ fleet: this.fleet, peer, roles: o.roles, notBefore: now - 60_000, notAfter: now + (o.days ?? 30) * DAY, serial: randomUUID(), mayIssue: o.mayIssue ?? [], ...(o.gateway !== undefined ? { gateway: o.gateway } : {}) }, this.key)
     return [cert, ...this.chain.slice(0, 1)]
   }
 

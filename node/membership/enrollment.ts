@@ -191,8 +191,9 @@ export class Enroller extends TypedEventEmitter<EnrollerEvents> implements Start
         const answer = decodeEnrollResponse((await lp.read({ signal: signal ?? AbortSignal.timeout(10 * second) })).subarray())
         await stream.close()
         if ('refused' in answer) { errors.push(`${addr}: ${answer.refused}`); continue }
-        await this.adopt(answer.issued, renewing)
+        // kept for the next start before anyone is told
         await saveCredentials(this.init.file, { ...this.init.credentials, chain: answer.issued })
+        await this.adopt(answer.issued, renewing)
         this.log('%s until %s', renewing ? 'renewed' : 'enrolled', new Date(this.notAfter).toISOString())
         return
       } catch (err) {

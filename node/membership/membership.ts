@@ -199,7 +199,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     return cert
   }
 
-  private isRevoked (peer: string, serial: string): boolean {
+  /** Whether a peer (or token subject) or a certificate serial is on the fleet's revocation list. */
+  isRevoked (peer: string, serial: string): boolean {
     const r = this.revocationList?.list
     return r !== undefined && (r.peers.includes(peer) || r.serials.includes(serial))
   }

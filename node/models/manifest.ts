@@ -31,6 +31,8 @@ export interface StageEntry {
   outputs: TensorSpec[]
   /** Bytes of `outputs` at the probe shape. */
   handOffBytes: number
+  /** The most input bytes a job may bring to this stage (absent in manifests made before caps). */
+  maxInputBytes?: number
 }
 
 /** What the output means, so clients can present it (e.g. CTC text). */
@@ -64,6 +66,7 @@ function checkSpecs (v: unknown, field: string): TensorSpec[] {
   if (!Array.isArray(v)) throw new InvalidManifestError(`manifest ${field} must be an array`)
   return v.map((s, i) => {
     if (typeof s?.name !== 'string' || !isDType(s?.dtype) || !Array.isArray(s?.shape)) throw new InvalidManifestError(`manifest ${field}[${i}] needs name, dtype and shape`)
+    if (s.max !== undefined && (!Array.isArray(s.max) || s.max.length !== s.shape.length || !s.max.every((d: unknown) => Number.isInteger(d) && (d as number) > 0))) throw new InvalidManifestError(`manifest ${field}[${i}].max must be a positive integer per dimension`)
     return s as TensorSpec
   })
 }
@@ -84,6 +87,7 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     if (s?.index !== i) throw new InvalidManifestError(`manifest stages[${i}].index must be ${i}`)
     if (typeof s.cid !== 'string') throw new InvalidManifestError(`manifest stages[${i}].cid is missing`)
     checkSpecs(s.inputs, `stages[${i}].inputs`); checkSpecs(s.outputs, `stages[${i}].outputs`)
+    if (s.maxInputBytes !== undefined && !(Number.isInteger(s.maxInputBytes) && s.maxInputBytes > 0)) throw new InvalidManifestError(`manifest stages[${i}].maxInputBytes must be a positive integer`)
   })
   return m as Manifest
 }

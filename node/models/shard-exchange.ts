@@ -15,7 +15,8 @@ import { pipe } from 'it-pipe'
 import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import { HashMismatchError } from '../../protocols/errors.ts'
 import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
-import { MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, SHARD_READ_TIMEOUT_MS } from '../../protocols/limits.ts'
+import { MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, MiB, SHARD_CHUNK_BYTES, SHARD_READ_TIMEOUT_MS } from '../../protocols/limits.ts'
+import { TokenBuckets } from '../peer-limits.ts'
 import { decodeShardRequest, decodeShardResponse, encodeShardRequest, encodeShardResponse } from '../../protocols/shard.ts'
 import type { ShardRequest } from '../../protocols/shard.ts'
 import type { PeerDialer } from '../dial.ts'
@@ -54,8 +55,10 @@ export interface ShardExchangeInit {
   serve?: boolean
   /** Concurrent shard streams each way. @default 32 */
   maxStreams?: number
-  /** A last check on each request (e.g. a per-peer budget): a message refuses it. */
+  /** A last check on each request: a message refuses it. */
   admit?: (req: ShardRequest, peer: string) => string | undefined
+  /** Bytes one peer may pull from this node: a sustained rate and a burst. @default 8 MiB/s, bursts of 64 MiB */
+  budget?: { bytesPerS: number, burstBytes: number }
 }
 
 export class ShardExchange implements Startable {
@@ -66,11 +69,13 @@ export class ShardExchange implements Startable {
   private readonly provided = new Set<string>()
   /** Bytes the last chunked fetch found already on disk (for tests and logs). */
   resumedBytes = 0
+  private readonly budget: TokenBuckets
 
   constructor (components: ShardExchangeComponents, init: ShardExchangeInit) {
     this.c = components
     this.init = init
     this.store = init.store
+    this.budget = new TokenBuckets(init.budget?.bytesPerS ?? 8 * MiB, init.budget?.burstBytes ?? 64 * MiB)
     this.log = components.logger.forComponent('fleetmesh:shard')
   }
 
@@ -94,6 +99,7 @@ export class ShardExchange implements Startable {
       const req: ShardRequest = decodeShardRequest(first.subarray())
       const store = this.store
       const metrics = this.c.metrics
+      const budget = this.budget
       const refusal = this.init.admit?.(req, peer)
       await pipe(
         async function * () {
@@ -112,6 +118,10 @@ export class ShardExchange implements Startable {
           }
           const offset = Math.min(req.offset, bytes.byteLength)
           const end = Math.min(bytes.byteLength, offset + (req.length ?? bytes.byteLength))
+          if (!budget.take(peer, end - offset)) {
+            yield encodeShardResponse({ ok: false, code: 'RATE_LIMITED', message: 'over this peer\'s shard budget here; try another provider or later' })
+            return
+          }
           yield encodeShardResponse({ ok: true, size: end - offset, total: bytes.byteLength })
           for (let o = offset; o < end; o += SHARD_CHUNK_BYTES) yield bytes.subarray(o, Math.min(o + SHARD_CHUNK_BYTES, end))
           metrics.bytes('shard', 'out', end - offset)

@@ -16,7 +16,15 @@ export interface ShardOptions extends AnalyzeOptions {
   name: string
   version?: string
   task?: TaskInfo
+  /**
+   * The largest shape a job may give each model input. @default each
+   * dimension the model leaves open: max(8, 4 x its probe size)
+   */
+  maxShapes?: Record<string, number[]>
 }
+
+/** The default cap of a dimension the model leaves open. */
+export function defaultMaxDim (probe: number): number { return Math.max(8, 4 * probe) }
 
 export interface ShardedModel {
   manifest: Manifest
@@ -35,6 +43,15 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
   const shards = new Map<string, Uint8Array>()
   const probeShapes: Record<string, number[]> = {}
   for (const s of analysis.inputs) probeShapes[s.name] = analysis.probe.get(s.name)!.dims
+  // caps: each input's largest shape, and how much larger than the probe a job may be (for stage input bytes)
+  let growth = 1
+  const inputs = analysis.inputs.map(s => {
+    const probe = probeShapes[s.name]
+    const max = opts.maxShapes?.[s.name] ?? s.shape.map((d, i) => d ?? defaultMaxDim(probe[i]))
+    if (max.length !== s.shape.length || max.some((d, i) => !Number.isInteger(d) || d < probe[i] || (s.shape[i] !== null && d !== s.shape[i]))) throw new RangeError(`max shape for ${s.name} must have rank ${s.shape.length}, fixed dimensions as the model has them and others at least the probe's [${probe}]`)
+    growth = Math.max(growth, max.reduce((a, b) => a * b, 1) / probe.reduce((a, b) => a * b, 1))
+    return { ...s, max }
+  })
   const stages: StageEntry[] = built.map(b => {
     const cid = cidOf(b.bytes)
     shards.set(cid, b.bytes)
@@ -49,7 +66,8 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
       share: totalCost > 0 ? (plan.balancedBy === 'ms' ? b.estMs : b.flops) / totalCost : 0,
       inputs: b.inputs,
       outputs: b.outputs,
-      handOffBytes: crossingBytesOf(analysis, b.outputs.map(o => o.name))
+      handOffBytes: crossingBytesOf(analysis, b.outputs.map(o => o.name)),
+      maxInputBytes: Math.ceil(growth * crossingBytesOf(analysis, b.inputs.map(i => i.name)))
     }
   })
   const manifest: Manifest = {
@@ -57,7 +75,7 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
     name: opts.name,
     version: opts.version ?? '1',
     source: cidOf(model),
-    inputs: analysis.inputs,
+    inputs,
     outputs: analysis.outputs,
     probeShapes,
     balancedBy: plan.balancedBy,

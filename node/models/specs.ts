@@ -12,10 +12,21 @@ import { rng } from '../util/random.ts'
  * Shape entries are sizes, or null where the size is free (symbolic).
  * `probe` is the shape seen while planning (used to warm sessions up).
  */
-export interface TensorSpec { name: string, dtype: DType, shape: Array<number | null>, probe?: number[] }
+export interface TensorSpec {
+  name: string
+  dtype: DType
+  shape: Array<number | null>
+  probe?: number[]
+  /** The largest size of each dimension a job may use (model inputs; set when the model is sharded). */
+  max?: number[]
+}
 
 /** Checks that `tensors` hold every input the specs need, with the right dtype and rank; returns them in spec order. */
-export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[]): Tensor[] {
+export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[], maxBytes?: number): Tensor[] {
+  if (maxBytes !== undefined) {
+    const bytes = tensors.reduce((n, t) => n + t.data.byteLength, 0)
+    if (bytes > maxBytes) throw new MalformedFrameError('tensors', `are ${bytes} bytes, the manifest allows this stage at most ${maxBytes}`)
+  }
   return specs.map(spec => {
     const t = tensors.find(x => x.name === spec.name)
     if (t === undefined) throw new MalformedFrameError(`tensors.${spec.name}`, `missing; the stage needs ${specs.map(s => s.name).join(', ')}`)
@@ -23,8 +34,18 @@ export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[]): Tenso
     if (t.dims.length !== spec.shape.length) throw new MalformedFrameError(`tensors.${spec.name}.dims`, `has rank ${t.dims.length}, the stage needs ${spec.shape.length}`)
     spec.shape.forEach((d, i) => {
       if (d !== null && t.dims[i] !== d) throw new MalformedFrameError(`tensors.${spec.name}.dims[${i}]`, `is ${t.dims[i]}, the stage needs ${d}`)
+      const max = spec.max?.[i]
+      if (max !== undefined && t.dims[i] > max) throw new MalformedFrameError(`tensors.${spec.name}.dims[${i}]`, `is ${t.dims[i]}, the manifest allows at most ${max}`)
     })
     return t
+  })
+}
+
+/** A stage's input specs with the caps the model's inputs of the same names carry. */
+export function withCaps (stageInputs: TensorSpec[], modelInputs: TensorSpec[]): TensorSpec[] {
+  return stageInputs.map(sp => {
+    const max = modelInputs.find(i => i.name === sp.name)?.max
+    return max !== undefined ? { ...sp, max } : sp
   })
 }
 

@@ -17,7 +17,7 @@ export class HopUnreachableError extends Error {
   readonly code = 'ERR_HOP_UNREACHABLE'
   readonly peer: string
   constructor (peer: string, cause: Error) {
-    super(`hop ${peer.slice(-8)} unreachable: ${cause.message}`, { cause })
+    super(`hop ${peer.slice(-8)} unreachable: ${cause?.message ?? String(cause)}`, { cause })
     this.peer = peer
   }
 }

@@ -1,27 +1,35 @@
 /**
  * The `/fleetmesh/infer/2.0.0` handler: reads one REQUEST frame, checks it,
  * runs this node's stage (and the following ones while the route stays
- * here) on the stage runtime, calls the next hop with the hand-off tensors
- * and relays the answer back to its caller. A bad frame gets an ERROR frame
- * and closes that stream only.
+ * here) on the stage runtime, signs a receipt for each run, calls the next
+ * hop with the hand-off tensors, checks its answer (attest.ts) and relays it
+ * back to its caller with this hop's receipts and taps added. A bad frame
+ * gets an ERROR frame and closes that stream only.
+ *
+ * A hop dials only peers it knows as fleet vehicles, at the addresses they
+ * advertise themselves (never an address a request names for a peer it does
+ * not know), and says no more about a hop it could not reach than that.
  */
-import type { ComponentLogger, Libp2p, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
-import { FrameTooLargeError, MalformedFrameError } from '../../protocols/errors.ts'
+import type { ComponentLogger, Libp2p, Logger, PeerId, PrivateKey, Startable, Stream } from '@libp2p/interface'
+import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from '../../protocols/errors.ts'
 import { frameStream, frameTensors } from '../../protocols/framing.ts'
-import type { Frame, FrameStream } from '../../protocols/framing.ts'
+import type { Frame, FrameStream, WriteOptions } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
-import type { HopTiming, InferError, InferRequest } from '../../protocols/infer.ts'
-import { INFER_HOP_TIMEOUT_MS } from '../../protocols/limits.ts'
+import type { Hop, InferError, InferRequest } from '../../protocols/infer.ts'
+import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
-import { callHop, HopUnreachableError } from './hop-call.ts'
+import { ByteBudget } from '../peer-limits.ts'
+import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
+import { callHop } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
 import type { Admission, StageRuntime } from './stage-runtime.ts'
 
 export interface InferHandlerComponents {
   peerId: PeerId
+  privateKey: PrivateKey
   logger: ComponentLogger
   registrar: Pick<Libp2p, 'handle' | 'unhandle'>
   dialer: PeerDialer
@@ -29,54 +37,79 @@ export interface InferHandlerComponents {
   metrics: FleetMetrics
 }
 
+/** Changes a stage's outputs before they are attested (a lying vehicle, for testing the checks). */
+export type OutputFilter = (job: string, stage: number, outputs: Tensor[]) => Tensor[]
+
 export interface InferHandlerInit {
   /** Concurrent inbound (and outbound) infer streams. @default 64 */
   maxStreams?: number
   /** A last admission check (e.g. the batch lease the request names): a message refuses it with LEASE_EXPIRED. */
   admit?: (req: InferRequest) => string | undefined
+  /**
+   * The addresses to dial a route's peer at when it is a fleet vehicle this
+   * node knows, else undefined (the request is refused). Without it (an open
+   * fleet) the route's own addresses are used, at most 4.
+   */
+  knownVehicle?: (peer: string) => string[] | undefined
+  /** Testing only: makes this vehicle lie (see OutputFilter). */
+  lie?: OutputFilter
+  /** Request payload bytes one peer may have on this node at once, and all peers together. @default 128 MiB, 512 MiB */
+  memory?: { perPeer: number, overall: number }
 }
 
-type Fail = (code: InferError['code'], message: string, stage: number, peer: string, hops?: HopTiming[], tensors?: Tensor[]) => Promise<void>
+/** Route addresses used per hop when the route's own are used. */
+const MAX_ROUTE_ADDRS = 4
+
+interface Reply { receipts: Uint8Array[], taps: NonNullable<WriteOptions['taps']> }
+type Fail = (code: InferError['code'], message: string, stage: number, peer: string, reply?: Reply, tensors?: Tensor[]) => Promise<void>
 
 export class InferHandler implements Startable {
   private readonly c: InferHandlerComponents
   private readonly init: InferHandlerInit
   private readonly log: Logger
   private readonly me: string
+  private readonly attestor: Attestor
+  /** Request payloads held here, per peer: reserved when the header says how big, released when the job leaves. */
+  readonly memory: ByteBudget
 
   constructor (components: InferHandlerComponents, init: InferHandlerInit = {}) {
     this.c = components
     this.init = init
     this.log = components.logger.forComponent('fleetmesh:infer')
     this.me = components.peerId.toString()
+    this.attestor = new Attestor(components.privateKey)
+    this.memory = new ByteBudget(init.memory?.perPeer ?? 2 * MAX_INFER_FRAME_BYTES, init.memory?.overall ?? 8 * MAX_INFER_FRAME_BYTES)
   }
 
   async start (): Promise<void> {
     const max = this.init.maxStreams ?? 64
-    await this.c.registrar.handle(INFER_PROTOCOL, (stream) => { void this.handle(stream) }, { maxInboundStreams: max, maxOutboundStreams: max })
+    await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max })
   }
 
   async stop (): Promise<void> {
     await this.c.registrar.unhandle(INFER_PROTOCOL)
   }
 
-  private async handle (stream: Stream): Promise<void> {
+  private async handle (stream: Stream, peer: string): Promise<void> {
     const admission = this.c.runtime.admit()
     const fs = frameStream(stream)
     let job = ''
-    const fail: Fail = async (code, message, stage, peer, hops = [], tensors = []) => {
+    let release: (() => void) | undefined
+    const reserve = (bytes: number): boolean => { release = this.memory.reserve(peer, bytes); return release !== undefined }
+    const fail: Fail = async (code, message, stage, peer, reply = { receipts: [], taps: [] }, tensors = []) => {
       this.c.metrics.refused(code)
-      await fs.write({ kind: 'error', error: { job, code, message, stage, peer, hops } }, tensors, { signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
+      await fs.write({ kind: 'error', error: { job, code, message, stage, peer, receipts: reply.receipts } }, tensors, { taps: reply.taps, signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
     }
     try {
       let frame: Frame
       try {
-        frame = await fs.read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
+        frame = await fs.read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve })
         if (frame.message.kind !== 'request') throw new MalformedFrameError('kind', `expected a request, got a ${frame.message.kind}`)
+        if (frame.taps.length > 0) throw new MalformedFrameError('header.taps', 'a request carries no taps')
       } catch (err) {
-        if (!(err instanceof MalformedFrameError || err instanceof FrameTooLargeError)) throw err
-        this.log('bad frame: %e', err)
-        await fail(InferErrorCode.BAD_INPUT, err.message, 0, this.me).catch(() => {})
+        if (!(err instanceof MalformedFrameError || err instanceof FrameTooLargeError || err instanceof OverBudgetError)) throw err
+        this.log('refused a frame from %s: %e', peer, err)
+        await fail(err instanceof OverBudgetError ? InferErrorCode.BUSY : InferErrorCode.BAD_INPUT, err.message, 0, this.me).catch(() => {})
         stream.abort(err)
         return
       }
@@ -84,14 +117,17 @@ export class InferHandler implements Startable {
       job = req.job
       this.c.metrics.bytes('infer', 'in', frame.payload.byteLength)
       const refusal = this.refusal(req, admission)
+      const stranger = refusal === undefined ? this.stranger(req) : undefined
       if (refusal !== undefined) await fail(refusal[0], refusal[1], req.stage, this.me)
-      else await this.serve(fs, req, frameTensors(frame), admission!, fail)
+      else if (stranger !== undefined) await fail(InferErrorCode.HOP_UNREACHABLE, `route names ${stranger.peer.slice(-8)}, not a fleet vehicle this node knows; not dialled`, req.stage, stranger.peer)
+      else await this.serve(fs, req, frame, admission!, fail)
       await stream.close()
     } catch (err) {
       this.log.error('infer stream failed: %e', err)
       stream.abort(err as Error)
     } finally {
       admission?.release()
+      release?.()
     }
   }
 
@@ -100,6 +136,7 @@ export class InferHandler implements Startable {
     const rt = this.c.runtime
     if (admission === undefined) return [InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh']
     if (!rt.has(req.manifest, req.stage)) return [InferErrorCode.NOT_SERVING, `not serving ${req.manifest} stage ${req.stage}`]
+    if (req.deadline <= Date.now()) return [InferErrorCode.TIMEOUT, 'the request\'s deadline has passed']
     const lease = this.init.admit?.(req)
     if (lease !== undefined) return [InferErrorCode.LEASE_EXPIRED, lease]
     if (rt.isFull(req.manifest, req.stage)) return [InferErrorCode.BUSY, `stage ${req.stage} queue is full`]
@@ -108,19 +145,36 @@ export class InferHandler implements Startable {
     return undefined
   }
 
+  /** A peer of the route this node does not know as a fleet vehicle (it will not dial it). */
+  private stranger (req: InferRequest): Hop | undefined {
+    return req.route.find(h => h.peer !== this.me && this.init.knownVehicle !== undefined && this.init.knownVehicle(h.peer) === undefined)
+  }
+
+  /** Where to dial a route's hop: its own advertised addresses when known, else (open fleet) a few of the route's. */
+  private hopFor (h: Hop): Hop {
+    const known = this.init.knownVehicle?.(h.peer)
+    return { peer: h.peer, addrs: known ?? h.addrs.slice(0, MAX_ROUTE_ADDRS) }
+  }
+
   /** Runs our stages, then forwards to the next hop and relays its answer. */
-  private async serve (fs: FrameStream, req: InferRequest, input: Tensor[], admission: Admission, fail: Fail): Promise<void> {
+  private async serve (fs: FrameStream, req: InferRequest, frame: Frame, admission: Admission, fail: Fail): Promise<void> {
     const departing = admission.signal
+    const manifest = this.c.runtime.manifestOf(req.manifest)!
+    const last = manifest.stages.length - 1
     let stage = req.stage
-    let tensors = input
+    let tensors = frameTensors(frame)
+    let inDigest = digestOfFrame(frame)
     let route = req.route
-    const mine: HopTiming[] = []
+    const mine: Reply = { receipts: [], taps: [] }
     let outputs: Tensor[]
+    let outDigest: Uint8Array
     for (;;) {
       try {
         const r = await this.c.runtime.run(req.manifest, stage, tensors, departing)
-        outputs = r.outputs
-        mine.push({ peer: this.me, stage, ms: Math.round(r.ms * 100) / 100 })
+        outputs = this.init.lie?.(req.job, stage, r.outputs) ?? r.outputs
+        outDigest = digestOf(outputs)
+        mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: inDigest, output: outDigest, ms: Math.round(r.ms * 100) / 100 }))
+        if (stage < last && req.taps?.includes(stage) === true) mine.taps.push({ stage, tensors: outputs })
       } catch (err) {
         // for a later stage run here, hand back its input so the caller can replay it elsewhere
         const handBack = stage > req.stage ? tensors : []
@@ -131,11 +185,12 @@ export class InferHandler implements Startable {
       if (route[0]?.peer !== this.me || !this.c.runtime.has(req.manifest, stage + 1)) break
       stage++
       tensors = outputs
+      inDigest = outDigest
       route = route.slice(1)
     }
     const next = route[0]
     if (next === undefined) {
-      await fs.write({ kind: 'result', result: { job: req.job, hops: mine } }, outputs)
+      await fs.write({ kind: 'result', result: { job: req.job, receipts: mine.receipts } }, outputs, { taps: mine.taps })
       this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
       return
     }
@@ -144,25 +199,31 @@ export class InferHandler implements Startable {
     try {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
-      answer = await callHop(this.c.dialer, next, { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal })
+      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal })
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere
       if (departing.aborted) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, this.me, mine, outputs); return }
-      const code = err instanceof HopUnreachableError ? InferErrorCode.HOP_UNREACHABLE : InferErrorCode.TIMEOUT
-      await fail(code, (err as Error).message, nextStage, next.peer, mine, outputs)
+      this.log('next hop %s: %e', next.peer, err)
+      const timedOut = Date.now() >= req.deadline
+      await fail(timedOut ? InferErrorCode.TIMEOUT : InferErrorCode.HOP_UNREACHABLE, timedOut ? 'the next hop did not answer before the deadline' : 'the next hop is unreachable', nextStage, next.peer, mine, outputs)
       return
     }
     this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
+    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}) })
+    if (problem !== undefined) {
+      this.log('next hop %s answered job %s inconsistently: %s', next.peer, req.job, problem)
+      await fail(InferErrorCode.INVALID_RESULT, `the next hop's answer failed its check: ${problem}`, nextStage, next.peer, mine, outputs)
+      return
+    }
     const m = answer.message
     if (m.kind === 'result') {
-      // relay the result's tensors as they are; only the header changes
-      await fs.relay({ kind: 'result', result: { job: req.job, hops: [...mine, ...m.result.hops] } }, answer)
+      // relay the result's tensors as they are; the header gains our receipts and taps
+      await fs.relay({ kind: 'result', result: { job: req.job, receipts: [...mine.receipts, ...m.result.receipts] } }, answer, { taps: mine.taps })
     } else if (m.kind === 'error') {
-      const carried = frameTensors(answer)
-      const replay = carried.length > 0 ? carried : (m.error.stage === nextStage ? outputs : [])
-      await fs.write({ kind: 'error', error: { ...m.error, job: req.job, hops: [...mine, ...m.error.hops] } }, replay)
-    } else {
-      await fail(InferErrorCode.HOP_UNREACHABLE, 'next hop answered with a request frame', nextStage, next.peer, mine, outputs)
+      const error = { ...m.error, job: req.job, receipts: [...mine.receipts, ...m.error.receipts] }
+      // nothing handed back and the next hop's own stage failed: hand back what we sent it
+      if (answer.tensors.length === 0 && m.error.stage === nextStage) await fs.write({ kind: 'error', error }, outputs, { taps: mine.taps })
+      else await fs.relay({ kind: 'error', error }, answer, { taps: mine.taps })
     }
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Runs a sharded model stage by stage in this process, handing tensors on
- * exactly as hops do. For checking a partition and for benchmarks.
+ * Runs a sharded model (or its first stages) stage by stage in this process,
+ * handing tensors on exactly as hops do. For checking a partition, for
+ * benchmarks, and for clients that run the first stages themselves.
  */
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort, SessionTuning } from '../models/ort.ts'
@@ -16,9 +17,10 @@ export class LocalPipeline {
     this.sessions = sessions
   }
 
-  static async load (manifest: Manifest, shards: Map<string, Uint8Array>, tuning: SessionTuning = {}): Promise<LocalPipeline> {
+  /** Loads every stage, or the first `count`. */
+  static async load (manifest: Manifest, shards: Map<string, Uint8Array>, tuning: SessionTuning = {}, count = manifest.stages.length): Promise<LocalPipeline> {
     const sessions = []
-    for (const s of manifest.stages) {
+    for (const s of manifest.stages.slice(0, count)) {
       const bytes = shards.get(s.cid)
       if (bytes === undefined) throw new Error(`missing shard ${s.cid} for stage ${s.index}`)
       sessions.push(await createSession(bytes, tuning))
@@ -26,11 +28,11 @@ export class LocalPipeline {
     return new LocalPipeline(manifest, sessions)
   }
 
-  /** Runs every stage; returns the model outputs and per-stage ms. */
+  /** Runs the loaded stages; returns what the last hands on (the model outputs when all are loaded) and per-stage ms. */
   async run (inputs: Tensor[]): Promise<{ outputs: Tensor[], stageMs: number[] }> {
     let carried = inputs
     const stageMs: number[] = []
-    for (const [i, s] of this.manifest.stages.entries()) {
+    for (const [i, s] of this.manifest.stages.slice(0, this.sessions.length).entries()) {
       const feeds = s.inputs.map(spec => {
         const t = carried.find(c => c.name === spec.name)
         if (t === undefined) throw new Error(`stage ${i} needs ${spec.name}, which no earlier stage handed on`)

@@ -13,7 +13,7 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import type { Manifest, StageEntry } from '../models/manifest.ts'
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort } from '../models/ort.ts'
-import { checkStageInputs, sampleTensor } from '../models/specs.ts'
+import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
 import type { FleetMetrics } from '../metrics.ts'
 
 export interface StageRuntimeComponents {
@@ -188,7 +188,7 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
   async run (manifestCid: string, stage: number, inputs: Tensor[], signal: AbortSignal = new AbortController().signal): Promise<{ outputs: Tensor[], ms: number }> {
     const s = this.stages.get(key(manifestCid, stage))
     if (s === undefined) throw new Error(`not holding ${manifestCid} stage ${stage}`)
-    const feeds = checkStageInputs(s.entry.inputs, inputs)
+    const feeds = checkStageInputs(withCaps(s.entry.inputs, s.manifest.inputs), inputs, s.entry.maxInputBytes)
     s.queued++
     const job = s.tail.then(async () => {
       await this.acquireSlot(signal)

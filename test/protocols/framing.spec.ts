@@ -3,7 +3,7 @@ import { streamPair } from '@libp2p/utils'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameTooLargeError, MalformedFrameError } from '../../protocols/errors.ts'
-import { frameStream, frameTensors } from '../../protocols/framing.ts'
+import { frameStream, frameTaps, frameTensors } from '../../protocols/framing.ts'
 import { encodeInferHeader } from '../../protocols/infer.ts'
 import type { InferMessage, InferRequest } from '../../protocols/infer.ts'
 import { MAX_ROUTE_HOPS, MAX_TENSORS } from '../../protocols/limits.ts'
@@ -56,12 +56,19 @@ describe('infer frames on a stream', () => {
     const [a, b] = await streamPair()
     const [c, d] = await streamPair()
     const x = float32Tensor('x', [4], new Float32Array([1, 2, 3, 4]))
-    await frameStream(a).write({ kind: 'result', result: { job: 'j', hops: [{ peer: 'p2', stage: 1, ms: 2 }] } }, [x])
+    const t1 = float32Tensor('h1', [2], new Float32Array([5, 6]))
+    const t0 = float32Tensor('h0', [1], new Float32Array([7]))
+    await frameStream(a).write({ kind: 'result', result: { job: 'j', receipts: [new Uint8Array([2])] } }, [x], { taps: [{ stage: 1, tensors: [t1] }] })
     const got = await frameStream(b).read()
-    await frameStream(c).relay({ kind: 'result', result: { job: 'j', hops: [{ peer: 'p1', stage: 0, ms: 1 }, { peer: 'p2', stage: 1, ms: 2 }] } }, got)
+    await frameStream(c).relay({ kind: 'result', result: { job: 'j', receipts: [new Uint8Array([1]), new Uint8Array([2])] } }, got, { taps: [{ stage: 0, tensors: [t0] }] })
     const relayed = await frameStream(d).read()
-    assert.equal(relayed.message.kind === 'result' && relayed.message.result.hops.length, 2)
+    assert.equal(relayed.message.kind === 'result' && relayed.message.result.receipts.length, 2)
+    assert.equal(frameTensors(relayed).length, 1, 'taps are not among the result tensors')
     assert.deepEqual([...frameTensors(relayed)[0].data], [...x.data])
+    const taps = frameTaps(relayed)
+    assert.deepEqual([...taps.keys()], [1, 0], 'downstream taps first, then the relaying hop\'s')
+    assert.deepEqual([...taps.get(1)![0].data], [...t1.data])
+    assert.deepEqual([...taps.get(0)![0].data], [...t0.data])
   })
 
   it('refuse frames over the size limit with FrameTooLargeError, both ways', async () => {

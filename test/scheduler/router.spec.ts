@@ -46,17 +46,42 @@ describe('router', () => {
 })
 
 describe('ban list', () => {
-  it('bans with exponential backoff and forgets on clear', () => {
-    const b = new BanList(1000, 8000)
-    assert.equal(b.ban('p', 0), 1000)
+  it('bans with exponential backoff; success does not clear strikes, time does', () => {
+    const b = new BanList({ baseMs: 1000, maxMs: 8000, decayMs: 10_000 })
+    assert.equal(b.ban('p', 'fault', 0), 1000)
     assert.ok(b.isBanned('p', 999))
     assert.ok(!b.isBanned('p', 1000))
-    assert.equal(b.ban('p', 0), 2000)
-    assert.equal(b.ban('p', 0), 4000)
-    assert.equal(b.ban('p', 0), 8000)
-    assert.equal(b.ban('p', 0), 8000)
-    b.clear('p')
-    assert.ok(!b.isBanned('p', 1))
+    assert.equal(b.ban('p', 'fault', 500), 500, 'failures during a ban are the same incident')
+    assert.equal(b.ban('p', 'fault', 1000), 2000)
+    assert.equal(b.ban('p', 'fault', 3000), 4000)
+    assert.equal(b.ban('p', 'fault', 7000), 8000)
+    assert.equal(b.ban('p', 'fault', 15_000), 8000)
+    assert.equal(b.strikes('p', 15_000), 5)
+    assert.equal(b.strikes('p', 35_000), 3, 'a strike fades per decay period')
+    assert.equal(b.ban('p', 'fault', 35_000), 8000)
+    const u = new BanList({ baseMs: 1000, maxMs: 60_000, maxAbsentMs: 4000 })
+    for (const at of [0, 1000, 3000, 7000]) u.ban('q', 'absent', at)
+    assert.equal(u.strikes('q', 7000), 4)
+    assert.ok(!u.isBanned('q', 11_000), 'an absent peer is banned at most maxAbsentMs')
+  })
+
+  it('one accuser only makes a suspect; two distinct accusers within the window make a strike', () => {
+    const b = new BanList({ windowMs: 60_000 })
+    assert.equal(b.accuse('honest', 'liar', 0), false)
+    assert.equal(b.accuse('honest', 'liar', 10), false, 'the same accuser twice is still one')
+    assert.ok(b.isSuspect('honest', 20) && !b.isBanned('honest', 20))
+    assert.ok(!b.isSuspect('honest', 70_000), 'suspicion fades')
+    assert.equal(b.accuse('slow', 'a', 0), false)
+    assert.equal(b.accuse('slow', 'b', 100_000), false, 'accusations outside the window do not add up')
+    assert.equal(b.accuse('slow', 'c', 100_100), true)
+    assert.ok(b.isBanned('slow', 100_200))
+    assert.equal(b.accuse('x', 'x', 0), false, 'nobody accuses itself')
+  })
+
+  it('a conviction bans for an hour', () => {
+    const b = new BanList()
+    b.convict('p', 0)
+    assert.ok(b.isBanned('p', 3_599_999) && !b.isBanned('p', 3_600_000))
   })
 })
 

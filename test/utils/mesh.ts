@@ -13,6 +13,8 @@ import { publishSharded } from '../../node/client/publish.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
+import type { LieMode } from '../../node/runtime/liar.ts'
+import type { VerifyMode } from '../../node/client/verifier.ts'
 import { loadOrCreateKey } from '../../node/host.ts'
 import { localFleet } from '../../node/membership/credentials.ts'
 import type { LocalFleet } from '../../node/membership/credentials.ts'
@@ -39,6 +41,10 @@ export interface MeshOptions {
   vehicles?: number
   /** An open fleet: no membership. @default false (a fleet with an authority, made for the test) */
   open?: boolean
+  /** The client's result checks. @default 'sample' */
+  verify?: VerifyMode
+  /** Vehicles that lie about their outputs (testing the result checks). */
+  lie?: (i: number) => LieMode | undefined
 }
 
 export async function startMesh (sharded: ShardedModel | undefined, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
@@ -47,7 +53,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   const members = opts.open === true ? undefined : await localFleet(fleet, loadOrCreateKey)
   const bootKey = join(dir, 'boot.key')
   const boot = await startBootstrap({ keyFile: bootKey, listen: ['/ip4/127.0.0.1/tcp/0'], fleet, ...(members !== undefined ? { credentials: await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }) } : {}) })
-  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}) })
+  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}), ...(opts.verify !== undefined ? { verify: opts.verify } : {}) })
   // the client publishes the model (a name record, announcements) and seeds its shards
   const published = sharded !== undefined ? await publishSharded(client, sharded) : undefined
   const events: TestMesh['events'] = []
@@ -61,7 +67,8 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
       fleet,
       models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
       ...(opts.room !== undefined ? { room: opts.room } : {}),
-      ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {})
+      ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {}),
+      ...(opts.lie?.(i) !== undefined ? { lie: opts.lie(i) } : {})
     })
     v.onEvent(e => { events.push({ ...e, vehicle: i }) })
     await v.start()

@@ -10,10 +10,11 @@ import type { Issuer } from '../../membership/credentials.ts'
 import { checkFleetName } from '../../../protocols/ids.ts'
 import { openRevocations, parseRole } from '../../../protocols/membership.ts'
 import type { FleetTrust, Role } from '../../../protocols/membership.ts'
+import { issueToken } from '../../gateway/tokens.ts'
 import { BOOTSTRAP_OPTION, UsageError, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
 
-const USAGE = `<init | issue | grant | revoke | show> [options]
+const USAGE = `<init | issue | grant | token | revoke | show> [options]
 
   fleet init --fleet <name> [--dir <dir>]
       a new fleet: its authority key (keep it offline) and fleet.json (name, authority peer id)
@@ -22,6 +23,8 @@ const USAGE = `<init | issue | grant | revoke | show> [options]
       then starts with --key / --data holding it); --new-key puts a new key in the credentials (clients)
   fleet grant --authority <dir> [--role vehicle] [--days 365] --out <file>
       an enrollment grant: a vehicle started with it gets its certificate from a bootstrap peer by itself
+  fleet token --authority <dir> --name <name> [--days 30] [--concurrency 4] [--max-body-mb 16]
+      a bearer token for an HTTP gateway of the fleet (Authorization: Bearer <token>), with its limits
   fleet revoke --authority <dir> (--peer <id> | --serial <s>)... [--list <file>] --out <file> [--bootstrap <ma>]
       a new revocation list (the one in --list plus these); with --bootstrap it is published to the fleet
   fleet show <credentials file>`
@@ -59,7 +62,10 @@ export const fleetCommand: Command = {
     serial: { type: 'string', multiple: true, arg: '<s>', description: 'with revoke: a certificate serial to revoke (repeatable)' },
     list: { type: 'string', arg: '<file>', description: 'with revoke: the current revocation list' },
     days: { type: 'string', arg: '<n>', description: 'validity in days (issue: 30, grant: 365)' },
-    out: { type: 'string', arg: '<file>', description: 'where to write the credentials, grant or list' },
+    out: { type: 'string', arg: '<file>', description: 'where to write the credentials, grant or list (token: optional)' },
+    name: { type: 'string', arg: '<name>', description: 'with token: who the token is for (letters, digits, . @ _ -)' },
+    concurrency: { type: 'string', arg: '<n>', description: 'with token: requests in flight at once', default: '4' },
+    'max-body-mb': { type: 'string', arg: '<mb>', description: 'with token: largest request body, in MiB', default: '16' },
     bootstrap: BOOTSTRAP_OPTION,
     json: { type: 'boolean', description: 'print one JSON object' }
   },
@@ -100,6 +106,18 @@ export const fleetCommand: Command = {
         const creds = { trust, grant: await issuer.grant(role[0], intOption(o.days ?? '365', 'days', 1, 3650)) }
         await saveCredentials(out, creds)
         print(`enrollment grant (${role[0]}) written to ${out}: provision vehicles with it (fleetmesh node --credentials ${out})`, await describeCredentials(creds))
+        return 0
+      }
+      case 'token': {
+        const { issuer } = await authorityFrom(o)
+        const name = requireOption(o.name, 'name')
+        const days = intOption(o.days ?? '30', 'days', 1, 3650)
+        let token: string
+        try {
+          token = await issueToken(issuer, name, { days, maxConcurrency: intOption(o.concurrency, 'concurrency', 1, 100_000), maxBodyBytes: intOption(o['max-body-mb'], 'max-body-mb', 1, 4095) * 1024 * 1024 })
+        } catch (err) { throw new UsageError((err as Error).message) }
+        if (typeof o.out === 'string') await writeFile(o.out, token + '\n', { mode: 0o600 })
+        print(typeof o.out === 'string' ? `gateway token for ${name} (${days} days) written to ${o.out}` : token, { name, days, token })
         return 0
       }
       case 'revoke': return await revoke(o)

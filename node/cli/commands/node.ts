@@ -2,10 +2,11 @@ import { VehicleAgent } from '../../agent.ts'
 import type { AgentEvent } from '../../agent.ts'
 import { FleetClient } from '../../client/client.ts'
 import { Gateway } from '../../gateway/server.ts'
+import { LIE_MODES, isLieMode } from '../../runtime/liar.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, UsageError, fleetAccess, intOption, shortPeer, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, clientChecks, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
 function describe (e: AgentEvent): string {
@@ -58,8 +59,11 @@ export const nodeCommand: Command = {
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
     policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
     'drain-ms': { type: 'string', arg: '<ms>', description: 'bound for finishing in-flight work when the car must go', default: '10000' },
-    http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol HTTP gateway here (off by default), e.g. 127.0.0.1:8080' },
-    json: { type: 'boolean', description: 'print events as JSON lines' }
+    http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol HTTP gateway here (off by default), e.g. 127.0.0.1:8080; in a fleet with members it takes bearer tokens (fleetmesh fleet token)' },
+    ...GATEWAY_OPTIONS,
+    ...CLIENT_CHECK_OPTIONS,
+    json: { type: 'boolean', description: 'print events as JSON lines' },
+    lie: { type: 'string', arg: '<mode>', description: `testing only: lie about stage outputs (${LIE_MODES.join(', ')}) so the fleet's result checks can be tried` }
   },
   async run (o) {
     const bootstrap = (o.bootstrap as string[] | undefined) ?? []
@@ -85,6 +89,7 @@ export const nodeCommand: Command = {
     if (vehicle instanceof SimSource && process.send !== undefined) {
       process.on('message', (m: any) => { if (m?.type === 'sim-start' && Number.isFinite(m.wallStart)) vehicle.setWallStart(m.wallStart) })
     }
+    if (o.lie !== undefined && !isLieMode(o.lie)) throw new UsageError(`--lie must be one of ${LIE_MODES.join(', ')}, got ${String(o.lie)}`)
     const access = await fleetAccess(o)
     const stop = untilSignal()
     const agent = await VehicleAgent.create({
@@ -98,14 +103,16 @@ export const nodeCommand: Command = {
       fleet: access.fleet,
       listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
       models,
-      intraOpThreads: intOption(o.threads, 'threads', 1, 64)
+      intraOpThreads: intOption(o.threads, 'threads', 1, 64),
+      ...(isLieMode(o.lie) ? { lie: o.lie } : {})
     })
     agent.onEvent(print)
     await agent.start()
     let gateway: Gateway | undefined
     if (typeof o.http === 'string') {
-      const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node })
-      gateway = new Gateway({ client, listen: o.http })
+      const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node, ...clientChecks(o) })
+      const tls = await gatewayTls(o)
+      gateway = new Gateway({ client, listen: o.http, ...(tls !== undefined ? { tls } : {}) })
       const url = await gateway.start()
       process.send?.({ type: 'gateway', url })
       console.log(o.json === true ? JSON.stringify({ type: 'gateway', url }) : `Open Inference Protocol gateway on ${url}/v2`)

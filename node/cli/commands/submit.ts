@@ -6,7 +6,7 @@ import type { ResolvedModel } from '../../client/resolver.ts'
 import type { BatchProgress } from '../../client/batch.ts'
 import { inputsFromFile, textOf } from '../../client/inputs.ts'
 import { tensorToOip } from '../../../protocols/oip.ts'
-import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, UsageError, intOption, requireOption, shortPeer, withFleetClient } from '../command.ts'
+import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, CLIENT_CHECK_OPTIONS, UsageError, intOption, requireOption, shortPeer, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
 import { tensorSummary } from '../format.ts'
 
@@ -21,6 +21,7 @@ export const submitCommand: Command = {
     out: { type: 'string', arg: '<file>', description: 'with --batch: write one JSON line per item as it completes (default: stdout)' },
     bootstrap: BOOTSTRAP_OPTION,
     ...ACCESS_OPTIONS,
+    ...CLIENT_CHECK_OPTIONS,
     timeout: { type: 'string', arg: '<ms>', description: 'give up after this long', default: '60000' },
     json: { type: 'boolean', description: 'print the result as one JSON object' }
   },

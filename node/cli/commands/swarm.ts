@@ -5,16 +5,16 @@
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
 import { runSwarm } from '../../swarm/run.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
-import { FLEET_OPTION, UsageError, intOption } from '../command.ts'
+import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, UsageError, clientChecks, gatewayTls, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable } from '../format.ts'
 
 export const swarmCommand: Command = {
   name: 'swarm',
   summary: 'Start a local mesh (bootstrap + vehicles as separate processes), shard a model across it, run jobs, show what happened.',
-  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--batch | --chaos] [--scenario day [--duration 60]] [--json]',
+  usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--batch | --chaos] [--scenario day [--duration 60]] [--verify sample] [--liars 0] [--json]',
   options: {
-    nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day or --chaos)' },
+    nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day, --chaos or --liars, so that every stage has three holders)' },
     stages: { type: 'string', arg: '<k>', description: 'pipeline stages', default: '3' },
     jobs: { type: 'string', arg: '<n>', description: 'jobs to run (with --scenario day: jobs run until the day ends)', default: '10' },
     batch: { type: 'boolean', description: 'run the jobs as one batch job (announcement, offers, leases, windowed pipelines)' },
@@ -27,7 +27,11 @@ export const swarmCommand: Command = {
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
+    ...GATEWAY_OPTIONS,
     keep: { type: 'boolean', description: 'keep the swarm running after the jobs, until Ctrl-C (use with --http)' },
+    ...CLIENT_CHECK_OPTIONS,
+    'check-rate': { type: 'string', arg: '<p>', description: 'with --verify sample: the lowest share of a proven vehicle\'s stage runs still checked', default: '0.02' },
+    liars: { type: 'string', arg: '<n>', description: 'make the last n vehicles lie about their outputs (zeros, perturbations or forged tensors, varying per job) and report wrongDelivered, caught and verifyOverhead', default: '0' },
     json: { type: 'boolean', description: 'progress to stderr; the last line on stdout is the JSON summary' }
   },
   details: 'Every process listens on 127.0.0.1 only. Ctrl-C stops the swarm and every process it started.',
@@ -37,10 +41,14 @@ export const swarmCommand: Command = {
     const chaos = o.chaos === true
     if ((chaos || o.batch === true) && day) throw new UsageError('--batch/--chaos and --scenario day do not combine yet')
     const json = o.json === true
+    const checks = clientChecks(o)
+    const liars = intOption(o.liars, 'liars', 0, 63)
+    const checkRate = Number(o['check-rate'])
+    if (!(checkRate >= 0 && checkRate <= 1)) throw new UsageError(`--check-rate must be a number in 0..1, got ${String(o['check-rate'])}`)
     const abort = new AbortController()
     const opts: SwarmRunOptions = {
       model: modelSource(String(o.model)),
-      nodes: intOption(o.nodes ?? (day || chaos ? '6' : '4'), 'nodes', 1, 64),
+      nodes: intOption(o.nodes ?? (day || chaos || liars > 0 ? '6' : '4'), 'nodes', 1, 64),
       stages: intOption(o.stages, 'stages', 1, 32),
       jobs: intOption(o.jobs, 'jobs', 1, 100_000),
       concurrency: intOption(o.concurrency, 'concurrency', 1, 64),
@@ -50,9 +58,15 @@ export const swarmCommand: Command = {
       killEveryMs: intOption(o['kill-every'], 'kill-every', 1, 3600) * 1000,
       microBatch: o['micro-batch'] === 'auto' ? 'auto' : intOption(o['micro-batch'], 'micro-batch', 1, 64),
       ...(typeof o.http === 'string' ? { http: o.http } : {}),
+      ...(await gatewayTls(o).then(tls => tls !== undefined ? { tls } : {})),
       keep: o.keep === true,
+      verify: checks.verify ?? 'sample',
+      ...(checks.localStages !== undefined ? { localStages: checks.localStages } : {}),
+      liars,
+      checkRate,
       signal: abort.signal
     }
+    if (liars >= opts.nodes) throw new UsageError(`--liars ${liars} needs more than ${liars} vehicles (--nodes ${opts.nodes})`)
     const T0 = performance.now()
     const out = (line: string): void => { (json ? process.stderr : process.stdout).write(line + '\n') }
     const say = (tag: string, msg: string): void => { out(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(5)}s] ${tag.padEnd(6)} ${msg}`) }

@@ -1,0 +1,63 @@
+/**
+ * gossipsub peer scoring for the fleet's topics. Every message on them is
+ * validated (topics.ts); a rejected one (bad bytes, a sender without the
+ * role, a forged chain) counts heavily against the peer that passed it on,
+ * so a peer that floods invalid messages is soon graylisted: its messages
+ * are no longer processed and nothing is gossiped to it.
+ *
+ * The IP-colocation penalty is off: identities are certified by the fleet
+ * authority (a Sybil needs certificates), and many cars share one address
+ * behind a carrier-grade NAT (and every test peer shares 127.0.0.1).
+ */
+import type { GossipsubOpts } from '@libp2p/gossipsub'
+import type { TopicScoreParams } from '@libp2p/gossipsub/score'
+import { capacityTopic, jobsTopic, revocationsTopic } from '../../protocols/ids.ts'
+
+/** Score parameters of one fleet topic: invalid messages cost, delivering first earns a little. */
+function topic (weight: number): TopicScoreParams {
+  return {
+    topicWeight: weight,
+    timeInMeshWeight: 0.01,
+    timeInMeshQuantum: 1000,
+    timeInMeshCap: 100,
+    firstMessageDeliveriesWeight: 0.5,
+    firstMessageDeliveriesDecay: 0.9,
+    firstMessageDeliveriesCap: 20,
+    // fleets are small and bursty: no penalty for a quiet mesh peer
+    meshMessageDeliveriesWeight: 0,
+    meshMessageDeliveriesDecay: 0.9,
+    meshMessageDeliveriesCap: 10,
+    meshMessageDeliveriesThreshold: 1,
+    meshMessageDeliveriesWindow: 10,
+    meshMessageDeliveriesActivation: 5000,
+    meshFailurePenaltyWeight: 0,
+    meshFailurePenaltyDecay: 0.9,
+    // each invalid message: -weight x count^2, decaying by half per decay interval (1 s)
+    invalidMessageDeliveriesWeight: -20,
+    invalidMessageDeliveriesDecay: 0.5
+  }
+}
+
+/** The scoring a fleet's nodes use (see the module comment). */
+export function fleetScoring (fleet: string): Pick<GossipsubOpts, 'scoreParams' | 'scoreThresholds'> {
+  return {
+    scoreParams: {
+      topics: { [capacityTopic(fleet)]: topic(1), [jobsTopic(fleet)]: topic(1), [revocationsTopic(fleet)]: topic(1) },
+      topicScoreCap: 50,
+      IPColocationFactorWeight: 0,
+      behaviourPenaltyWeight: -10,
+      behaviourPenaltyThreshold: 6,
+      behaviourPenaltyDecay: 0.9,
+      decayInterval: 1000,
+      decayToZero: 0.01,
+      retainScore: 3_600_000
+    },
+    scoreThresholds: {
+      gossipThreshold: -10,
+      publishThreshold: -50,
+      graylistThreshold: -80,
+      acceptPXThreshold: 10,
+      opportunisticGraftThreshold: 1
+    }
+  }
+}
