@@ -20,6 +20,7 @@ import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
 import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
+import { attemptBudget } from '../scheduler/budget.ts'
 import { NoRouteError, chooseRoute } from '../scheduler/router.ts'
 import type { Candidate } from '../scheduler/router.ts'
 import { JobLedger } from './ledger.ts'
@@ -203,7 +204,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         opts.signal?.throwIfAborted()
         lastError = err as Error
         // unreachable, dropped the stream, or silent past its deadline: the first hop's own failure
-        bans.ban(first, err instanceof HopUnreachableError && !signal.aborted ? 'absent' : 'fault')
+        bans.ban(first, err instanceof HopUnreachableError && !signal.aborted ? 'absent' : 'slow')
         this.log('job %s attempt %d: first hop %s: %e', job, attempt, first, err)
         continue
       } finally { done() }
@@ -313,13 +314,3 @@ const PROBE_TIMEOUT_MS = 1500
 
 /** Caller's grace after a request's deadline, so a hop's TIMEOUT error (naming the late peer) arrives first. */
 const ANSWER_GRACE_MS = 750
-
-/**
- * How long an attempt may take: a fixed allowance plus, per stage, four
- * times what the holder's heartbeat says a run takes with its queue (at
- * least 250 ms). A peer that claims to be fast and then stalls runs out of it.
- */
-export function attemptBudget (route: Candidate[], inputs: Tensor[]): number {
-  const items = Math.max(1, inputs[0]?.dims[0] ?? 1)
-  return Math.ceil(1500 + route.reduce((sum, c) => sum + Math.max(250, 4 * c.msPerItem * items * (1 + c.load)), 0))
-}

@@ -21,6 +21,7 @@ import type { PeerDialer } from '../dial.ts'
 import { answerProblem, digestOf, openReceipts } from '../runtime/attest.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
 import { frameTensors } from '../../protocols/framing.ts'
+import { attemptBudget } from '../scheduler/budget.ts'
 import { Reputation } from '../scheduler/reputation.ts'
 import type { ReputationInit } from '../scheduler/reputation.ts'
 import type { Candidate } from '../scheduler/router.ts'
@@ -236,7 +237,7 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
       const cand: Candidate | undefined = this.c.locator.live(m, stage).filter(c => !tried.has(c.peer)).sort((a, b) => a.load - b.load)[0]
       if (cand === undefined) return undefined
       tried.add(cand.peer)
-      const deadline = Date.now() + Math.ceil(1500 + Math.max(250, 4 * cand.msPerItem * (1 + cand.load)))
+      const deadline = Date.now() + attemptBudget([cand], input)
       const sigs = [AbortSignal.timeout(deadline - Date.now() + 750), ...(signal !== undefined ? [signal] : [])]
       this.stats.checkRuns++
       try {

@@ -22,6 +22,8 @@ export interface BanInit {
   maxMs?: number
   /** Longest ban for being absent: unreachable, leaving, not serving (a crashed vehicle comes back; a dead one stops sending heartbeats). @default 4000 */
   maxAbsentMs?: number
+  /** Longest ban for being slow: past an attempt's budget (honest but overloaded, or stalling). @default 16000 */
+  maxSlowMs?: number
   /** A strike fades after this long without a new one. @default 60000 */
   decayMs?: number
   /** How long accusations are remembered (and a suspect suspected). @default 60000 */
@@ -34,13 +36,16 @@ export interface BanInit {
 
 interface Record { until: number, strikes: number, last: number }
 
+/** Why a peer is struck: misbehaving (`fault`), too slow for an attempt's budget (`slow`), or gone (`absent`). */
+export type BanKind = 'fault' | 'slow' | 'absent'
+
 export class BanList {
   private readonly bans = new Map<string, Record>()
   private readonly accusations = new Map<string, Map<string, number>>()
   private readonly cfg: Required<BanInit>
 
   constructor (init: BanInit = {}) {
-    this.cfg = { baseMs: 2000, maxMs: 60_000, maxAbsentMs: 4000, decayMs: 60_000, windowMs: 60_000, quorum: 2, convictMs: 3_600_000, ...init }
+    this.cfg = { baseMs: 2000, maxMs: 60_000, maxAbsentMs: 4000, maxSlowMs: 16_000, decayMs: 60_000, windowMs: 60_000, quorum: 2, convictMs: 3_600_000, ...init }
   }
 
   /** Strikes still counting for `peer`. */
@@ -57,11 +62,12 @@ export class BanList {
    * while it is banned (jobs that were in flight there) are the same
    * incident: they do not add strikes.
    */
-  ban (peer: string, kind: 'fault' | 'absent' = 'fault', now = Date.now()): number {
+  ban (peer: string, kind: BanKind = 'fault', now = Date.now()): number {
     const prev = this.bans.get(peer)
     if (prev !== undefined && prev.until > now) return prev.until - now
     const strikes = this.strikes(peer, now) + 1
-    const ms = Math.min(kind === 'absent' ? this.cfg.maxAbsentMs : this.cfg.maxMs, this.cfg.baseMs * 2 ** (strikes - 1))
+    const cap = kind === 'absent' ? this.cfg.maxAbsentMs : kind === 'slow' ? this.cfg.maxSlowMs : this.cfg.maxMs
+    const ms = Math.min(cap, this.cfg.baseMs * 2 ** (strikes - 1))
     this.bans.set(peer, { until: now + ms, strikes, last: now })
     return ms
   }

@@ -34,7 +34,7 @@ function pidsIn (text: string): number[] {
 }
 
 describe('fleetmesh CLI (multi-process)', function () {
-  this.timeout(180_000)
+  this.timeout(320_000)
 
   it('swarm --json: every job completes across separate processes, text correct, equal to the whole model', async () => {
     const r = await fleetmesh(['swarm', '--json', '--jobs', '8', '--fleet', 'cli-test'])
@@ -74,7 +74,7 @@ describe('fleetmesh CLI (multi-process)', function () {
   })
 
   it('swarm --chaos: a batch finishes while vehicles are SIGKILLed and restarted, each item once and right', async () => {
-    const r = await fleetmesh(['swarm', '--chaos', '--jobs', '200', '--kill-every', '2', '--json', '--fleet', 'cli-chaos'], { timeoutMs: 170_000 })
+    const r = await fleetmesh(['swarm', '--chaos', '--jobs', '200', '--kill-every', '2', '--json', '--fleet', 'cli-chaos'], { timeoutMs: 300_000 })
     assert.equal(r.code, 0, r.stderr.slice(-3000))
     const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
     const s = JSON.stringify(summary)
@@ -85,8 +85,9 @@ describe('fleetmesh CLI (multi-process)', function () {
     assert.ok(summary.kills >= 3, s)
     assert.ok(summary.killsMidPipeline >= 1, s)
     // recovery (kill -> first completion of an item that was on the killed vehicle) is bounded by the
-    // time an item takes anyway, not by a lease or read timeout; a ratio, so a busy machine does not flake
-    assert.ok(summary.recoveryP95Ms > 0 && summary.recoveryP95Ms < Math.max(3000, 1.5 * summary.p95Ms), s)
+    // time an item takes anyway (a killed item waits behind the items queued before it), not by a lease
+    // or read timeout; a ratio, so a busy machine does not flake
+    assert.ok(summary.recoveryP95Ms > 0 && summary.recoveryP95Ms < Math.max(3000, 2 * summary.p95Ms), s)
     assert.ok(summary.meshVsLocal > 0, s)
     assert.match(r.stderr, /killed with SIGKILL/)
     // restarted vehicles are children too: none is left behind
