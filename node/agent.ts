@@ -20,7 +20,7 @@ import type { HostedModel, HostingEvents } from './capacity/hosting.ts'
 import { OfferResponder } from './capacity/offer-responder.ts'
 import type { NodeComponents } from './components.ts'
 import { hostAddrs, loadOrCreateKey } from './host.ts'
-import type { Host } from './host.ts'
+import type { Host, HostInit } from './host.ts'
 import { loadCredentials } from './membership/credentials.ts'
 import type { Credentials } from './membership/credentials.ts'
 import { createNode } from './node.ts'
@@ -49,6 +49,8 @@ export interface AgentInit {
   dataDir: string
   fleet?: string
   listen?: string[]
+  /** Overrides of the network settings the bootstrap addresses imply (node/network.ts). */
+  network?: Pick<HostInit, 'relayReservations' | 'upnp' | 'mdns'>
   models?: HostedModel[]
   heartbeatMs?: number
   intraOpThreads?: number
@@ -152,7 +154,8 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       bootstrap: init.bootstrap,
       credentialsFile,
       ...(credentials !== undefined ? { credentials } : {}),
-      ...(init.listen !== undefined ? { listen: init.listen } : {})
+      ...(init.listen !== undefined ? { listen: init.listen } : {}),
+      ...init.network
     })
     let held: () => Set<string> = () => new Set()
     const store = await new ShardStore(join(init.dataDir, 'shards'), {

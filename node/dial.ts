@@ -2,7 +2,9 @@
  * Dialling a peer by id with address hints: the one place fleetmesh opens
  * streams to other peers (hops, shard providers, batch clients). Hints (from
  * a heartbeat, a route or an announcement) are added to the peer store only
- * while there is no connection to the peer.
+ * while there is no connection to the peer. Streams may run over a relayed
+ * (limited) connection: a car behind NAT is reached through a relay until
+ * hole punching gives a direct one.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -28,6 +30,7 @@ export class PeerDialer {
     if (addrs.length > 0 && this.host.getConnections(id).length === 0) {
       await this.host.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) }, opts)
     }
-    return await this.host.dialProtocol(id, protocol, opts)
+    // fleet protocols also run over relayed connections, within the relay's limits
+    return await this.host.dialProtocol(id, protocol, { runOnLimitedConnection: true, ...opts })
   }
 }

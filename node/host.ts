@@ -1,6 +1,8 @@
 /**
  * The one place that builds a libp2p node: TCP + Noise + Yamux, identify,
- * ping, a fleet-specific Kademlia DHT, gossipsub and Prometheus metrics.
+ * ping, a fleet-specific Kademlia DHT, gossipsub and Prometheus metrics, and
+ * for networks in the field circuit relay v2 (a client everywhere, a server
+ * on bootstrap peers), DCUtR hole punching, AutoNAT, UPnP and mDNS.
  * Vehicles, clients and the bootstrap peer all call `createHost`; only their
  * options differ.
  */
@@ -11,7 +13,12 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap as bootstrapDiscovery } from '@libp2p/bootstrap'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { gossipsub } from '@libp2p/gossipsub'
+import { autoNAT } from '@libp2p/autonat'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
 import { identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
+import { uPnPNAT } from '@libp2p/upnp-nat'
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { fleetScoring } from './membership/scoring.ts'
@@ -24,7 +31,8 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
-import type { ComponentLogger, ConnectionGater, Libp2p, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, ConnectionGater, Libp2p, PrivateKey, ServiceMap } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Registry } from 'prom-client'
 import { DEFAULT_FLEET, checkFleetName, kadProtocol } from '../protocols/ids.ts'
 import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
@@ -37,7 +45,23 @@ export type HostServices = {
   ping: Ping
   dht: KadDHT
   pubsub: GossipSub
+} & ServiceMap
+
+/**
+ * What a relay carries for members. Control traffic always fits; activations
+ * and shards only within these limits (a relayed connection that reaches one
+ * is closed and dialled again).
+ */
+export interface RelayLimits {
+  /** Reservations held at once. @default 128 */
+  maxReservations?: number
+  /** Longest life of one relayed connection, ms. @default 600000 */
+  durationMs?: number
+  /** Most bytes one relayed connection carries (each way). @default 256 MiB */
+  dataBytes?: number
 }
+
+export const DEFAULT_RELAY_LIMITS: Required<RelayLimits> = { maxReservations: 128, durationMs: 600_000, dataBytes: 256 * MiB }
 export type Host = Libp2p<HostServices>
 
 export interface HostInit {
@@ -49,8 +73,22 @@ export interface HostInit {
   bootstrap?: string[]
   /** Fleet name: DHT protocol and topics are per fleet. @default 'dev' */
   fleet?: string
-  /** Answer DHT queries (bootstrap peers and reachable nodes). @default true */
-  dhtServer?: boolean
+  /**
+   * Answer DHT queries: always (bootstrap peers, a fleet on one machine or
+   * LAN), never, or `auto`: only while the node has a public address others
+   * can dial (verified by AutoNAT, mapped by UPnP). @default true
+   */
+  dhtServer?: boolean | 'auto'
+  /** Hold circuit relay reservations, so that peers can reach this one behind NAT through a relay. @default false */
+  relayReservations?: boolean
+  /** Relay for other members (bootstrap and public peers), within these limits; absent: no relay service. */
+  relayServer?: RelayLimits
+  /** Find peers on the local network with multicast DNS (cars parked together). @default false */
+  mdns?: boolean
+  /** Ask the home router for a port mapping (UPnP IGD). @default false */
+  upnp?: boolean
+  /** Announce loopback addresses (one machine); off in the field. @default true */
+  announceLoopback?: boolean
   /** New inbound connections accepted per second from one IP address. @default 100 */
   inboundConnectionsPerSecond?: number
   /**
@@ -87,26 +125,34 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     start: init.start ?? true,
     ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {}),
     ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {}),
-    addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
+    addresses: {
+      // '/p2p-circuit': find relays among connected peers and hold reservations on them
+      listen: [...(init.listen ?? ['/ip4/127.0.0.1/tcp/0']), ...(init.relayReservations === true ? ['/p2p-circuit'] : [])],
+      ...(init.announceLoopback === false ? { announceFilter: withoutLoopback } : {})
+    },
     connectionManager: {
       // many vehicles share one address (one test machine, or a carrier-grade NAT):
       // libp2p's default of 5 new connections per second per host turned joiners away
       inboundConnectionThreshold: init.inboundConnectionsPerSecond ?? 100,
       maxIncomingPendingConnections: 64
     },
-    transports: [tcp()],
+    transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [growingWindows(yamux({
       streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW, maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB }
     }), STREAM_WINDOW)],
-    peerDiscovery: bootstrapList.length > 0 ? [bootstrapDiscovery({ list: bootstrapList, timeout: 0 })] : [],
+    peerDiscovery: [
+      ...(bootstrapList.length > 0 ? [bootstrapDiscovery({ list: bootstrapList, timeout: 0 })] : []),
+      ...(init.mdns === true ? [mdns({ serviceTag: `_fleetmesh-${fleet}._udp.local`, interval: 5000 })] : [])
+    ],
     ...(init.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: init.metricsRegistry }) } : {}),
     services: {
       identify: identify(),
       ping: ping(),
       dht: kadDHT({
         protocol: kadProtocol(fleet),
-        clientMode: !(init.dhtServer ?? true),
+        // undefined: libp2p's own switch, a server only while a public address is verified
+        ...((init.dhtServer ?? true) === 'auto' ? {} : { clientMode: init.dhtServer === false }),
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
         initialQuerySelfInterval: 500,
         validators: recordValidators(init.recordTrust),
@@ -115,12 +161,37 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
+        // gossip also flows over relayed connections (a car behind NAT)
+        runOnLimitedConnection: true,
         ...fleetScoring(fleet)
-      })
+      }),
+      autonat: autoNAT(),
+      dcutr: dcutr(),
+      ...(init.upnp === true ? { upnp: uPnPNAT() } : {}),
+      ...(init.relayServer !== undefined ? { relay: relayServer(init.relayServer) } : {})
     }
   })
   if (bootstrapList.length > 0) keepJoined(host, bootstrapList)
   return host
+}
+
+function relayServer (limits: RelayLimits): ReturnType<typeof circuitRelayServer> {
+  const l = { ...DEFAULT_RELAY_LIMITS, ...limits }
+  return circuitRelayServer({
+    reservations: {
+      maxReservations: l.maxReservations,
+      applyDefaultLimit: true,
+      defaultDurationLimit: l.durationMs,
+      defaultDataLimit: BigInt(l.dataBytes)
+    }
+  })
+}
+
+const LOOPBACK = /^\/(ip4\/127\.|ip6\/::1\/)/
+
+/** Addresses others can use: everything but loopback (relayed addresses through a loopback relay go too). */
+export function withoutLoopback (addrs: Multiaddr[]): Multiaddr[] {
+  return addrs.filter(a => !LOOPBACK.test(a.toString()))
 }
 
 /**

@@ -8,12 +8,13 @@
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
+import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, RELAY_HOP_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
 import type { NodeComponents } from './components.ts'
 import { createHost } from './host.ts'
+import { fieldSettings } from './network.ts'
 import type { Host, HostInit } from './host.ts'
 import { CredentialsError } from './membership/credentials.ts'
 import type { Credentials } from './membership/credentials.ts'
@@ -52,7 +53,12 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
   ...GOSSIP_PROTOCOLS.map(p => [p, {}] as [string, object]),
   [INFER_PROTOCOL, { outbound: ['vehicle'] }],
   [SHARD_PROTOCOL, {}],
-  [OFFER_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }]
+  [OFFER_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
+  // a relay carries members only, and only a member may ask a node to dial it back or punch a hole
+  [RELAY_HOP_PROTOCOL, {}],
+  [RELAY_STOP_PROTOCOL, {}],
+  [DCUTR_PROTOCOL, {}],
+  [AUTONAT_PROTOCOL, {}]
 ]
 
 /**
@@ -73,6 +79,10 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   [SHARD_PROTOCOL, 10, 40],
   [OFFER_PROTOCOL, 20, 50],
   [memberProtocol, 5, 20],
+  [RELAY_HOP_PROTOCOL, 20, 60],
+  [RELAY_STOP_PROTOCOL, 20, 60],
+  [DCUTR_PROTOCOL, 5, 20],
+  [AUTONAT_PROTOCOL, 1, 5],
   [enrollProtocol, 1, 5]
 ]
 
@@ -103,6 +113,8 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   const denylist = new Denylist()
   const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, ...hostInit } = init
   const host = await createHost({
+    // behind NAT, on a LAN or on one machine: what the bootstrap addresses say (node/network.ts)
+    ...fieldSettings(init.bootstrap ?? []),
     ...hostInit,
     fleet: fleetName,
     privateKey,

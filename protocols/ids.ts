@@ -12,6 +12,12 @@ export const INFER_PROTOCOL = '/fleetmesh/infer/2.0.0'
 export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 
+/** libp2p's NAT traversal protocols, which fleetmesh gates to members: circuit relay v2 (hop, stop), DCUtR, AutoNAT. */
+export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'
+export const RELAY_STOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/stop'
+export const DCUTR_PROTOCOL = '/libp2p/dcutr'
+export const AUTONAT_PROTOCOL = '/libp2p/autonat/1.0.0'
+
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
 /** gossipsub's stream protocols (fleet topics travel on them). */
 export const GOSSIP_PROTOCOLS = ['/meshsub/1.2.0', '/meshsub/1.1.0', '/meshsub/1.0.0', '/floodsub/1.0.0']

@@ -82,8 +82,8 @@ export function resolveOption (command: string, name: string, o: OptionSpec, fla
   const fromEnv = src.env?.[envName(name)]
   const section = src.file?.[command]
   const fromFile = (section !== null && typeof section === 'object' ? (section as Record<string, unknown>)[name] : undefined) ?? src.file?.[name]
-  const raw = fromEnv ?? fromFile
-  if (raw === undefined) return o.default
+  const raw = fromEnv ?? fromFile ?? o.default
+  if (raw === undefined) return undefined
   if (o.type === 'boolean') return raw === true || raw === '1' || raw === 'true'
   if (o.multiple === true) return Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map(x => x.trim()).filter(x => x !== '')
   if (typeof raw === 'object') throw new UsageError(`setting ${name} must be a single value`)

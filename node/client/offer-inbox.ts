@@ -36,7 +36,7 @@ export class OfferInbox {
   async listen (job: string, handler: OfferHandler): Promise<() => Promise<void>> {
     if (!this.handling) {
       this.handling = true
-      await this.c.registrar.handle(OFFER_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 256 })
+      await this.c.registrar.handle(OFFER_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 256, runOnLimitedConnection: true })
     }
     this.handlers.set(job, handler)
     return async () => {

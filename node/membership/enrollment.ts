@@ -54,7 +54,7 @@ export class IssuerService implements Startable {
   }
 
   async start (): Promise<void> {
-    await this.c.registrar.handle(enrollProtocol(this.c.membership.trust.fleet), (stream, conn) => { void this.serve(stream, conn) }, { maxInboundStreams: 16 })
+    await this.c.registrar.handle(enrollProtocol(this.c.membership.trust.fleet), (stream, conn) => { void this.serve(stream, conn) }, { maxInboundStreams: 16, runOnLimitedConnection: true })
   }
 
   async stop (): Promise<void> {
@@ -185,7 +185,7 @@ export class Enroller extends TypedEventEmitter<EnrollerEvents> implements Start
     const errors: string[] = []
     for (const addr of this.init.issuers) {
       try {
-        const stream = await this.c.dialer.dialProtocol(multiaddr(addr), enrollProtocol(this.init.trust.fleet), { signal: signal ?? AbortSignal.timeout(10 * second) })
+        const stream = await this.c.dialer.dialProtocol(multiaddr(addr), enrollProtocol(this.init.trust.fleet), { signal: signal ?? AbortSignal.timeout(10 * second), runOnLimitedConnection: true })
         const lp = lpStream(stream, { maxDataLength: MAX_PROOF_BYTES })
         await lp.write(encodeEnrollRequest(req))
         const answer = decodeEnrollResponse((await lp.read({ signal: signal ?? AbortSignal.timeout(10 * second) })).subarray())

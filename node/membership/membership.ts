@@ -103,7 +103,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   /** Before the node starts: the proof handler and the connection listener must be there first. */
   async start (): Promise<void> {
     if (this.init.revocations !== undefined) await this.adoptRevocations(this.init.revocations)
-    await this.c.registrar.handle(memberProtocol(this.trust.fleet), (stream, connection) => { void this.answer(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
+    await this.c.registrar.handle(memberProtocol(this.trust.fleet), (stream, connection) => { void this.answer(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8, runOnLimitedConnection: true })
     this.c.connections.addEventListener('connection:open', this.onConnect)
     this.c.pubsub.topicValidators.set(revocationsTopic(this.trust.fleet), async (_from, msg) => await this.validateRevocations(msg))
     this.sweeper.start()
@@ -263,7 +263,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     if (chain === undefined) return // enrolling: there is nothing to show yet
     let stream: Stream | undefined
     try {
-      stream = await conn.newStream(memberProtocol(this.trust.fleet), { signal: AbortSignal.timeout(this.proofTimeoutMs) })
+      stream = await conn.newStream(memberProtocol(this.trust.fleet), { signal: AbortSignal.timeout(this.proofTimeoutMs), runOnLimitedConnection: true })
       const lp = lpStream(stream, { maxDataLength: MAX_PROOF_BYTES })
       await lp.write(encodeProof(chain, this.revocations))
       await this.accept(conn.remotePeer, (await lp.read({ signal: AbortSignal.timeout(this.proofTimeoutMs) })).subarray())

@@ -82,7 +82,7 @@ export class ShardExchange implements Startable {
   async start (): Promise<void> {
     if (this.init.serve === false) return
     const max = this.init.maxStreams ?? 32
-    await this.c.registrar.handle(SHARD_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max })
+    await this.c.registrar.handle(SHARD_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max, runOnLimitedConnection: true })
   }
 
   async stop (): Promise<void> {

@@ -83,7 +83,7 @@ export class InferHandler implements Startable {
 
   async start (): Promise<void> {
     const max = this.init.maxStreams ?? 64
-    await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max })
+    await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max, runOnLimitedConnection: true })
   }
 
   async stop (): Promise<void> {

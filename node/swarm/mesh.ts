@@ -148,7 +148,7 @@ export class LocalSwarm {
   /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...extra])
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

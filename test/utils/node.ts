@@ -17,6 +17,8 @@ export interface TestNodeInit {
   bootstrap?: string[]
   credentials?: Credentials
   privateKey?: PrivateKey
+  /** Hold a relay reservation on a bootstrap peer (as a car behind NAT does). */
+  relayReservations?: boolean
 }
 
 export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, components: NodeComponents, node: FleetNode }> {
@@ -24,7 +26,8 @@ export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, 
     privateKey: init.privateKey ?? init.credentials?.key ?? await generateKeyPair('Ed25519'),
     metrics: new FleetMetrics(),
     bootstrap: init.bootstrap ?? [],
-    ...(init.credentials !== undefined ? { credentials: init.credentials } : {})
+    ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
+    ...(init.relayReservations !== undefined ? { relayReservations: init.relayReservations } : {})
   })
   await node.start()
   return { host: node.host, components: node.components, node }

@@ -8,6 +8,8 @@ import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
 import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, clientChecks, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
+import type { HostInit } from '../../host.ts'
+import { LISTEN_ALL } from '../../network.ts'
 
 function describe (e: AgentEvent): string {
   switch (e.type) {
@@ -52,7 +54,9 @@ export const nodeCommand: Command = {
     'auto-stages': { type: 'string', arg: '<n>', description: 'instead of --stages: host n stages, choosing those the swarm serves worst' },
     room: { type: 'string', arg: '<n>', description: 'stages this vehicle may host across models published to the fleet (fleetmesh publish)', default: '0' },
     data: { type: 'string', arg: '<dir>', description: 'identity and shard store', default: '.fleetmesh/node' },
-    listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on', default: '/ip4/127.0.0.1/tcp/0' },
+    listen: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'address to listen on (repeatable; default: every interface, IPv4 and IPv6)', default: LISTEN_ALL.join(',') },
+    relay: { type: 'string', arg: '<auto|on|off>', description: 'hold a reservation on a relay (a bootstrap peer) so the fleet can reach this car behind NAT; auto: when the bootstrap peers are on the internet', default: 'auto' },
+    upnp: { type: 'boolean', description: 'ask the home router for a port mapping (UPnP), so the car is reachable without a relay' },
     ...ACCESS_OPTIONS,
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
     vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
@@ -102,6 +106,7 @@ export const nodeCommand: Command = {
       dataDir: String(o.data),
       fleet: access.fleet,
       listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
+      network: networkOptions(o),
       models,
       intraOpThreads: intOption(o.threads, 'threads', 1, 64),
       ...(isLieMode(o.lie) ? { lie: o.lie } : {})
@@ -123,4 +128,11 @@ export const nodeCommand: Command = {
     await agent.stop()
     return 0
   }
+}
+
+/** `--relay` and `--upnp`: overrides of what the bootstrap addresses imply (node/network.ts). */
+function networkOptions (o: Record<string, unknown>): Pick<HostInit, 'relayReservations' | 'upnp'> {
+  const relay = String(o.relay)
+  if (!['auto', 'on', 'off'].includes(relay)) throw new UsageError(`--relay must be auto, on or off, got ${relay}`)
+  return { ...(relay !== 'auto' ? { relayReservations: relay === 'on' } : {}), ...(o.upnp === true ? { upnp: true } : {}) }
 }
