@@ -5,7 +5,9 @@
  * trip to the public segment, 100 ms depot to depot), 20 Mbit/s and 1% loss.
  * Prints one JSON line: jobs completed and wrong, p50/p95 latency, the share
  * of routes inside one depot, how the client reaches vehicles (relayed or
- * direct) and how vehicles reach the other depot. Needs root and vde2.
+ * direct), how vehicles reach the other depot, and the p50 of the same jobs
+ * pinned to each depot (the best routes by the bed's true link figures) with
+ * the ratio of the router's p50 to the best. Needs root and vde2.
  *
  *   node bench/field.ts [--jobs 50] [--delay 25] [--loss 1] [--nat2 symmetric|cone]
  */
@@ -14,7 +16,7 @@ import { runField } from '../test/netbed/field.ts'
 
 const { values: o } = parseArgs({ options: { jobs: { type: 'string', default: '50' }, delay: { type: 'string', default: '25' }, loss: { type: 'string', default: '1' }, nat2: { type: 'string', default: 'symmetric' } } })
 const wan = { delayMs: Number(o.delay), lossPct: Number(o.loss), bytesPerS: 2_500_000 }
-const r = await runField({ jobs: Number(o.jobs), wan, nat2: o.nat2 === 'cone' ? 'cone' : 'symmetric', log: (l) => { process.stderr.write(`${l}\n`) } })
+const r = await runField({ jobs: Number(o.jobs), wan, nat2: o.nat2 === 'cone' ? 'cone' : 'symmetric', compareBest: true, log: (l) => { process.stderr.write(`${l}\n`) } })
 const links = r.jobs.flatMap(j => j.links ?? [])
 console.log(JSON.stringify({
   wan,

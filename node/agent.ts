@@ -14,7 +14,9 @@ import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
 import { DEFAULT_FLEET } from '../protocols/ids.ts'
 import { CapacityAdvertiser } from './capacity/advertiser.ts'
-import { FleetDirectory } from './capacity/directory.ts'
+import { FleetDirectory, neighbours } from './capacity/directory.ts'
+import { LinkMeter } from './link-meter.ts'
+import { resultSender } from './runtime/direct-return.ts'
 import { StageHosting } from './capacity/hosting.ts'
 import type { HostedModel, HostingEvents } from './capacity/hosting.ts'
 import { OfferResponder } from './capacity/offer-responder.ts'
@@ -102,6 +104,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   readonly hosting: StageHosting
   readonly offers: OfferResponder
   readonly directory: FleetDirectory
+  readonly links: LinkMeter
   private readonly models: HostedModel[]
 
   private constructor (node: FleetNode, store: ShardStore, init: AgentInit) {
@@ -113,8 +116,10 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     this.store = store
     const c = this.components = node.components
     this.runtime = new StageRuntime(c, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
-    this.exchange = new ShardExchange(c, { store })
     this.directory = new FleetDirectory(c, { fleet })
+    // links to the vehicles this one may hand work to or get it from, published in heartbeats
+    this.links = new LinkMeter({ logger: c.logger, host }, { targets: () => neighbours(this.directory, this.runtime.served(), host.peerId.toString()) })
+    this.exchange = new ShardExchange(c, { store, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
     this.offers = new OfferResponder({ ...c, runtime: this.runtime }, { fleet })
     this.governor = new VehicleGovernor({ ...c, runtime: this.runtime }, {
       source: init.vehicle ?? new AlwaysOnSource(),
@@ -122,7 +127,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(init.drainMs !== undefined ? { drainMs: init.drainMs } : {})
     })
     this.hosting = new StageHosting({ ...c, runtime: this.runtime, exchange: this.exchange, directory: this.directory, jobs: this.offers }, { room: init.room ?? 0 })
-    this.advertiser = new CapacityAdvertiser({ ...c, runtime: this.runtime, vehicle: this.governor, hosting: this.hosting }, {
+    this.advertiser = new CapacityAdvertiser({ ...c, runtime: this.runtime, vehicle: this.governor, hosting: this.hosting, links: this.links.table }, {
       fleet,
       ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
     })
@@ -137,6 +142,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(membership !== undefined
         ? { knownVehicle: (peer: string) => this.directory.get(peer)?.heartbeat.addrs ?? (membership.hasRole(peer, 'vehicle') ? [] : undefined) }
         : {}),
+      deliver: resultSender({ dialer: c.dialer, connections: host, logger: c.logger, ...(membership !== undefined ? { membership } : {}) }),
       ...(init.lie !== undefined ? { lie: liar(init.lie) } : {})
     })
     for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {
@@ -181,7 +187,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       this.node.enroller.addEventListener('error', (e) => { this.safeDispatchEvent('error', { detail: e.detail }) })
       await this.node.enroller.ready(AbortSignal.timeout(ENROLL_TIMEOUT_MS))
     }
-    await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser)
+    await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser, this.links)
     this.safeDispatchEvent('listening', { detail: { peer: this.peerId, addrs: hostAddrs(this.host) } })
     for (const m of this.models) await this.hosting.host(m)
   }
@@ -204,7 +210,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   async stop (): Promise<void> {
     await stop(this.hosting, this.governor)
     await stop(this.advertiser)
-    await stop(this.offers, this.directory, this.infer, this.exchange)
+    await stop(this.links, this.offers, this.directory, this.infer, this.exchange)
     await stop(this.runtime)
     await this.node.stop()
   }

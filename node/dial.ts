@@ -31,6 +31,14 @@ export class PeerDialer {
       await this.host.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) }, opts)
     }
     // fleet protocols also run over relayed connections, within the relay's limits
-    return await this.host.dialProtocol(id, protocol, { runOnLimitedConnection: true, ...opts })
+    const dial = async (): Promise<Stream> => await this.host.dialProtocol(id, protocol, { runOnLimitedConnection: true, ...opts })
+    try {
+      return await dial()
+    } catch (err) {
+      // a relayed connection closed as it opened: DCUtR replaced it with a direct one (the peer dialled us
+      // back), which the second dial finds
+      if ((err as Error).name !== 'ConnectionClosedError' || opts.signal?.aborted === true) throw err
+      return await dial()
+    }
   }
 }

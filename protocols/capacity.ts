@@ -85,7 +85,23 @@ export interface Heartbeat {
   vehicle?: VehicleSummary
   /** The sender's member certificate chain (absent in an open fleet). */
   membership?: Uint8Array[]
+  /** What the sender measured of its links to other vehicles (at most MAX_LINKS). */
+  links?: LinkFigure[]
 }
+
+/** One measured link from a heartbeat's sender to `peer`. */
+export interface LinkFigure {
+  peer: string
+  /** Round trip, ms (moving average of pings). */
+  rttMs: number
+  /** Bytes per ms of real transfers (moving average); 0 until measured. */
+  bytesPerMs: number
+  /** The connection goes through a relay. */
+  relayed: boolean
+}
+
+/** Links a heartbeat carries at most. */
+export const MAX_LINKS = 16
 
 const NETWORKS: Record<NetworkKind, WireNetwork> = { wifi: WireNetwork.WIFI, cellular: WireNetwork.CELLULAR, none: WireNetwork.NONE }
 const MAX_STAGES = 256
@@ -161,6 +177,7 @@ export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
     recordExpiresAtMs: hb.expiresAt ?? 0,
     claims: hb.claims ?? [],
     membership: hb.membership ?? [],
+    links: (hb.links ?? []).slice(0, MAX_LINKS),
     ...(v !== undefined ? { vehicle: vehicleOut(v) } : {})
   })
 }
@@ -186,6 +203,14 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
   if (h.vehicle !== undefined) out.vehicle = vehicleIn(h.vehicle)
   const membership = chainIn(h.membership, 'heartbeat.membership')
   if (membership !== undefined) out.membership = membership
+  if (h.links.length > 0) {
+    out.links = list(h.links, 'heartbeat.links', MAX_LINKS).map((l, i) => ({
+      peer: text(l.peer, `heartbeat.links[${i}].peer`, MAX_PEER_ID_CHARS),
+      rttMs: Math.min(measure(l.rttMs), 600_000),
+      bytesPerMs: Math.min(measure(l.bytesPerMs), 1e9),
+      relayed: l.relayed
+    }))
+  }
   return out
 }
 

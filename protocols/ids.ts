@@ -11,6 +11,8 @@ export const DEFAULT_FLEET = 'dev'
 export const INFER_PROTOCOL = '/fleetmesh/infer/2.0.0'
 export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
+/** Direct return: the last hop sends a job's result frame straight to the client. */
+export const RESULT_PROTOCOL = '/fleetmesh/result/1.0.0'
 
 /** libp2p's NAT traversal protocols, which fleetmesh gates to members: circuit relay v2 (hop, stop), DCUtR, AutoNAT. */
 export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'

@@ -34,6 +34,8 @@ export interface InferRequest {
   leases?: Record<string, string>
   /** Stages whose outputs the answer must carry back as taps. */
   taps?: number[]
+  /** The client's peer id, when it takes the result straight from the last hop (see infer.proto). */
+  returnTo?: string
 }
 
 /** What one hop ran: the peer, the stage and how long it took (from its receipt). */
@@ -43,6 +45,8 @@ export interface InferResult {
   job: string
   /** Signed receipts (protocols/receipt.ts) of every stage from the requested one, in order. */
   receipts: Uint8Array[]
+  /** The result's tensors went straight to the client (InferRequest.returnTo); this answer has none of them. */
+  delivered?: boolean
 }
 
 /** `count` tensors at the end of a frame's payload are stage `stage`'s outputs. */
@@ -115,9 +119,9 @@ function wireKind (m: InferMessage): MessageInitShape<typeof InferHeaderSchema>[
   switch (m.kind) {
     case 'request': {
       const r = m.request
-      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [] } }
+      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [], returnTo: r.returnTo ?? '' } }
     }
-    case 'result': return { case: 'result', value: { job: m.result.job, receipts: m.result.receipts } }
+    case 'result': return { case: 'result', value: { job: m.result.job, receipts: m.result.receipts, delivered: m.result.delivered === true } }
     case 'error': {
       const e = m.error
       return { case: 'error', value: { job: e.job, code: CODES[e.code], message: e.message, stage: e.stage, peer: e.peer, receipts: e.receipts } }
@@ -149,12 +153,13 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
         route,
         deadline: time(r.deadlineMs, 'header.deadline'),
         ...(leases.length > 0 ? { leases: r.leases } : {}),
-        ...(r.taps.length > 0 ? { taps: list(r.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => num(t, `header.taps[${i}]`, 0, 1024)) } : {})
+        ...(r.taps.length > 0 ? { taps: list(r.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => num(t, `header.taps[${i}]`, 0, 1024)) } : {}),
+        ...(r.returnTo !== '' ? { returnTo: text(r.returnTo, 'header.returnTo', MAX_PEER_ID_CHARS) } : {})
       }
       return { message: { kind: 'request', request }, tensors, taps }
     }
     case 'result':
-      return { message: { kind: 'result', result: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), receipts: receiptsIn(h.kind.value.receipts) } }, tensors, taps }
+      return { message: { kind: 'result', result: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), receipts: receiptsIn(h.kind.value.receipts), ...(h.kind.value.delivered ? { delivered: true } : {}) } }, tensors, taps }
     case 'error': {
       const e = h.kind.value
       const error: InferError = {

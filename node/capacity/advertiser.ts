@@ -12,7 +12,8 @@ import { repeatingTask } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, PrivateKey, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { GossipSub, SubscriptionChangeData } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
-import { capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import { MAX_LINKS, capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import type { LinkTable } from '../scheduler/links.ts'
 import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/capacity.ts'
 import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
 import { MAX_CAPACITY_RECORD_TTL_MS } from '../../protocols/limits.ts'
@@ -43,6 +44,8 @@ export interface AdvertiserComponents {
   hosting?: ClaimSource
   /** This node's certificate chain, attached to heartbeats and records (absent in an open fleet). */
   credentials?: OwnCredentials
+  /** Its measured links to other vehicles, published in heartbeats. */
+  links?: Pick<LinkTable, 'recent'>
 }
 
 export interface AdvertiserInit {
@@ -120,6 +123,11 @@ export class CapacityAdvertiser implements Startable {
 
   private slots (): number { return Math.max(0, (this.init.slots ?? 4) - this.c.runtime.queued()) }
 
+  private linkFigures (): Pick<Heartbeat, 'links'> {
+    const links = this.c.links?.recent(MAX_LINKS) ?? []
+    return links.length > 0 ? { links } : {}
+  }
+
   heartbeat (leaving = false): Heartbeat {
     const claims = this.c.hosting?.claims() ?? []
     return {
@@ -134,6 +142,7 @@ export class CapacityAdvertiser implements Startable {
       ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
       ...(this.c.vehicle !== undefined ? { vehicle: this.c.vehicle.summary() } : {}),
       ...(claims.length > 0 ? { claims } : {}),
+      ...this.linkFigures(),
       ...this.membership()
     }
   }

@@ -10,13 +10,13 @@ import type { AbortOptions, ComponentLogger, Logger, Startable } from '@libp2p/i
 import type { GossipSub, Message } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
 import { decodeHeartbeat } from '../../protocols/capacity.ts'
-import type { Heartbeat } from '../../protocols/capacity.ts'
+import type { Heartbeat, LinkFigure } from '../../protocols/capacity.ts'
 import { capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
 
 export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
 
-export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number }
+export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number, links?: LinkFigure[] }
 
 export interface DirectoryComponents {
   logger: ComponentLogger
@@ -137,7 +137,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     const out: StageHolder[] = []
     for (const p of this.eligible(now)) {
       const s = p.heartbeat.stages.find(x => x.manifest === manifest && x.stage === stage)
-      if (s !== undefined) out.push({ peer: p.peer, addrs: p.heartbeat.addrs, load: p.heartbeat.load, msPerItem: s.msPerItem })
+      if (s !== undefined) out.push({ peer: p.peer, addrs: p.heartbeat.addrs, load: p.heartbeat.load, msPerItem: s.msPerItem, ...(p.heartbeat.links !== undefined ? { links: p.heartbeat.links } : {}) })
     }
     return out
   }
@@ -175,4 +175,19 @@ export class WaitTimeoutError extends Error {
   constructor (what: string, cause?: unknown) {
     super(`gave up waiting for ${what}${cause instanceof Error && cause.name !== 'TimeoutError' ? ` (${cause.message})` : ''}`, { cause })
   }
+}
+
+/**
+ * Vehicles worth measuring links to: the fresh holders of the stages next to
+ * each stage `me` serves (the peers it hands work to or gets it from).
+ */
+export function neighbours (directory: Pick<FleetDirectory, 'holders'>, served: Array<{ manifest: string, stage: number }>, me: string, max = 16): Array<{ peer: string, addrs: string[] }> {
+  const out = new Map<string, string[]>()
+  for (const s of served) {
+    for (const n of [s.stage - 1, s.stage + 1]) {
+      if (n < 0) continue
+      for (const h of directory.holders(s.manifest, n)) if (h.peer !== me) out.set(h.peer, h.addrs)
+    }
+  }
+  return [...out].slice(0, max).map(([peer, addrs]) => ({ peer, addrs }))
 }

@@ -18,6 +18,8 @@ import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
+import { LinkMeter } from '../link-meter.ts'
+import { ResultInbox } from '../runtime/direct-return.ts'
 import type { NodeComponents } from '../components.ts'
 import type { Host } from '../host.ts'
 import type { Credentials } from '../membership/credentials.ts'
@@ -95,6 +97,9 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly components: NodeComponents
   readonly fleet: string
   readonly directory: FleetDirectory
+  readonly links: LinkMeter
+  /** Results sent straight from a job's last hop (direct return). */
+  readonly inbox: ResultInbox
   readonly exchange: ShardExchange
   readonly names: ModelNames
   readonly resolver: ModelResolver
@@ -113,19 +118,24 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.fleet = fleetOf(init)
     const c = this.components = node.components
     this.directory = new FleetDirectory(c, { fleet: this.fleet })
+    // this client's own links to the vehicles it may route through (a shared vehicle's node measures its own)
+    this.links = new LinkMeter({ logger: c.logger, host: node.host }, { targets: () => this.directory.eligible().slice(0, 32).map(p => ({ peer: p.peer, addrs: p.heartbeat.addrs })) })
     // a shared node's vehicle already answers shard requests
-    this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost })
+    this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
     this.names = new ModelNames(c, { fleet: this.fleet })
     this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange })
     this.locator = new StageLocator({ ...c, directory: this.directory, exchange: this.exchange }, { ...(init.providerCacheMs !== undefined ? { providerCacheMs: init.providerCacheMs } : {}) })
     this.verifier = new ResultVerifier({ ...c, locator: this.locator, rerun: async (m, inputs) => (await this.pipeline.infer(m, inputs, { recheck: true })).outputs }, { ...(init.verify !== undefined ? { mode: init.verify } : {}), ...(init.tolerance !== undefined ? { tolerance: init.tolerance } : {}), ...(init.checkRate !== undefined ? { reputation: { minRate: init.checkRate } } : {}) })
     this.local = new LocalStages({ ...c, exchange: this.exchange })
+    this.inbox = new ResultInbox(c)
     const ping = node.host.services.ping
     this.pipeline = new PipelineRunner({
       ...c,
       locator: this.locator,
       verifier: this.verifier,
       local: this.local,
+      links: this.links,
+      inbox: this.inbox,
       reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
     }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}) })
     this.offers = new OfferInbox(c)
@@ -145,7 +155,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       await node.start()
     }
     const client = new FleetClient(node, init)
-    await start(client.directory, client.names, client.exchange)
+    await start(client.directory, client.names, client.exchange, client.links, client.inbox)
     return client
   }
 
@@ -204,7 +214,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   async close (): Promise<void> {
     await this.local.close()
     await this.offers.stop()
-    await stop(this.directory, this.names, this.exchange)
+    await stop(this.inbox, this.links, this.directory, this.names, this.exchange)
     if (this.ownsHost) await this.node.stop()
   }
 }

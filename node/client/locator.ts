@@ -55,7 +55,7 @@ export class StageLocator {
     this.bans.prune()
     return this.c.directory.holders(m.cid, stage)
       .filter(s => !this.bans.isBanned(s.peer))
-      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem }))
+      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem, ...(s.links !== undefined ? { links: s.links } : {}) }))
   }
 
   /** Candidates for one stage (see the module comment). */

@@ -21,8 +21,13 @@ import type { FleetMetrics } from '../metrics.ts'
 import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
-import { NoRouteError, chooseRoute } from '../scheduler/router.ts'
-import type { Candidate } from '../scheduler/router.ts'
+import { NoRouteError, chooseRoute, networkMs } from '../scheduler/router.ts'
+import type { Candidate, RouteCosts } from '../scheduler/router.ts'
+import type { LinkMeter } from '../link-meter.ts'
+import type { ResultInbox } from '../runtime/direct-return.ts'
+import { mainPart } from '../../protocols/framing.ts'
+import type { Frame } from '../../protocols/framing.ts'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { JobLedger } from './ledger.ts'
 import type { LocalStages } from './local-stages.ts'
 import type { StageLocator } from './locator.ts'
@@ -93,6 +98,10 @@ export interface PipelineComponents {
   local?: Pick<LocalStages, 'run'>
   /** This client's own check that a peer is reachable (a ping). */
   reachable?: (peer: string, signal: AbortSignal) => Promise<boolean>
+  /** This client's measured links to vehicles (node/link-meter.ts). */
+  links?: Pick<LinkMeter, 'get'>
+  /** Takes results straight from a job's last hop (direct return); without it they come back along the chain. */
+  inbox?: Pick<ResultInbox, 'expect'>
 }
 
 export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
@@ -123,17 +132,28 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     }
   }
 
-  private async route (m: ResolvedModel, first: number, opts: InferOptions, exclude: Exclusions): Promise<Candidate[]> {
+  private async route (m: ResolvedModel, first: number, tensors: Tensor[], opts: InferOptions, exclude: Exclusions): Promise<Candidate[]> {
     const cands: Candidate[][] = []
     for (let s = first; s < m.manifest.stages.length; s++) {
       const all = (await this.c.locator.candidates(m, s)).filter(c => !exclude.has(c.peer))
       const preferred = opts.prefer !== undefined ? all.filter(c => opts.prefer!.has(c.peer)) : []
       cands.push(preferred.length > 0 ? preferred : all)
     }
-    return chooseRoute(cands, {
+    return chooseRoute(cands, this.costs(m, tensors), first)
+  }
+
+  /** What a route costs: compute at each hop and, from measured link figures, moving the tensors (scheduler/router.ts). */
+  private costs (m: ResolvedModel, tensors: Tensor[]): RouteCosts {
+    const items = Math.max(1, tensors[0]?.dims[0] ?? 1)
+    const links = this.c.links
+    return {
       stageMs: m.manifest.stages.map(s => Math.max(1, s.share * 30)),
-      handOffBytes: m.manifest.stages.map(s => s.handOffBytes)
-    }, first)
+      handOffBytes: m.manifest.stages.map(s => s.handOffBytes * items),
+      inputBytes: tensors.reduce((sum, t) => sum + t.data.byteLength, 0),
+      outputBytes: (m.manifest.stages.at(-1)?.handOffBytes ?? 0) * items,
+      // links nobody measured yet: a fast LAN without latency, as before link figures existed
+      ...(links !== undefined ? { clientLink: (peer: string) => links.get(peer) } : {})
+    }
   }
 
   private async run (m: ResolvedModel, inputs: Tensor[], opts: InferOptions): Promise<InferResult> {
@@ -167,7 +187,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       if (Date.now() > deadline) break
       let route: Candidate[]
       try {
-        route = await this.route(m, stage, opts, exclude)
+        route = await this.route(m, stage, tensors, opts, exclude)
       } catch (err) {
         if (!(err instanceof NoRouteError) || attempt === maxAttempts) throw new InferenceError(InferErrorCode.NOT_SERVING, (err as Error).message, (err as NoRouteError).stage, { cause: err })
         // capacity may be on its way (a first heartbeat, a replacement): wait for a heartbeat that offers it
@@ -187,9 +207,11 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const leases = opts.leases?.()
       const done = this.c.locator.track(peers)
       // the attempt must finish in what the route's own timings promise; the hops' errors get a grace to arrive first
-      const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors))
+      const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors, networkMs(route, this.costs(m, tensors), stage)))
       const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
       let answer
+      // the result may come straight from the last hop, even before the chain's answer
+      const direct = this.c.inbox?.expect(job, peers[peers.length - 1])
       try {
         answer = await callHop(this.c.dialer, route[0], {
           job,
@@ -198,9 +220,11 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           deadline: attemptDeadline,
           route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs })),
           ...(leases !== undefined && Object.keys(leases).length > 0 ? { leases } : {}),
-          ...(taps.length > 0 ? { taps } : {})
+          ...(taps.length > 0 ? { taps } : {}),
+          ...(direct !== undefined ? { returnTo: this.c.peerId.toString() } : {})
         }, tensors, { signal })
       } catch (err) {
+        direct?.cancel()
         opts.signal?.throwIfAborted()
         lastError = err as Error
         // unreachable, dropped the stream, or silent past its deadline: the first hop's own failure
@@ -208,10 +232,24 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         this.log('job %s attempt %d: first hop %s: %e', job, attempt, first, err)
         continue
       } finally { done() }
+      // delivered straight to us: the last hop's tensors join the chain's receipts; missing or wrong, they are its fault
+      const last = peers[peers.length - 1]
+      const delivered = answer.message.kind === 'result' && answer.message.result.delivered === true
+      if (delivered) {
+        try {
+          answer = withDirectResult(answer, await raceDirect(direct, signal))
+        } catch (err) {
+          lastError = err as Error
+          bans.ban(last, 'slow')
+          this.log('job %s attempt %d: last hop %s: %e', job, attempt, last, err)
+          continue
+        } finally { direct?.cancel() }
+      }
+      direct?.cancel()
       const problem = await ledger.accept(answer, stage, tensors, peers, taps)
       if (problem !== undefined) {
-        lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${first.slice(-8)} failed its check: ${problem}`, stage)
-        bans.ban(first)
+        lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${(delivered ? last : first).slice(-8)} failed its check: ${problem}`, stage)
+        bans.ban(delivered ? last : first)
         this.log('job %s attempt %d: %s', job, attempt, lastError.message)
         continue
       }
@@ -311,6 +349,32 @@ const ABSENT_CODES = new Set<string>([InferErrorCode.DEPARTING, InferErrorCode.N
 
 /** How long this client tries to reach a peer a hop said was unreachable. */
 const PROBE_TIMEOUT_MS = 1500
+
+/** Waits for the directly returned frame until the attempt's signal ends. */
+async function raceDirect (direct: { frame: Promise<Frame> } | undefined, signal: AbortSignal): Promise<Frame> {
+  if (direct === undefined) throw new Error('a result said to be delivered, but none was asked for')
+  return await new Promise<Frame>((resolve, reject) => {
+    const onAbort = (): void => { reject(new Error('the result said to be delivered directly did not arrive')) }
+    if (signal.aborted) { onAbort(); return }
+    signal.addEventListener('abort', onAbort, { once: true })
+    direct.frame.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
+  })
+}
+
+/**
+ * The chain's answer (all receipts, the taps of the hops before the last)
+ * with the last hop's result tensors put in front: one frame, checked as a whole by the ledger.
+ */
+function withDirectResult (chain: Frame, direct: Frame): Frame {
+  if (chain.message.kind !== 'result') return chain
+  const main = mainPart(direct)
+  return {
+    message: { kind: 'result', result: { job: chain.message.result.job, receipts: chain.message.result.receipts } },
+    tensors: [...main.tensors, ...chain.tensors],
+    taps: chain.taps,
+    payload: new Uint8ArrayList(main.payload, chain.payload)
+  }
+}
 
 /** Caller's grace after a request's deadline, so a hop's TIMEOUT error (naming the late peer) arrives first. */
 const ANSWER_GRACE_MS = 750

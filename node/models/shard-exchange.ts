@@ -59,6 +59,8 @@ export interface ShardExchangeInit {
   admit?: (req: ShardRequest, peer: string) => string | undefined
   /** Bytes one peer may pull from this node: a sustained rate and a burst. @default 8 MiB/s, bursts of 64 MiB */
   budget?: { bytesPerS: number, burstBytes: number }
+  /** Told of each fetched range: bytes from `peer` in `ms` (link throughput, node/link-meter.ts). */
+  onTransfer?: (peer: string, bytes: number, ms: number) => void
 }
 
 export class ShardExchange implements Startable {
@@ -143,6 +145,7 @@ export class ShardExchange implements Startable {
     const stream = await this.c.dialer.dialProtocol(provider.id, SHARD_PROTOCOL, { signal, addrs: provider.addrs })
     const onAbort = (): void => { stream.abort(signal.reason) }
     signal.addEventListener('abort', onAbort, { once: true })
+    const t0 = performance.now()
     try {
       const result = await pipe(
         [encodeShardRequest({ cid, offset, ...(length !== undefined ? { length } : {}) })],
@@ -152,6 +155,7 @@ export class ShardExchange implements Startable {
         async (source) => await this.receive(source, provider, cid, offset, length)
       )
       this.c.metrics.bytes('shard', 'in', result.bytes.byteLength)
+      this.init.onTransfer?.(provider.id.toString(), result.bytes.byteLength, performance.now() - t0)
       return result
     } catch (err) {
       stream.abort(err as Error)

@@ -16,7 +16,7 @@ import { frameStream, frameTensors } from '../../protocols/framing.ts'
 import type { Frame, FrameStream, WriteOptions } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
-import type { Hop, InferError, InferRequest } from '../../protocols/infer.ts'
+import type { Hop, InferError, InferRequest, InferResult } from '../../protocols/infer.ts'
 import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
@@ -51,6 +51,12 @@ export interface InferHandlerInit {
    * fleet) the route's own addresses are used, at most 4.
    */
   knownVehicle?: (peer: string) => string[] | undefined
+  /**
+   * Sends a job's result straight to the client `peer` (direct return,
+   * node/runtime/direct-return.ts); false when it cannot, and the result goes
+   * back along the chain.
+   */
+  deliver?: (peer: string, result: InferResult, outputs: Tensor[]) => Promise<boolean>
   /** Testing only: makes this vehicle lie (see OutputFilter). */
   lie?: OutputFilter
   /** Request payload bytes one peer may have on this node at once, and all peers together. @default 128 MiB, 512 MiB */
@@ -190,7 +196,13 @@ export class InferHandler implements Startable {
     }
     const next = route[0]
     if (next === undefined) {
-      await fs.write({ kind: 'result', result: { job: req.job, receipts: mine.receipts } }, outputs, { taps: mine.taps })
+      const result = { job: req.job, receipts: mine.receipts }
+      // straight to the client when it asked and this node holds a connection to it; else back along the chain
+      if (req.returnTo !== undefined && mine.taps.length === 0 && await this.init.deliver?.(req.returnTo, result, outputs) === true) {
+        await fs.write({ kind: 'result', result: { ...result, delivered: true } }, [])
+      } else {
+        await fs.write({ kind: 'result', result }, outputs, { taps: mine.taps })
+      }
       this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
       return
     }
@@ -218,7 +230,7 @@ export class InferHandler implements Startable {
     const m = answer.message
     if (m.kind === 'result') {
       // relay the result's tensors as they are; the header gains our receipts and taps
-      await fs.relay({ kind: 'result', result: { job: req.job, receipts: [...mine.receipts, ...m.result.receipts] } }, answer, { taps: mine.taps })
+      await fs.relay({ kind: 'result', result: { job: req.job, receipts: [...mine.receipts, ...m.result.receipts], ...(m.result.delivered === true ? { delivered: true } : {}) } }, answer, { taps: mine.taps })
     } else if (m.kind === 'error') {
       const error = { ...m.error, job: req.job, receipts: [...mine.receipts, ...m.error.receipts] }
       // nothing handed back and the next hop's own stage failed: hand back what we sent it

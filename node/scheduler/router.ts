@@ -1,9 +1,13 @@
 /**
  * Route selection: pure functions, no I/O, so they are easy to test and to
  * reuse in a simulator. A route is one peer per stage; the chosen route
- * minimises predicted time (per-stage compute scaled by the peer's queue,
- * plus moving the hand-off tensors) and prefers distinct peers per stage.
+ * minimises predicted time and prefers distinct peers per stage. Predicted
+ * time is compute x queue at each hop plus, for every link (client to first
+ * hop, hop to hop, and the way back to the client), RTT + bytes / bandwidth
+ * from measured link figures (node/scheduler/links.ts), with defaults for a
+ * link nobody has measured yet.
  */
+import type { LinkFigure } from '../../protocols/capacity.ts'
 
 export interface Candidate {
   peer: string
@@ -12,6 +16,8 @@ export interface Candidate {
   load: number
   /** Measured ms per item for this stage at this peer (0 when unknown). */
   msPerItem: number
+  /** The peer's measured links to other peers (its heartbeat). */
+  links?: LinkFigure[]
 }
 
 export interface RouteCosts {
@@ -19,8 +25,18 @@ export interface RouteCosts {
   stageMs: number[]
   /** Bytes each stage hands to the next one. */
   handOffBytes: number[]
-  /** Assumed bytes per ms between peers. @default 100_000 (100 MB/s) */
+  /** Assumed bytes per ms on a link whose throughput nobody has measured. @default 100_000 (100 MB/s) */
   bytesPerMs?: number
+  /** Assumed round trip of a link nobody has measured, ms. @default 0 */
+  rttMs?: number
+  /** The client's own measured link to a peer. Without it (and without link figures) only hand-offs count. */
+  clientLink?: (peer: string) => LinkFigure | undefined
+  /** Bytes the client sends to the first hop. @default 0 */
+  inputBytes?: number
+  /** Bytes of the result. @default 0 */
+  outputBytes?: number
+  /** The result comes back hop by hop along the chain (else straight from the last hop). @default true */
+  returnAlongChain?: boolean
   /** Added once per repeated peer in a route. @default 1e6 (only when nothing else fits) */
   reusePenaltyMs?: number
   /**
@@ -42,9 +58,36 @@ export class NoRouteError extends Error {
   }
 }
 
-export function predictedMs (c: Candidate, stage: number, costs: RouteCosts): number {
+/** Compute at a hop: its measured time per item (or the stage's fallback) scaled by its queue. */
+export function computeMs (c: Candidate, stage: number, costs: RouteCosts): number {
   const ms = c.msPerItem > 0 ? c.msPerItem : (costs.stageMs[stage] ?? 10)
-  return ms * (1 + c.load) + (costs.handOffBytes[stage] ?? 0) / (costs.bytesPerMs ?? 100_000)
+  return ms * (1 + c.load)
+}
+
+/** What `a` or `b` measured of the link between them (either direction; `undefined` is the client). */
+export function linkBetween (a: Candidate | undefined, b: Candidate | undefined, costs: RouteCosts): LinkFigure | undefined {
+  if (a === undefined && b === undefined) return undefined
+  if (a === undefined) return costs.clientLink?.(b!.peer)
+  if (b === undefined) return costs.clientLink?.(a.peer)
+  return a.links?.find(l => l.peer === b.peer) ?? b.links?.find(l => l.peer === a.peer)
+}
+
+/** Moving `bytes` over a link: its round trip plus bytes over its bandwidth (measured, else assumed). */
+export function linkMs (fig: LinkFigure | undefined, bytes: number, costs: RouteCosts): number {
+  const bw = fig !== undefined && fig.bytesPerMs > 0 ? fig.bytesPerMs : costs.bytesPerMs ?? 100_000
+  return (fig !== undefined ? fig.rttMs : costs.rttMs ?? 0) + bytes / bw
+}
+
+/** Network time of a whole route: the input in, each hand-off, and the result back. */
+export function networkMs (route: Candidate[], costs: RouteCosts, first = 0): number {
+  let ms = linkMs(linkBetween(undefined, route[0], costs), costs.inputBytes ?? 0, costs)
+  for (let i = 0; i + 1 < route.length; i++) ms += linkMs(linkBetween(route[i], route[i + 1], costs), costs.handOffBytes[first + i] ?? 0, costs)
+  return ms + returnMs(route, costs)
+}
+
+/** Predicted time of a whole route (compute at each hop plus its network time). */
+export function routeMs (route: Candidate[], costs: RouteCosts, first = 0): number {
+  return route.reduce((sum, c, i) => sum + computeMs(c, first + i, costs), 0) + networkMs(route, costs, first)
 }
 
 /**
@@ -63,11 +106,16 @@ export function chooseRoute (candidates: Candidate[][], costs: RouteCosts, first
     const pick: Candidate[] = []
     const walk = (i: number, cost: number): void => {
       if (cost >= bestCost) return
-      if (i === candidates.length) { bestCost = cost; best = [...pick]; return }
+      if (i === candidates.length) {
+        const total = cost + returnMs(pick, costs)
+        if (total < bestCost) { bestCost = total; best = [...pick] }
+        return
+      }
       candidates[i].forEach((c, j) => {
         const reuse = pick.some(p => p.peer === c.peer) ? penalty : 0
+        const link = linkMs(linkBetween(pick.at(-1), c, costs), i === 0 ? (costs.inputBytes ?? 0) : (costs.handOffBytes[first + i - 1] ?? 0), costs)
         pick.push(c)
-        walk(i + 1, cost + predictedMs(c, first + i, costs) * jitter[i][j] + reuse)
+        walk(i + 1, cost + computeMs(c, first + i, costs) * jitter[i][j] + link + reuse)
         pick.pop()
       })
     }
@@ -78,10 +126,20 @@ export function chooseRoute (candidates: Candidate[][], costs: RouteCosts, first
   candidates.forEach((cs, i) => {
     let best = cs[0]; let bestCost = Infinity
     cs.forEach((c, j) => {
-      const cost = predictedMs(c, first + i, costs) * jitter[i][j] + (route.some(p => p.peer === c.peer) ? penalty : 0)
+      const link = linkMs(linkBetween(route.at(-1), c, costs), i === 0 ? (costs.inputBytes ?? 0) : (costs.handOffBytes[first + i - 1] ?? 0), costs)
+      const cost = computeMs(c, first + i, costs) * jitter[i][j] + link + (route.some(p => p.peer === c.peer) ? penalty : 0)
       if (cost < bestCost) { bestCost = cost; best = c }
     })
     route.push(best)
   })
   return route
+}
+
+/** The result's way back to the client (see RouteCosts.returnAlongChain). */
+function returnMs (route: Candidate[], costs: RouteCosts): number {
+  const out = costs.outputBytes ?? 0
+  if (!(costs.returnAlongChain ?? true)) return linkMs(linkBetween(route.at(-1), undefined, costs), out, costs)
+  let ms = linkMs(linkBetween(route[0], undefined, costs), out, costs)
+  for (let i = route.length - 1; i > 0; i--) ms += linkMs(linkBetween(route[i], route[i - 1], costs), out, costs)
+  return ms
 }

@@ -15,7 +15,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file capacity.proto.
  */
 export const file_capacity: GenFile = /*@__PURE__*/
-  fileDesc("Cg5jYXBhY2l0eS5wcm90bxIMZmxlZXRtZXNoLnYxImsKC1NlcnZlZFN0YWdlEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNEgsKA2NpZBgDIAEoCRITCgttc19wZXJfaXRlbRgEIAEoAhIZChFiYXRjaF9tc19wZXJfaXRlbRgFIAEoAiItCgpTdGFnZUNsYWltEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNIroCCg5WZWhpY2xlU3VtbWFyeRIOCgZzb3VyY2UYASABKAkSDgoGcGFya2VkGAIgASgIEhIKCnBsdWdnZWRfaW4YAyABKAgSDwoHc29jX3BjdBgEIAEoAhISCgpjaGFyZ2VyX2t3GAUgASgCEhYKDmNvbXB1dGVfdGVtcF9jGAYgASgCEiEKFG5leHRfZGVwYXJ0dXJlX2F0X21zGAcgASgBSACIAQESFAoMb3duZXJfb3B0X2luGAggASgIEioKB25ldHdvcmsYCSABKA4yGS5mbGVldG1lc2gudjEuTmV0d29ya0tpbmQSDwoHcmVhc29ucxgKIAMoCRIWCg5wb3dlcl9idWRnZXRfdxgLIAEoAhIQCghjbG9ja19tcxgMIAEoAUIXChVfbmV4dF9kZXBhcnR1cmVfYXRfbXMiKwoJTW9kZWxOYW1lEgwKBG5hbWUYASABKAkSEAoIbWFuaWZlc3QYAiABKAki2QIKCUhlYXJ0YmVhdBINCgV0c19tcxgBIAEoARILCgNzZXEYAiABKA0SEAoIZWxpZ2libGUYAyABKAgSDAoEbG9hZBgEIAEoDRINCgVzbG90cxgFIAEoDRIpCgZzdGFnZXMYBiADKAsyGS5mbGVldG1lc2gudjEuU2VydmVkU3RhZ2USKwoGbW9kZWxzGAcgAygLMhcuZmxlZXRtZXNoLnYxLk1vZGVsTmFtZUICGAESDQoFYWRkcnMYCCADKAkSDwoHbGVhdmluZxgJIAEoCBIcChRyZWNvcmRfZXhwaXJlc19hdF9tcxgKIAEoARIoCgZjbGFpbXMYCyADKAsyGC5mbGVldG1lc2gudjEuU3RhZ2VDbGFpbRItCgd2ZWhpY2xlGAwgASgLMhwuZmxlZXRtZXNoLnYxLlZlaGljbGVTdW1tYXJ5EhIKCm1lbWJlcnNoaXAYDSADKAwiyQEKDkNhcGFjaXR5UmVjb3JkEgwKBHBlZXIYASABKAkSCwoDc2VxGAIgASgNEhQKDGlzc3VlZF9hdF9tcxgDIAEoARIVCg1leHBpcmVzX2F0X21zGAQgASgBEhAKCGVsaWdpYmxlGAUgASgIEikKBnN0YWdlcxgGIAMoCzIZLmZsZWV0bWVzaC52MS5TZXJ2ZWRTdGFnZRINCgVzbG90cxgHIAEoDRIPCgdyZWFzb25zGAggAygJEhIKCm1lbWJlcnNoaXAYCSADKAwqdAoLTmV0d29ya0tpbmQSHAoYTkVUV09SS19LSU5EX1VOU1BFQ0lGSUVEEAASFQoRTkVUV09SS19LSU5EX1dJRkkQARIZChVORVRXT1JLX0tJTkRfQ0VMTFVMQVIQAhIVChFORVRXT1JLX0tJTkRfTk9ORRADYgZwcm90bzM");
+  fileDesc("Cg5jYXBhY2l0eS5wcm90bxIMZmxlZXRtZXNoLnYxImsKC1NlcnZlZFN0YWdlEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNEgsKA2NpZBgDIAEoCRITCgttc19wZXJfaXRlbRgEIAEoAhIZChFiYXRjaF9tc19wZXJfaXRlbRgFIAEoAiItCgpTdGFnZUNsYWltEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNIroCCg5WZWhpY2xlU3VtbWFyeRIOCgZzb3VyY2UYASABKAkSDgoGcGFya2VkGAIgASgIEhIKCnBsdWdnZWRfaW4YAyABKAgSDwoHc29jX3BjdBgEIAEoAhISCgpjaGFyZ2VyX2t3GAUgASgCEhYKDmNvbXB1dGVfdGVtcF9jGAYgASgCEiEKFG5leHRfZGVwYXJ0dXJlX2F0X21zGAcgASgBSACIAQESFAoMb3duZXJfb3B0X2luGAggASgIEioKB25ldHdvcmsYCSABKA4yGS5mbGVldG1lc2gudjEuTmV0d29ya0tpbmQSDwoHcmVhc29ucxgKIAMoCRIWCg5wb3dlcl9idWRnZXRfdxgLIAEoAhIQCghjbG9ja19tcxgMIAEoAUIXChVfbmV4dF9kZXBhcnR1cmVfYXRfbXMiKwoJTW9kZWxOYW1lEgwKBG5hbWUYASABKAkSEAoIbWFuaWZlc3QYAiABKAkiggMKCUhlYXJ0YmVhdBINCgV0c19tcxgBIAEoARILCgNzZXEYAiABKA0SEAoIZWxpZ2libGUYAyABKAgSDAoEbG9hZBgEIAEoDRINCgVzbG90cxgFIAEoDRIpCgZzdGFnZXMYBiADKAsyGS5mbGVldG1lc2gudjEuU2VydmVkU3RhZ2USKwoGbW9kZWxzGAcgAygLMhcuZmxlZXRtZXNoLnYxLk1vZGVsTmFtZUICGAESDQoFYWRkcnMYCCADKAkSDwoHbGVhdmluZxgJIAEoCBIcChRyZWNvcmRfZXhwaXJlc19hdF9tcxgKIAEoARIoCgZjbGFpbXMYCyADKAsyGC5mbGVldG1lc2gudjEuU3RhZ2VDbGFpbRItCgd2ZWhpY2xlGAwgASgLMhwuZmxlZXRtZXNoLnYxLlZlaGljbGVTdW1tYXJ5EhIKCm1lbWJlcnNoaXAYDSADKAwSJwoFbGlua3MYDiADKAsyGC5mbGVldG1lc2gudjEuTGlua0ZpZ3VyZSJRCgpMaW5rRmlndXJlEgwKBHBlZXIYASABKAkSDgoGcnR0X21zGAIgASgCEhQKDGJ5dGVzX3Blcl9tcxgDIAEoAhIPCgdyZWxheWVkGAQgASgIIskBCg5DYXBhY2l0eVJlY29yZBIMCgRwZWVyGAEgASgJEgsKA3NlcRgCIAEoDRIUCgxpc3N1ZWRfYXRfbXMYAyABKAESFQoNZXhwaXJlc19hdF9tcxgEIAEoARIQCghlbGlnaWJsZRgFIAEoCBIpCgZzdGFnZXMYBiADKAsyGS5mbGVldG1lc2gudjEuU2VydmVkU3RhZ2USDQoFc2xvdHMYByABKA0SDwoHcmVhc29ucxgIIAMoCRISCgptZW1iZXJzaGlwGAkgAygMKnQKC05ldHdvcmtLaW5kEhwKGE5FVFdPUktfS0lORF9VTlNQRUNJRklFRBAAEhUKEU5FVFdPUktfS0lORF9XSUZJEAESGQoVTkVUV09SS19LSU5EX0NFTExVTEFSEAISFQoRTkVUV09SS19LSU5EX05PTkUQA2IGcHJvdG8z");
 
 /**
  * @generated from message fleetmesh.v1.ServedStage
@@ -283,6 +283,14 @@ export type Heartbeat = Message<"fleetmesh.v1.Heartbeat"> & {
    * @generated from field: repeated bytes membership = 13;
    */
   membership: Uint8Array[];
+
+  /**
+   * What the sender measured of its links to other vehicles (at most 16), so
+   * routes can be priced by the network between hops.
+   *
+   * @generated from field: repeated fleetmesh.v1.LinkFigure links = 14;
+   */
+  links: LinkFigure[];
 };
 
 /**
@@ -291,6 +299,46 @@ export type Heartbeat = Message<"fleetmesh.v1.Heartbeat"> & {
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_capacity, 4);
+
+/**
+ * One measured link from the sender of a heartbeat to `peer`.
+ *
+ * @generated from message fleetmesh.v1.LinkFigure
+ */
+export type LinkFigure = Message<"fleetmesh.v1.LinkFigure"> & {
+  /**
+   * @generated from field: string peer = 1;
+   */
+  peer: string;
+
+  /**
+   * Round trip, moving average of libp2p pings, ms.
+   *
+   * @generated from field: float rtt_ms = 2;
+   */
+  rttMs: number;
+
+  /**
+   * Throughput of real transfers to that peer, moving average, bytes per ms (0: not measured yet).
+   *
+   * @generated from field: float bytes_per_ms = 3;
+   */
+  bytesPerMs: number;
+
+  /**
+   * Whether the connection goes through a relay.
+   *
+   * @generated from field: bool relayed = 4;
+   */
+  relayed: boolean;
+};
+
+/**
+ * Describes the message fleetmesh.v1.LinkFigure.
+ * Use `create(LinkFigureSchema)` to create a new message.
+ */
+export const LinkFigureSchema: GenMessage<LinkFigure> = /*@__PURE__*/
+  messageDesc(file_capacity, 5);
 
 /**
  * @generated from message fleetmesh.v1.CapacityRecord
@@ -353,7 +401,7 @@ export type CapacityRecord = Message<"fleetmesh.v1.CapacityRecord"> & {
  * Use `create(CapacityRecordSchema)` to create a new message.
  */
 export const CapacityRecordSchema: GenMessage<CapacityRecord> = /*@__PURE__*/
-  messageDesc(file_capacity, 5);
+  messageDesc(file_capacity, 6);
 
 /**
  * @generated from enum fleetmesh.v1.NetworkKind

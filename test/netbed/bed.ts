@@ -9,8 +9,9 @@
  * bandwidth): this kernel has no netem. The public segment needs addresses libp2p counts as public
  * (it ignores private and documentation ranges for observed addresses, AutoNAT and hole punching), so
  * it uses 45.0.0.0/24; those addresses exist only inside the namespaces the bed makes, which have no
- * interface or route to the host's own network, so nothing reaches anything outside the bed. `destroy` ends every process the bed started (by pid) and
- * deletes its namespaces; an exit hook does the same if the test process dies first.
+ * interface or route to the host's own network, so nothing reaches anything outside the bed.
+ * `destroy` ends every process the bed started (by pid) and deletes its namespaces; an exit hook and
+ * SIGINT/SIGTERM/SIGHUP handlers do the same if the process ends first.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess, SpawnOptions } from 'node:child_process'
@@ -57,6 +58,17 @@ const inNs = (ns: string, cmd: string, args: string[]): string => run('ip', ['ne
 /** Beds alive in this process, destroyed by the exit hook if a test dies before it can. */
 const alive = new Set<NetBed>()
 process.once('exit', () => { for (const b of alive) b.destroySync() })
+/** Killed (Ctrl-C, SIGTERM) while a bed is alive: remove it, then die of the signal as usual. */
+function onSignal (signal: NodeJS.Signals): void {
+  for (const b of alive) b.destroySync()
+  process.kill(process.pid, signal)
+}
+function watchSignals (on: boolean): void {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    if (on) process.once(sig, onSignal)
+    else process.removeListener(sig, onSignal)
+  }
+}
 
 export class NetBed {
   readonly hosts = new Map<string, Host>()
@@ -74,6 +86,7 @@ export class NetBed {
   /** Builds the bed; on failure it is torn down before the error propagates. */
   static create (init: BedInit): NetBed {
     const bed = new NetBed(`fm${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}`)
+    if (alive.size === 0) watchSignals(true)
     alive.add(bed)
     try { bed.build(init) } catch (err) { bed.destroySync(); throw err }
     return bed
@@ -189,5 +202,6 @@ export class NetBed {
     this.pidfiles.length = 0
     rmSync(this.dir, { recursive: true, force: true })
     alive.delete(this)
+    if (alive.size === 0) watchSignals(false)
   }
 }

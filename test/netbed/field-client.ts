@@ -6,7 +6,12 @@
  * summary. What kind of link it holds to each vehicle (direct or relayed)
  * is read from its own connections.
  *
- *   node test/netbed/field-client.ts --bootstrap <ma> --credentials me.json --model <cid> --jobs 10
+ * With `--groups '{"d1":[peer,...],"d2":[...]}'` it then runs the same jobs
+ * once more pinned to each group (a depot: the best routes by the bed's true
+ * link figures) and reports the best group's p50, so the router's choice can
+ * be compared with the best route in the same run.
+ *
+ *   node test/netbed/field-client.ts --bootstrap <ma> --credentials me.json --model <cid> --jobs 10 [--groups json]
  */
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
@@ -16,7 +21,7 @@ import { BUILTIN_MODELS } from '../../node/models/catalog.ts'
 import { Tally, addReferences } from '../../node/swarm/jobs.ts'
 import type { Job } from '../../node/swarm/jobs.ts'
 
-const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' } } })
+const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' }, groups: { type: 'string' } } })
 const src = BUILTIN_MODELS['pp-ocrv4-rec']
 const samples = new URL('../../samples/text-lines/', import.meta.url)
 const labels = JSON.parse(await readFile(new URL('labels.json', samples), 'utf8')) as { items: Array<{ image: string, text: string }> }
@@ -47,7 +52,18 @@ try {
       say({ type: 'job', i, error: (err as Error).message })
     }
   }
-  say({ type: 'summary', jobs: jobs.length, completed: tally.completed, failed, wrong: tally.wrong, correct: tally.correct, p50Ms: tally.p(50), p95Ms: tally.p(95) })
+  // the same jobs pinned to each group: the best route the true link figures allow
+  const pinned: Record<string, number> = {}
+  for (const [group, peers] of Object.entries(JSON.parse(o.groups ?? '{}') as Record<string, string[]>)) {
+    const t = new Tally(model.manifest)
+    for (const job of jobs) {
+      try { t.add(job, await client.infer(model, [job.input], { signal: AbortSignal.timeout(60_000), prefer: new Set(peers) })) } catch { failed++ }
+    }
+    pinned[group] = t.p(50)
+    if (t.wrong > 0) tally.wrong += t.wrong
+  }
+  const best = Math.min(...Object.values(pinned))
+  say({ type: 'summary', jobs: jobs.length, completed: tally.completed, failed, wrong: tally.wrong, correct: tally.correct, p50Ms: tally.p(50), p95Ms: tally.p(95), ...(Number.isFinite(best) ? { pinnedP50Ms: pinned, bestP50Ms: best, p50VsBest: Math.round(tally.p(50) / best * 100) / 100 } : {}) })
 } finally {
   await client.close()
 }

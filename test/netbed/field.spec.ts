@@ -22,7 +22,7 @@ const ours = (): string[] => execFileSync('ip', ['netns', 'list'], { encoding: '
 describe('field: vehicles behind NAT, across shaped links', function () {
   this.timeout(600_000)
 
-  it('jobs from a public client complete on vehicles in both depots behind NAT, none wrong, through the relay', async function () {
+  it('jobs from a public client complete on vehicles behind NAT, none wrong, routes stay inside a depot', async function () {
     const why = missing()
     // skipped only on a machine without root or vde2; CI has both (.ci/run)
     if (why !== undefined) { this.skip() }
@@ -30,10 +30,8 @@ describe('field: vehicles behind NAT, across shaped links', function () {
     const s = JSON.stringify({ summary: r.summary, inDepot: r.inDepotShare, cross: r.crossDepotLinks, errors: r.jobs.filter(j => j.error !== undefined).map(j => j.error) })
     assert.equal(r.summary.completed, 10, s)
     assert.equal(r.summary.wrong, 0, s)
-    const depots = new Set(r.jobs.flatMap(j => j.route ?? []).map(p => r.hostOf[p]?.slice(0, 2)))
-    assert.ok(depots.has('d1') && depots.has('d2'), `vehicles of both depots served: ${[...depots].join(', ')}; ${s}`)
-    // the client reaches vehicles behind NAT only through the relay: no direct link can exist
-    assert.ok(r.jobs.every(j => j.links === undefined || j.links.every(l => l === 'relayed')), s)
+    // each depot serves every stage, and the router prices links by what vehicles measured: routes stay in a depot
+    assert.ok(r.inDepotShare >= 0.9, `in-depot share ${r.inDepotShare}; ${s}`)
     // a symmetric NAT cannot be punched through: its vehicles reach the other depot only through the relay
     assert.equal(r.crossDepotLinks.direct, 0, s)
     assert.deepEqual(ours(), [], 'every namespace the bed made is gone')

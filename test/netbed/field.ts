@@ -27,6 +27,8 @@ export interface FieldInit {
   wan: LinkShape
   /** NAT of the second depot. @default 'symmetric' */
   nat2?: 'cone' | 'symmetric'
+  /** Run the jobs again pinned to each depot, for the best route's p50. @default false */
+  compareBest?: boolean
   log?: (line: string) => void
 }
 
@@ -34,7 +36,7 @@ export interface JobLine { type: 'job', i: number, ms?: number, route?: string[]
 
 export interface FieldResult {
   jobs: JobLine[]
-  summary: { jobs: number, completed: number, failed: number, wrong: number, p50Ms: number, p95Ms: number }
+  summary: { jobs: number, completed: number, failed: number, wrong: number, p50Ms: number, p95Ms: number, pinnedP50Ms?: Record<string, number>, bestP50Ms?: number, p50VsBest?: number }
   /** Vehicle (bed host name) of each peer id. */
   hostOf: Record<string, string>
   /** Share of completed jobs whose route stays inside one depot. */
@@ -107,8 +109,9 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
     }
     const startupMs = performance.now() - t0
 
-    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs)], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
-    const summary = await waitFor('client', l => l.type === 'summary', 120_000 + init.jobs * 30_000, 'summary') as FieldResult['summary']
+    const groups = { d1: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d1')), d2: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d2')) }
+    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs), ...(init.compareBest === true ? ['--groups', JSON.stringify(groups)] : [])], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
+    const summary = await waitFor('client', l => l.type === 'summary', 120_000 + init.jobs * (init.compareBest === true ? 90_000 : 30_000), 'summary') as FieldResult['summary']
     const jobs = (lines.get('client') ?? []).filter(l => l.type === 'job') as JobLine[]
     const done = jobs.filter(j => j.route !== undefined)
     const depotOf = (peer: string): string => hostOf[peer]?.slice(0, 2) ?? '?'

@@ -1,0 +1,119 @@
+/**
+ * Direct return (both ends of `/fleetmesh/result/1.0.0`). The last hop of a
+ * job sends the result frame straight to the client instead of back along
+ * the chain, when the client asked for it (InferRequest.returnTo) and the
+ * vehicle already holds a connection to that peer and it proved a client or
+ * publisher certificate: a hop never dials an address a request names. The
+ * client takes a result frame only for a job it is waiting on, only from
+ * the peer that is that job's last hop, within a byte budget; it checks the
+ * tensors against the last stage's receipt that comes back along the chain.
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { ComponentLogger, Libp2p, Logger, Startable, Stream } from '@libp2p/interface'
+import { MalformedFrameError } from '../../protocols/errors.ts'
+import { frameStream } from '../../protocols/framing.ts'
+import type { Frame } from '../../protocols/framing.ts'
+import { RESULT_PROTOCOL } from '../../protocols/ids.ts'
+import type { InferResult } from '../../protocols/infer.ts'
+import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import type { PeerDialer } from '../dial.ts'
+import type { Membership } from '../membership/membership.ts'
+import { ByteBudget } from '../peer-limits.ts'
+
+/** How long the last hop tries to hand a result to the client before it sends it back along the chain. */
+const DELIVER_TIMEOUT_MS = 5000
+
+export interface ResultSenderComponents {
+  dialer: PeerDialer
+  connections: Pick<Libp2p, 'getConnections'>
+  membership?: Pick<Membership, 'hasRole'>
+  logger: ComponentLogger
+}
+
+/** The last hop's side: `deliver` for InferHandlerInit. */
+export function resultSender (c: ResultSenderComponents): (peer: string, result: InferResult, outputs: Tensor[]) => Promise<boolean> {
+  const log = c.logger.forComponent('fleetmesh:direct-return')
+  return async (peer, result, outputs) => {
+    let id
+    try { id = peerIdFromString(peer) } catch { return false }
+    if (c.connections.getConnections(id).length === 0) return false
+    if (c.membership !== undefined && !c.membership.hasRole(peer, 'client') && !c.membership.hasRole(peer, 'publisher')) return false
+    let stream: Stream | undefined
+    try {
+      const signal = AbortSignal.timeout(DELIVER_TIMEOUT_MS)
+      stream = await c.dialer.dialProtocol(id, RESULT_PROTOCOL, { signal })
+      await frameStream(stream).write({ kind: 'result', result }, outputs, { signal })
+      await stream.close({ signal })
+      return true
+    } catch (err) {
+      log('job %s: no direct return to %s: %e', result.job, peer, err)
+      stream?.abort(err as Error)
+      return false
+    }
+  }
+}
+
+export interface ResultInboxComponents {
+  registrar: Pick<Libp2p, 'handle' | 'unhandle'>
+  logger: ComponentLogger
+}
+
+interface Waiter { peer: string, resolve: (f: Frame) => void, reject: (e: Error) => void }
+
+/** The client's side: waits for result frames of its own jobs. */
+export class ResultInbox implements Startable {
+  private readonly c: ResultInboxComponents
+  private readonly log: Logger
+  private readonly waiting = new Map<string, Waiter>()
+  private readonly memory = new ByteBudget(2 * MAX_INFER_FRAME_BYTES, 4 * MAX_INFER_FRAME_BYTES)
+  /** Result frames taken, and refused (unasked, from the wrong peer, malformed). */
+  readonly stats = { taken: 0, refused: 0 }
+
+  constructor (components: ResultInboxComponents) {
+    this.c = components
+    this.log = components.logger.forComponent('fleetmesh:direct-return')
+  }
+
+  async start (): Promise<void> {
+    await this.c.registrar.handle(RESULT_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 64, runOnLimitedConnection: true })
+  }
+
+  async stop (): Promise<void> {
+    await this.c.registrar.unhandle(RESULT_PROTOCOL)
+    for (const [job, w] of this.waiting) { w.reject(new Error('the client stopped')); this.waiting.delete(job) }
+  }
+
+  /**
+   * Waits for the result frame of `job` from `peer` (its last hop). Call it
+   * before sending the request: the result may arrive before the chain's answer.
+   */
+  expect (job: string, peer: string): { frame: Promise<Frame>, cancel: () => void } {
+    let w!: Waiter
+    const frame = new Promise<Frame>((resolve, reject) => { w = { peer, resolve, reject } })
+    frame.catch(() => {})
+    this.waiting.set(job, w)
+    return { frame, cancel: () => { if (this.waiting.get(job) === w) this.waiting.delete(job) } }
+  }
+
+  private async accept (stream: Stream, peer: string): Promise<void> {
+    let release: (() => void) | undefined
+    try {
+      const frame = await frameStream(stream).read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve: (bytes) => { release = this.memory.reserve(peer, bytes); return release !== undefined } })
+      const m = frame.message
+      if (m.kind !== 'result') throw new MalformedFrameError('kind', `expected a result, got a ${m.kind}`)
+      const w = this.waiting.get(m.result.job)
+      if (w === undefined || w.peer !== peer) throw new MalformedFrameError('header.job', `no job ${m.result.job.slice(0, 8)} waits for a result from ${peer.slice(-8)}`)
+      this.waiting.delete(m.result.job)
+      this.stats.taken++
+      w.resolve(frame)
+      await stream.close()
+    } catch (err) {
+      this.stats.refused++
+      this.log('refused a result from %s: %e', peer, err)
+      stream.abort(err as Error)
+    } finally {
+      release?.()
+    }
+  }
+}
