@@ -17,7 +17,7 @@ export interface BatchRunOptions {
   say: Say
 }
 
-type BatchFigures = Pick<SwarmSummary, 'kills' | 'killsMidPipeline' | 'restarts' | 'duplicates' | 'recoveryP95Ms' | 'meshVsLocal' | 'leases' | 'leasesLost' | 'microBatch'> & { jobsPerS: number, localJobsPerS: number, errors: string[] }
+type BatchFigures = Pick<SwarmSummary, 'kills' | 'killsMidPipeline' | 'restarts' | 'duplicates' | 'recoveryP50Ms' | 'recoveryP95Ms' | 'meshVsLocal' | 'leases' | 'leasesLost' | 'microBatch'> & { jobsPerS: number, localJobsPerS: number, errors: string[] }
 
 export async function runBatch (swarm: LocalSwarm, items: Job[], tally: Tally, o: BatchRunOptions): Promise<BatchFigures> {
   const { say, signal } = o
@@ -91,6 +91,7 @@ export async function runBatch (swarm: LocalSwarm, items: Job[], tally: Tally, o
     killsMidPipeline: killsMid,
     restarts,
     duplicates: result.duplicates,
+    recoveryP50Ms: Math.round(percentile(recovery, 50)),
     recoveryP95Ms: Math.round(percentile(recovery, 95)),
     meshVsLocal: Math.round(meshItemsPerS / localItemsPerS * 1000) / 1000,
     leases: result.leases,

@@ -43,6 +43,7 @@ export interface SwarmSummary {
   killsMidPipeline?: number
   restarts?: number
   duplicates?: number
+  recoveryP50Ms?: number
   recoveryP95Ms?: number
   meshVsLocal?: number
   leases?: number
