@@ -16,6 +16,7 @@ import { DEFAULT_FLEET } from '../protocols/ids.ts'
 import { CapacityAdvertiser } from './capacity/advertiser.ts'
 import { FleetDirectory, neighbours } from './capacity/directory.ts'
 import { LinkMeter } from './link-meter.ts'
+import { nearestFirst } from './scheduler/links.ts'
 import { resultSender } from './runtime/direct-return.ts'
 import { StageHosting } from './capacity/hosting.ts'
 import type { HostedModel, HostingEvents } from './capacity/hosting.ts'
@@ -119,7 +120,15 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     this.directory = new FleetDirectory(c, { fleet })
     // links to the vehicles this one may hand work to or get it from, published in heartbeats
     this.links = new LinkMeter({ logger: c.logger, host }, { targets: () => neighbours(this.directory, this.runtime.served(), host.peerId.toString()) })
-    this.exchange = new ShardExchange(c, { store, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
+    this.exchange = new ShardExchange(c, {
+      store,
+      onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) },
+      // shards come from the nearest providers (a car in the same depot before one across the internet)
+      nearest: async (providers) => {
+        await this.links.measure(providers.map(p => ({ peer: p.id.toString(), addrs: p.addrs })))
+        return nearestFirst(providers, p => this.links.get(p.id.toString())?.rttMs)
+      }
+    })
     this.offers = new OfferResponder({ ...c, runtime: this.runtime }, { fleet })
     this.governor = new VehicleGovernor({ ...c, runtime: this.runtime }, {
       source: init.vehicle ?? new AlwaysOnSource(),

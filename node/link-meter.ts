@@ -65,6 +65,25 @@ export class LinkMeter implements Startable {
     this.table.observeTransfer(peer, bytes, ms, this.relayed(peer))
   }
 
+  /** Measures `targets` now (those not measured recently), e.g. shard providers before a fetch. */
+  async measure (targets: LinkTarget[]): Promise<void> {
+    await Promise.all(targets.filter(t => this.table.get(t.peer) === undefined).slice(0, 8).map(async t => { await this.ping(t, Date.now()) }))
+  }
+
+  private async ping (t: LinkTarget, now: number): Promise<void> {
+    this.measuredAt.set(t.peer, now)
+    try {
+      const id = peerIdFromString(t.peer)
+      if (this.c.host.getConnections(id).length === 0 && t.addrs.length > 0) {
+        await this.c.host.peerStore.merge(id, { multiaddrs: t.addrs.map(a => multiaddr(a)) })
+      }
+      const ms = await this.c.host.services.ping.ping(id, { signal: AbortSignal.timeout(5000) })
+      this.table.observeRtt(t.peer, ms, this.relayed(t.peer))
+    } catch (err) {
+      this.log('ping %s: %e', t.peer, err)
+    }
+  }
+
   /** Pings the least recently measured targets. */
   async round (): Promise<void> {
     const now = Date.now()
@@ -73,19 +92,7 @@ export class LinkMeter implements Startable {
       .filter(t => now - (this.measuredAt.get(t.peer) ?? 0) > fresh)
       .sort((a, b) => (this.measuredAt.get(a.peer) ?? 0) - (this.measuredAt.get(b.peer) ?? 0))
       .slice(0, this.init.perRound ?? 4)
-    await Promise.all(due.map(async t => {
-      this.measuredAt.set(t.peer, now)
-      try {
-        const id = peerIdFromString(t.peer)
-        if (this.c.host.getConnections(id).length === 0 && t.addrs.length > 0) {
-          await this.c.host.peerStore.merge(id, { multiaddrs: t.addrs.map(a => multiaddr(a)) })
-        }
-        const ms = await this.c.host.services.ping.ping(id, { signal: AbortSignal.timeout(5000) })
-        this.table.observeRtt(t.peer, ms, this.relayed(t.peer))
-      } catch (err) {
-        this.log('ping %s: %e', t.peer, err)
-      }
-    }))
+    await Promise.all(due.map(async t => { await this.ping(t, now) }))
     // forget when we measured peers that are no longer targets
     if (this.measuredAt.size > 1024) for (const [p, at] of this.measuredAt) if (now - at > 10 * fresh) this.measuredAt.delete(p)
   }

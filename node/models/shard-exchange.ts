@@ -61,6 +61,8 @@ export interface ShardExchangeInit {
   budget?: { bytesPerS: number, burstBytes: number }
   /** Told of each fetched range: bytes from `peer` in `ms` (link throughput, node/link-meter.ts). */
   onTransfer?: (peer: string, bytes: number, ms: number) => void
+  /** Orders (and may trim) the providers to fetch from: the nearest first. @default as found */
+  nearest?: (providers: Provider[]) => Promise<Provider[]>
 }
 
 export class ShardExchange implements Startable {
@@ -280,17 +282,24 @@ export class ShardExchange implements Startable {
   async get (cid: string, opts: AbortOptions & { providers?: Provider[] } = {}): Promise<Uint8Array> {
     const local = await this.store.get(cid)
     if (local !== undefined) return local
-    const providers = opts.providers ?? await this.findProviders(cid, opts)
-    if (providers.length === 0) throw new ShardNotFoundError(cid, 'no provider found in the DHT')
+    const found = opts.providers ?? await this.findProviders(cid, opts)
+    if (found.length === 0) throw new ShardNotFoundError(cid, 'no provider found in the DHT')
+    const near = await this.init.nearest?.(found).catch(() => found) ?? found
+    const providers = near.length > 0 ? near : found
     const errors: string[] = []
-    try {
-      const bytes = await this.fetchChunked(providers, cid, opts)
-      await this.store.put(bytes, cid)
-      return bytes
-    } catch (err) {
-      // a provider may have sent bad bytes: fall back to whole copies, each verified on its own
-      errors.push((err as Error).message)
-      if (!(err instanceof HashMismatchError)) throw err
+    // the nearest first; when they all fail, every provider found
+    const sets = providers.length < found.length ? [providers, found] : [providers]
+    for (const set of sets) {
+      try {
+        const bytes = await this.fetchChunked(set, cid, opts)
+        await this.store.put(bytes, cid)
+        return bytes
+      } catch (err) {
+        errors.push((err as Error).message)
+        // a provider may have sent bad bytes: fall back to whole copies, each verified on its own
+        if (err instanceof HashMismatchError) break
+        if (set === sets[sets.length - 1]) throw err
+      }
     }
     for (const p of providers) {
       try {

@@ -84,3 +84,15 @@ export class LinkTable {
       .map(e => ({ peer: e.peer, rttMs: e.rttMs, bytesPerMs: e.bytesPerMs, relayed: e.relayed }))
   }
 }
+
+/**
+ * The nearest of `peers` by measured round trip: those within `factor` of
+ * the best (plus `slackMs`), nearest first. Peers nobody measured count as
+ * far; when none is measured all are kept as they are.
+ */
+export function nearestFirst<T> (peers: T[], rttOf: (p: T) => number | undefined, factor = 3, slackMs = 5): T[] {
+  const known = peers.map(p => ({ p, rtt: rttOf(p) })).filter((x): x is { p: T, rtt: number } => x.rtt !== undefined && x.rtt > 0)
+  if (known.length === 0) return peers
+  const best = Math.min(...known.map(x => x.rtt))
+  return known.filter(x => x.rtt <= best * factor + slackMs).sort((a, b) => a.rtt - b.rtt).map(x => x.p)
+}

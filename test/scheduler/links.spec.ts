@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { LinkTable } from '../../node/scheduler/links.ts'
+import { LinkTable, nearestFirst } from '../../node/scheduler/links.ts'
 import { chooseRoute, networkMs, routeMs } from '../../node/scheduler/router.ts'
 import type { Candidate, RouteCosts } from '../../node/scheduler/router.ts'
 import type { LinkFigure } from '../../protocols/capacity.ts'
@@ -81,5 +81,16 @@ describe('link table', () => {
     assert.equal(t.get('d', 500), undefined, 'too old')
     t.observeRtt('x', Number.NaN, false, 600)
     assert.equal(t.get('x', 600), undefined, 'a bad sample is ignored')
+  })
+})
+
+describe('nearest providers', () => {
+  it('keeps the measured providers within 3x the best round trip, nearest first', () => {
+    const rtt: Record<string, number | undefined> = { lan: 1.2, lan2: 0.8, far: 104, unknown: undefined }
+    assert.deepEqual(nearestFirst(['far', 'lan', 'unknown', 'lan2'], p => rtt[p]), ['lan2', 'lan'])
+  })
+
+  it('keeps every provider, as found, when none is measured', () => {
+    assert.deepEqual(nearestFirst(['b', 'a'], () => undefined), ['b', 'a'])
   })
 })
