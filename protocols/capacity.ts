@@ -10,8 +10,10 @@ import { chainIn, decodeMessage, encodeMessage, list, measure, num, text, time }
 import { openRecord, sealRecord } from './envelope.ts'
 import { MalformedFrameError } from './errors.ts'
 import type { MessageInitShape } from '@bufbuild/protobuf'
-import { CapacityRecordSchema, HeartbeatSchema, NetworkKind as WireNetwork } from './gen/capacity_pb.ts'
-import type { ServedStage as WireStage, VehicleSummary as WireVehicle, VehicleSummarySchema } from './gen/capacity_pb.ts'
+import { CapacityRecordSchema, HeartbeatSchema } from './gen/capacity_pb.ts'
+import type { ServedStage as WireStage } from './gen/capacity_pb.ts'
+import { NetworkKind as WireNetwork } from './gen/vehicle_pb.ts'
+import type { VehicleSummary as WireVehicle, VehicleSummarySchema } from './gen/vehicle_pb.ts'
 import { CAPACITY_RECORD, CAPACITY_RECORD_NAMESPACE } from './ids.ts'
 import { CLOCK_SKEW_MS, MAX_CAPACITY_RECORD_BYTES, MAX_CAPACITY_RECORD_TTL_MS, MAX_HEARTBEAT_BYTES, MAX_PEER_ID_CHARS } from './limits.ts'
 

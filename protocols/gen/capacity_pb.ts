@@ -7,15 +7,17 @@
 // @generated from file capacity.proto (package fleetmesh.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Message, UnknownEnum } from "@bufbuild/protobuf";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { VehicleSummary } from "./vehicle_pb.ts";
+import { file_vehicle } from "./vehicle_pb.ts";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file capacity.proto.
  */
 export const file_capacity: GenFile = /*@__PURE__*/
-  fileDesc("Cg5jYXBhY2l0eS5wcm90bxIMZmxlZXRtZXNoLnYxImsKC1NlcnZlZFN0YWdlEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNEgsKA2NpZBgDIAEoCRITCgttc19wZXJfaXRlbRgEIAEoAhIZChFiYXRjaF9tc19wZXJfaXRlbRgFIAEoAiItCgpTdGFnZUNsYWltEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNIroCCg5WZWhpY2xlU3VtbWFyeRIOCgZzb3VyY2UYASABKAkSDgoGcGFya2VkGAIgASgIEhIKCnBsdWdnZWRfaW4YAyABKAgSDwoHc29jX3BjdBgEIAEoAhISCgpjaGFyZ2VyX2t3GAUgASgCEhYKDmNvbXB1dGVfdGVtcF9jGAYgASgCEiEKFG5leHRfZGVwYXJ0dXJlX2F0X21zGAcgASgBSACIAQESFAoMb3duZXJfb3B0X2luGAggASgIEioKB25ldHdvcmsYCSABKA4yGS5mbGVldG1lc2gudjEuTmV0d29ya0tpbmQSDwoHcmVhc29ucxgKIAMoCRIWCg5wb3dlcl9idWRnZXRfdxgLIAEoAhIQCghjbG9ja19tcxgMIAEoAUIXChVfbmV4dF9kZXBhcnR1cmVfYXRfbXMiKwoJTW9kZWxOYW1lEgwKBG5hbWUYASABKAkSEAoIbWFuaWZlc3QYAiABKAkiggMKCUhlYXJ0YmVhdBINCgV0c19tcxgBIAEoARILCgNzZXEYAiABKA0SEAoIZWxpZ2libGUYAyABKAgSDAoEbG9hZBgEIAEoDRINCgVzbG90cxgFIAEoDRIpCgZzdGFnZXMYBiADKAsyGS5mbGVldG1lc2gudjEuU2VydmVkU3RhZ2USKwoGbW9kZWxzGAcgAygLMhcuZmxlZXRtZXNoLnYxLk1vZGVsTmFtZUICGAESDQoFYWRkcnMYCCADKAkSDwoHbGVhdmluZxgJIAEoCBIcChRyZWNvcmRfZXhwaXJlc19hdF9tcxgKIAEoARIoCgZjbGFpbXMYCyADKAsyGC5mbGVldG1lc2gudjEuU3RhZ2VDbGFpbRItCgd2ZWhpY2xlGAwgASgLMhwuZmxlZXRtZXNoLnYxLlZlaGljbGVTdW1tYXJ5EhIKCm1lbWJlcnNoaXAYDSADKAwSJwoFbGlua3MYDiADKAsyGC5mbGVldG1lc2gudjEuTGlua0ZpZ3VyZSJRCgpMaW5rRmlndXJlEgwKBHBlZXIYASABKAkSDgoGcnR0X21zGAIgASgCEhQKDGJ5dGVzX3Blcl9tcxgDIAEoAhIPCgdyZWxheWVkGAQgASgIIskBCg5DYXBhY2l0eVJlY29yZBIMCgRwZWVyGAEgASgJEgsKA3NlcRgCIAEoDRIUCgxpc3N1ZWRfYXRfbXMYAyABKAESFQoNZXhwaXJlc19hdF9tcxgEIAEoARIQCghlbGlnaWJsZRgFIAEoCBIpCgZzdGFnZXMYBiADKAsyGS5mbGVldG1lc2gudjEuU2VydmVkU3RhZ2USDQoFc2xvdHMYByABKA0SDwoHcmVhc29ucxgIIAMoCRISCgptZW1iZXJzaGlwGAkgAygMKnQKC05ldHdvcmtLaW5kEhwKGE5FVFdPUktfS0lORF9VTlNQRUNJRklFRBAAEhUKEU5FVFdPUktfS0lORF9XSUZJEAESGQoVTkVUV09SS19LSU5EX0NFTExVTEFSEAISFQoRTkVUV09SS19LSU5EX05PTkUQA2IGcHJvdG8z");
+  fileDesc("Cg5jYXBhY2l0eS5wcm90bxIMZmxlZXRtZXNoLnYxImsKC1NlcnZlZFN0YWdlEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNEgsKA2NpZBgDIAEoCRITCgttc19wZXJfaXRlbRgEIAEoAhIZChFiYXRjaF9tc19wZXJfaXRlbRgFIAEoAiItCgpTdGFnZUNsYWltEhAKCG1hbmlmZXN0GAEgASgJEg0KBXN0YWdlGAIgASgNIisKCU1vZGVsTmFtZRIMCgRuYW1lGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJIoIDCglIZWFydGJlYXQSDQoFdHNfbXMYASABKAESCwoDc2VxGAIgASgNEhAKCGVsaWdpYmxlGAMgASgIEgwKBGxvYWQYBCABKA0SDQoFc2xvdHMYBSABKA0SKQoGc3RhZ2VzGAYgAygLMhkuZmxlZXRtZXNoLnYxLlNlcnZlZFN0YWdlEisKBm1vZGVscxgHIAMoCzIXLmZsZWV0bWVzaC52MS5Nb2RlbE5hbWVCAhgBEg0KBWFkZHJzGAggAygJEg8KB2xlYXZpbmcYCSABKAgSHAoUcmVjb3JkX2V4cGlyZXNfYXRfbXMYCiABKAESKAoGY2xhaW1zGAsgAygLMhguZmxlZXRtZXNoLnYxLlN0YWdlQ2xhaW0SLQoHdmVoaWNsZRgMIAEoCzIcLmZsZWV0bWVzaC52MS5WZWhpY2xlU3VtbWFyeRISCgptZW1iZXJzaGlwGA0gAygMEicKBWxpbmtzGA4gAygLMhguZmxlZXRtZXNoLnYxLkxpbmtGaWd1cmUiUQoKTGlua0ZpZ3VyZRIMCgRwZWVyGAEgASgJEg4KBnJ0dF9tcxgCIAEoAhIUCgxieXRlc19wZXJfbXMYAyABKAISDwoHcmVsYXllZBgEIAEoCCLJAQoOQ2FwYWNpdHlSZWNvcmQSDAoEcGVlchgBIAEoCRILCgNzZXEYAiABKA0SFAoMaXNzdWVkX2F0X21zGAMgASgBEhUKDWV4cGlyZXNfYXRfbXMYBCABKAESEAoIZWxpZ2libGUYBSABKAgSKQoGc3RhZ2VzGAYgAygLMhkuZmxlZXRtZXNoLnYxLlNlcnZlZFN0YWdlEg0KBXNsb3RzGAcgASgNEg8KB3JlYXNvbnMYCCADKAkSEgoKbWVtYmVyc2hpcBgJIAMoDGIGcHJvdG8z", [file_vehicle]);
 
 /**
  * @generated from message fleetmesh.v1.ServedStage
@@ -89,86 +91,6 @@ export const StageClaimSchema: GenMessage<StageClaim> = /*@__PURE__*/
   messageDesc(file_capacity, 1);
 
 /**
- * A vehicle's state and the policy's decision, for status displays.
- *
- * @generated from message fleetmesh.v1.VehicleSummary
- */
-export type VehicleSummary = Message<"fleetmesh.v1.VehicleSummary"> & {
-  /**
-   * @generated from field: string source = 1;
-   */
-  source: string;
-
-  /**
-   * @generated from field: bool parked = 2;
-   */
-  parked: boolean;
-
-  /**
-   * @generated from field: bool plugged_in = 3;
-   */
-  pluggedIn: boolean;
-
-  /**
-   * @generated from field: float soc_pct = 4;
-   */
-  socPct: number;
-
-  /**
-   * @generated from field: float charger_kw = 5;
-   */
-  chargerKw: number;
-
-  /**
-   * @generated from field: float compute_temp_c = 6;
-   */
-  computeTempC: number;
-
-  /**
-   * Next planned departure, epoch ms on the vehicle's clock; unset when none.
-   *
-   * @generated from field: optional double next_departure_at_ms = 7;
-   */
-  nextDepartureAtMs?: number | undefined;
-
-  /**
-   * @generated from field: bool owner_opt_in = 8;
-   */
-  ownerOptIn: boolean;
-
-  /**
-   * @generated from field: fleetmesh.v1.NetworkKind network = 9;
-   */
-  network: NetworkKind;
-
-  /**
-   * Why the vehicle is not eligible (empty when it is).
-   *
-   * @generated from field: repeated string reasons = 10;
-   */
-  reasons: string[];
-
-  /**
-   * @generated from field: float power_budget_w = 11;
-   */
-  powerBudgetW: number;
-
-  /**
-   * Now on the vehicle's (possibly simulated) clock, epoch ms.
-   *
-   * @generated from field: double clock_ms = 12;
-   */
-  clockMs: number;
-};
-
-/**
- * Describes the message fleetmesh.v1.VehicleSummary.
- * Use `create(VehicleSummarySchema)` to create a new message.
- */
-export const VehicleSummarySchema: GenMessage<VehicleSummary> = /*@__PURE__*/
-  messageDesc(file_capacity, 2);
-
-/**
  * A model name (`name` or `name@version`) and its manifest CID (deprecated, see Heartbeat.models).
  *
  * @generated from message fleetmesh.v1.ModelName
@@ -190,7 +112,7 @@ export type ModelName = Message<"fleetmesh.v1.ModelName"> & {
  * Use `create(ModelNameSchema)` to create a new message.
  */
 export const ModelNameSchema: GenMessage<ModelName> = /*@__PURE__*/
-  messageDesc(file_capacity, 3);
+  messageDesc(file_capacity, 2);
 
 /**
  * @generated from message fleetmesh.v1.Heartbeat
@@ -298,7 +220,7 @@ export type Heartbeat = Message<"fleetmesh.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_capacity, 4);
+  messageDesc(file_capacity, 3);
 
 /**
  * One measured link from the sender of a heartbeat to `peer`.
@@ -338,7 +260,7 @@ export type LinkFigure = Message<"fleetmesh.v1.LinkFigure"> & {
  * Use `create(LinkFigureSchema)` to create a new message.
  */
 export const LinkFigureSchema: GenMessage<LinkFigure> = /*@__PURE__*/
-  messageDesc(file_capacity, 5);
+  messageDesc(file_capacity, 4);
 
 /**
  * @generated from message fleetmesh.v1.CapacityRecord
@@ -401,41 +323,5 @@ export type CapacityRecord = Message<"fleetmesh.v1.CapacityRecord"> & {
  * Use `create(CapacityRecordSchema)` to create a new message.
  */
 export const CapacityRecordSchema: GenMessage<CapacityRecord> = /*@__PURE__*/
-  messageDesc(file_capacity, 6);
-
-/**
- * @generated from enum fleetmesh.v1.NetworkKind
- */
-export const NetworkKind = {
-  /**
-   * @generated from enum value: NETWORK_KIND_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED: 0,
-
-  /**
-   * @generated from enum value: NETWORK_KIND_WIFI = 1;
-   */
-  WIFI: 1,
-
-  /**
-   * @generated from enum value: NETWORK_KIND_CELLULAR = 2;
-   */
-  CELLULAR: 2,
-
-  /**
-   * @generated from enum value: NETWORK_KIND_NONE = 3;
-   */
-  NONE: 3,
-} as const;
-
-/**
- * @generated from enum fleetmesh.v1.NetworkKind
- */
-export type NetworkKind = (typeof NetworkKind)[keyof typeof NetworkKind] | UnknownEnum;
-
-/**
- * Describes the enum fleetmesh.v1.NetworkKind.
- */
-export const NetworkKindSchema: GenEnum<NetworkKind> = /*@__PURE__*/
-  enumDesc(file_capacity, 0);
+  messageDesc(file_capacity, 5);
 

@@ -7,9 +7,9 @@
 // exactly the sum of their `encoded_length`s. The caller writes one frame with
 // a request; the hop answers with one frame holding a result or an error.
 //
-// Every stage run is attested: the hop that ran it signs a HopReceipt binding
-// the job to digests of the stage's input and output tensors (see
-// receipt.ts). Results and errors carry the receipts of the stages that ran,
+// Every stage run is attested: the hop that ran it signs a HopReceipt
+// (receipt.proto) binding the job to digests of the stage's input and output
+// tensors (see receipt.ts). Results and errors carry the receipts of the stages that ran,
 // in stage order, so the caller can check the chain: each stage's input is
 // the previous stage's output, the last output is the payload it got.
 
@@ -27,7 +27,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file infer.proto.
  */
 export const file_infer: GenFile = /*@__PURE__*/
-  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIu4BCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIfCgR0YXBzGA4gAygLMhEuZmxlZXRtZXNoLnYxLlRhcBIvCgd0ZW5zb3JzGA8gAygLMh4uZmxlZXRtZXNoLnYxLlRlbnNvckRlc2NyaXB0b3JCBgoEa2luZCIjCgNUYXASDQoFc3RhZ2UYASABKA0SDQoFY291bnQYAiABKA0iZQoKSG9wUmVjZWlwdBILCgNqb2IYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSDQoFc3RhZ2UYAyABKA0SDQoFaW5wdXQYBCABKAwSDgoGb3V0cHV0GAUgASgMEgoKAm1zGAYgASgCIiIKA0hvcBIMCgRwZWVyGAEgASgJEg0KBWFkZHJzGAIgAygJIvsBCgxJbmZlclJlcXVlc3QSCwoDam9iGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEg0KBXN0YWdlGAMgASgNEiAKBXJvdXRlGAQgAygLMhEuZmxlZXRtZXNoLnYxLkhvcBITCgtkZWFkbGluZV9tcxgFIAEoARI2CgZsZWFzZXMYBiADKAsyJi5mbGVldG1lc2gudjEuSW5mZXJSZXF1ZXN0LkxlYXNlc0VudHJ5EgwKBHRhcHMYByADKA0SEQoJcmV0dXJuX3RvGAggASgJGi0KC0xlYXNlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSwoLSW5mZXJSZXN1bHQSCwoDam9iGAEgASgJEhAKCHJlY2VpcHRzGAMgAygMEhEKCWRlbGl2ZXJlZBgEIAEoCEoECAIQA1IEaG9wcyKRAQoKSW5mZXJFcnJvchILCgNqb2IYASABKAkSKgoEY29kZRgCIAEoDjIcLmZsZWV0bWVzaC52MS5JbmZlckVycm9yQ29kZRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWdlGAQgASgNEgwKBHBlZXIYBSABKAkSEAoIcmVjZWlwdHMYByADKAxKBAgGEAdSBGhvcHMq3QIKDkluZmVyRXJyb3JDb2RlEiAKHElORkVSX0VSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpJTkZFUl9FUlJPUl9DT0RFX0JBRF9JTlBVVBABEiAKHElORkVSX0VSUk9SX0NPREVfTk9UX1NFUlZJTkcQAhIfChtJTkZFUl9FUlJPUl9DT0RFX1JVTl9GQUlMRUQQAxIkCiBJTkZFUl9FUlJPUl9DT0RFX0hPUF9VTlJFQUNIQUJMRRAEEhwKGElORkVSX0VSUk9SX0NPREVfVElNRU9VVBAFEh4KGklORkVSX0VSUk9SX0NPREVfREVQQVJUSU5HEAYSGQoVSU5GRVJfRVJST1JfQ09ERV9CVVNZEAcSIgoeSU5GRVJfRVJST1JfQ09ERV9MRUFTRV9FWFBJUkVEEAgSIwofSU5GRVJfRVJST1JfQ09ERV9JTlZBTElEX1JFU1VMVBAJYgZwcm90bzM", [file_tensor]);
+  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIu4BCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIfCgR0YXBzGA4gAygLMhEuZmxlZXRtZXNoLnYxLlRhcBIvCgd0ZW5zb3JzGA8gAygLMh4uZmxlZXRtZXNoLnYxLlRlbnNvckRlc2NyaXB0b3JCBgoEa2luZCIjCgNUYXASDQoFc3RhZ2UYASABKA0SDQoFY291bnQYAiABKA0iIgoDSG9wEgwKBHBlZXIYASABKAkSDQoFYWRkcnMYAiADKAki+wEKDEluZmVyUmVxdWVzdBILCgNqb2IYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSDQoFc3RhZ2UYAyABKA0SIAoFcm91dGUYBCADKAsyES5mbGVldG1lc2gudjEuSG9wEhMKC2RlYWRsaW5lX21zGAUgASgBEjYKBmxlYXNlcxgGIAMoCzImLmZsZWV0bWVzaC52MS5JbmZlclJlcXVlc3QuTGVhc2VzRW50cnkSDAoEdGFwcxgHIAMoDRIRCglyZXR1cm5fdG8YCCABKAkaLQoLTGVhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJLCgtJbmZlclJlc3VsdBILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAyADKAwSEQoJZGVsaXZlcmVkGAQgASgISgQIAhADUgRob3BzIpEBCgpJbmZlckVycm9yEgsKA2pvYhgBIAEoCRIqCgRjb2RlGAIgASgOMhwuZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JDb2RlEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhZ2UYBCABKA0SDAoEcGVlchgFIAEoCRIQCghyZWNlaXB0cxgHIAMoDEoECAYQB1IEaG9wcyrdAgoOSW5mZXJFcnJvckNvZGUSIAocSU5GRVJfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGklORkVSX0VSUk9SX0NPREVfQkFEX0lOUFVUEAESIAocSU5GRVJfRVJST1JfQ09ERV9OT1RfU0VSVklORxACEh8KG0lORkVSX0VSUk9SX0NPREVfUlVOX0ZBSUxFRBADEiQKIElORkVSX0VSUk9SX0NPREVfSE9QX1VOUkVBQ0hBQkxFEAQSHAoYSU5GRVJfRVJST1JfQ09ERV9USU1FT1VUEAUSHgoaSU5GRVJfRVJST1JfQ09ERV9ERVBBUlRJTkcQBhIZChVJTkZFUl9FUlJPUl9DT0RFX0JVU1kQBxIiCh5JTkZFUl9FUlJPUl9DT0RFX0xFQVNFX0VYUElSRUQQCBIjCh9JTkZFUl9FUlJPUl9DT0RFX0lOVkFMSURfUkVTVUxUEAliBnByb3RvMw", [file_tensor]);
 
 /**
  * @generated from message fleetmesh.v1.InferHeader
@@ -104,60 +104,6 @@ export const TapSchema: GenMessage<Tap> = /*@__PURE__*/
   messageDesc(file_infer, 1);
 
 /**
- * What one hop attests for one stage run. It travels as the payload of a
- * libp2p RecordEnvelope (domain "fleetmesh-hop-receipt") signed by the hop, so
- * the signer is the peer that ran the stage.
- *
- * @generated from message fleetmesh.v1.HopReceipt
- */
-export type HopReceipt = Message<"fleetmesh.v1.HopReceipt"> & {
-  /**
-   * @generated from field: string job = 1;
-   */
-  job: string;
-
-  /**
-   * Manifest CID of the model.
-   *
-   * @generated from field: string manifest = 2;
-   */
-  manifest: string;
-
-  /**
-   * @generated from field: uint32 stage = 3;
-   */
-  stage: number;
-
-  /**
-   * sha256 of the stage's input tensors (descriptors and bytes, see receipt.ts).
-   *
-   * @generated from field: bytes input = 4;
-   */
-  input: Uint8Array;
-
-  /**
-   * sha256 of the tensors the stage produced.
-   *
-   * @generated from field: bytes output = 5;
-   */
-  output: Uint8Array;
-
-  /**
-   * Run time in milliseconds.
-   *
-   * @generated from field: float ms = 6;
-   */
-  ms: number;
-};
-
-/**
- * Describes the message fleetmesh.v1.HopReceipt.
- * Use `create(HopReceiptSchema)` to create a new message.
- */
-export const HopReceiptSchema: GenMessage<HopReceipt> = /*@__PURE__*/
-  messageDesc(file_infer, 2);
-
-/**
  * A peer to call and where it may be reached.
  *
  * @generated from message fleetmesh.v1.Hop
@@ -179,7 +125,7 @@ export type Hop = Message<"fleetmesh.v1.Hop"> & {
  * Use `create(HopSchema)` to create a new message.
  */
 export const HopSchema: GenMessage<Hop> = /*@__PURE__*/
-  messageDesc(file_infer, 3);
+  messageDesc(file_infer, 2);
 
 /**
  * @generated from message fleetmesh.v1.InferRequest
@@ -249,7 +195,7 @@ export type InferRequest = Message<"fleetmesh.v1.InferRequest"> & {
  * Use `create(InferRequestSchema)` to create a new message.
  */
 export const InferRequestSchema: GenMessage<InferRequest> = /*@__PURE__*/
-  messageDesc(file_infer, 4);
+  messageDesc(file_infer, 3);
 
 /**
  * @generated from message fleetmesh.v1.InferResult
@@ -281,7 +227,7 @@ export type InferResult = Message<"fleetmesh.v1.InferResult"> & {
  * Use `create(InferResultSchema)` to create a new message.
  */
 export const InferResultSchema: GenMessage<InferResult> = /*@__PURE__*/
-  messageDesc(file_infer, 5);
+  messageDesc(file_infer, 4);
 
 /**
  * @generated from message fleetmesh.v1.InferError
@@ -330,7 +276,7 @@ export type InferError = Message<"fleetmesh.v1.InferError"> & {
  * Use `create(InferErrorSchema)` to create a new message.
  */
 export const InferErrorSchema: GenMessage<InferError> = /*@__PURE__*/
-  messageDesc(file_infer, 6);
+  messageDesc(file_infer, 5);
 
 /**
  * @generated from enum fleetmesh.v1.InferErrorCode
