@@ -24,7 +24,7 @@ import { ping } from '@libp2p/ping'
 import { fleetScoring } from './membership/scoring.ts'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
-import { repeatingTask } from '@libp2p/utils'
+import { isLoopback, repeatingTask } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
@@ -187,11 +187,9 @@ function relayServer (limits: RelayLimits): ReturnType<typeof circuitRelayServer
   })
 }
 
-const LOOPBACK = /^\/(ip4\/127\.|ip6\/::1\/)/
-
 /** Addresses others can use: everything but loopback (relayed addresses through a loopback relay go too). */
 export function withoutLoopback (addrs: Multiaddr[]): Multiaddr[] {
-  return addrs.filter(a => !LOOPBACK.test(a.toString()))
+  return addrs.filter(a => !isLoopback(a))
 }
 
 /**

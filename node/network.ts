@@ -13,6 +13,7 @@
  *   while AutoNAT or UPnP says others can dial it, keeps loopback and private
  *   addresses off the DHT, and finds cars in the same depot with mDNS.
  */
+import { isLoopback, isPrivate } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { HostInit } from './host.ts'
 
@@ -21,20 +22,15 @@ export type Reach = 'loopback' | 'lan' | 'internet'
 /** Defaults for `node` and `bootstrap`: every interface, IPv4 and IPv6. */
 export const LISTEN_ALL = ['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0']
 
-const LOOPBACK_V4 = /^127\./
-const PRIVATE_V4 = /^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)/
-
-/** What kind of address a multiaddr's host is (a DNS name counts as the internet). */
+/**
+ * What kind of address a multiaddr's host is, by libp2p's own rules (the
+ * ones its DHT and address manager use): loopback, private (RFC 1918, CGNAT,
+ * link-local, unique local, documentation ranges, the wildcard) or the
+ * internet (a DNS name included).
+ */
 export function addressReach (addr: string): Reach {
-  const c = multiaddr(addr).getComponents()[0]
-  if (c === undefined) throw new TypeError(`${addr} has no address`)
-  if (c.name === 'ip4') return LOOPBACK_V4.test(c.value ?? '') ? 'loopback' : PRIVATE_V4.test(c.value ?? '') || c.value === '0.0.0.0' ? 'lan' : 'internet'
-  if (c.name === 'ip6') {
-    const v = (c.value ?? '').toLowerCase()
-    if (v === '::1') return 'loopback'
-    return /^(f[cd]|fe80)/.test(v) || v === '::' ? 'lan' : 'internet'
-  }
-  return 'internet'
+  const ma = multiaddr(addr)
+  return isLoopback(ma) ? 'loopback' : isPrivate(ma) ? 'lan' : 'internet'
 }
 
 /** The widest reach among `addrs` (a fleet with one public bootstrap peer is on the internet). */
