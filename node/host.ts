@@ -39,6 +39,8 @@ import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
 import { recordSelectors, recordValidators } from './membership/records.ts'
 import type { RecordTrust } from './membership/records.ts'
 import { growingWindows } from './yamux-windows.ts'
+import { holePunch } from './hole-punch.ts'
+import type { HolePunchInit } from './hole-punch.ts'
 
 export type HostServices = {
   identify: Identify
@@ -85,10 +87,14 @@ export interface HostInit {
   relayServer?: RelayLimits
   /** Find peers on the local network with multicast DNS (cars parked together). @default false */
   mdns?: boolean
+  /** TCP hole punching between members whose only connection is relayed (node/hole-punch.ts). @default public addresses only */
+  holePunch?: HolePunchInit
   /** Ask the home router for a port mapping (UPnP IGD). @default false */
   upnp?: boolean
   /** Announce loopback addresses (one machine); off in the field. @default true */
   announceLoopback?: boolean
+  /** Which of its addresses the node announces (overrides `announceLoopback`; tests that hide direct addresses). */
+  announceFilter?: (addrs: Multiaddr[]) => Multiaddr[]
   /** New inbound connections accepted per second from one IP address. @default 100 */
   inboundConnectionsPerSecond?: number
   /**
@@ -128,7 +134,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     addresses: {
       // '/p2p-circuit': find relays among connected peers and hold reservations on them
       listen: [...(init.listen ?? ['/ip4/127.0.0.1/tcp/0']), ...(init.relayReservations === true ? ['/p2p-circuit'] : [])],
-      ...(init.announceLoopback === false ? { announceFilter: withoutLoopback } : {})
+      ...(init.announceFilter !== undefined ? { announceFilter: init.announceFilter } : init.announceLoopback === false ? { announceFilter: withoutLoopback } : {})
     },
     connectionManager: {
       // many vehicles share one address (one test machine, or a carrier-grade NAT):
@@ -167,6 +173,8 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       }),
       autonat: autoNAT(),
       dcutr: dcutr(),
+      // DCUtR dials only confirmed public addresses, which a car behind NAT lacks: punch with predicted ports too
+      punch: holePunch(init.holePunch),
       ...(init.upnp === true ? { upnp: uPnPNAT() } : {}),
       ...(init.relayServer !== undefined ? { relay: relayServer(init.relayServer) } : {})
     }

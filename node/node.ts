@@ -8,7 +8,7 @@
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
+import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
@@ -59,6 +59,7 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
   [RELAY_HOP_PROTOCOL, {}],
   [RELAY_STOP_PROTOCOL, {}],
   [DCUTR_PROTOCOL, {}],
+  [PUNCH_PROTOCOL, {}],
   [AUTONAT_PROTOCOL, {}]
 ]
 
@@ -84,6 +85,7 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   [RELAY_HOP_PROTOCOL, 20, 60],
   [RELAY_STOP_PROTOCOL, 20, 60],
   [DCUTR_PROTOCOL, 5, 20],
+  [PUNCH_PROTOCOL, 2, 5],
   [AUTONAT_PROTOCOL, 1, 5],
   [enrollProtocol, 1, 5]
 ]

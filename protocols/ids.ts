@@ -19,6 +19,8 @@ export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'
 export const RELAY_STOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/stop'
 export const DCUTR_PROTOCOL = '/libp2p/dcutr'
 export const AUTONAT_PROTOCOL = '/libp2p/autonat/1.0.0'
+/** fleetmesh's TCP hole punching with predicted ports (node/hole-punch.ts), beside DCUtR. */
+export const PUNCH_PROTOCOL = '/fleetmesh/punch/1.0.0'
 
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
 /** gossipsub's stream protocols (fleet topics travel on them). */

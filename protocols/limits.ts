@@ -50,6 +50,10 @@ export const MAX_JOB_LIFETIME_MS = 24 * 60 * minute
 /** Offer protocol messages. */
 export const MAX_OFFER_MESSAGE_BYTES = 16 * KiB
 
+/** Hole punching: largest message, most addresses one side may name. */
+export const MAX_PUNCH_MESSAGE_BYTES = 512
+export const MAX_PUNCH_ADDRS = 4
+
 /** Deadlines. */
 export const INFER_HOP_TIMEOUT_MS = 30 * second
 export const SHARD_READ_TIMEOUT_MS = 20 * second

@@ -16,6 +16,7 @@ import { decodeInferHeader } from '../../protocols/infer.ts'
 import { decodeJobsMessage, openModelRecord } from '../../protocols/jobs.ts'
 import { NotAMemberError, decodeEnrollRequest, decodeEnrollResponse, decodeProof, encodeEnrollRequest, encodeEnrollResponse, encodeProof, openCertificate, openGrant, openRevocations, verifyChain } from '../../protocols/membership.ts'
 import { decodeOfferMessage } from '../../protocols/offer.ts'
+import { decodePunchMessage } from '../../protocols/punch.ts'
 import { openReceipt, sealReceipt } from '../../protocols/receipt.ts'
 import { decodeShardRequest, decodeShardResponse } from '../../protocols/shard.ts'
 import { tensorFromOip } from '../../protocols/oip.ts'
@@ -82,6 +83,7 @@ export const TARGETS: FuzzTarget[] = [
   { name: 'jobs message', seeds: fixture('jobs-'), run: b => decodeJobsMessage(b) },
   { name: 'model record', seeds: fixture('model-record'), run: async b => await openModelRecord(b) },
   { name: 'offer message', seeds: fixture('offer-'), run: b => decodeOfferMessage(b) },
+  { name: 'punch message', seeds: fixture('punch-'), run: b => decodePunchMessage(b) },
   { name: 'shard request', seeds: fixture('shard-request'), run: b => decodeShardRequest(b) },
   { name: 'shard response', seeds: [...fixture('shard-ok'), ...fixture('shard-error')], run: b => decodeShardResponse(b) },
   { name: 'hop receipt', seeds: [RECEIPT], run: async b => await openReceipt(b) },

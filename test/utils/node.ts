@@ -5,8 +5,10 @@
  */
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { NodeComponents } from '../../node/components.ts'
 import type { Host } from '../../node/host.ts'
+import type { HolePunchInit } from '../../node/hole-punch.ts'
 import type { Credentials } from '../../node/membership/credentials.ts'
 import { FleetMetrics } from '../../node/metrics.ts'
 import { createNode } from '../../node/node.ts'
@@ -19,6 +21,10 @@ export interface TestNodeInit {
   privateKey?: PrivateKey
   /** Hold a relay reservation on a bootstrap peer (as a car behind NAT does). */
   relayReservations?: boolean
+  /** Hole punching settings (loopback tests punch from loopback addresses: `{ addresses: 'any' }`). */
+  holePunch?: HolePunchInit
+  /** Announce only relayed addresses (a car behind NAT, on loopback). @default false */
+  onlyRelayed?: boolean
 }
 
 export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, components: NodeComponents, node: FleetNode }> {
@@ -27,7 +33,9 @@ export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, 
     metrics: new FleetMetrics(),
     bootstrap: init.bootstrap ?? [],
     ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
-    ...(init.relayReservations !== undefined ? { relayReservations: init.relayReservations } : {})
+    ...(init.relayReservations !== undefined ? { relayReservations: init.relayReservations } : {}),
+    ...(init.holePunch !== undefined ? { holePunch: init.holePunch } : {}),
+    ...(init.onlyRelayed === true ? { announceFilter: (addrs: Multiaddr[]) => addrs.filter(a => a.toString().includes('/p2p-circuit')) } : {})
   })
   await node.start()
   return { host: node.host, components: node.components, node }
