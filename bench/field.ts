@@ -5,7 +5,8 @@
  * trip to the public segment, 100 ms depot to depot), 20 Mbit/s and 1% loss.
  * Prints one JSON line: jobs completed and wrong, p50/p95 latency, the share
  * of routes inside one depot, how the client reaches vehicles (relayed or
- * direct), how vehicles reach the other depot, and the p50 of the same jobs
+ * direct), how many vehicle pairs across the two NATs hold a direct (punched)
+ * connection at the end, and the p50 of the same jobs
  * pinned to each depot (the best routes by the bed's true link figures) with
  * the ratio of the router's p50 to the best. Needs root and vde2.
  *

@@ -148,8 +148,10 @@ export class HolePunch implements Startable {
       await sleep(rtt / 2, signal)
       return await this.dialFrom(relayed, port, theirs.addrs, true)
     } catch (err) {
-      this.log('punch to %p failed: %e', peer, err)
       stream?.abort(err as Error)
+      // the other side declined (it punches towards us itself, or has no public address): not a failure
+      if ((err as Error).name === 'UnexpectedEOFError') return this.count('refused')
+      this.log('punch to %p failed: %e', peer, err)
       return this.failed(key)
     } finally {
       this.running.delete(key)
@@ -160,15 +162,24 @@ export class HolePunch implements Startable {
   private async answer (stream: Stream, relayed: Connection): Promise<void> {
     const key = relayed.remotePeer.toString()
     const family = [...this.observed.keys()][0]
-    if (relayed.limits === undefined || this.running.has(key) || family === undefined) {
-      stream.abort(new Error(relayed.limits === undefined ? 'not a relayed connection' : family === undefined ? 'no public address to punch from' : 'a punch is already running'))
+    if (relayed.limits === undefined) {
+      stream.abort(new Error('not a relayed connection'))
       return
     }
+    // both sides punching at once (each dialed the other through the relay): the lower peer id's punch goes on
+    const ours = this.running.has(key)
+    const busy = ours && this.c.peerId.toString() < key
     this.running.add(key)
     try {
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(PUNCH_WINDOW_MS * 2)])
       const lp = lpStream(stream, { maxDataLength: MAX_PUNCH_MESSAGE_BYTES })
       const theirs = expect(decodePunchMessage((await lp.read({ signal })).subarray()), 'connect')
+      if (busy || family === undefined) {
+        // declined: the end of the stream without an answer
+        this.log('declined a punch from %p: %s', relayed.remotePeer, busy ? 'our own punch goes on' : 'no public address')
+        await stream.close({ signal })
+        return
+      }
       const port = await freePort()
       await lp.write(encodePunchMessage({ type: 'connect', addrs: [this.ownAddr(family, port)] }), { signal })
       expect(decodePunchMessage((await lp.read({ signal })).subarray()), 'sync')
@@ -179,7 +190,7 @@ export class HolePunch implements Startable {
       stream.abort(err as Error)
       this.failed(key)
     } finally {
-      this.running.delete(key)
+      if (!ours) this.running.delete(key)
     }
   }
 
@@ -200,11 +211,12 @@ export class HolePunch implements Startable {
         // connection manager still tracks the connection, from its connection:open event)
         const transport = this.c.transportManager.dialTransportForMultiaddr(target)
         if (transport === undefined) throw new Error(`no transport dials ${target.toString()}`)
-        const conn = await transport.dial(target, {
+        // a signal that ends the attempt and nothing after it: the socket keeps listening to it
+        const conn = await this.withDeadline(deadline - Date.now(), async (signal) => await transport.dial(target, {
           upgrader: initiator ? this.c.upgrader : this.responder,
           localPort: port,
-          signal: AbortSignal.any([this.controller.signal, AbortSignal.timeout(Math.max(100, deadline - Date.now()))])
-        } as Parameters<typeof transport.dial>[1])
+          signal
+        } as Parameters<typeof transport.dial>[1]))
         if (conn.limits !== undefined) continue
         this.log('direct connection to %p via %a from port %d', peer, conn.remoteAddr, port)
         this.closeWhenIdle(relayed)
@@ -216,6 +228,20 @@ export class HolePunch implements Startable {
       }
     }
     return this.failed(peer.toString())
+  }
+
+  /** Runs `f` with a signal that aborts after `ms` or when the service stops, and never once `f` is done. */
+  private async withDeadline<T> (ms: number, f: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const attempt = new AbortController()
+    const onStop = (): void => { attempt.abort(this.controller.signal.reason) }
+    const timer = setTimeout(() => { attempt.abort(new Error('hole punch window ended')) }, Math.max(100, ms))
+    this.controller.signal.addEventListener('abort', onStop, { once: true })
+    try {
+      return await f(attempt.signal)
+    } finally {
+      clearTimeout(timer)
+      this.controller.signal.removeEventListener('abort', onStop)
+    }
   }
 
   private ownAddr (family: string, port: number): Multiaddr {

@@ -41,8 +41,11 @@ export interface FieldResult {
   hostOf: Record<string, string>
   /** Share of completed jobs whose route stays inside one depot. */
   inDepotShare: number
-  /** Per vehicle pair in different depots that has a libp2p connection: direct or through the relay. */
-  crossDepotLinks: { direct: number, relayed: number }
+  /**
+   * Vehicle pairs in different depots, and how many of them hold a direct TCP connection at the end of
+   * the run (punched through both NATs); the others talk through the relay, or not at all.
+   */
+  crossDepotLinks: { pairs: number, direct: number }
   startupMs: number
 }
 
@@ -117,14 +120,11 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
     const depotOf = (peer: string): string => hostOf[peer]?.slice(0, 2) ?? '?'
     const inDepot = done.filter(j => new Set(j.route!.map(depotOf)).size === 1).length
 
-    // cross-depot links, read from the kernel: a vehicle's TCP connections to the other depot's router are direct
-    const crossDepotLinks = { direct: 0, relayed: 0 }
-    for (const v of vehicles) {
-      const other = bed.host(`r${v.depot === 1 ? 2 : 1}`).ip
-      const ss = bed.exec(v.name, 'ss', ['-Htn', 'state', 'established'])
-      if (ss.includes(`${other}:`)) crossDepotLinks.direct++
-      else crossDepotLinks.relayed++
-    }
+    // cross-depot links, read from the kernel: a depot-1 vehicle's TCP connections to depot 2's router are direct
+    // (one per pair: a punched connection is the only kind that crosses both NATs)
+    const r2 = bed.host('r2').ip
+    const direct = bed.depot(1).reduce((n, v) => n + bed.exec(v.name, 'ss', ['-Htn', 'state', 'established']).split('\n').filter(l => l.includes(` ${r2}:`)).length, 0)
+    const crossDepotLinks = { pairs: bed.depot(1).length * bed.depot(2).length, direct }
     return { jobs, summary, hostOf, inDepotShare: done.length === 0 ? 0 : inDepot / done.length, crossDepotLinks, startupMs }
   } finally {
     await bed.destroy()

@@ -110,6 +110,10 @@ describe('hole punching through NAT routers', function () {
     // it goes to the other depot's NAT router, at a port that car predicted
     assert.match(direct.remote as string, new RegExp(`^/ip4/${bed!.host('r2').ip}/tcp/\\d+/p2p/`))
     assert.match(c.punches as string, /outcome="direct"} 1/)
+    // and it stays: the relayed connection closes, the direct one carries on
+    await new Promise(resolve => setTimeout(resolve, 15_000))
+    const later = await ask('d1v1', `conns ${(await waitFor('d2v1', l => l.type === 'listening', 60_000, 'peer id')).peer as string}`, 'conns')
+    assert.deepEqual((later.conns as Line[]).map(x => [x.remote, x.limited, x.status]), [[direct.remote, false, 'open']], JSON.stringify(later))
   })
 
   it('a car behind a symmetric NAT stays on the relay, and the failed punch is counted', async () => {
