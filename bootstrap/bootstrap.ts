@@ -18,7 +18,7 @@ import type { Credentials } from '../node/membership/credentials.ts'
 import { IssuerService } from '../node/membership/enrollment.ts'
 import { createNode } from '../node/node.ts'
 import type { FleetNode } from '../node/node.ts'
-import { DEFAULT_FLEET, capacityTopic, jobsTopic } from '../protocols/ids.ts'
+import { DEFAULT_CELL, DEFAULT_FLEET, capacityTopic, jobsTopic } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 
 export interface BootstrapInit {
@@ -34,6 +34,8 @@ export interface BootstrapInit {
   credentials?: Credentials
   /** What it relays for members behind NAT (circuit relay v2). @default DEFAULT_RELAY_LIMITS */
   relay?: RelayLimits
+  /** Locality cells whose capacity gossip it carries. @default [DEFAULT_CELL] */
+  cells?: string[]
 }
 
 /** Every interface, IPv4 and IPv6, on the well-known port. */
@@ -45,7 +47,9 @@ export async function startBootstrap (init: BootstrapInit): Promise<Bootstrap> {
   const fleet = init.fleet ?? DEFAULT_FLEET
   const privateKey = await loadOrCreateKey(init.keyFile)
   const listen = init.listen ?? DEFAULT_BOOTSTRAP_LISTEN
+  const cells = init.cells ?? [DEFAULT_CELL]
   const node = await createNode(fleet, {
+    cells,
     privateKey,
     metrics: new FleetMetrics(),
     listen,
@@ -68,7 +72,8 @@ export async function startBootstrap (init: BootstrapInit): Promise<Bootstrap> {
   trustOwnAddresses(node.host)
   if (issuer !== undefined) await start(issuer)
   // members of the topic meshes, so gossip flows between peers that only know us
-  node.host.services.pubsub.subscribe(capacityTopic(fleet))
+  // it carries the gossip of the cells it is told to (on one machine or one site: the one default cell)
+  for (const cell of cells) node.host.services.pubsub.subscribe(capacityTopic(fleet, cell))
   node.host.services.pubsub.subscribe(jobsTopic(fleet))
   return {
     host: node.host,

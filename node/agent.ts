@@ -12,8 +12,9 @@
  */
 import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
-import { DEFAULT_FLEET } from '../protocols/ids.ts'
+import { DEFAULT_CELL, DEFAULT_FLEET } from '../protocols/ids.ts'
 import { CapacityAdvertiser } from './capacity/advertiser.ts'
+import { CellRendezvous, hostConnections } from './capacity/cells.ts'
 import { FleetDirectory, neighbours } from './capacity/directory.ts'
 import { LinkMeter } from './link-meter.ts'
 import { nearestFirst } from './scheduler/links.ts'
@@ -23,6 +24,7 @@ import type { HostedModel, HostingEvents } from './capacity/hosting.ts'
 import { OfferResponder } from './capacity/offer-responder.ts'
 import type { NodeComponents } from './components.ts'
 import { hostAddrs, loadOrCreateKey } from './host.ts'
+import { VEHICLE_MAX_CONNECTIONS } from './network.ts'
 import type { Host, HostInit } from './host.ts'
 import { loadCredentials } from './membership/credentials.ts'
 import type { Credentials } from './membership/credentials.ts'
@@ -55,7 +57,10 @@ export interface AgentInit {
   /** Overrides of the network settings the bootstrap addresses imply (node/network.ts). */
   network?: Pick<HostInit, 'relayReservations' | 'upnp' | 'mdns'>
   models?: HostedModel[]
-  heartbeatMs?: number
+  /** The locality cell it is parked in: where it heartbeats (README, "A million cars"). @default DEFAULT_CELL */
+  cell?: string
+  /** Longest time between two heartbeats. @default DEFAULT_KEEPALIVE_MS */
+  keepAliveMs?: number
   intraOpThreads?: number
   /** Bound on the shard store; unserved shards are evicted least recently used first. @default unbounded */
   storeMaxBytes?: number
@@ -106,6 +111,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   readonly offers: OfferResponder
   readonly directory: FleetDirectory
   readonly links: LinkMeter
+  readonly cells: CellRendezvous
   private readonly models: HostedModel[]
 
   private constructor (node: FleetNode, store: ShardStore, init: AgentInit) {
@@ -117,8 +123,9 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     this.store = store
     const c = this.components = node.components
     this.runtime = new StageRuntime(c, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
-    this.directory = new FleetDirectory(c, { fleet })
+    this.directory = new FleetDirectory(c, { fleet, ...(init.cell !== undefined ? { cells: [init.cell] } : {}) })
     // links to the vehicles this one may hand work to or get it from, published in heartbeats
+    this.cells = new CellRendezvous({ ...c, ...hostConnections(host) }, { fleet, cells: [init.cell ?? DEFAULT_CELL], provide: true })
     this.links = new LinkMeter({ logger: c.logger, host }, { targets: () => neighbours(this.directory, this.runtime.served(), host.peerId.toString()) })
     this.exchange = new ShardExchange(c, {
       store,
@@ -138,7 +145,8 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     this.hosting = new StageHosting({ ...c, runtime: this.runtime, exchange: this.exchange, directory: this.directory, jobs: this.offers }, { room: init.room ?? 0 })
     this.advertiser = new CapacityAdvertiser({ ...c, runtime: this.runtime, vehicle: this.governor, hosting: this.hosting, links: this.links.table }, {
       fleet,
-      ...(init.heartbeatMs !== undefined ? { heartbeatMs: init.heartbeatMs } : {})
+      ...(init.keepAliveMs !== undefined ? { keepAliveMs: init.keepAliveMs } : {}),
+      ...(init.cell !== undefined ? { cell: init.cell } : {})
     })
     const me = host.peerId.toString()
     const membership = c.membership
@@ -170,6 +178,9 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       credentialsFile,
       ...(credentials !== undefined ? { credentials } : {}),
       ...(init.listen !== undefined ? { listen: init.listen } : {}),
+      ...(init.cell !== undefined ? { cells: [init.cell] } : {}),
+      // a car's idle traffic is mostly its links' upkeep: it keeps a bounded number (README, "A million cars")
+      maxConnections: VEHICLE_MAX_CONNECTIONS,
       ...init.network
     })
     let held: () => Set<string> = () => new Set()
@@ -196,7 +207,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       this.node.enroller.addEventListener('error', (e) => { this.safeDispatchEvent('error', { detail: e.detail }) })
       await this.node.enroller.ready(AbortSignal.timeout(ENROLL_TIMEOUT_MS))
     }
-    await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser, this.links)
+    await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser, this.links, this.cells)
     this.safeDispatchEvent('listening', { detail: { peer: this.peerId, addrs: hostAddrs(this.host) } })
     for (const m of this.models) await this.hosting.host(m)
   }
@@ -219,7 +230,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   async stop (): Promise<void> {
     await stop(this.hosting, this.governor)
     await stop(this.advertiser)
-    await stop(this.links, this.offers, this.directory, this.infer, this.exchange)
+    await stop(this.cells, this.links, this.offers, this.directory, this.infer, this.exchange)
     await stop(this.runtime)
     await this.node.stop()
   }

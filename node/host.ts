@@ -95,6 +95,8 @@ export interface HostInit {
   announceLoopback?: boolean
   /** Which of its addresses the node announces (overrides `announceLoopback`; tests that hide direct addresses). */
   announceFilter?: (addrs: Multiaddr[]) => Multiaddr[]
+  /** Connections held at once; past it libp2p closes the least valuable. @default libp2p's 300 */
+  maxConnections?: number
   /** New inbound connections accepted per second from one IP address. @default 100 */
   inboundConnectionsPerSecond?: number
   /**
@@ -136,15 +138,22 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       listen: [...(init.listen ?? ['/ip4/127.0.0.1/tcp/0']), ...(init.relayReservations === true ? ['/p2p-circuit'] : [])],
       ...(init.announceFilter !== undefined ? { announceFilter: init.announceFilter } : init.announceLoopback === false ? { announceFilter: withoutLoopback } : {})
     },
+    // libp2p pings every connection to keep it (and its NAT mapping) alive and to measure its round trip
+    // (connection.rtt, which the link meter reads): every 60 s, not 10, since each ping is a stream of its own
+    // and idle links are what a car's control traffic is made of (README, "A million cars")
+    connectionMonitor: { pingInterval: 60_000 },
     connectionManager: {
       // many vehicles share one address (one test machine, or a carrier-grade NAT):
       // libp2p's default of 5 new connections per second per host turned joiners away
       inboundConnectionThreshold: init.inboundConnectionsPerSecond ?? 100,
-      maxIncomingPendingConnections: 64
+      maxIncomingPendingConnections: 64,
+      ...(init.maxConnections !== undefined ? { maxConnections: init.maxConnections } : {})
     },
     transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [growingWindows(yamux({
+      // no yamux pings of its own: libp2p's connection monitor pings each connection already (below)
+      enableKeepAlive: false,
       streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW, maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB }
     }), STREAM_WINDOW)],
     peerDiscovery: [

@@ -74,6 +74,12 @@ export class LinkMeter implements Startable {
     this.measuredAt.set(t.peer, now)
     try {
       const id = peerIdFromString(t.peer)
+      // libp2p's connection monitor already pings every open connection: its round trip costs nothing more
+      const monitored = this.c.host.getConnections(id).find(c => c.rtt !== undefined && c.status === 'open')
+      if (monitored?.rtt !== undefined) {
+        this.table.observeRtt(t.peer, monitored.rtt, this.relayed(t.peer))
+        return
+      }
       if (this.c.host.getConnections(id).length === 0 && t.addrs.length > 0) {
         await this.c.host.peerStore.merge(id, { multiaddrs: t.addrs.map(a => multiaddr(a)) })
       }

@@ -19,6 +19,9 @@ import type { HostInit } from './host.ts'
 
 export type Reach = 'loopback' | 'lan' | 'internet'
 
+/** Connections a vehicle holds at once: its cell's gossip mesh, DHT contacts, clients and pipeline neighbours. */
+export const VEHICLE_MAX_CONNECTIONS = 64
+
 /** Defaults for `node` and `bootstrap`: every interface, IPv4 and IPv6. */
 export const LISTEN_ALL = ['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0']
 

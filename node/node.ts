@@ -8,7 +8,7 @@
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
+import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
@@ -34,6 +34,8 @@ export interface NodeInit extends Omit<HostInit, 'privateKey' | 'metricsRegistry
   credentialsFile?: string
   /** How long a peer has to prove membership after connecting. @default 5000 */
   proofTimeoutMs?: number
+  /** Locality cells whose capacity topics this node takes part in. @default [DEFAULT_CELL] */
+  cells?: string[]
 }
 
 export interface FleetNode {
@@ -115,7 +117,8 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     }
   }
   const denylist = new Denylist()
-  const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, ...hostInit } = init
+  const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, cells, ...hostInit } = init
+  const guard = { fleet: fleetName, ...(cells !== undefined ? { cells: cells.map(checkCellName) } : {}) }
   const host = await createHost({
     // behind NAT, on a LAN or on one machine: what the bootstrap addresses say (node/network.ts)
     ...fieldSettings(init.bootstrap ?? []),
@@ -129,7 +132,7 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   const components = nodeComponents(host, privateKey, metrics)
   limitStreams(host, fleetName)
   if (cred === undefined) {
-    const topics = new TopicGuard(components, { fleet: fleetName })
+    const topics = new TopicGuard(components, guard)
     return { host, components, topics, start: async () => { topics.start(); await host.start() }, stop: async () => { topics.stop(); await host.stop() } }
   }
   const leaf = cred.chain !== undefined ? (await openCertificate(cred.chain[0])).cert : undefined
@@ -148,7 +151,7 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   })
   components.membership = membership
   components.credentials = own
-  const topics = new TopicGuard(components, { fleet: fleetName })
+  const topics = new TopicGuard(components, guard)
   for (const [protocol, roles] of GATED) host.use(typeof protocol === 'string' ? protocol : protocol(fleetName), membership.gate(roles))
   if (enroller !== undefined && usable === undefined && cred.grant === undefined) throw new CredentialsError('the credentials hold neither a certificate for this peer nor an enrollment grant')
   enroller?.addEventListener('enrolled', () => { void membership.proveAll() })

@@ -26,7 +26,20 @@ export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet
 /** gossipsub's stream protocols (fleet topics travel on them). */
 export const GOSSIP_PROTOCOLS = ['/meshsub/1.2.0', '/meshsub/1.1.0', '/meshsub/1.0.0', '/floodsub/1.0.0']
 export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/2` }
-export function capacityTopic (fleet: string): string { return `/fleetmesh/${fleet}/capacity/2` }
+/**
+ * Capacity heartbeats travel inside locality cells (a depot, a garage, a
+ * coarse geohash: where a car is parked), one topic per cell, so what a car
+ * hears grows with its cell, not with the fleet (README, "A million cars").
+ */
+export function capacityTopic (fleet: string, cell: string = DEFAULT_CELL): string { return `/fleetmesh/${fleet}/capacity/${cell}/3` }
+
+/** The cell of a node that names none: a fleet on one machine or one site is one cell. */
+export const DEFAULT_CELL = 'default'
+const CELL_RE = /^[a-z0-9][a-z0-9.-]{0,31}$/
+export function checkCellName (cell: string): string {
+  if (!CELL_RE.test(cell)) throw new TypeError(`invalid cell name "${cell}": use 1-32 of a-z, 0-9, . and - (e.g. a region or a geohash like u33db)`)
+  return cell
+}
 
 /** DHT key namespaces: `/fmcap/<peer id>` and `/fmmodel/<name>`. */
 export const CAPACITY_RECORD_NAMESPACE = 'fmcap'

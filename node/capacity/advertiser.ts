@@ -1,11 +1,12 @@
 /**
- * Advertises what this node offers: a signed heartbeat on the fleet's
- * capacity topic every few seconds (eligible, load, stages held, measured
- * speed) and a signed capacity record in the DHT that expires within a
- * minute. (Provider records for the shards it holds are the shard
- * exchange's.) It asks
- * the runtime, the governor and the stage hosting for what to say, and says
- * it again at once when they report a change. On stop it publishes a last
+ * Advertises what this node offers: a signed heartbeat on its cell's
+ * capacity topic (eligible, load, stages held, measured speed) and a signed
+ * capacity record in the DHT. Both go out when something changes (the
+ * governor's eligibility, the stages hosted, the load crossing a step), a
+ * heartbeat at least every keep-alive and the record at half its lifetime,
+ * so an idle car sends almost nothing (README, "A million cars"). A peer
+ * that joins the cell gets the state at once. (Provider records for the
+ * shards it holds are the shard exchange's.) On stop it publishes a last
  * heartbeat with `leaving: true`.
  */
 import { repeatingTask } from '@libp2p/utils'
@@ -15,12 +16,19 @@ import type { RepeatingTask } from '@libp2p/utils'
 import { MAX_LINKS, capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { LinkTable } from '../scheduler/links.ts'
 import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/capacity.ts'
-import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
+import { DEFAULT_CELL, capacityTopic, jobsTopic } from '../../protocols/ids.ts'
 import { MAX_CAPACITY_RECORD_TTL_MS } from '../../protocols/limits.ts'
 import { dialableAddrs } from '../host.ts'
 import type { OwnCredentials } from '../membership/membership.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
-import { DEFAULT_HEARTBEAT_MS } from './directory.ts'
+import { DEFAULT_KEEPALIVE_MS } from './directory.ts'
+
+/** How often the load is looked at (locally; a heartbeat goes out only when it moved). */
+const LOAD_CHECK_MS = 1000
+/** Load changes are announced at most this often. */
+const MIN_LOAD_BEAT_MS = 5000
+/** Capacity record lifetime. */
+export const DEFAULT_RECORD_TTL_MS = 10 * 60_000
 
 /** What the advertiser asks the vehicle's governor. */
 export interface VehicleStatus extends TypedEventTarget<{ eligible: CustomEvent, ineligible: CustomEvent }> {
@@ -50,10 +58,12 @@ export interface AdvertiserComponents {
 
 export interface AdvertiserInit {
   fleet: string
-  /** Capacity record lifetime (at most 60 s); refreshed at a third of it. @default 60000 */
+  /** The locality cell whose topic carries the heartbeats. @default DEFAULT_CELL */
+  cell?: string
+  /** Capacity record lifetime (at most MAX_CAPACITY_RECORD_TTL_MS); refreshed at half of it. @default DEFAULT_RECORD_TTL_MS */
   recordTtlMs?: number
-  /** Heartbeat period. @default 2000 */
-  heartbeatMs?: number
+  /** Longest time between two heartbeats. @default DEFAULT_KEEPALIVE_MS */
+  keepAliveMs?: number
   /** Items this node takes at once. @default 4 */
   slots?: number
 }
@@ -64,6 +74,10 @@ export class CapacityAdvertiser implements Startable {
   private readonly log: Logger
   private readonly heartbeats: RepeatingTask
   private readonly records: RepeatingTask
+  private readonly loadWatch: RepeatingTask
+  private readonly topic: string
+  private lastBeat = 0
+  private lastLoad = { load: 0, open: true }
   private seq = 0
   private recordSeq = 0
   private expiresAt?: number
@@ -77,24 +91,34 @@ export class CapacityAdvertiser implements Startable {
     void this.refreshRecord()
   }
 
-  /** A peer that just subscribed gets our state at once, not at the next tick. */
+  /** A peer that just joined the cell gets our state at once, not at the next keep-alive (joins in a burst share one). */
   private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
-    if (evt.detail.subscriptions.some(s => s.topic === capacityTopic(this.init.fleet) && s.subscribe)) this.heartbeats.run()
+    if (evt.detail.subscriptions.some(s => s.topic === this.topic && s.subscribe) && Date.now() - this.lastBeat > 1000) this.heartbeats.run()
+  }
+
+  /** Announces the load when it crossed a step: no free slot / free slots, or two items more or fewer. */
+  private checkLoad (): void {
+    const now = { load: this.c.runtime.queued(), open: this.slots() > 0 }
+    if (now.open === this.lastLoad.open && Math.abs(now.load - this.lastLoad.load) < 2) return
+    if (Date.now() - this.lastBeat < MIN_LOAD_BEAT_MS) return
+    this.heartbeats.run()
   }
 
   constructor (components: AdvertiserComponents, init: AdvertiserInit) {
     this.c = components
     this.init = init
     this.log = components.logger.forComponent('fleetmesh:advertiser')
-    this.heartbeats = repeatingTask(async () => { await this.beat() }, init.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, { debounce: 20 })
-    this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 3)
+    this.topic = capacityTopic(init.fleet, init.cell ?? DEFAULT_CELL)
+    this.heartbeats = repeatingTask(async () => { await this.beat() }, init.keepAliveMs ?? DEFAULT_KEEPALIVE_MS, { debounce: 20 })
+    this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 2)
+    this.loadWatch = repeatingTask(() => { this.checkLoad() }, LOAD_CHECK_MS)
   }
 
-  private get ttl (): number { return Math.min(MAX_CAPACITY_RECORD_TTL_MS, this.init.recordTtlMs ?? MAX_CAPACITY_RECORD_TTL_MS) }
+  private get ttl (): number { return Math.min(MAX_CAPACITY_RECORD_TTL_MS, this.init.recordTtlMs ?? DEFAULT_RECORD_TTL_MS) }
 
   start (): void {
     // subscribing makes this node part of the topics' mesh, so it relays too
-    this.c.pubsub.subscribe(capacityTopic(this.init.fleet))
+    this.c.pubsub.subscribe(this.topic)
     this.c.pubsub.subscribe(jobsTopic(this.init.fleet))
     this.c.pubsub.addEventListener('subscription-change', this.onSubscription)
     this.c.vehicle?.addEventListener('eligible', this.onChange)
@@ -103,6 +127,7 @@ export class CapacityAdvertiser implements Startable {
     this.started = true
     this.heartbeats.start()
     this.records.start()
+    this.loadWatch.start()
     this.onChange()
   }
 
@@ -110,6 +135,7 @@ export class CapacityAdvertiser implements Startable {
     this.started = false
     this.heartbeats.stop()
     this.records.stop()
+    this.loadWatch.stop()
     this.c.pubsub.removeEventListener('subscription-change', this.onSubscription)
     this.c.vehicle?.removeEventListener('eligible', this.onChange)
     this.c.vehicle?.removeEventListener('ineligible', this.onChange)
@@ -189,8 +215,10 @@ export class CapacityAdvertiser implements Startable {
 
   /** Publishes one heartbeat now. */
   async beat (leaving = false): Promise<void> {
+    this.lastBeat = Date.now()
+    this.lastLoad = { load: this.c.runtime.queued(), open: this.slots() > 0 }
     try {
-      await this.c.pubsub.publish(capacityTopic(this.init.fleet), encodeHeartbeat(this.heartbeat(leaving)))
+      await this.c.pubsub.publish(this.topic, encodeHeartbeat(this.heartbeat(leaving)))
     } catch (err) {
       this.log('heartbeat not published: %e', err)
     }

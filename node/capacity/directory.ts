@@ -1,6 +1,6 @@
 /**
  * The fleet as this peer hears it: the latest capacity heartbeat of every
- * sender on the fleet's capacity topic. Entries go stale after `staleMs`
+ * sender on the capacity topics of the cells it listens to. Entries go stale after `staleMs`
  * without a heartbeat, at once when a sender says it is leaving, and are
  * forgotten after `forgetMs`, so the directory stays bounded.
  */
@@ -11,7 +11,7 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
 import { decodeHeartbeat } from '../../protocols/capacity.ts'
 import type { Heartbeat, LinkFigure } from '../../protocols/capacity.ts'
-import { capacityTopic } from '../../protocols/ids.ts'
+import { DEFAULT_CELL, capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
 
 export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
@@ -27,9 +27,11 @@ export interface DirectoryComponents {
 
 export interface DirectoryInit {
   fleet: string
-  /** A peer not heard from for this long is not fresh. @default 3 heartbeats + 0.5 s */
+  /** Locality cells to listen to (a vehicle: its own; a client: those it routes in). @default [DEFAULT_CELL] */
+  cells?: string[]
+  /** A peer not heard from for this long is not fresh. @default 3 keep-alives + 0.5 s */
   staleMs?: number
-  /** A peer not heard from for this long is forgotten. @default 60000 */
+  /** A peer not heard from for this long is forgotten. @default 2 x staleMs */
   forgetMs?: number
   /** Most peers remembered; past it, the one heard from longest ago is forgotten. @default 50000 */
   maxPeers?: number
@@ -42,12 +44,15 @@ export interface DirectoryEvents {
   restart: CustomEvent<string>
 }
 
-/** Heartbeat period vehicles use unless configured otherwise. */
-export const DEFAULT_HEARTBEAT_MS = 2000
+/**
+ * Vehicles heartbeat when what they offer changes, and at least this often
+ * (a keep-alive): see README, "A million cars", for the arithmetic.
+ */
+export const DEFAULT_KEEPALIVE_MS = 120_000
 
 export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implements Startable {
   private readonly c: DirectoryComponents
-  private readonly topic: string
+  private readonly topics: string[]
   private readonly staleMs: number
   private readonly forgetMs: number
   private readonly maxPeers: number
@@ -60,16 +65,16 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   constructor (components: DirectoryComponents, init: DirectoryInit) {
     super()
     this.c = components
-    this.topic = capacityTopic(init.fleet)
-    this.staleMs = init.staleMs ?? 3 * DEFAULT_HEARTBEAT_MS + 500
-    this.forgetMs = init.forgetMs ?? 60_000
+    this.topics = (init.cells ?? [DEFAULT_CELL]).map(c => capacityTopic(init.fleet, c))
+    this.staleMs = init.staleMs ?? 3 * DEFAULT_KEEPALIVE_MS + 500
+    this.forgetMs = init.forgetMs ?? 2 * this.staleMs
     this.maxPeers = init.maxPeers ?? 50_000
     this.log = components.logger.forComponent('fleetmesh:directory')
     this.pruner = repeatingTask(() => { this.prune() }, Math.max(1000, this.forgetMs / 4))
   }
 
   start (): void {
-    this.c.pubsub.subscribe(this.topic)
+    for (const t of this.topics) this.c.pubsub.subscribe(t)
     this.c.pubsub.addEventListener('message', this.listener)
     this.c.membership?.addEventListener('refused', this.onRefused)
     this.pruner.start()
@@ -82,7 +87,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   }
 
   private onMessage (msg: Message): void {
-    if (msg.topic !== this.topic || msg.type !== 'signed') return
+    if (!this.topics.includes(msg.topic) || msg.type !== 'signed') return
     let hb: Heartbeat
     try { hb = decodeHeartbeat(msg.data) } catch (err) {
       this.log('dropped heartbeat from %p: %e', msg.from, err)

@@ -9,7 +9,7 @@ import { FleetClient } from '../client/client.ts'
 import { parseLocalStages } from '../client/local-stages.ts'
 import { VERIFY_MODES, isVerifyMode } from '../client/verifier.ts'
 import type { VerifyMode } from '../client/verifier.ts'
-import { DEFAULT_FLEET, checkFleetName } from '../../protocols/ids.ts'
+import { DEFAULT_FLEET, checkCellName, checkFleetName } from '../../protocols/ids.ts'
 import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
@@ -179,12 +179,21 @@ export async function untilSignal (): Promise<string> {
 /** How a client checks results and whether it runs first stages itself (submit, node --http, swarm). */
 export const CLIENT_CHECK_OPTIONS: Record<string, OptionSpec> = {
   verify: { type: 'string', arg: '<mode>', description: 'result checks: off, sample (re-run a share of stage runs on another vehicle, more for new vehicles) or strict (every stage twice)', default: 'sample' },
-  'local-stages': { type: 'string', arg: '<stages>', description: 'run these first stages here (e.g. 0, or 0-1), so vehicles never see the inputs; loads onnxruntime' }
+  'local-stages': { type: 'string', arg: '<stages>', description: 'run these first stages here (e.g. 0, or 0-1), so vehicles never see the inputs; loads onnxruntime' },
+  cells: { type: 'string', arg: '<list>', description: 'locality cells to route in, e.g. u33db,u33dc (default: default; see README, "A million cars")' }
+}
+
+/** `--cells a,b` (checked names), or undefined. */
+export function cellsOption (o: Record<string, unknown>, flag = 'cells'): string[] | undefined {
+  if (typeof o[flag] !== 'string') return undefined
+  try { return o[flag].split(',').map(c => checkCellName(c.trim())) } catch (err) { throw new UsageError(`--${flag}: ${(err as Error).message}`) }
 }
 
 /** The client settings of CLIENT_CHECK_OPTIONS. */
-export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number } {
-  const out: { verify?: VerifyMode, localStages?: number } = {}
+export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number, cells?: string[] } {
+  const out: { verify?: VerifyMode, localStages?: number, cells?: string[] } = {}
+  const cells = cellsOption(o)
+  if (cells !== undefined) out.cells = cells
   if (o.verify !== undefined) {
     if (!isVerifyMode(o.verify)) throw new UsageError(`--verify must be one of ${VERIFY_MODES.join(', ')}, got ${String(o.verify)}`)
     out.verify = o.verify

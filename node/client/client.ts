@@ -15,8 +15,9 @@ import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
-import { DEFAULT_FLEET } from '../../protocols/ids.ts'
+import { DEFAULT_CELL, DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
+import { CellRendezvous, hostConnections } from '../capacity/cells.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
 import { LinkMeter } from '../link-meter.ts'
 import { ResultInbox } from '../runtime/direct-return.ts'
@@ -53,6 +54,12 @@ export interface ClientInit {
   privateKey?: PrivateKey
   /** Fleet credentials with a certificate (role client or publisher) for this client's key; undefined only for an open fleet. */
   credentials?: Credentials
+  /**
+   * Locality cells to route in: their vehicles' heartbeats are what this
+   * client hears (README, "A million cars"). A client on a shared node
+   * listens to the cells that node validates. @default [DEFAULT_CELL]
+   */
+  cells?: string[]
   /** Share an existing node (a vehicle's) instead of creating one. */
   shared?: FleetNode
   /** Where fetched manifests are kept. @default in memory */
@@ -98,6 +105,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly fleet: string
   readonly directory: FleetDirectory
   readonly links: LinkMeter
+  readonly cells: CellRendezvous
   /** Results sent straight from a job's last hop (direct return). */
   readonly inbox: ResultInbox
   readonly exchange: ShardExchange
@@ -117,8 +125,9 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.ownsHost = init.shared === undefined
     this.fleet = fleetOf(init)
     const c = this.components = node.components
-    this.directory = new FleetDirectory(c, { fleet: this.fleet })
+    this.directory = new FleetDirectory(c, { fleet: this.fleet, ...(init.cells !== undefined ? { cells: init.cells } : {}) })
     // this client's own links to the vehicles it may route through (a shared vehicle's node measures its own)
+    this.cells = new CellRendezvous({ ...c, ...hostConnections(node.host) }, { fleet: this.fleet, cells: init.cells ?? [DEFAULT_CELL], provide: false })
     this.links = new LinkMeter({ logger: c.logger, host: node.host }, { targets: () => this.directory.eligible().slice(0, 32).map(p => ({ peer: p.peer, addrs: p.heartbeat.addrs })) })
     // a shared node's vehicle already answers shard requests
     this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
@@ -150,12 +159,13 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
         metrics: new FleetMetrics(),
         bootstrap: init.bootstrap,
         ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
-        ...(init.listen !== undefined ? { listen: init.listen } : {})
+        ...(init.listen !== undefined ? { listen: init.listen } : {}),
+        ...(init.cells !== undefined ? { cells: init.cells } : {})
       })
       await node.start()
     }
     const client = new FleetClient(node, init)
-    await start(client.directory, client.names, client.exchange, client.links, client.inbox)
+    await start(client.directory, client.names, client.exchange, client.links, client.inbox, client.cells)
     return client
   }
 
@@ -214,7 +224,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   async close (): Promise<void> {
     await this.local.close()
     await this.offers.stop()
-    await stop(this.inbox, this.links, this.directory, this.names, this.exchange)
+    await stop(this.cells, this.inbox, this.links, this.directory, this.names, this.exchange)
     if (this.ownsHost) await this.node.stop()
   }
 }

@@ -5,6 +5,7 @@
  * jobs topic until stopped. Vehicles with room fetch the stages they choose.
  */
 import { repeatingTask } from '@libp2p/utils'
+import type { SubscriptionChangeData } from '@libp2p/gossipsub'
 import { jobsTopic } from '../../protocols/ids.ts'
 import { checkModelName, encodeJobsMessage, modelRecordKey, sealModelRecord } from '../../protocols/jobs.ts'
 import { NotAMemberError, openCertificate } from '../../protocols/membership.ts'
@@ -24,9 +25,12 @@ export interface PublishOptions {
   /** Directory of the model file (for external data). */
   baseDir?: string
   task?: TaskInfo
-  /** Re-announce period. @default 3000 */
+  /** Re-announce period (a peer that joins the jobs topic hears it at once, and names are in the DHT). @default 300000 */
   announceEveryMs?: number
 }
+
+/** A peer joining the jobs topic re-triggers the model announcement at most this often. */
+const REANNOUNCE_GAP_MS = 2000
 
 /** Target ms per stage for `--stages auto`. */
 export const AUTO_STAGE_MS = 8
@@ -93,14 +97,23 @@ export async function publishSharded (client: FleetClient, sharded: ShardedModel
   const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now(), ...membership }, client.privateKey)
   await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
   client.names.add(name, version, sharded.manifestCid, client.peerId)
+  let last = 0
   const announcement = async (): Promise<void> => {
+    last = Date.now()
     await client.components.pubsub.publish(jobsTopic(client.fleet), encodeJobsMessage({
       kind: 'model',
       ...membership,
       model: { name, version, manifest: sharded.manifestCid, stages: sharded.manifest.stages.length, publishedAt: Date.now(), addrs: hostAddrs(client.host) }
     })).catch(() => {})
   }
-  const task = repeatingTask(announcement, opts.announceEveryMs ?? 3000, { runImmediately: true })
+  // announced once, again for each peer that joins the topic (joins in a burst share one), and slowly after that:
+  // a fleet-wide topic costs every car each message, so it carries no periodic chatter
+  const topic = jobsTopic(client.fleet)
+  const onJoin = (evt: CustomEvent<SubscriptionChangeData>): void => {
+    if (evt.detail.subscriptions.some(s => s.topic === topic && s.subscribe) && Date.now() - last > REANNOUNCE_GAP_MS) task.run()
+  }
+  const task = repeatingTask(announcement, opts.announceEveryMs ?? 300_000, { runImmediately: true, debounce: REANNOUNCE_GAP_MS / 10 })
   task.start()
-  return { ...sharded, stop: () => { task.stop() } }
+  client.components.pubsub.addEventListener('subscription-change', onJoin)
+  return { ...sharded, stop: () => { task.stop(); client.components.pubsub.removeEventListener('subscription-change', onJoin) } }
 }

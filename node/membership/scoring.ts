@@ -14,9 +14,9 @@ import type { TopicScoreParams } from '@libp2p/gossipsub/score'
 import { capacityTopic, jobsTopic, revocationsTopic } from '../../protocols/ids.ts'
 
 /** Score parameters of one fleet topic: invalid messages cost, delivering first earns a little. */
-function topic (weight: number): TopicScoreParams {
+export function fleetTopicScore (): TopicScoreParams {
   return {
-    topicWeight: weight,
+    topicWeight: 1,
     timeInMeshWeight: 0.01,
     timeInMeshQuantum: 1000,
     timeInMeshCap: 100,
@@ -42,7 +42,8 @@ function topic (weight: number): TopicScoreParams {
 export function fleetScoring (fleet: string): Pick<GossipsubOpts, 'scoreParams' | 'scoreThresholds'> {
   return {
     scoreParams: {
-      topics: { [capacityTopic(fleet)]: topic(1), [jobsTopic(fleet)]: topic(1), [revocationsTopic(fleet)]: topic(1) },
+      // capacity topics are per cell, named at run time: TopicGuard adds each one this node joins
+      topics: { [capacityTopic(fleet)]: fleetTopicScore(), [jobsTopic(fleet)]: fleetTopicScore(), [revocationsTopic(fleet)]: fleetTopicScore() },
       topicScoreCap: 50,
       IPColocationFactorWeight: 0,
       behaviourPenaltyWeight: -10,

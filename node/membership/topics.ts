@@ -9,19 +9,23 @@ import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { ComponentLogger, Logger, Startable } from '@libp2p/interface'
 import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { decodeHeartbeat } from '../../protocols/capacity.ts'
-import { capacityTopic, jobsTopic } from '../../protocols/ids.ts'
+import { DEFAULT_CELL, capacityTopic, jobsTopic } from '../../protocols/ids.ts'
 import { decodeJobsMessage } from '../../protocols/jobs.ts'
 import type { Role } from '../../protocols/membership.ts'
 import type { Membership } from './membership.ts'
+import { fleetTopicScore } from './scoring.ts'
+import type { TopicScoreParams } from '@libp2p/gossipsub/score'
 
 export interface TopicGuardComponents {
   logger: ComponentLogger
-  pubsub: Pick<GossipSub, 'topicValidators'>
+  pubsub: Pick<GossipSub, 'topicValidators'> & { score?: { params: { topics: Record<string, TopicScoreParams> } } }
   membership?: Pick<Membership, 'checkSender'>
 }
 
 export interface TopicGuardInit {
   fleet: string
+  /** Locality cells whose capacity topics this node validates (and may join). @default [DEFAULT_CELL] */
+  cells?: string[]
   /** Heartbeats accepted per sender per second (averaged over 10 s). @default 2 */
   heartbeatsPerS?: number
   /** Announcements accepted per sender per minute. @default 60 */
@@ -61,14 +65,22 @@ export class TopicGuard implements Startable {
     this.announcements = new RateWindow(init.announcementsPerMin ?? 60, 60_000)
   }
 
+  private get cellTopics (): string[] { return (this.init.cells ?? [DEFAULT_CELL]).map(c => capacityTopic(this.init.fleet, c)) }
+
   start (): void {
-    this.c.pubsub.topicValidators.set(capacityTopic(this.init.fleet), async (_from, msg) => await this.validate(msg, 'heartbeat'))
-    this.c.pubsub.topicValidators.set(jobsTopic(this.init.fleet), async (_from, msg) => await this.validate(msg, 'jobs'))
+    for (const t of this.cellTopics) this.guard(t, 'heartbeat')
+    this.guard(jobsTopic(this.init.fleet), 'jobs')
   }
 
   stop (): void {
-    this.c.pubsub.topicValidators.delete(capacityTopic(this.init.fleet))
-    this.c.pubsub.topicValidators.delete(jobsTopic(this.init.fleet))
+    for (const t of [...this.cellTopics, jobsTopic(this.init.fleet)]) this.c.pubsub.topicValidators.delete(t)
+  }
+
+  /** Validates a topic's messages and scores its peers like every fleet topic's (cell topics are named at run time). */
+  private guard (topic: string, kind: 'heartbeat' | 'jobs'): void {
+    this.c.pubsub.topicValidators.set(topic, async (_from, msg) => await this.validate(msg, kind))
+    const scored = this.c.pubsub.score?.params.topics
+    if (scored !== undefined && scored[topic] === undefined) scored[topic] = fleetTopicScore()
   }
 
   private async validate (msg: Message, kind: 'heartbeat' | 'jobs'): Promise<TopicValidatorResult> {

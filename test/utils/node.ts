@@ -23,6 +23,8 @@ export interface TestNodeInit {
   relayReservations?: boolean
   /** Hole punching settings (loopback tests punch from loopback addresses: `{ addresses: 'any' }`). */
   holePunch?: HolePunchInit
+  /** Locality cells whose capacity topics the node validates. @default [DEFAULT_CELL] */
+  cells?: string[]
   /** Announce only relayed addresses (a car behind NAT, on loopback). @default false */
   onlyRelayed?: boolean
 }
@@ -35,6 +37,7 @@ export async function testNode (init: TestNodeInit = {}): Promise<{ host: Host, 
     ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
     ...(init.relayReservations !== undefined ? { relayReservations: init.relayReservations } : {}),
     ...(init.holePunch !== undefined ? { holePunch: init.holePunch } : {}),
+    ...(init.cells !== undefined ? { cells: init.cells } : {}),
     ...(init.onlyRelayed === true ? { announceFilter: (addrs: Multiaddr[]) => addrs.filter(a => a.toString().includes('/p2p-circuit')) } : {})
   })
   await node.start()

@@ -1,7 +1,7 @@
 import { startBootstrap, DEFAULT_BOOTSTRAP_LISTEN } from '../../../bootstrap/bootstrap.ts'
 import { DEFAULT_RELAY_LIMITS } from '../../host.ts'
 import { MiB } from '../../../protocols/limits.ts'
-import { ACCESS_OPTIONS, UsageError, fleetAccess, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, UsageError, cellsOption, fleetAccess, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 
 export const bootstrapCommand: Command = {
@@ -16,6 +16,7 @@ export const bootstrapCommand: Command = {
     'relay-mib': { type: 'string', arg: '<MiB>', description: 'most data one relayed connection carries', default: String(DEFAULT_RELAY_LIMITS.dataBytes / MiB) },
     key: { type: 'string', arg: '<file>', description: 'identity key file, created on first start (fleetmesh fleet issue --key <file> makes one and its certificate)', default: '.fleetmesh/bootstrap.key' },
     peers: { type: 'string', multiple: true, arg: '<multiaddr>', description: 'other bootstrap peers to join (repeatable)' },
+    cells: { type: 'string', arg: '<list>', description: 'locality cells whose capacity gossip it carries (default: default)' },
     ...ACCESS_OPTIONS,
     json: { type: 'boolean', description: 'print one JSON line with the peer id and addresses' }
   },
@@ -27,7 +28,7 @@ export const bootstrapCommand: Command = {
       durationMs: Math.round(positiveNumber(o['relay-minutes'], '--relay-minutes') * 60_000),
       dataBytes: Math.round(positiveNumber(o['relay-mib'], '--relay-mib') * MiB)
     }
-    const boot = await startBootstrap({ keyFile: String(o.key), listen, relay, fleet: access.fleet, peers: (o.peers as string[] | undefined) ?? [], ...(access.credentials !== undefined ? { credentials: access.credentials } : {}) })
+    const boot = await startBootstrap({ keyFile: String(o.key), listen, relay, fleet: access.fleet, peers: (o.peers as string[] | undefined) ?? [], ...(cellsOption(o) !== undefined ? { cells: cellsOption(o) } : {}), ...(access.credentials !== undefined ? { credentials: access.credentials } : {}) })
     const info = { type: 'listening', role: 'bootstrap', peer: boot.host.peerId.toString(), addrs: boot.addrs, issuer: boot.issuer !== undefined }
     process.send?.(info)
     if (o.json === true) console.log(JSON.stringify(info))

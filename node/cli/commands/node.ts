@@ -6,8 +6,9 @@ import { LIE_MODES, isLieMode } from '../../runtime/liar.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, clientChecks, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, cellsOption, clientChecks, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
+import { DEFAULT_CELL } from '../../../protocols/ids.ts'
 import type { HostInit } from '../../host.ts'
 import { LISTEN_ALL } from '../../network.ts'
 
@@ -62,6 +63,7 @@ export const nodeCommand: Command = {
     vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
     policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
+    cell: { type: 'string', arg: '<name>', description: 'the locality cell the car is parked in (a depot, a region, a geohash like u33db): it heartbeats there', default: 'default' },
     'drain-ms': { type: 'string', arg: '<ms>', description: 'bound for finishing in-flight work when the car must go', default: '10000' },
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol HTTP gateway here (off by default), e.g. 127.0.0.1:8080; in a fleet with members it takes bearer tokens (fleetmesh fleet token)' },
     ...GATEWAY_OPTIONS,
@@ -108,6 +110,7 @@ export const nodeCommand: Command = {
       listen: Array.isArray(o.listen) ? o.listen : [String(o.listen)],
       network: networkOptions(o),
       models,
+      cell: cellsOption(o, 'cell')?.[0] ?? DEFAULT_CELL,
       intraOpThreads: intOption(o.threads, 'threads', 1, 64),
       ...(isLieMode(o.lie) ? { lie: o.lie } : {})
     })
@@ -115,7 +118,7 @@ export const nodeCommand: Command = {
     await agent.start()
     let gateway: Gateway | undefined
     if (typeof o.http === 'string') {
-      const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node, ...clientChecks(o) })
+      const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node, ...clientChecks(o), cells: [cellsOption(o, 'cell')?.[0] ?? DEFAULT_CELL] })
       const tls = await gatewayTls(o)
       gateway = new Gateway({ client, listen: o.http, ...(tls !== undefined ? { tls } : {}) })
       const url = await gateway.start()
