@@ -59,6 +59,8 @@ export interface HostingInit {
 
 /** How often a stage whose shard could not be had is tried again. */
 export const RETRY_MS = 5000
+/** How long a vehicle keeps looking for the manifest of a model it was given by CID before it gives up (many peers may be joining at once on a busy machine, or the car is on a poor link). */
+const MANIFEST_PATIENCE_MS = 10 * 60_000
 /** How often a vehicle that chooses re-checks which stage the swarm serves worst. */
 export const CHOOSE_INTERVAL_MS = 3000
 
@@ -116,7 +118,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   }
 
   private async manifestOf (model: string): Promise<{ manifestCid: string, manifest: Manifest, seeded: string[] }> {
-    if (isCid(model)) return { manifestCid: model, manifest: decodeManifest(await this.fetchPatiently(model, 60_000)), seeded: [] }
+    if (isCid(model)) return { manifestCid: model, manifest: decodeManifest(await this.fetchPatiently(model, MANIFEST_PATIENCE_MS)), seeded: [] }
     const bytes = await readFile(model)
     const manifest = decodeManifest(bytes)
     const manifestCid = await this.c.exchange.store.put(bytes)

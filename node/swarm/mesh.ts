@@ -44,6 +44,8 @@ export interface SwarmInit {
   localStages?: number
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
+  /** Locality cells: vehicle i parks in cells[i % cells.length]; the bootstrap carries them all, the client routes in them all. @default one cell */
+  cells?: string[]
 }
 
 /** What a vehicle process reported, with its label and peer id. */
@@ -54,6 +56,9 @@ export async function step<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
   signal.throwIfAborted()
   return await Promise.race([p, new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })])
 }
+
+/** Vehicles started at once. */
+const START_WAVE = 8
 
 export class LocalSwarm {
   readonly init: SwarmInit
@@ -100,30 +105,36 @@ export class LocalSwarm {
     const members = this.members = await localFleet(fleet, loadOrCreateKey)
     const bootKey = join(this.work, 'bootstrap.key')
     const bootCred = await this.credentialsFile('bootstrap', await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }))
-    const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', bootKey, '--credentials', bootCred])
+    const cells = this.init.cells
+    const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', bootKey, '--credentials', bootCred, ...(cells !== undefined ? ['--cells', cells.join(',')] : [])])
     const bootInfo = await step(boot.waitFor<{ peer: string, addrs: string[] }>(e => e?.type === 'listening', 30_000, 'its addresses'), signal)
     this.bootAddr = bootInfo.addrs[0]
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}) })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(cells !== undefined ? { cells } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
     say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
-    await Promise.all(this.placement.map(async (st, i) => {
-      await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
-      const extra: string[] = []
-      if (this.init.schedules !== undefined) {
-        const file = join(this.work, `v${i + 1}-day.json`)
-        await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
-        extra.push('--vehicle', `sim:${file}`)
-      }
-      if (i >= this.placement.length - (this.init.liars ?? 0)) extra.push('--lie', 'mixed')
-      this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
-    }))
-    await step(Promise.all(this.vehicles.map(async (v, i) => {
-      for (const s of this.placement[i]) await v.waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
-    })), signal)
+    // in waves: on a small machine, a few dozen processes starting and fetching shards from one seed at once
+    // time out; each wave fetches from the seed and the waves before it
+    for (let first = 0; first < this.placement.length; first += START_WAVE) {
+      const wave = this.placement.slice(first, first + START_WAVE).map((st, k) => ({ st, i: first + k }))
+      await Promise.all(wave.map(async ({ st, i }) => {
+        await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
+        const extra: string[] = []
+        if (this.init.schedules !== undefined) {
+          const file = join(this.work, `v${i + 1}-day.json`)
+          await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
+          extra.push('--vehicle', `sim:${file}`)
+        }
+        if (i >= this.placement.length - (this.init.liars ?? 0)) extra.push('--lie', 'mixed')
+        this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
+      }))
+      await step(Promise.all(wave.map(async ({ i }) => {
+        for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
+      })), signal)
+    }
     // every placed replica heard from, so the first jobs can use all of them
     const m = this.model
     const holders = (stage: number): number => this.placement.filter(p => p.includes(stage)).length
@@ -148,7 +159,8 @@ export class LocalSwarm {
   /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...extra])
+    const cell = this.init.cells?.[i % this.init.cells.length]
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

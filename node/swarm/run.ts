@@ -14,6 +14,8 @@ import { Tally, addReferences, makeJobs } from './jobs.ts'
 import { LocalSwarm } from './mesh.ts'
 import type { Say } from './mesh.ts'
 import { runPerJob } from './per-job.ts'
+import { measureControl } from './traffic.ts'
+import type { ControlTraffic } from './traffic.ts'
 import { baseSummary } from './summary.ts'
 import type { SwarmSummary } from './summary.ts'
 
@@ -35,6 +37,10 @@ export interface SwarmRunOptions {
   tls?: { cert: Buffer, key: Buffer }
   /** Keep running after the jobs until `signal` aborts. */
   keep: boolean
+  /** Locality cells the vehicles are spread over (the client routes in all of them). */
+  cells?: string[]
+  /** Seconds of idle control traffic to measure before the jobs (0: none). */
+  idleS?: number
   /** The client's result checks. */
   verify: VerifyMode
   /** Vehicles that lie about their outputs (the last ones). */
@@ -64,12 +70,18 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean
   try {
     await swarm.start()
+    let control: ControlTraffic | undefined
+    if ((o.idleS ?? 0) > 0) {
+      io.say('idle', `measuring control traffic for ${o.idleS} s with no jobs (kernel byte counts per process)`)
+      control = await measureControl({ vehicles: swarm.vehicles.flatMap(v => v.pid ?? []), ...(swarm.children[0]?.pid !== undefined ? { bootstrap: swarm.children[0].pid } : {}) }, o.idleS ?? 0, o.signal)
+      io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}`)
+    }
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
     const localJobsPerS = await addReferences(swarm.modelBytes, jobs)
     if (o.http !== undefined) {
@@ -129,6 +141,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.say('keep', `swarm kept running; bootstrap ${swarm.bootAddr}; Ctrl-C to stop it`)
       await new Promise<void>(resolve => { if (o.signal.aborted) resolve(); else o.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
     }
+    if (control !== undefined) Object.assign(summary, { controlBytesPerNodePerS: control.perVehicle, control })
     summary.totalMs = Math.round(performance.now() - t0)
     return { summary, ok: !failed }
   } catch (err) {

@@ -4,6 +4,8 @@
 import type { Tally } from './jobs.ts'
 import type { LocalSwarm } from './mesh.ts'
 
+import type { ControlTraffic } from './traffic.ts'
+
 export interface SwarmSummary {
   model: string
   manifest: string
@@ -32,6 +34,9 @@ export interface SwarmSummary {
   checked: number
   unverifiable: number
   verifyOverhead: number
+  /** With --idle-s: idle control traffic per vehicle, bytes/s received and sent (connection level), and the rest of the measurement. */
+  controlBytesPerNodePerS?: { in: number, out: number }
+  control?: ControlTraffic
   /** With --scenario day. */
   departures?: number
   drained?: number

@@ -29,6 +29,7 @@ export const swarmCommand: Command = {
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
     ...GATEWAY_OPTIONS,
     keep: { type: 'boolean', description: 'keep the swarm running after the jobs, until Ctrl-C (use with --http)' },
+    'idle-s': { type: 'string', arg: '<s>', description: 'before the jobs, measure the idle control traffic per vehicle for this long (kernel byte counts of every TCP socket; reported as controlBytesPerNodePerS)', default: '0' },
     ...CLIENT_CHECK_OPTIONS,
     'check-rate': { type: 'string', arg: '<p>', description: 'with --verify sample: the lowest share of a proven vehicle\'s stage runs still checked', default: '0.02' },
     liars: { type: 'string', arg: '<n>', description: 'make the last n vehicles lie about their outputs (zeros, perturbations or forged tensors, varying per job) and report wrongDelivered, caught and verifyOverhead', default: '0' },
@@ -60,8 +61,10 @@ export const swarmCommand: Command = {
       ...(typeof o.http === 'string' ? { http: o.http } : {}),
       ...(await gatewayTls(o).then(tls => tls !== undefined ? { tls } : {})),
       keep: o.keep === true,
+      idleS: intOption(o['idle-s'], 'idle-s', 0, 3600),
       verify: checks.verify ?? 'sample',
       ...(checks.localStages !== undefined ? { localStages: checks.localStages } : {}),
+      ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
       checkRate,
       signal: abort.signal

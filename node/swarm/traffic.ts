@@ -1,0 +1,75 @@
+/**
+ * Control traffic of a local swarm, measured at the connection level: the
+ * kernel's own byte counts of every TCP socket (`ss -tinp`: bytes_sent and
+ * bytes_received of each socket, with the process that holds it), summed
+ * per process over a window in which no jobs run. What libp2p, gossipsub,
+ * the DHT, pings and fleetmesh's heartbeats cost an idle car, headers and
+ * encryption included.
+ */
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+
+export interface Bytes { sent: number, received: number }
+
+/** Parses `ss -tinpH` output: bytes per process id. */
+export function parseSs (text: string): Map<number, Bytes> {
+  const out = new Map<number, Bytes>()
+  let pid: number | undefined
+  for (const line of text.split('\n')) {
+    const owner = /users:\(\("[^"]*",pid=(\d+)/.exec(line)
+    if (owner !== null) { pid = Number(owner[1]); continue }
+    if (pid === undefined || !line.includes('bytes_')) continue
+    const sent = Number(/bytes_sent:(\d+)/.exec(line)?.[1] ?? 0)
+    const received = Number(/bytes_received:(\d+)/.exec(line)?.[1] ?? 0)
+    const b = out.get(pid) ?? { sent: 0, received: 0 }
+    b.sent += sent; b.received += received
+    out.set(pid, b)
+    pid = undefined
+  }
+  return out
+}
+
+/** Bytes per process of every TCP socket now (an empty map where `ss` is missing). */
+export async function socketBytes (): Promise<Map<number, Bytes>> {
+  try {
+    const { stdout } = await run('ss', ['-tinpH'], { maxBuffer: 64 * 1024 * 1024 })
+    return parseSs(stdout)
+  } catch {
+    return new Map()
+  }
+}
+
+export interface ControlTraffic {
+  /** Mean bytes per second one vehicle process received and sent. */
+  perVehicle: { in: number, out: number }
+  /** The most any vehicle process received and sent per second. */
+  maxVehicle: { in: number, out: number }
+  bootstrap: { in: number, out: number }
+  windowS: number
+}
+
+/**
+ * Measures over `windowS` seconds: bytes/s per vehicle process (the pids in
+ * `vehicles`) and of the bootstrap process. Sockets opened in the window
+ * count from zero; sockets closed in it are missed (idle links live long).
+ */
+export async function measureControl (pids: { vehicles: number[], bootstrap?: number }, windowS: number, signal?: AbortSignal): Promise<ControlTraffic> {
+  const before = await socketBytes()
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, windowS * 1000)
+    signal?.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason) }, { once: true })
+  })
+  const after = await socketBytes()
+  const rate = (pid: number): { in: number, out: number } => {
+    const a = after.get(pid) ?? { sent: 0, received: 0 }
+    const b = before.get(pid) ?? { sent: 0, received: 0 }
+    return { in: Math.max(0, a.received - b.received) / windowS, out: Math.max(0, a.sent - b.sent) / windowS }
+  }
+  const v = pids.vehicles.map(rate)
+  const mean = (k: 'in' | 'out'): number => Math.round(v.reduce((s, x) => s + x[k], 0) / Math.max(1, v.length))
+  const max = (k: 'in' | 'out'): number => Math.round(Math.max(0, ...v.map(x => x[k])))
+  const boot = pids.bootstrap !== undefined ? rate(pids.bootstrap) : { in: 0, out: 0 }
+  return { perVehicle: { in: mean('in'), out: mean('out') }, maxVehicle: { in: max('in'), out: max('out') }, bootstrap: { in: Math.round(boot.in), out: Math.round(boot.out) }, windowS }
+}
