@@ -20,10 +20,11 @@ import { modelsCommand } from './commands/models.ts'
 import { publishCommand } from './commands/publish.ts'
 import { swarmCommand } from './commands/swarm.ts'
 import { fleetCommand } from './commands/fleet.ts'
+import { simCommand } from './commands/sim.ts'
 import { runCommand, UsageError } from './command.ts'
 import type { Command } from './command.ts'
 
-const COMMANDS: Command[] = [swarmCommand, fleetCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, publishCommand, submitCommand, statusCommand, modelsCommand]
+const COMMANDS: Command[] = [swarmCommand, fleetCommand, bootstrapCommand, nodeCommand, shardCommand, inspectCommand, publishCommand, submitCommand, statusCommand, modelsCommand, simCommand]
 
 function usage (): string {
   return [

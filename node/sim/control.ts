@@ -1,0 +1,105 @@
+/**
+ * What the control plane costs one car, in bytes, for `fleetmesh sim`.
+ * Message sizes come from the real encoders (a heartbeat as a vehicle sends
+ * it, a signed capacity record); cadences from the real defaults (keep-alive,
+ * record lifetime, connection pings); the rest are measured constants of
+ * this implementation, named here (README, "A million cars"):
+ *
+ * - gossip: a heartbeat goes to the car's cell only; each car hears each
+ *   message of its cell about COPIES times, and forwards about as much as it
+ *   hears;
+ * - links: each connection is pinged every minute, about PING_BYTES each way
+ *   (a stream: multistream, yamux and Noise framing, 32 bytes of ping);
+ * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
+ *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers.
+ */
+import { encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import type { Heartbeat } from '../../protocols/capacity.ts'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
+import { DEFAULT_RECORD_TTL_MS } from '../capacity/advertiser.ts'
+import { VEHICLE_MAX_CONNECTIONS } from '../network.ts'
+
+/** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */
+export const GOSSIP_OVERHEAD_BYTES = 180
+/** Copies of each cell message a car receives (from 5 to 20 vehicles on one machine: about 2.3). */
+export const COPIES = 2.3
+/** One connection ping, each way, with its stream's setup. */
+export const PING_BYTES = 150
+export const PING_INTERVAL_S = 60
+/** One peer in a DHT answer (id and a few addresses). */
+export const DHT_PEER_BYTES = 80
+/** A DHT query's request. */
+export const DHT_QUERY_BYTES = 120
+/**
+ * Upkeep of a node that no protocol above accounts for, each way: stream
+ * set-up (multistream, yamux and Noise framing of every stream), identify,
+ * the DHT's routing-table upkeep. Measured: an idle vehicle of 5 on one
+ * machine moved 243 B/s in, of which the rest of this model explains about
+ * 120 (`fleetmesh swarm --nodes 5 --idle-s 60`).
+ */
+export const FIXED_BYTES_PER_S = 120
+
+export interface ControlModel {
+  heartbeatBytes: number
+  recordBytes: number
+  keepAliveS: number
+  recordRefreshS: number
+  /** Connections a car holds (gossip mesh, DHT contacts, clients, pipeline neighbours). */
+  connections: number
+}
+
+/**
+ * Sizes from the real encoders: a vehicle's heartbeat (one stage, one
+ * relayed address, its certificate) and its signed record. `connections`:
+ * its cell's other cars, a bootstrap peer, a client and a DHT contact or
+ * two, at most the vehicle's cap.
+ */
+export async function realModel (cellSize: number): Promise<ControlModel> {
+  const connections = Math.min(VEHICLE_MAX_CONNECTIONS, cellSize - 1 + 4)
+  const key = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(3))
+  const cert = new Uint8Array(255).fill(1)
+  const hb: Heartbeat = {
+    ts: Date.now(),
+    seq: 100,
+    eligible: true,
+    load: 0,
+    slots: 4,
+    expiresAt: Date.now() + DEFAULT_RECORD_TTL_MS,
+    stages: [{ manifest: 'bafkreiagd36avlmaiyjfcmxsxpifeyr54seteqpmn5sv3r4zu4sjsosxfy', stage: 1, cid: 'bafkreieeytz3guc4wi2gt5v7wsrpbc435v46dr4v4pjeooa4m6g5ozo76y', msPerItem: 7.5 }],
+    addrs: ['/ip4/45.0.0.1/tcp/4001/p2p/12D3KooWJ9zrzMJTDRcprbm1C6yGaJXJozAvCXfFcDNnmVDfnsG7/p2p-circuit'],
+    membership: [cert]
+  }
+  const record = await sealCapacityRecord({ peer: '12D3KooWJ9zrzMJTDRcprbm1C6yGaJXJozAvCXfFcDNnmVDfnsG7', seq: 1, issuedAt: Date.now(), expiresAt: Date.now() + DEFAULT_RECORD_TTL_MS, eligible: true, stages: hb.stages, slots: 4, reasons: [], membership: [cert] }, key)
+  return {
+    heartbeatBytes: encodeHeartbeat(hb).byteLength + GOSSIP_OVERHEAD_BYTES,
+    recordBytes: record.byteLength + 60,
+    keepAliveS: DEFAULT_KEEPALIVE_MS / 1000,
+    recordRefreshS: DEFAULT_RECORD_TTL_MS / 2000,
+    connections
+  }
+}
+
+/** DHT hops of one lookup among `n` peers. */
+export function lookupHops (n: number): number { return Math.max(1, Math.ceil(Math.log2(Math.max(2, n)) / 4)) }
+
+export interface CarTraffic { in: number, out: number }
+
+/**
+ * Bytes one car receives and sends over `seconds`, in a fleet of `fleet`
+ * cars, in a cell of `cellSize` whose cars sent `cellBeats` heartbeats in
+ * that time (keep-alives and changes, its own included); `ownChanges`: the
+ * car's own eligibility changes (a record put each).
+ */
+export function carTraffic (m: ControlModel, seconds: number, fleet: number, cellSize: number, cellBeats: number, ownChanges: number): CarTraffic {
+  const others = cellSize > 1 ? cellBeats * (cellSize - 1) / cellSize : 0
+  const gossip = others * m.heartbeatBytes * COPIES
+  const own = (cellBeats / Math.max(1, cellSize)) * m.heartbeatBytes * COPIES
+  const pings = m.connections * PING_BYTES * seconds / PING_INTERVAL_S
+  const hops = lookupHops(fleet)
+  const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 // record puts, and a self-lookup every 5 min
+  const dhtIn = lookups * hops * 3 * 20 * DHT_PEER_BYTES
+  const dhtOut = lookups * hops * 3 * DHT_QUERY_BYTES + (seconds / m.recordRefreshS + ownChanges) * 20 * m.recordBytes
+  const fixed = FIXED_BYTES_PER_S * seconds
+  return { in: fixed + gossip + pings + dhtIn, out: fixed + gossip + own + pings + dhtOut }
+}
