@@ -6,7 +6,7 @@
 import type { Job, Tally } from './jobs.ts'
 import { localSpeed, percentile } from './jobs.ts'
 import type { LocalSwarm, Say } from './mesh.ts'
-import type { PeerProcess } from './processes.ts'
+import { PeerProcess } from './processes.ts'
 import type { SwarmSummary } from './summary.ts'
 
 export interface BatchRunOptions {
@@ -28,7 +28,8 @@ export async function runBatch (swarm: LocalSwarm, items: Job[], tally: Tally, o
   const recovery: number[] = []
   let killsMid = 0; let restarts = 0; let itemsDone = 0
   const m = swarm.model
-  const running = (): PeerProcess[] => swarm.vehicles.filter(v => v.running && swarm.peerOf.has(v.label))
+  // chaos kills processes: it runs on swarms whose vehicles each have their own
+  const running = (): PeerProcess[] => swarm.vehicles.filter((v): v is PeerProcess => v instanceof PeerProcess && v.running && swarm.peerOf.has(v.label))
 
   const killer = async (): Promise<void> => {
     while (!signal.aborted && itemsDone < items.length) {

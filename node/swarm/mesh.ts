@@ -7,6 +7,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { FleetClient } from '../client/client.ts'
 import { publishSharded } from '../client/publish.ts'
 import type { Published } from '../client/publish.ts'
@@ -21,7 +22,9 @@ import { placeStages } from '../scheduler/placement.ts'
 import { mb, shortPeer } from '../util/text.ts'
 import type { SimSchedule } from '../vehicle/sources.ts'
 import type { VerifyMode } from '../client/verifier.ts'
-import { PeerProcess } from './processes.ts'
+import { GroupMember, PeerProcess } from './processes.ts'
+import type { VehicleHandle } from './processes.ts'
+import type { GroupSpec } from './group.ts'
 
 export type Say = (tag: string, message: string) => void
 
@@ -59,13 +62,17 @@ export async function step<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 /** Vehicles started at once. */
 const START_WAVE = 8
+/** Up to this many vehicles, each has a process of its own; past it they share, GROUP_SIZE to a process. */
+export const PROCESS_LIMIT = 64
+const GROUP_SIZE = 10
+const GROUP_ENTRY = fileURLToPath(new URL('./group.ts', import.meta.url))
 
 export class LocalSwarm {
   readonly init: SwarmInit
   readonly work: string
   readonly placement: number[][]
   readonly children: PeerProcess[] = []
-  readonly vehicles: PeerProcess[] = []
+  readonly vehicles: VehicleHandle[] = []
   /** Vehicle label -> peer id. */
   readonly peerOf = new Map<string, string>()
   /** Eligibility events of every vehicle, in order. */
@@ -118,21 +125,28 @@ export class LocalSwarm {
 
     // in waves: on a small machine, a few dozen processes starting and fetching shards from one seed at once
     // time out; each wave fetches from the seed and the waves before it
-    for (let first = 0; first < this.placement.length; first += START_WAVE) {
-      const wave = this.placement.slice(first, first + START_WAVE).map((st, k) => ({ st, i: first + k }))
-      await Promise.all(wave.map(async ({ st, i }) => {
-        await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
-        const extra: string[] = []
-        if (this.init.schedules !== undefined) {
-          const file = join(this.work, `v${i + 1}-day.json`)
-          await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
-          extra.push('--vehicle', `sim:${file}`)
-        }
-        if (i >= this.placement.length - (this.init.liars ?? 0)) extra.push('--lie', 'mixed')
-        this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
-      }))
+    // past PROCESS_LIMIT vehicles, they share processes (GROUP_SIZE each), a group per wave
+    const grouped = this.placement.length > PROCESS_LIMIT
+    const waveSize = grouped ? GROUP_SIZE : START_WAVE
+    for (let first = 0; first < this.placement.length; first += waveSize) {
+      const wave = this.placement.slice(first, first + waveSize).map((st, k) => ({ st, i: first + k }))
+      if (grouped) {
+        await this.startGroup(wave, members)
+      } else {
+        await Promise.all(wave.map(async ({ st, i }) => {
+          await this.credentialsFile(`v${i + 1}`, await members.forKeyFile(join(this.work, `v${i + 1}`, 'peer.key'), { roles: ['vehicle'] }))
+          const extra: string[] = []
+          if (this.init.schedules !== undefined) {
+            const file = join(this.work, `v${i + 1}-day.json`)
+            await writeFile(file, JSON.stringify(this.init.schedules[i], null, 2))
+            extra.push('--vehicle', `sim:${file}`)
+          }
+          if (i >= this.placement.length - (this.init.liars ?? 0)) extra.push('--lie', 'mixed')
+          this.vehicles[i] = this.startVehicle(i, ['--stages', st.join(','), ...extra], st)
+        }))
+      }
       await step(Promise.all(wave.map(async ({ i }) => {
-        for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, 90_000, `serving stage ${s}`)
+        for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, grouped ? 240_000 : 90_000, `serving stage ${s}`)
       })), signal)
     }
     // every placed replica heard from, so the first jobs can use all of them
@@ -156,6 +170,25 @@ export class LocalSwarm {
     return file
   }
 
+  /** Starts the vehicles of `wave` in one process (node/swarm/group.ts). */
+  private async startGroup (wave: Array<{ st: number[], i: number }>, members: LocalFleet): Promise<void> {
+    const spec: GroupSpec = { bootstrap: this.bootAddr, model: this.sharded.manifestCid, vehicles: [] }
+    for (const { st, i } of wave) {
+      const label = `v${i + 1}`
+      const cell = this.init.cells?.[i % this.init.cells.length]
+      spec.vehicles.push({ label, data: join(this.work, label), credentials: await this.credentialsFile(label, await members.forKeyFile(join(this.work, label, 'peer.key'), { roles: ['vehicle'] })), stages: st, ...(cell !== undefined ? { cell } : {}) })
+    }
+    const file = join(this.work, `g${wave[0].i + 1}.json`)
+    await writeFile(file, JSON.stringify(spec))
+    const group = new PeerProcess(`g${wave[0].i + 1}`, [file], join(this.work, `g${wave[0].i + 1}.log`), GROUP_ENTRY)
+    this.children.push(group)
+    for (const { st, i } of wave) {
+      const v = new GroupMember(group, `v${i + 1}`, wave.length)
+      this.vehicles[i] = v
+      this.watch(v, st)
+    }
+  }
+
   /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
@@ -173,7 +206,7 @@ export class LocalSwarm {
     return wallStart
   }
 
-  private watch (v: PeerProcess, st: number[]): void {
+  private watch (v: VehicleHandle, st: number[]): void {
     const say = this.init.say
     const day = this.init.schedules !== undefined
     v.onEvent(e => {

@@ -12,7 +12,21 @@ import { fileURLToPath } from 'node:url'
 /** The `fleetmesh` command's entry file. */
 export const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url))
 
-export class PeerProcess {
+/** A vehicle of a swarm: a process of its own, or one of a group sharing a process (group.ts). */
+export interface VehicleHandle {
+  readonly label: string
+  readonly args: string[]
+  readonly pid: number | undefined
+  readonly running: boolean
+  /** Vehicles in its process (1 for a process of its own). */
+  readonly share: number
+  onEvent: (fn: (e: any) => void) => () => void
+  waitFor: <T = any>(match: (e: any) => boolean, timeoutMs: number, what: string) => Promise<T>
+  send: (message: unknown) => void
+}
+
+export class PeerProcess implements VehicleHandle {
+  readonly share: number = 1
   readonly label: string
   readonly logFile: string
   readonly args: string[]
@@ -21,12 +35,12 @@ export class PeerProcess {
   private readonly listeners = new Set<(e: any) => void>()
   exitCode: number | null | undefined
 
-  constructor (label: string, args: string[], logFile: string) {
+  constructor (label: string, args: string[], logFile: string, entry = MAIN) {
     this.label = label
     this.logFile = logFile
     this.args = args
     const log = createWriteStream(logFile)
-    this.proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: process.env })
+    this.proc = spawn(process.execPath, [entry, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: process.env })
     this.proc.stdout?.pipe(log, { end: false })
     this.proc.stderr?.pipe(log, { end: false })
     this.proc.on('message', (m) => { for (const l of this.listeners) l(m) })
@@ -74,4 +88,27 @@ export class PeerProcess {
     const text = await readFile(this.logFile, 'utf8').catch(() => '')
     return text.trimEnd().split('\n').slice(-lines).join('\n')
   }
+}
+
+/** One vehicle of a group process: its events are the group's events tagged with its label. */
+export class GroupMember implements VehicleHandle {
+  readonly label: string
+  readonly args: string[] = []
+  readonly share: number
+  private readonly group: PeerProcess
+
+  constructor (group: PeerProcess, label: string, share: number) {
+    this.group = group
+    this.label = label
+    this.share = share
+  }
+
+  get pid (): number | undefined { return this.group.pid }
+  get running (): boolean { return this.group.running }
+  onEvent (fn: (e: any) => void): () => void { return this.group.onEvent(e => { if (e?.vehicle === this.label) fn(e) }) }
+  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string): Promise<T> {
+    return await this.group.waitFor<T>(e => e?.vehicle === this.label && match(e), timeoutMs, `${this.label} ${what}`)
+  }
+
+  send (message: unknown): void { this.group.send(message) }
 }

@@ -79,7 +79,9 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
     let control: ControlTraffic | undefined
     if ((o.idleS ?? 0) > 0) {
       io.say('idle', `measuring control traffic for ${o.idleS} s with no jobs (kernel byte counts per process)`)
-      control = await measureControl({ vehicles: swarm.vehicles.flatMap(v => v.pid ?? []), ...(swarm.children[0]?.pid !== undefined ? { bootstrap: swarm.children[0].pid } : {}) }, o.idleS ?? 0, o.signal)
+      const processes = new Map<number, number>()
+      for (const v of swarm.vehicles) if (v.pid !== undefined) processes.set(v.pid, v.share)
+      control = await measureControl({ vehicles: [...processes].map(([pid, vehicles]) => ({ pid, vehicles })), ...(swarm.children[0]?.pid !== undefined ? { bootstrap: swarm.children[0].pid } : {}) }, o.idleS ?? 0, o.signal)
       io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}`)
     }
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)

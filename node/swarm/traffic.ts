@@ -51,11 +51,14 @@ export interface ControlTraffic {
 }
 
 /**
- * Measures over `windowS` seconds: bytes/s per vehicle process (the pids in
- * `vehicles`) and of the bootstrap process. Sockets opened in the window
- * count from zero; sockets closed in it are missed (idle links live long).
+ * Measures over `windowS` seconds: bytes/s per vehicle (`vehicles`: each
+ * process with the vehicles it holds; a process's bytes are shared equally
+ * by its vehicles) and of the bootstrap process. Sockets opened in the
+ * window count from zero; sockets closed in it are missed (idle links live
+ * long). Between vehicles of one process, traffic still crosses loopback
+ * sockets, so it counts as it would between cars.
  */
-export async function measureControl (pids: { vehicles: number[], bootstrap?: number }, windowS: number, signal?: AbortSignal): Promise<ControlTraffic> {
+export async function measureControl (pids: { vehicles: Array<{ pid: number, vehicles: number }>, bootstrap?: number }, windowS: number, signal?: AbortSignal): Promise<ControlTraffic> {
   const before = await socketBytes()
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(resolve, windowS * 1000)
@@ -67,8 +70,9 @@ export async function measureControl (pids: { vehicles: number[], bootstrap?: nu
     const b = before.get(pid) ?? { sent: 0, received: 0 }
     return { in: Math.max(0, a.received - b.received) / windowS, out: Math.max(0, a.sent - b.sent) / windowS }
   }
-  const v = pids.vehicles.map(rate)
-  const mean = (k: 'in' | 'out'): number => Math.round(v.reduce((s, x) => s + x[k], 0) / Math.max(1, v.length))
+  const v = pids.vehicles.map(p => { const r = rate(p.pid); return { in: r.in / p.vehicles, out: r.out / p.vehicles, n: p.vehicles } })
+  const total = v.reduce((s, x) => s + x.n, 0)
+  const mean = (k: 'in' | 'out'): number => Math.round(v.reduce((s, x) => s + x[k] * x.n, 0) / Math.max(1, total))
   const max = (k: 'in' | 'out'): number => Math.round(Math.max(0, ...v.map(x => x[k])))
   const boot = pids.bootstrap !== undefined ? rate(pids.bootstrap) : { in: 0, out: 0 }
   return { perVehicle: { in: mean('in'), out: mean('out') }, maxVehicle: { in: max('in'), out: max('out') }, bootstrap: { in: Math.round(boot.in), out: Math.round(boot.out) }, windowS }

@@ -4,6 +4,7 @@
  */
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
 import { runSwarm } from '../../swarm/run.ts'
+import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
 import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, UsageError, clientChecks, gatewayTls, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
@@ -14,7 +15,7 @@ export const swarmCommand: Command = {
   summary: 'Start a local mesh (bootstrap + vehicles as separate processes), shard a model across it, run jobs, show what happened.',
   usage: '[--nodes 4] [--stages 3] [--jobs 10] [--model pp-ocrv4-rec|pp-ocrv4-det|<file.onnx>] [--batch | --chaos] [--scenario day [--duration 60]] [--verify sample] [--liars 0] [--json]',
   options: {
-    nodes: { type: 'string', arg: '<n>', description: 'vehicle processes (default: 4, or 6 with --scenario day, --chaos or --liars, so that every stage has three holders)' },
+    nodes: { type: 'string', arg: '<n>', description: 'vehicles (default: 4, or 6 with --scenario day, --chaos or --liars, so that every stage has three holders); each a process of its own up to 64, past that 10 to a process (up to 256)' },
     stages: { type: 'string', arg: '<k>', description: 'pipeline stages', default: '3' },
     jobs: { type: 'string', arg: '<n>', description: 'jobs to run (with --scenario day: jobs run until the day ends)', default: '10' },
     batch: { type: 'boolean', description: 'run the jobs as one batch job (announcement, offers, leases, windowed pipelines)' },
@@ -49,7 +50,7 @@ export const swarmCommand: Command = {
     const abort = new AbortController()
     const opts: SwarmRunOptions = {
       model: modelSource(String(o.model)),
-      nodes: intOption(o.nodes ?? (day || chaos || liars > 0 ? '6' : '4'), 'nodes', 1, 64),
+      nodes: intOption(o.nodes ?? (day || chaos || liars > 0 ? '6' : '4'), 'nodes', 1, 256),
       stages: intOption(o.stages, 'stages', 1, 32),
       jobs: intOption(o.jobs, 'jobs', 1, 100_000),
       concurrency: intOption(o.concurrency, 'concurrency', 1, 64),
@@ -69,6 +70,7 @@ export const swarmCommand: Command = {
       checkRate,
       signal: abort.signal
     }
+    if (opts.nodes > PROCESS_LIMIT && (day || chaos || liars > 0)) throw new UsageError(`past ${PROCESS_LIMIT} vehicles they share processes (10 each), which --scenario day, --chaos and --liars do not support yet`)
     if (liars >= opts.nodes) throw new UsageError(`--liars ${liars} needs more than ${liars} vehicles (--nodes ${opts.nodes})`)
     const T0 = performance.now()
     const out = (line: string): void => { (json ? process.stderr : process.stdout).write(line + '\n') }

@@ -1,0 +1,62 @@
+/**
+ * The swarm's measurement of control traffic (node/swarm/traffic.ts) reads `ss -tinp`, and vehicles
+ * that share a process (node/swarm/group.ts) each see only their own events.
+ */
+import assert from 'node:assert/strict'
+import { createServer, connect } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { GroupMember } from '../../node/swarm/processes.ts'
+import type { PeerProcess } from '../../node/swarm/processes.ts'
+import { parseSs, socketBytes } from '../../node/swarm/traffic.ts'
+
+const SS = `ESTAB 0      0      127.0.0.1:36660 127.0.0.1:45678 users:(("node",pid=29841,fd=20))
+\t bbr wscale:10,10 rto:204 rtt:0.032/0.015 mss:32768 cwnd:11 bytes_sent:5 bytes_acked:6 bytes_received:7 segs_out:4
+ESTAB 0      0      127.0.0.1:45678 127.0.0.1:36660 users:(("node",pid=29841,fd=21))
+\t bbr wscale:10,10 rto:204 bytes_sent:100 bytes_acked:5 bytes_received:1000 segs_out:2
+ESTAB 0      0      127.0.0.1:45679 127.0.0.1:36661 users:(("node",pid=7,fd=21))
+\t bbr wscale:10,10 rto:204 bytes_received:3 segs_out:2
+`
+
+describe('swarm traffic and vehicle groups', () => {
+  it('sums the socket byte counts of each process from ss output', () => {
+    const m = parseSs(SS)
+    assert.deepEqual(m.get(29841), { sent: 105, received: 1007 })
+    assert.deepEqual(m.get(7), { sent: 0, received: 3 })
+  })
+
+  it('reads the real sockets of this process', async function () {
+    const server = createServer(s => { s.on('data', d => s.write(d)) })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    const c = connect((server.address() as AddressInfo).port, '127.0.0.1')
+    try {
+      await new Promise<void>(resolve => c.once('connect', () => { resolve() }))
+      c.write(Buffer.alloc(5000))
+      await new Promise(resolve => setTimeout(resolve, 200))
+      const mine = (await socketBytes()).get(process.pid)
+      if (mine === undefined) { this.skip() } // no ss on this machine
+      assert.ok(mine.sent >= 10_000 && mine.received >= 10_000, JSON.stringify(mine))
+    } finally { c.destroy(); server.close() }
+  })
+
+  it('a vehicle of a group gets its own events and waits for its own', async () => {
+    const listeners = new Set<(e: any) => void>()
+    const group = {
+      pid: 42,
+      running: true,
+      onEvent: (fn: (e: any) => void) => { listeners.add(fn); return () => { listeners.delete(fn) } },
+      waitFor: async (match: (e: any) => boolean) => await new Promise(resolve => { listeners.add(e => { if (match(e)) resolve(e) }) }),
+      send: () => {}
+    } as unknown as PeerProcess
+    const a = new GroupMember(group, 'v1', 10)
+    const seen: string[] = []
+    a.onEvent(e => seen.push(e.type))
+    const served = a.waitFor(e => e.type === 'serving', 5000, 'serving')
+    for (const l of [...listeners]) l({ type: 'serving', vehicle: 'v2' })
+    for (const l of [...listeners]) l({ type: 'listening', vehicle: 'v1' })
+    for (const l of [...listeners]) l({ type: 'serving', vehicle: 'v1' })
+    assert.deepEqual(await served, { type: 'serving', vehicle: 'v1' })
+    assert.deepEqual(seen, ['listening', 'serving'])
+    assert.equal(a.pid, 42)
+    assert.equal(a.share, 10)
+  })
+})
