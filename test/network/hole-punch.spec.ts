@@ -22,29 +22,10 @@ import { HolePunchSchema } from '../../protocols/gen/punch_pb.ts'
 import { encodeMessage } from '../../protocols/codec.ts'
 import { decodePunchMessage, encodePunchMessage } from '../../protocols/punch.ts'
 import { testNode } from '../utils/node.ts'
+import { until } from '../utils/until.ts'
 
 const FLEET = 'punch-test'
 const signal = (): AbortSignal => AbortSignal.timeout(5000)
-
-async function until<T> (what: () => T | undefined, ms: number, label: string): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = what()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`no ${label} within ${ms} ms`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
-
-async function untilAsync<T> (what: () => Promise<T | undefined>, ms: number, label: string): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await what()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`no ${label} within ${ms} ms`)
-    await new Promise(resolve => setTimeout(resolve, 200))
-  }
-}
 
 /** Resolves with the first message the other side sends, or undefined when it closes the stream first. */
 async function answerOf (stream: Stream): Promise<Uint8Array | undefined> {
@@ -99,7 +80,7 @@ describe('hole punching with predicted ports', function () {
     // test/netbed/punch.spec.ts); what must hold is that the attempt ends, is counted, and leaves the
     // relayed connection working
     const relayed = await relayedTo(client)
-    const failed = await untilAsync(async () => /outcome="failed"} 1/.test(await client.components.metrics.registry.getSingleMetricAsString('fleetmesh_hole_punches_total')) ? true : undefined, 20_000, 'a counted failure')
+    const failed = await until(async () => /outcome="failed"} 1/.test(await client.components.metrics.registry.getSingleMetricAsString('fleetmesh_hole_punches_total')), 20_000, 'a counted failure')
     assert.ok(failed)
     assert.equal(relayed.status, 'open', 'the relayed connection stays')
     assert.equal(client.host.getConnections(car.host.peerId).filter(c => c.limits === undefined).length, 0)

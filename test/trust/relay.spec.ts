@@ -14,19 +14,10 @@ import { loadOrCreateKey } from '../../node/host.ts'
 import { localFleet } from '../../node/membership/credentials.ts'
 import { RELAY_HOP_PROTOCOL, memberProtocol } from '../../protocols/ids.ts'
 import { testNode } from '../utils/node.ts'
+import { until } from '../utils/until.ts'
 
 const FLEET = 'relay-test'
 const signal = (): AbortSignal => AbortSignal.timeout(5000)
-
-async function until<T> (what: () => T | undefined, ms: number, label: string): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = what()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`no ${label} within ${ms} ms`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 describe('relays carry fleet members only', function () {
   this.timeout(60_000)

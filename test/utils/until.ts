@@ -1,7 +1,13 @@
-/** Resolves once `what()` holds, checking every 100 ms; rejects naming `label` after `ms`. */
-export async function until (what: () => boolean, ms: number, label: string): Promise<void> {
+/**
+ * Resolves with what `what()` returns once it is neither undefined nor
+ * false, checking every 100 ms (`what` may be async); rejects naming `label`
+ * after `ms`.
+ */
+export async function until<T> (what: () => T | undefined | false | Promise<T | undefined | false>, ms: number, label: string): Promise<T> {
   const end = Date.now() + ms
-  while (!what()) {
+  for (;;) {
+    const v = await what()
+    if (v !== undefined && v !== false) return v
     if (Date.now() > end) throw new Error(`${label} not within ${ms} ms`)
     await new Promise(resolve => setTimeout(resolve, 100))
   }
