@@ -168,7 +168,9 @@ export class HolePunch implements Startable {
     }
     // both sides punching at once (each dialed the other through the relay): the lower peer id's punch goes on
     const ours = this.running.has(key)
-    const busy = ours && this.c.peerId.toString() < key
+    // a punch that failed is not answered again before PUNCH_RETRY_MS: the addresses a peer names are
+    // dialled many times over, and a member must not be able to aim that at someone else on demand
+    const busy = (ours && this.c.peerId.toString() < key) || (this.retryAt.get(key) ?? 0) > Date.now()
     this.running.add(key)
     try {
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(PUNCH_WINDOW_MS * 2)])
@@ -176,7 +178,7 @@ export class HolePunch implements Startable {
       const theirs = expect(decodePunchMessage((await lp.read({ signal })).subarray()), 'connect')
       if (busy || family === undefined) {
         // declined: the end of the stream without an answer
-        this.log('declined a punch from %p: %s', relayed.remotePeer, busy ? 'our own punch goes on' : 'no public address')
+        this.log('declined a punch from %p: %s', relayed.remotePeer, busy ? 'our own punch goes on, or one failed lately' : 'no public address')
         await stream.close({ signal })
         return
       }
@@ -217,7 +219,6 @@ export class HolePunch implements Startable {
           localPort: port,
           signal
         } as Parameters<typeof transport.dial>[1]))
-        if (conn.limits !== undefined) continue
         this.log('direct connection to %p via %a from port %d', peer, conn.remoteAddr, port)
         this.closeWhenIdle(relayed)
         return this.count('direct')

@@ -152,7 +152,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [growingWindows(yamux({
-      // no yamux pings of its own: libp2p's connection monitor pings each connection already (below)
+      // no yamux pings of its own: libp2p's connection monitor pings each connection already (above)
       enableKeepAlive: false,
       streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW, maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB }
     }), STREAM_WINDOW)],

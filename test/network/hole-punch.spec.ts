@@ -88,9 +88,12 @@ describe('hole punching with predicted ports', function () {
     const s = await client.components.dialer.dialProtocol(car.host.peerId, memberProtocol(FLEET), { signal: signal() })
     assert.notEqual(client.host.getConnections(car.host.peerId).find(c => c.streams.includes(s))?.limits, undefined)
     s.abort(new Error('done'))
-    // and the pair is not punched again before the retry time
+    // and the pair is not punched again before the retry time, from either side: the car does not answer
     const punch = (client.host.services as unknown as { punch: HolePunch }).punch
     assert.equal(await punch.punch(relayed), 'refused')
+    const again = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    await lpStream(again).write(encodePunchMessage({ type: 'connect', addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }))
+    assert.equal(await answerOf(again), undefined, 'the car answered a punch from a peer whose punch just failed')
   })
 
   it('a member that names something other than a plain TCP address gets no answer and no dial', async () => {
@@ -108,12 +111,18 @@ describe('hole punching with predicted ports', function () {
     const sync = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
     await lpStream(sync).write(encodePunchMessage({ type: 'sync' }))
     assert.equal(await answerOf(sync), undefined)
-    // nothing was dialed, and the car still serves: an honest CONNECT is answered
+    // nothing was dialed; the rogue's bad punches count as failed ones, so even its honest CONNECT is
+    // declined for a while, while the car still answers another member
     assert.equal(car.host.getConnections(rogue.host.peerId).length, before)
-    const ok = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    const late = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    await lpStream(late).write(encodePunchMessage({ type: 'connect', addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }))
+    assert.equal(await answerOf(late), undefined, 'the rogue was answered')
+    const fresh = await testNode({ bootstrap: boot.addrs, credentials: await members.client(), onlyRelayed: true, holePunch: { addresses: 'any', delayMs: 3_600_000 } })
+    stops.push(async () => { await fresh.node.stop() })
+    const ok = await (await relayedTo(fresh)).newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
     await lpStream(ok).write(encodePunchMessage({ type: 'connect', addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }))
     const answer = await answerOf(ok)
-    assert.ok(answer !== undefined, 'an honest CONNECT is answered')
+    assert.ok(answer !== undefined, 'an honest CONNECT from another member is answered')
     assert.equal(decodePunchMessage(answer).type, 'connect')
     ok.abort(new Error('done'))
   })
