@@ -170,12 +170,15 @@ export class LocalSwarm {
     return file
   }
 
+  /** The cell vehicle `i` parks in (--cells), or undefined for the default. */
+  private cellOf (i: number): string | undefined { return this.init.cells?.[i % this.init.cells.length] }
+
   /** Starts the vehicles of `wave` in one process (node/swarm/group.ts). */
   private async startGroup (wave: Array<{ st: number[], i: number }>, members: LocalFleet): Promise<void> {
     const spec: GroupSpec = { bootstrap: this.bootAddr, model: this.sharded.manifestCid, vehicles: [] }
     for (const { st, i } of wave) {
       const label = `v${i + 1}`
-      const cell = this.init.cells?.[i % this.init.cells.length]
+      const cell = this.cellOf(i)
       spec.vehicles.push({ label, data: join(this.work, label), credentials: await this.credentialsFile(label, await members.forKeyFile(join(this.work, label, 'peer.key'), { roles: ['vehicle'] })), stages: st, ...(cell !== undefined ? { cell } : {}) })
     }
     const file = join(this.work, `g${wave[0].i + 1}.json`)
@@ -192,7 +195,7 @@ export class LocalSwarm {
   /** Starts (or restarts) vehicle `i` with extra `node` arguments. */
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
-    const cell = this.init.cells?.[i % this.init.cells.length]
+    const cell = this.cellOf(i)
     const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
