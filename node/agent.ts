@@ -143,7 +143,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(init.drainMs !== undefined ? { drainMs: init.drainMs } : {})
     })
     this.hosting = new StageHosting({ ...c, runtime: this.runtime, exchange: this.exchange, directory: this.directory, jobs: this.offers }, { room: init.room ?? 0 })
-    this.advertiser = new CapacityAdvertiser({ ...c, runtime: this.runtime, vehicle: this.governor, hosting: this.hosting, links: this.links.table }, {
+    this.advertiser = new CapacityAdvertiser({ ...c, runtime: this.runtime, vehicle: this.governor, hosting: this.hosting, links: this.links.table, cellSize: () => this.directory.size }, {
       fleet,
       ...(init.keepAliveMs !== undefined ? { keepAliveMs: init.keepAliveMs } : {}),
       ...(init.cell !== undefined ? { cell: init.cell } : {})

@@ -19,7 +19,7 @@ import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/
 import { DEFAULT_CELL, capacityTopic, jobsTopic } from '../../protocols/ids.ts'
 import { MAX_CAPACITY_RECORD_TTL_MS } from '../../protocols/limits.ts'
 import { dialableAddrs } from '../host.ts'
-import type { OwnCredentials } from '../membership/membership.ts'
+import type { Membership, OwnCredentials } from '../membership/membership.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
 import { DEFAULT_KEEPALIVE_MS } from './directory.ts'
 
@@ -27,6 +27,8 @@ import { DEFAULT_KEEPALIVE_MS } from './directory.ts'
 const LOAD_CHECK_MS = 1000
 /** Load changes are announced at most this often. */
 const MIN_LOAD_BEAT_MS = 5000
+/** How many members of a cell answer a joining vehicle, on average. */
+export const JOIN_SAMPLE = 6
 /** Capacity record lifetime. */
 export const DEFAULT_RECORD_TTL_MS = 10 * 60_000
 
@@ -54,6 +56,10 @@ export interface AdvertiserComponents {
   credentials?: OwnCredentials
   /** Its measured links to other vehicles, published in heartbeats. */
   links?: Pick<LinkTable, 'recent'>
+  /** Who joined: a vehicle's join is answered by a sample of the cell. */
+  membership?: Pick<Membership, 'hasRole'>
+  /** How many members of the cell this node hears. */
+  cellSize?: () => number
 }
 
 export interface AdvertiserInit {
@@ -91,9 +97,20 @@ export class CapacityAdvertiser implements Startable {
     void this.refreshRecord()
   }
 
-  /** A peer that just joined the cell gets our state at once, not at the next keep-alive (joins in a burst share one). */
+  /**
+   * A peer that just joined the cell gets our state at once, not at the next
+   * keep-alive (joins in a burst share one). A client or gateway hears every
+   * member so it can route at once; a joining vehicle only needs a sample to
+   * choose what to host, so each member answers it with probability
+   * JOIN_SAMPLE / cell size: else every join would cost the cell
+   * (members x members) messages, and a cell of 100 cars starting together
+   * saturated this machine's CPU.
+   */
   private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
-    if (evt.detail.subscriptions.some(s => s.topic === this.topic && s.subscribe) && Date.now() - this.lastBeat > 1000) this.heartbeats.run()
+    if (!evt.detail.subscriptions.some(s => s.topic === this.topic && s.subscribe) || Date.now() - this.lastBeat <= 1000) return
+    const vehicle = this.c.membership?.hasRole(evt.detail.peerId.toString(), 'vehicle') === true
+    if (vehicle && Math.random() * Math.max(1, this.c.cellSize?.() ?? 0) >= JOIN_SAMPLE) return
+    this.heartbeats.run()
   }
 
   /** Announces the load when it crossed a step: no free slot / free slots, or two items more or fewer. */

@@ -111,6 +111,9 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     this.safeDispatchEvent('heartbeat', { detail: state })
   }
 
+  /** How many peers it holds. */
+  get size (): number { return this.peers.size }
+
   /** Forgets a peer now (it left, or was refused). */
   forget (peer: string): void { this.peers.delete(peer) }
 
