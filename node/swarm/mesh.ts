@@ -47,9 +47,26 @@ export interface SwarmInit {
   localStages?: number
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
-  /** Locality cells: vehicle i parks in cells[i % cells.length]; the bootstrap carries them all, the client routes in them all. @default one cell */
+  /**
+   * Locality cells: the vehicles are split into consecutive runs, one per
+   * cell (so each cell holds every stage); the bootstrap carries them all,
+   * the client routes in them all. @default one cell up to CELL_SIZE vehicles,
+   * else `swarm-1`, `swarm-2`, ... of at most CELL_SIZE each
+   */
   cells?: string[]
 }
+
+/** Vehicles per cell when the swarm picks its cells (the cell size the README's arithmetic and `sim` assume). */
+export const CELL_SIZE = 32
+
+/** The cells a swarm of `nodes` vehicles uses when none are given. */
+export function defaultCells (nodes: number): string[] | undefined {
+  if (nodes <= CELL_SIZE) return undefined
+  return Array.from({ length: Math.ceil(nodes / CELL_SIZE) }, (_, i) => `swarm-${i + 1}`)
+}
+
+/** The cell of vehicle `i` of `nodes`: consecutive runs, one per cell. */
+export function cellIndex (i: number, nodes: number, cells: number): number { return Math.floor(i * cells / nodes) }
 
 /** What a vehicle process reported, with its label and peer id. */
 export interface VehicleReport { vehicle: string, peer: string, e: any }
@@ -86,11 +103,14 @@ export class LocalSwarm {
   bootAddr = ''
   startupMs = 0
   private readonly t0 = performance.now()
+  /** The cells the vehicles park in (undefined: the default cell). */
+  readonly cells: string[] | undefined
 
   private constructor (init: SwarmInit, work: string) {
     this.init = init
     this.work = work
     this.placement = placeStages(init.nodes, init.stages)
+    this.cells = init.cells ?? defaultCells(init.nodes)
   }
 
   /** Starts everything; on failure (or abort) the caller still calls `stop`, which the returned swarm allows. */
@@ -112,7 +132,7 @@ export class LocalSwarm {
     const members = this.members = await localFleet(fleet, loadOrCreateKey)
     const bootKey = join(this.work, 'bootstrap.key')
     const bootCred = await this.credentialsFile('bootstrap', await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }))
-    const cells = this.init.cells
+    const cells = this.cells
     const boot = this.spawn('bootstrap', ['bootstrap', '--listen', '/ip4/127.0.0.1/tcp/0', '--key', bootKey, '--credentials', bootCred, ...(cells !== undefined ? ['--cells', cells.join(',')] : [])])
     const bootInfo = await step(boot.waitFor<{ peer: string, addrs: string[] }>(e => e?.type === 'listening', 30_000, 'its addresses'), signal)
     this.bootAddr = bootInfo.addrs[0]
@@ -170,8 +190,8 @@ export class LocalSwarm {
     return file
   }
 
-  /** The cell vehicle `i` parks in (--cells), or undefined for the default. */
-  private cellOf (i: number): string | undefined { return this.init.cells?.[i % this.init.cells.length] }
+  /** The cell vehicle `i` parks in, or undefined for the default. */
+  private cellOf (i: number): string | undefined { return this.cells?.[cellIndex(i, this.placement.length, this.cells.length)] }
 
   /** Starts the vehicles of `wave` in one process (node/swarm/group.ts). */
   private async startGroup (wave: Array<{ st: number[], i: number }>, members: LocalFleet): Promise<void> {

@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict'
 import { createServer, connect } from 'node:net'
 import type { AddressInfo } from 'node:net'
+import { placeStages } from '../../node/scheduler/placement.ts'
+import { CELL_SIZE, cellIndex, defaultCells } from '../../node/swarm/mesh.ts'
 import { GroupMember } from '../../node/swarm/processes.ts'
 import type { PeerProcess } from '../../node/swarm/processes.ts'
 import { parseSs, socketBytes } from '../../node/swarm/traffic.ts'
@@ -58,5 +60,21 @@ describe('swarm traffic and vehicle groups', () => {
     assert.deepEqual(seen, ['listening', 'serving'])
     assert.equal(a.pid, 42)
     assert.equal(a.share, 10)
+  })
+
+  it('a swarm past 32 vehicles splits them into cells of at most 32, each holding every stage', () => {
+    assert.equal(defaultCells(32), undefined)
+    for (const nodes of [33, 64, 100, 256]) {
+      const cells = defaultCells(nodes)!
+      assert.equal(cells.length, Math.ceil(nodes / CELL_SIZE))
+      for (const stages of [1, 2, 3, 4, 5]) {
+        const placement = placeStages(nodes, stages)
+        const members = cells.map((_, c) => placement.filter((_, i) => cellIndex(i, nodes, cells.length) === c))
+        for (const m of members) {
+          assert.ok(m.length <= CELL_SIZE, `${m.length} vehicles in a cell`)
+          assert.equal(new Set(m.flat()).size, stages, `${nodes} vehicles, ${stages} stages: a cell lacks a stage`)
+        }
+      }
+    }
   })
 })
