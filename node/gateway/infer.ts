@@ -67,7 +67,7 @@ export function inferResponse (m: ResolvedModel, req: InferRequestBody, r: Infer
     binaryChunks.push(t.data)
     return { name: t.name, datatype: oipDatatype(t.dtype), shape: t.dims, parameters: { binary_data_size: t.data.byteLength } }
   })
-  const json = Buffer.from(JSON.stringify({ model_name: m.manifest.name, model_version: m.manifest.version, ...(req.id !== undefined ? { id: req.id } : {}), outputs: outJson, parameters: { route: r.route, ms: Math.round(r.ms * 10) / 10 } }))
+  const json = Buffer.from(JSON.stringify({ model_name: m.manifest.name, model_version: m.manifest.version, ...(req.id !== undefined ? { id: req.id } : {}), outputs: outJson, parameters: { route: r.route.join(','), ms: Math.round(r.ms * 10) / 10 } }))
   const headers: Record<string, string | number> = { 'content-type': binaryChunks.length > 0 ? 'application/octet-stream' : 'application/json' }
   if (binaryChunks.length > 0) headers['inference-header-content-length'] = json.byteLength
   const payload = Buffer.concat([json, ...binaryChunks])

@@ -14,8 +14,30 @@ export class HttpError extends Error {
 
 export class Repository {
   private readonly client: FleetClient
+  /** Models unloaded on this gateway (Triton's model_repository unload): known, but not served here. */
+  private readonly unloaded = new Set<string>()
 
   constructor (client: FleetClient) { this.client = client }
+
+  /** Serves `name` here again (Triton's load); 404 when no publisher of the fleet named it. */
+  async load (name: string): Promise<void> {
+    if (!(await this.list()).has(name)) throw new HttpError(404, `no model "${name}" is published in this fleet (publish it with \`fleetmesh publish\`)`)
+    this.unloaded.delete(name)
+  }
+
+  /** Stops serving `name` here (Triton's unload); the fleet keeps it. 404 when unknown. */
+  async unload (name: string): Promise<void> {
+    if (!(await this.list()).has(name)) throw new HttpError(404, `unknown model "${name}"`)
+    this.unloaded.add(name)
+  }
+
+  isUnloaded (name: string): boolean { return this.unloaded.has(name) }
+
+  /** A model this gateway serves (not unloaded), by name and version; 404 when unknown, 400 when unloaded (as Triton). */
+  async served (name: string, version?: string): Promise<ResolvedModel> {
+    if (this.unloaded.has(name)) throw new HttpError(400, `model "${name}" is unloaded on this gateway (POST /v2/repository/models/${name}/load serves it again)`)
+    return await this.model(name, version)
+  }
 
   /** Models the fleet serves: name -> version -> resolved model. */
   async list (): Promise<Map<string, Map<string, ResolvedModel>>> {

