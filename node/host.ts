@@ -21,9 +21,10 @@ import { mdns } from '@libp2p/mdns'
 import { uPnPNAT } from '@libp2p/upnp-nat'
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
-import { fleetScoring } from './membership/scoring.ts'
+import { fastMessageId, fleetScoring } from './membership/scoring.ts'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
+import { tls } from '@libp2p/tls'
 import { isLoopback, repeatingTask } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -112,6 +113,15 @@ export interface HostInit {
   connectionGater?: ConnectionGater
   /** DHT records must carry certificate chains of this fleet. @default none (an open fleet) */
   recordTrust?: RecordTrust
+  /**
+   * Connection encryption offered, in order of preference. Noise first: a
+   * TLS handshake costs 2.5x Noise's here (@libp2p/tls makes an X.509
+   * certificate for every connection: 21 vs 8 ms, bench/transport.ts), which
+   * took 13% of a vehicle's CPU while a 100-car swarm joined; TLS moves
+   * about 1.4x Noise's bytes per second and is accepted from peers that
+   * prefer it. @default ['noise', 'tls']
+   */
+  encryption?: Array<'tls' | 'noise'>
 }
 
 /**
@@ -150,7 +160,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       ...(init.maxConnections !== undefined ? { maxConnections: init.maxConnections } : {})
     },
     transports: [tcp(), circuitRelayTransport()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: (init.encryption ?? ['noise', 'tls']).map(e => e === 'tls' ? tls() : noise()),
     streamMuxers: [growingWindows(yamux({
       // no yamux pings of its own: libp2p's connection monitor pings each connection already (above)
       enableKeepAlive: false,
@@ -178,6 +188,11 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         emitSelf: false,
         // gossip also flows over relayed connections (a car behind NAT)
         runOnLimitedConnection: true,
+        // later copies of a message are dropped before their signature is checked again
+        fastMsgIdFn: fastMessageId,
+        // IDONTWANT saves bandwidth for large messages; for a 1 KB heartbeat it is one more write to every
+        // mesh peer per message heard, the largest part of an idle cell's gossip writes
+        idontwantMinDataSize: 16 * 1024,
         ...fleetScoring(fleet)
       }),
       autonat: autoNAT(),
