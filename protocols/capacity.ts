@@ -50,6 +50,10 @@ export interface VehicleState {
   /** The owner allows donating compute. */
   ownerOptIn: boolean
   network: NetworkKind
+  /** The grid's price per kWh now, when the car's charger knows it (evcc). */
+  tariffPerKwh?: number
+  /** Power the site exports to the grid now, W (evcc: solar surplus). */
+  surplusW?: number
 }
 
 /** A vehicle's state and its eligibility as carried in heartbeats. */
@@ -143,7 +147,9 @@ function vehicleIn (v: WireVehicle): VehicleSummary {
     network,
     reasons: reasonsIn(v.reasons, 'heartbeat.vehicle.reasons'),
     powerBudgetW: v.powerBudgetW,
-    clock: v.clockMs
+    clock: v.clockMs,
+    ...(v.tariffPerKwh !== undefined ? { tariffPerKwh: v.tariffPerKwh } : {}),
+    ...(v.surplusW !== undefined ? { surplusW: v.surplusW } : {})
   }
 }
 
@@ -160,7 +166,9 @@ function vehicleOut (v: VehicleSummary): MessageInitShape<typeof VehicleSummaryS
     network: NETWORKS[v.network],
     reasons: v.reasons,
     powerBudgetW: v.powerBudgetW,
-    clockMs: v.clock
+    clockMs: v.clock,
+    ...(v.tariffPerKwh !== undefined ? { tariffPerKwh: v.tariffPerKwh } : {}),
+    ...(v.surplusW !== undefined ? { surplusW: v.surplusW } : {})
   }
 }
 

@@ -28,6 +28,10 @@ export interface PolicyConfig {
   chargerShare: number
   /** Watts one running stage session draws. @default 60 */
   wattsPerSession: number
+  /** Work only while the grid's price per kWh is at or below this (a source that knows it: evcc). @default Infinity (any) */
+  maxTariff: number
+  /** Work only while the site exports at least this many watts (solar surplus, evcc). @default 0 (off) */
+  minSurplusW: number
 }
 
 export const minute = 60_000
@@ -42,7 +46,9 @@ export const DEFAULT_POLICY: PolicyConfig = {
   staleMs: 30_000,
   maxComputeWatts: 300,
   chargerShare: 0.1,
-  wattsPerSession: 60
+  wattsPerSession: 60,
+  maxTariff: Infinity,
+  minSurplusW: 0
 }
 
 export interface Decision {
@@ -93,6 +99,14 @@ export class EligibilityPolicy {
       if (s.computeTempC >= c.maxComputeTempC) reasons.push(`compute at ${s.computeTempC} °C (limit ${c.maxComputeTempC})`)
       if (s.nextDepartureAt !== null && s.nextDepartureAt - now < c.departureMarginMs) reasons.push(`departure in ${Math.max(0, Math.round((s.nextDepartureAt - now) / minute))} min`)
       if (!c.allowedNetworks.includes(s.network)) reasons.push(`network ${s.network} not allowed`)
+      if (c.maxTariff < Infinity) {
+        if (s.tariffPerKwh === undefined) reasons.push(`no grid tariff known (maxTariff ${c.maxTariff} needs a source that has one, e.g. evcc)`)
+        else if (s.tariffPerKwh > c.maxTariff) reasons.push(`grid tariff ${s.tariffPerKwh} above ${c.maxTariff}`)
+      }
+      if (c.minSurplusW > 0) {
+        if (s.surplusW === undefined) reasons.push(`no solar surplus known (minSurplusW ${c.minSurplusW} needs a source that has one, e.g. evcc)`)
+        else if (s.surplusW < c.minSurplusW) reasons.push(`solar surplus ${Math.round(s.surplusW)} W below ${c.minSurplusW} W`)
+      }
       budget = powerBudget(s, c)
       if (budget.sessions < 1 && s.pluggedIn) reasons.push(`power budget ${Math.round(budget.watts)} W is below one session (${c.wattsPerSession} W)`)
     }

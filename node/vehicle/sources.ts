@@ -8,6 +8,8 @@
  *   true; without it the file's mtime or the fetch time counts.
  * - `sim:<schedule.json>` / `sim:random:<seed>`: a simulated car following a
  *   schedule of parking sessions, possibly on a faster clock.
+ * - `teslamate:`, `evcc:`, `mqtt:`: what TeslaMate, evcc or any tool
+ *   publishes over MQTT (mqtt.ts).
  */
 import { watch } from 'node:fs'
 import type { FSWatcher } from 'node:fs'
@@ -17,6 +19,7 @@ import type { NetworkKind, StateReading, VehicleState } from './state.ts'
 import { repeatingTask } from '@libp2p/utils'
 import type { RepeatingTask } from '@libp2p/utils'
 import { rng } from '../util/random.ts'
+import { mqttSourceFromSpec } from './mqtt.ts'
 
 export interface StateSource {
   /** e.g. `always`, `json:/run/car.json`, `sim:random:7`. */
@@ -268,9 +271,13 @@ export class UsageSourceError extends Error {
   readonly code = 'ERR_VEHICLE_SOURCE'
 }
 
-/** Parses `--vehicle`: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>. */
+/** Parses `--vehicle`: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed> | teslamate:, evcc:, mqtt: (mqtt.ts). */
 export async function sourceFromSpec (spec: string, opts: { speed?: number } = {}): Promise<StateSource> {
   if (spec === 'always') return new AlwaysOnSource()
+  try {
+    const fromMqtt = mqttSourceFromSpec(spec)
+    if (fromMqtt !== undefined) return fromMqtt
+  } catch (err) { throw new UsageSourceError((err as Error).message) }
   if (spec.startsWith('json:')) {
     const target = spec.slice(5)
     if (target === '') throw new UsageSourceError('json: needs a file path or an http:// URL')
@@ -290,5 +297,5 @@ export async function sourceFromSpec (spec: string, opts: { speed?: number } = {
     if (opts.speed !== undefined) sch.speed = opts.speed
     return new SimSource(sch, spec)
   }
-  throw new UsageSourceError(`unknown vehicle source "${spec}": use always, json:<path|url>, sim:<schedule.json> or sim:random:<seed>`)
+  throw new UsageSourceError(`unknown vehicle source "${spec}": use always, json:<path|url>, sim:<schedule.json>, sim:random:<seed>, teslamate:mqtt://<broker>/<car id>, evcc:mqtt://<broker>/<loadpoint> or mqtt:mqtt://<broker>/?<field>=<topic>&...`)
 }

@@ -13,7 +13,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file vehicle.proto.
  */
 export const file_vehicle: GenFile = /*@__PURE__*/
-  fileDesc("Cg12ZWhpY2xlLnByb3RvEgxmbGVldG1lc2gudjEiugIKDlZlaGljbGVTdW1tYXJ5Eg4KBnNvdXJjZRgBIAEoCRIOCgZwYXJrZWQYAiABKAgSEgoKcGx1Z2dlZF9pbhgDIAEoCBIPCgdzb2NfcGN0GAQgASgCEhIKCmNoYXJnZXJfa3cYBSABKAISFgoOY29tcHV0ZV90ZW1wX2MYBiABKAISIQoUbmV4dF9kZXBhcnR1cmVfYXRfbXMYByABKAFIAIgBARIUCgxvd25lcl9vcHRfaW4YCCABKAgSKgoHbmV0d29yaxgJIAEoDjIZLmZsZWV0bWVzaC52MS5OZXR3b3JrS2luZBIPCgdyZWFzb25zGAogAygJEhYKDnBvd2VyX2J1ZGdldF93GAsgASgCEhAKCGNsb2NrX21zGAwgASgBQhcKFV9uZXh0X2RlcGFydHVyZV9hdF9tcyp0CgtOZXR3b3JrS2luZBIcChhORVRXT1JLX0tJTkRfVU5TUEVDSUZJRUQQABIVChFORVRXT1JLX0tJTkRfV0lGSRABEhkKFU5FVFdPUktfS0lORF9DRUxMVUxBUhACEhUKEU5FVFdPUktfS0lORF9OT05FEANiBnByb3RvMw");
+  fileDesc("Cg12ZWhpY2xlLnByb3RvEgxmbGVldG1lc2gudjEikAMKDlZlaGljbGVTdW1tYXJ5Eg4KBnNvdXJjZRgBIAEoCRIOCgZwYXJrZWQYAiABKAgSEgoKcGx1Z2dlZF9pbhgDIAEoCBIPCgdzb2NfcGN0GAQgASgCEhIKCmNoYXJnZXJfa3cYBSABKAISFgoOY29tcHV0ZV90ZW1wX2MYBiABKAISIQoUbmV4dF9kZXBhcnR1cmVfYXRfbXMYByABKAFIAIgBARIUCgxvd25lcl9vcHRfaW4YCCABKAgSKgoHbmV0d29yaxgJIAEoDjIZLmZsZWV0bWVzaC52MS5OZXR3b3JrS2luZBIPCgdyZWFzb25zGAogAygJEhYKDnBvd2VyX2J1ZGdldF93GAsgASgCEhAKCGNsb2NrX21zGAwgASgBEhsKDnRhcmlmZl9wZXJfa3doGA0gASgCSAGIAQESFgoJc3VycGx1c193GA4gASgCSAKIAQFCFwoVX25leHRfZGVwYXJ0dXJlX2F0X21zQhEKD190YXJpZmZfcGVyX2t3aEIMCgpfc3VycGx1c193KnQKC05ldHdvcmtLaW5kEhwKGE5FVFdPUktfS0lORF9VTlNQRUNJRklFRBAAEhUKEU5FVFdPUktfS0lORF9XSUZJEAESGQoVTkVUV09SS19LSU5EX0NFTExVTEFSEAISFQoRTkVUV09SS19LSU5EX05PTkUQA2IGcHJvdG8z");
 
 /**
  * A vehicle's state and the policy's decision, for status displays.
@@ -86,6 +86,20 @@ export type VehicleSummary = Message<"fleetmesh.v1.VehicleSummary"> & {
    * @generated from field: double clock_ms = 12;
    */
   clockMs: number;
+
+  /**
+   * The grid's price per kWh, when the car's charger knows it (evcc).
+   *
+   * @generated from field: optional float tariff_per_kwh = 13;
+   */
+  tariffPerKwh?: number | undefined;
+
+  /**
+   * Power the site exports to the grid, W (evcc: solar surplus).
+   *
+   * @generated from field: optional float surplus_w = 14;
+   */
+  surplusW?: number | undefined;
 };
 
 /**

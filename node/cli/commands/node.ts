@@ -60,7 +60,7 @@ export const nodeCommand: Command = {
     upnp: { type: 'boolean', description: 'ask the home router for a port mapping (UPnP), so the car is reachable without a relay' },
     ...ACCESS_OPTIONS,
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
-    vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed>', default: 'always' },
+    vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed> | teslamate:mqtt://<broker>/<car id> | evcc:mqtt://<broker>/<loadpoint> | mqtt:mqtt://<broker>/?<field>=<topic>&...', default: 'always' },
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
     policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
     cell: { type: 'string', arg: '<name>', description: 'the locality cell the car is parked in (a depot, a region, a geohash like u33db): it heartbeats there', default: 'default' },
