@@ -90,6 +90,8 @@ export class CapacityAdvertiser implements Startable {
   private started = false
   private putting?: Promise<void>
   private dirty = false
+  /** A join answer waiting for the one-a-second limit. */
+  private answer?: ReturnType<typeof setTimeout>
   /** Something changed: say so at once. */
   private readonly onChange = (): void => {
     if (!this.started) return
@@ -107,10 +109,13 @@ export class CapacityAdvertiser implements Startable {
    * saturated this machine's CPU.
    */
   private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
-    if (!evt.detail.subscriptions.some(s => s.topic === this.topic && s.subscribe) || Date.now() - this.lastBeat <= 1000) return
+    if (!evt.detail.subscriptions.some(s => s.topic === this.topic && s.subscribe) || this.answer !== undefined) return
     const vehicle = this.c.membership?.hasRole(evt.detail.peerId.toString(), 'vehicle') === true
     if (vehicle && Math.random() * Math.max(1, this.c.cellSize?.() ?? 0) >= JOIN_SAMPLE) return
-    this.heartbeats.run()
+    // at most one answer a second: a beat that went out just before the peer subscribed did not reach it
+    const wait = 1000 - (Date.now() - this.lastBeat)
+    if (wait <= 0) { this.heartbeats.run(); return }
+    this.answer = setTimeout(() => { this.answer = undefined; if (this.started) this.heartbeats.run() }, wait)
   }
 
   /** Announces the load when it crossed a step: no free slot / free slots, or two items more or fewer. */
@@ -150,6 +155,7 @@ export class CapacityAdvertiser implements Startable {
 
   async stop (): Promise<void> {
     this.started = false
+    clearTimeout(this.answer)
     this.heartbeats.stop()
     this.records.stop()
     this.loadWatch.stop()

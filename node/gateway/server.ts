@@ -12,7 +12,8 @@
  * POST /v2/repository/index (`{"ready": true}` lists only ready models),
  * POST /v2/repository/models/{name}/load and /unload (serve or stop serving
  * a model the fleet publishes, on this gateway), GET /metrics (the node's
- * metrics: fleetmesh's and libp2p's). Errors are `{"error": "..."}` with 400
+ * metrics: fleetmesh's and libp2p's), GET /dashboard (the live fleet
+ * dashboard, dashboard.ts; `?token=` may carry its bearer token). Errors are `{"error": "..."}` with 400
  * (malformed request, tensor that does not fit, model unloaded here),
  * 401/403 (no or no valid bearer token), 404 (unknown model or version), 413
  * (body over the limit, compressed or not), 415 (a Content-Encoding other
@@ -41,6 +42,8 @@ import { inferResponse, parseInferBody } from './infer.ts'
 import { HttpError, Repository } from './repository.ts'
 import { TokenVerifier } from './tokens.ts'
 import { decodeBody, modelConfig } from './triton.ts'
+import { DashboardFeed } from './dashboard.ts'
+import { DASHBOARD_HTML } from './dashboard-page.ts'
 import type { TokenLimits } from './tokens.ts'
 
 export interface GatewayInit {
@@ -89,6 +92,7 @@ export class Gateway {
   private readonly client: FleetClient
   private readonly init: GatewayInit
   private readonly repo: Repository
+  private readonly dashboard: DashboardFeed
   private server?: Server
   private readonly tokens: TokenVerifier | undefined
   /** Requests in flight per token subject. */
@@ -99,6 +103,7 @@ export class Gateway {
     this.client = init.client
     this.init = init
     this.repo = new Repository(init.client)
+    this.dashboard = new DashboardFeed(init.client, this.repo)
     const membership = init.client.node.membership
     this.tokens = init.tokens === false ? undefined : init.tokens ?? (membership !== undefined ? new TokenVerifier(membership.trust, (p, s) => membership.isRevoked(p, s)) : undefined)
     const c = this.client
@@ -114,12 +119,14 @@ export class Gateway {
       server.once('error', reject)
       server.listen(port, host, () => { resolve() })
     })
+    this.dashboard.start()
     const a = server.address() as AddressInfo
     this.url = `${this.init.tls !== undefined ? 'https' : 'http'}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
     return this.url
   }
 
   async stop (): Promise<void> {
+    this.dashboard.stop()
     await new Promise<void>(resolve => { this.server?.close(() => { resolve() }) ?? resolve() })
     this.server?.closeAllConnections()
   }
@@ -140,7 +147,9 @@ export class Gateway {
       const method = req.method ?? 'GET'
       let limits: TokenLimits | undefined
       if (this.tokens !== undefined && !path.startsWith('/v2/health/')) {
-        const grant = await this.tokens.check(req.headers.authorization)
+        // a browser's EventSource sends no headers: the dashboard may carry its token in the query
+        const queryToken = path.startsWith('/dashboard') ? url.searchParams.get('token') : null
+        const grant = await this.tokens.check(req.headers.authorization ?? (queryToken !== null ? `Bearer ${queryToken}` : undefined))
         limits = grant.limits
         done = this.admit(grant.subject, grant.limits.maxConcurrency)
       }
@@ -151,6 +160,12 @@ export class Gateway {
         res.end(text)
         return
       }
+      if (method === 'GET' && path === '/dashboard') {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'" })
+        res.end(DASHBOARD_HTML)
+        return
+      }
+      if (method === 'GET' && path === '/dashboard/events') { await this.dashboard.subscribe(res); return }
       if (method === 'GET' && path === '/v2/health/live') { send(200, { live: true }); return }
       if (method === 'GET' && path === '/v2/health/ready') {
         const repo = await this.repo.list()

@@ -92,6 +92,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       const token = await issueToken(swarm.members.authority, 'swarm', { days: 1 })
       io.say('http', `Open Inference Protocol gateway on ${await gateway.start()}/v2; bearer token: ${token}`)
       io.say('http', `try: curl${o.tls !== undefined ? ' -k' : ''} -H "Authorization: Bearer $TOKEN" ${gateway.url}/v2/models/${swarm.sharded.manifest.name}`)
+      io.say('http', `dashboard: ${gateway.url}/dashboard?token=${encodeURIComponent(token)}`)
     }
     const tally = new Tally(swarm.sharded.manifest)
     let summary: SwarmSummary
