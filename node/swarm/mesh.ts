@@ -166,7 +166,7 @@ export class LocalSwarm {
         }))
       }
       await step(Promise.all(wave.map(async ({ i }) => {
-        for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, grouped ? 240_000 : 90_000, `serving stage ${s}`)
+        for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, grouped ? 480_000 : 90_000, `serving stage ${s}`)
       })), signal)
     }
     // every placed replica heard from, so the first jobs can use all of them
