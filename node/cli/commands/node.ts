@@ -11,6 +11,7 @@ import type { Command } from '../command.ts'
 import { DEFAULT_CELL } from '../../../protocols/ids.ts'
 import type { HostInit } from '../../host.ts'
 import { LISTEN_ALL } from '../../network.ts'
+import { eventLogger, parseLogOptions } from '../log.ts'
 
 function describe (e: AgentEvent): string {
   switch (e.type) {
@@ -68,7 +69,9 @@ export const nodeCommand: Command = {
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol HTTP gateway here (off by default), e.g. 127.0.0.1:8080; in a fleet with members it takes bearer tokens (fleetmesh fleet token)' },
     ...GATEWAY_OPTIONS,
     ...CLIENT_CHECK_OPTIONS,
-    json: { type: 'boolean', description: 'print events as JSON lines' },
+    json: { type: 'boolean', description: 'print every event as a JSON line, as it is (for programs; --log-format json for log shippers)' },
+    'log-level': { type: 'string', arg: '<level>', description: 'error, warn, info or debug (debug also logs fleetmesh:* internals to stderr)', default: 'info' },
+    'log-format': { type: 'string', arg: '<format>', description: 'text, or json: one JSON object a line with time and level (journald, log shippers)', default: 'text' },
     lie: { type: 'string', arg: '<mode>', description: `testing only: lie about stage outputs (${LIE_MODES.join(', ')}) so the fleet's result checks can be tried` }
   },
   async run (o) {
@@ -78,10 +81,12 @@ export const nodeCommand: Command = {
     if (stages !== undefined && o['auto-stages'] !== undefined) throw new UsageError('use --stages or --auto-stages, not both')
     const autoStages = o['auto-stages'] !== undefined ? intOption(o['auto-stages'], 'auto-stages', 1, 1024) : undefined
     const models = ((o.model as string[] | undefined) ?? []).map(model => ({ model, ...(stages !== undefined ? { stages } : {}), ...(autoStages !== undefined ? { autoStages } : {}) }))
+    const log = parseLogOptions(o)
+    const logEvent = eventLogger(log.level, log.format, describe)
     const print = (e: AgentEvent): void => {
       process.send?.(e)
       if (o.json === true) console.log(JSON.stringify(e))
-      else console.log(describe(e))
+      else logEvent(e)
     }
     const speed = o['sim-speed'] !== undefined ? Number(o['sim-speed']) : undefined
     if (speed !== undefined && !(speed > 0)) throw new UsageError('--sim-speed must be a positive number')
