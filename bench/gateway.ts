@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createClient, imageInput } from 'fleetmesh'
+import { createClient, imageInput } from '../node/client/index.ts'
 import { asFloat32 } from '../protocols/tensor.ts'
 
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))

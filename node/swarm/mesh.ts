@@ -82,7 +82,7 @@ const START_WAVE = 8
 /** Up to this many vehicles, each has a process of its own; past it they share, GROUP_SIZE to a process. */
 export const PROCESS_LIMIT = 64
 const GROUP_SIZE = 10
-const GROUP_ENTRY = fileURLToPath(new URL('./group.ts', import.meta.url))
+const GROUP_ENTRY = fileURLToPath(new URL(`./group${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url))
 
 export class LocalSwarm {
   readonly init: SwarmInit

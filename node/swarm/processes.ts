@@ -10,7 +10,8 @@ import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 /** The `fleetmesh` command's entry file. */
-export const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url))
+// .ts from the sources, .js from the package's build
+export const MAIN = fileURLToPath(new URL(`../cli/main${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url))
 
 /** A vehicle of a swarm: a process of its own, or one of a group sharing a process (group.ts). */
 export interface VehicleHandle {
