@@ -79,7 +79,7 @@ describe('code structure', () => {
       const maps = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8')
       console.log(JSON.stringify({ onnxruntime: /onnxruntime/i.test(maps) }))`
     const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+      const child = spawn(process.execPath, ['--conditions=fleetmesh:source', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
       let text = ''
       child.stdout.on('data', (d: Buffer) => { text += d.toString() })
       child.on('exit', code => { code === 0 ? resolve(text) : reject(new Error(`exited ${code}`)) })
