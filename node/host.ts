@@ -190,9 +190,6 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         runOnLimitedConnection: true,
         // later copies of a message are dropped before their signature is checked again
         fastMsgIdFn: fastMessageId,
-        // IDONTWANT saves bandwidth for large messages; for a 1 KB heartbeat it is one more write to every
-        // mesh peer per message heard, the largest part of an idle cell's gossip writes
-        idontwantMinDataSize: 16 * 1024,
         ...fleetScoring(fleet)
       }),
       autonat: autoNAT(),
