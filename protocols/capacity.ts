@@ -93,6 +93,12 @@ export interface Heartbeat {
   membership?: Uint8Array[]
   /** What the sender measured of its links to other vehicles (at most MAX_LINKS). */
   links?: LinkFigure[]
+  /**
+   * A short keep-alive: only ts, seq, eligible, load, slots, expiresAt and
+   * membership are set; the rest is as in the sender's full heartbeat with
+   * this seq (FleetDirectory merges them).
+   */
+  refreshes?: number
 }
 
 /** One measured link from a heartbeat's sender to `peer`. */
@@ -188,6 +194,7 @@ export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
     claims: hb.claims ?? [],
     membership: hb.membership ?? [],
     links: (hb.links ?? []).slice(0, MAX_LINKS),
+    refreshes: hb.refreshes ?? 0,
     ...(v !== undefined ? { vehicle: vehicleOut(v) } : {})
   })
 }
@@ -220,6 +227,11 @@ export function decodeHeartbeat (bytes: Uint8Array): Heartbeat {
       bytesPerMs: Math.min(measure(l.bytesPerMs), 1e9),
       relayed: l.relayed
     }))
+  }
+  if (h.refreshes > 0) {
+    if (h.refreshes >= h.seq) throw new MalformedFrameError('heartbeat.refreshes', `must name an earlier heartbeat than seq ${h.seq}, got ${h.refreshes}`)
+    if (out.stages.length > 0 || out.addrs.length > 0 || out.claims !== undefined || out.vehicle !== undefined || out.links !== undefined) throw new MalformedFrameError('heartbeat.refreshes', 'a keep-alive carries no stages, addrs, claims, vehicle or links')
+    out.refreshes = h.refreshes
   }
   return out
 }

@@ -13,7 +13,7 @@ import { repeatingTask } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, PrivateKey, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { GossipSub, SubscriptionChangeData } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
-import { MAX_LINKS, capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import { capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { LinkTable } from '../scheduler/links.ts'
 import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/capacity.ts'
 import { DEFAULT_CELL, capacityTopic, jobsTopic } from '../../protocols/ids.ts'
@@ -29,6 +29,19 @@ const LOAD_CHECK_MS = 1000
 const MIN_LOAD_BEAT_MS = 5000
 /** How many members of a cell answer a joining vehicle, on average. */
 export const JOIN_SAMPLE = 6
+/**
+ * Link figures in one heartbeat (the most recently measured; the wire
+ * allows MAX_LINKS). Each costs about 64 bytes on every copy of every
+ * heartbeat: 15 of them were 976 of a 20-car cell's 1,606-byte heartbeats.
+ */
+export const HEARTBEAT_LINKS = 6
+/**
+ * Every this many keep-alives one is a full heartbeat; the others are short
+ * (Heartbeat.refreshes): a peer that missed a change hears it within
+ * FULL_EVERY keep-alives, and an idle cell's gossip shrinks by the size of
+ * its stages, addresses, vehicle state and links (README, "A million cars").
+ */
+export const FULL_EVERY = 4
 /** Capacity record lifetime. */
 export const DEFAULT_RECORD_TTL_MS = 10 * 60_000
 
@@ -46,7 +59,8 @@ export interface AdvertiserComponents {
   peerId: PeerId
   privateKey: PrivateKey
   logger: ComponentLogger
-  pubsub: Pick<GossipSub, 'subscribe' | 'publish' | 'addEventListener' | 'removeEventListener'>
+  /** gossipsub (its class's publish takes `floodPublish`; the exported interface does not say so). */
+  pubsub: Pick<GossipSub, 'subscribe' | 'addEventListener' | 'removeEventListener'> & { publish: (topic: string, data: Uint8Array, opts?: { floodPublish?: boolean }) => Promise<unknown> }
   contentRouting: ContentRouting
   addresses: Pick<Libp2p, 'getMultiaddrs'>
   runtime: Pick<StageRuntime, 'served' | 'queued' | 'isAccepting'>
@@ -90,6 +104,11 @@ export class CapacityAdvertiser implements Startable {
   private started = false
   private putting?: Promise<void>
   private dirty = false
+  /** The seq of the last full heartbeat, and keep-alives sent short since. */
+  private lastFull = 0
+  private shortSinceFull = 0
+  /** The next beat of the heartbeat task must be full (a join answer, a load step). */
+  private fullNext = false
   /** A join answer waiting for the one-a-second limit. */
   private answer?: ReturnType<typeof setTimeout>
   /** Something changed: say so at once. */
@@ -114,6 +133,7 @@ export class CapacityAdvertiser implements Startable {
     if (vehicle && Math.random() * Math.max(1, this.c.cellSize?.() ?? 0) >= JOIN_SAMPLE) return
     // at most one answer a second: a beat that went out just before the peer subscribed did not reach it
     const wait = 1000 - (Date.now() - this.lastBeat)
+    this.fullNext = true
     if (wait <= 0) { this.heartbeats.run(); return }
     this.answer = setTimeout(() => { this.answer = undefined; if (this.started) this.heartbeats.run() }, wait)
   }
@@ -123,6 +143,7 @@ export class CapacityAdvertiser implements Startable {
     const now = { load: this.c.runtime.queued(), open: this.slots() > 0 }
     if (now.open === this.lastLoad.open && Math.abs(now.load - this.lastLoad.load) < 2) return
     if (Date.now() - this.lastBeat < MIN_LOAD_BEAT_MS) return
+    this.fullNext = true
     this.heartbeats.run()
   }
 
@@ -131,7 +152,11 @@ export class CapacityAdvertiser implements Startable {
     this.init = init
     this.log = components.logger.forComponent('fleetmesh:advertiser')
     this.topic = capacityTopic(init.fleet, init.cell ?? DEFAULT_CELL)
-    this.heartbeats = repeatingTask(async () => { await this.beat() }, init.keepAliveMs ?? DEFAULT_KEEPALIVE_MS, { debounce: 20 })
+    this.heartbeats = repeatingTask(async () => {
+      const short = !this.fullNext && this.lastFull > 0 && this.shortSinceFull < FULL_EVERY - 1
+      this.fullNext = false
+      await this.beat(false, short)
+    }, init.keepAliveMs ?? DEFAULT_KEEPALIVE_MS, { debounce: 20 })
     this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 2)
     this.loadWatch = repeatingTask(() => { this.checkLoad() }, LOAD_CHECK_MS)
   }
@@ -173,7 +198,7 @@ export class CapacityAdvertiser implements Startable {
   private slots (): number { return Math.max(0, (this.init.slots ?? 4) - this.c.runtime.queued()) }
 
   private linkFigures (): Pick<Heartbeat, 'links'> {
-    const links = this.c.links?.recent(MAX_LINKS) ?? []
+    const links = this.c.links?.recent(HEARTBEAT_LINKS) ?? []
     return links.length > 0 ? { links } : {}
   }
 
@@ -192,6 +217,22 @@ export class CapacityAdvertiser implements Startable {
       ...(this.c.vehicle !== undefined ? { vehicle: this.c.vehicle.summary() } : {}),
       ...(claims.length > 0 ? { claims } : {}),
       ...this.linkFigures(),
+      ...this.membership()
+    }
+  }
+
+  /** A short keep-alive: what changes without an event, and which full heartbeat still holds. */
+  keepAlive (): Heartbeat {
+    return {
+      ts: Date.now(),
+      seq: ++this.seq,
+      eligible: this.eligible,
+      load: this.c.runtime.queued(),
+      slots: this.slots(),
+      stages: [],
+      addrs: [],
+      refreshes: this.lastFull,
+      ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
       ...this.membership()
     }
   }
@@ -236,12 +277,16 @@ export class CapacityAdvertiser implements Startable {
     }
   }
 
-  /** Publishes one heartbeat now. */
-  async beat (leaving = false): Promise<void> {
+  /** Publishes one heartbeat now: full, or a short keep-alive of the last full one. */
+  async beat (leaving = false, short = false): Promise<void> {
     this.lastBeat = Date.now()
     this.lastLoad = { load: this.c.runtime.queued(), open: this.slots() > 0 }
+    const hb = short && !leaving ? this.keepAlive() : this.heartbeat(leaving)
+    if (hb.refreshes !== undefined) this.shortSinceFull++
+    else { this.lastFull = hb.seq; this.shortSinceFull = 0 }
     try {
-      await this.c.pubsub.publish(this.topic, encodeHeartbeat(this.heartbeat(leaving)))
+      // to the mesh peers only (not flooded to every peer of the topic): each copy costs a whole heartbeat, and a lost one is repeated
+      await this.c.pubsub.publish(this.topic, encodeHeartbeat(hb), { floodPublish: false })
     } catch (err) {
       this.log('heartbeat not published: %e', err)
     }

@@ -18,6 +18,12 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Host } from '../host.ts'
 
+/**
+ * Cars per cell the design is sized for (README, "A million cars"): what
+ * `fleetmesh swarm` uses past that many vehicles and `fleetmesh sim` assumes.
+ */
+export const CELL_SIZE = 32
+
 /** The DHT key whose providers are a cell's vehicles. */
 export function cellKey (fleet: string, cell: string): string {
   return cidOf(new TextEncoder().encode(`fleetmesh/${fleet}/cell/${cell}`))

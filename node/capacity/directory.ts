@@ -14,7 +14,8 @@ import type { Heartbeat, LinkFigure } from '../../protocols/capacity.ts'
 import { DEFAULT_CELL, capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
 
-export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number }
+/** A peer as last heard: `heartbeat` is its last full heartbeat with the keep-alives since merged in. */
+export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number, /** seq of its last full heartbeat */ fullSeq?: number }
 
 export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number, links?: LinkFigure[] }
 
@@ -95,15 +96,30 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     }
     const peer = msg.from.toString()
     const prev = this.peers.get(peer)
+    if (hb.refreshes !== undefined) { this.refresh(peer, prev, hb); return }
     if (prev !== undefined && prev.heartbeat.seq >= hb.seq && prev.heartbeat.ts >= hb.ts) return
     this.record(peer, hb)
     // a lower sequence with a newer clock: the peer's process started again
     if (prev !== undefined && hb.seq < prev.heartbeat.seq && hb.ts > prev.heartbeat.ts) this.safeDispatchEvent('restart', { detail: peer })
   }
 
-  /** Sets a peer's latest heartbeat directly (unit tests, or a node's own state). */
-  record (peer: string, hb: Heartbeat, receivedAt = Date.now()): void {
-    const state = { peer, heartbeat: hb, receivedAt }
+  /**
+   * A short keep-alive: merged into the full heartbeat it names. Without
+   * that one (joined since, or missed it) there is nothing to merge into:
+   * ignored, the sender's next full heartbeat or join answer brings it.
+   */
+  private refresh (peer: string, prev: PeerState | undefined, ka: Heartbeat): void {
+    if (prev === undefined || prev.fullSeq !== ka.refreshes || ka.seq <= prev.heartbeat.seq) {
+      this.log('keep-alive from %s for heartbeat %d ignored (have %s)', peer, ka.refreshes, prev?.fullSeq)
+      return
+    }
+    const { stages: _s, addrs: _a, refreshes: _r, ...news } = ka
+    this.record(peer, { ...prev.heartbeat, ...news }, Date.now(), prev.fullSeq)
+  }
+
+  /** Sets a peer's latest heartbeat directly (unit tests, or a node's own state); `fullSeq`: of its last full heartbeat. */
+  record (peer: string, hb: Heartbeat, receivedAt = Date.now(), fullSeq = hb.seq): void {
+    const state = { peer, heartbeat: hb, receivedAt, fullSeq }
     // most recently heard last, so the first entry is the one to forget when full
     this.peers.delete(peer)
     this.peers.set(peer, state)

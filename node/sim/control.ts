@@ -16,14 +16,19 @@
 import { encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
-import { DEFAULT_RECORD_TTL_MS } from '../capacity/advertiser.ts'
+import { DEFAULT_RECORD_TTL_MS, FULL_EVERY, HEARTBEAT_LINKS } from '../capacity/advertiser.ts'
 import { VEHICLE_MAX_CONNECTIONS } from '../network.ts'
 
 /** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */
 export const GOSSIP_OVERHEAD_BYTES = 180
-/** Copies of each cell message a car receives (from 5 to 20 vehicles on one machine: about 2.3). */
-export const COPIES = 2.3
+/**
+ * Copies of each cell message a car receives, at the fleet's gossip mesh
+ * degree (FLEET_MESH_DEGREE, D 3): 2.7 in a swarm of 20 processes, 2.1 in
+ * one process of 20 (counted with a hook on gossipsub's sendRpc).
+ */
+export const COPIES = 2.7
 /** One connection ping, each way, with its stream's setup. */
 export const PING_BYTES = 150
 export const PING_INTERVAL_S = 60
@@ -41,7 +46,10 @@ export const DHT_QUERY_BYTES = 120
 export const FIXED_BYTES_PER_S = 120
 
 export interface ControlModel {
+  /** A full heartbeat on the wire (a change, a join answer, every FULL_EVERY-th keep-alive). */
   heartbeatBytes: number
+  /** A keep-alive on average: one full in FULL_EVERY, the rest short (Heartbeat.refreshes). */
+  keepAliveBytes: number
   recordBytes: number
   keepAliveS: number
   recordRefreshS: number
@@ -51,7 +59,8 @@ export interface ControlModel {
 
 /**
  * Sizes from the real encoders: a vehicle's heartbeat (one stage, one
- * relayed address, its certificate) and its signed record. `connections`:
+ * relayed address, its vehicle state, its links to as many cell members as
+ * a heartbeat carries, its certificate) and its signed record. `connections`:
  * its cell's other cars, a bootstrap peer, a client and a DHT contact or
  * two, at most the vehicle's cap.
  */
@@ -68,11 +77,16 @@ export async function realModel (cellSize: number): Promise<ControlModel> {
     expiresAt: Date.now() + DEFAULT_RECORD_TTL_MS,
     stages: [{ manifest: 'bafkreiagd36avlmaiyjfcmxsxpifeyr54seteqpmn5sv3r4zu4sjsosxfy', stage: 1, cid: 'bafkreieeytz3guc4wi2gt5v7wsrpbc435v46dr4v4pjeooa4m6g5ozo76y', msPerItem: 7.5 }],
     addrs: ['/ip4/45.0.0.1/tcp/4001/p2p/12D3KooWJ9zrzMJTDRcprbm1C6yGaJXJozAvCXfFcDNnmVDfnsG7/p2p-circuit'],
+    vehicle: { source: 'teslamate', parked: true, pluggedIn: true, socPct: 81, chargerKw: 11, computeTempC: 41, nextDepartureAt: Date.now() + 8 * 3_600_000, ownerOptIn: true, network: 'wifi', reasons: [], powerBudgetW: 300, clock: Date.now() },
+    links: await Promise.all(Array.from({ length: Math.min(HEARTBEAT_LINKS, cellSize - 1) }, async (_, i) => ({ peer: peerIdFromPrivateKey(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(10 + i))).toString(), rttMs: 23.4 + i, bytesPerMs: 1250.5, relayed: false }))),
     membership: [cert]
   }
   const record = await sealCapacityRecord({ peer: '12D3KooWJ9zrzMJTDRcprbm1C6yGaJXJozAvCXfFcDNnmVDfnsG7', seq: 1, issuedAt: Date.now(), expiresAt: Date.now() + DEFAULT_RECORD_TTL_MS, eligible: true, stages: hb.stages, slots: 4, reasons: [], membership: [cert] }, key)
+  const full = encodeHeartbeat(hb).byteLength + GOSSIP_OVERHEAD_BYTES
+  const short = encodeHeartbeat({ ts: hb.ts, seq: hb.seq + 1, eligible: true, load: 0, slots: 4, stages: [], addrs: [], expiresAt: hb.expiresAt, refreshes: hb.seq, membership: [cert] }).byteLength + GOSSIP_OVERHEAD_BYTES
   return {
-    heartbeatBytes: encodeHeartbeat(hb).byteLength + GOSSIP_OVERHEAD_BYTES,
+    heartbeatBytes: full,
+    keepAliveBytes: (full + (FULL_EVERY - 1) * short) / FULL_EVERY,
     recordBytes: record.byteLength + 60,
     keepAliveS: DEFAULT_KEEPALIVE_MS / 1000,
     recordRefreshS: DEFAULT_RECORD_TTL_MS / 2000,
@@ -85,16 +99,19 @@ export function lookupHops (n: number): number { return Math.max(1, Math.ceil(Ma
 
 export interface CarTraffic { in: number, out: number }
 
+/** Heartbeats a cell's cars sent in some time, their own included: keep-alives, and full ones on a change. */
+export interface CellBeats { keepAlives: number, changes: number }
+
 /**
  * Bytes one car receives and sends over `seconds`, in a fleet of `fleet`
- * cars, in a cell of `cellSize` whose cars sent `cellBeats` heartbeats in
- * that time (keep-alives and changes, its own included); `ownChanges`: the
- * car's own eligibility changes (a record put each).
+ * cars, in a cell of `cellSize` whose cars sent `beats` in that time;
+ * `ownChanges`: the car's own eligibility changes (a record put each).
  */
-export function carTraffic (m: ControlModel, seconds: number, fleet: number, cellSize: number, cellBeats: number, ownChanges: number): CarTraffic {
-  const others = cellSize > 1 ? cellBeats * (cellSize - 1) / cellSize : 0
-  const gossip = others * m.heartbeatBytes * COPIES
-  const own = (cellBeats / Math.max(1, cellSize)) * m.heartbeatBytes * COPIES
+export function carTraffic (m: ControlModel, seconds: number, fleet: number, cellSize: number, beats: CellBeats, ownChanges: number): CarTraffic {
+  const cellBytes = beats.keepAlives * m.keepAliveBytes + beats.changes * m.heartbeatBytes
+  const others = cellSize > 1 ? cellBytes * (cellSize - 1) / cellSize : 0
+  const gossip = others * COPIES
+  const own = (cellBytes / Math.max(1, cellSize)) * COPIES
   const pings = m.connections * PING_BYTES * seconds / PING_INTERVAL_S
   const hops = lookupHops(fleet)
   const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 // record puts, and a self-lookup every 5 min

@@ -145,8 +145,8 @@ export async function runSim (o: SimInit): Promise<SimResult> {
       else latencies.push(ms)
     }
     const scale = o.jobsPerHour / Math.max(1, sample)
-    const cellBeats = o.cellSize * 3600 / model.keepAliveS + transitionsPerHour[h] / cells
-    const traffic = carTraffic(model, 3600, n, o.cellSize, cellBeats, transitionsPerHour[h] / n)
+    const beats = { keepAlives: o.cellSize * 3600 / model.keepAliveS, changes: transitionsPerHour[h] / cells }
+    const traffic = carTraffic(model, 3600, n, o.cellSize, beats, transitionsPerHour[h] / n)
     const completed = Math.round(latencies.length * scale); const failedJobs = Math.round(failed * scale)
     completedAll += completed; failedAll += failedJobs
     hourly.push({

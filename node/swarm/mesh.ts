@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { CELL_SIZE } from '../capacity/cells.ts'
 import { FleetClient } from '../client/client.ts'
 import { publishSharded } from '../client/publish.ts'
 import type { Published } from '../client/publish.ts'
@@ -55,9 +56,6 @@ export interface SwarmInit {
    */
   cells?: string[]
 }
-
-/** Vehicles per cell when the swarm picks its cells (the cell size the README's arithmetic and `sim` assume). */
-export const CELL_SIZE = 32
 
 /** The cells a swarm of `nodes` vehicles uses when none are given. */
 export function defaultCells (nodes: number): string[] | undefined {

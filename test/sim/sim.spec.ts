@@ -41,8 +41,9 @@ describe('fleetmesh sim', function () {
     const bare = encodeHeartbeat({ ts: 1, seq: 1, eligible: true, load: 0, slots: 1, stages: [], addrs: [] }).byteLength
     assert.ok(m.heartbeatBytes > bare + 300, `heartbeat ${m.heartbeatBytes} B on the wire`)
     assert.ok(lookupHops(1_000_000) > lookupHops(1000) && lookupHops(1_000_000) <= 6)
-    const small = carTraffic(m, 3600, 1000, 32, 32 * 30, 0.1)
-    const big = carTraffic(m, 3600, 1_000_000, 32, 32 * 30, 0.1)
+    assert.ok(m.keepAliveBytes < m.heartbeatBytes * 0.6, `keep-alives ${m.keepAliveBytes} B on average, full heartbeats ${m.heartbeatBytes} B`)
+    const small = carTraffic(m, 3600, 1000, 32, { keepAlives: 32 * 30, changes: 10 }, 0.1)
+    const big = carTraffic(m, 3600, 1_000_000, 32, { keepAlives: 32 * 30, changes: 10 }, 0.1)
     assert.ok(big.in < small.in * 1.3, 'a thousand times the fleet costs a car little more (DHT hops only)')
   })
 

@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises'
+import { CELL_SIZE } from '../../capacity/cells.ts'
 import { intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
@@ -12,7 +13,7 @@ export const simCommand: Command = {
   options: {
     vehicles: { type: 'string', arg: '<n>', description: 'cars in the fleet', default: '10000' },
     hours: { type: 'string', arg: '<h>', description: 'simulated hours from midnight', default: '24' },
-    'cell-size': { type: 'string', arg: '<n>', description: 'cars per locality cell', default: '32' },
+    'cell-size': { type: 'string', arg: '<n>', description: 'cars per locality cell', default: String(CELL_SIZE) },
     stages: { type: 'string', arg: '<n>', description: 'stages of the model the fleet serves', default: '3' },
     'jobs-per-hour': { type: 'string', arg: '<n>', description: 'jobs per hour across the fleet (default: one per car)' },
     'sample-jobs': { type: 'string', arg: '<n>', description: 'jobs routed one by one per hour (the rest are counted alike)', default: '2000' },

@@ -3,6 +3,7 @@
  * this machine) and prints what it reports; Ctrl-C stops it.
  */
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
+import { DEFAULT_FLEET, checkFleetName } from '../../../protocols/ids.ts'
 import { runSwarm } from '../../swarm/run.ts'
 import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
@@ -54,7 +55,8 @@ export const swarmCommand: Command = {
       stages: intOption(o.stages, 'stages', 1, 32),
       jobs: intOption(o.jobs, 'jobs', 1, 100_000),
       concurrency: intOption(o.concurrency, 'concurrency', 1, 64),
-      fleet: String(o.fleet),
+      // the swarm's own authority certifies its peers: a named fleet, else dev (it was the string 'undefined')
+      fleet: typeof o.fleet === 'string' ? fleetName(o.fleet) : DEFAULT_FLEET,
       scenario: day ? 'day' : chaos ? 'chaos' : o.batch === true ? 'batch' : 'none',
       durationS: intOption(o.duration, 'duration', 5, 24 * 3600),
       killEveryMs: intOption(o['kill-every'], 'kill-every', 1, 3600) * 1000,
@@ -95,4 +97,8 @@ export const swarmCommand: Command = {
       process.removeListener('SIGTERM', onSignal)
     }
   }
+}
+
+function fleetName (name: string): string {
+  try { return checkFleetName(name) } catch (err) { throw new UsageError((err as Error).message) }
 }
