@@ -21,7 +21,7 @@ import { mdns } from '@libp2p/mdns'
 import { uPnPNAT } from '@libp2p/upnp-nat'
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
-import { FLEET_MESH_DEGREE, fastMessageId, fleetScoring } from './membership/scoring.ts'
+import { FLEET_GOSSIP, fastMessageId, fleetScoring } from './membership/scoring.ts'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import { tls } from '@libp2p/tls'
@@ -190,7 +190,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         runOnLimitedConnection: true,
         // later copies of a message are dropped before their signature is checked again
         fastMsgIdFn: fastMessageId,
-        ...FLEET_MESH_DEGREE,
+        ...FLEET_GOSSIP,
         ...fleetScoring(fleet)
       }),
       autonat: autoNAT(),

@@ -64,16 +64,19 @@ export function fleetTopicScore (): TopicScoreParams {
 }
 
 /**
- * The gossip mesh's degree. Each car hears a message about once per mesh
- * peer, so the degree multiplies every cell's heartbeat bytes: gossipsub's
- * default (D 6, up to 12) made an idle car of a 20-car cell hear each
- * heartbeat 6.8 times; D 3 (2 to 6) hears it about 2.1 times (in-process
- * 20-car mesh, 60 s idle; README, "A million cars"). A cell's mesh stays
- * connected at that degree, a copy lost on the way is recovered by gossip
- * (IHAVE to 3 more peers a second), and a heartbeat that still went missing
- * is repeated by the next keep-alive.
+ * The gossip mesh's degree and gossip. Each car hears a message about once
+ * per mesh peer, so the degree multiplies every cell's heartbeat bytes:
+ * gossipsub's default (D 6, up to 12) made an idle car of a 20-car cell hear
+ * each heartbeat 6.8 times; D 3 (2 to 6) hears it about 2.1 times
+ * (in-process 20-car mesh, 60 s idle, counted by a hook on sendRpc;
+ * README, "A million cars"). Gossip (IHAVE) went to a quarter of all other
+ * peers of the topic each second, for 3 seconds: 38% of the cell's bytes;
+ * to 3 peers for 2 seconds it is 26%, about 6 message ids per message per
+ * car. A cell's mesh stays connected at that degree, a copy lost on the way
+ * is recovered by gossip, and a heartbeat that still went missing is
+ * repeated by the next keep-alive.
  */
-export const FLEET_MESH_DEGREE = { D: 3, Dlo: 2, Dhi: 6, Dout: 1, Dlazy: 3 } as const satisfies Partial<GossipsubOpts>
+export const FLEET_GOSSIP = { D: 3, Dlo: 2, Dhi: 6, Dout: 1, Dlazy: 3, gossipFactor: 0, mcacheGossip: 2 } as const satisfies Partial<GossipsubOpts>
 
 /** The scoring a fleet's nodes use (see the module comment). */
 export function fleetScoring (fleet: string): Pick<GossipsubOpts, 'scoreParams' | 'scoreThresholds'> {

@@ -7,7 +7,7 @@
  *
  * - gossip: a heartbeat goes to the car's cell only; each car hears each
  *   message of its cell about COPIES times, and forwards about as much as it
- *   hears;
+ *   hears; it offers each message's id to a few peers (IHAVE_BYTES_PER_ID);
  * - links: each connection is pinged every minute, about PING_BYTES each way
  *   (a stream: multistream, yamux and Noise framing, 32 bytes of ping);
  * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
@@ -20,15 +20,22 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
 import { DEFAULT_RECORD_TTL_MS, FULL_EVERY, HEARTBEAT_LINKS } from '../capacity/advertiser.ts'
 import { VEHICLE_MAX_CONNECTIONS } from '../network.ts'
+import { FLEET_GOSSIP } from '../membership/scoring.ts'
 
 /** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */
 export const GOSSIP_OVERHEAD_BYTES = 180
 /**
  * Copies of each cell message a car receives, at the fleet's gossip mesh
- * degree (FLEET_MESH_DEGREE, D 3): 2.7 in a swarm of 20 processes, 2.1 in
+ * degree (FLEET_GOSSIP, D 3): 2.7 in a swarm of 20 processes, 2.1 in
  * one process of 20 (counted with a hook on gossipsub's sendRpc).
  */
 export const COPIES = 2.7
+/**
+ * Bytes of gossip (IHAVE) per message id offered, framing included: 95 B/s
+ * for 1.5 ids/s per car in an idle 20-car cell (counted by a hook on
+ * gossipsub's sendRpc).
+ */
+export const IHAVE_BYTES_PER_ID = 63
 /** One connection ping, each way, with its stream's setup. */
 export const PING_BYTES = 150
 export const PING_INTERVAL_S = 60
@@ -112,11 +119,14 @@ export function carTraffic (m: ControlModel, seconds: number, fleet: number, cel
   const others = cellSize > 1 ? cellBytes * (cellSize - 1) / cellSize : 0
   const gossip = others * COPIES
   const own = (cellBytes / Math.max(1, cellSize)) * COPIES
+  // each car offers each cell message's id to Dlazy peers outside its mesh (the cell's others and a bootstrap or client), for mcacheGossip seconds
+  const offered = Math.min(FLEET_GOSSIP.Dlazy, Math.max(0, cellSize - FLEET_GOSSIP.D)) * FLEET_GOSSIP.mcacheGossip
+  const ihave = (beats.keepAlives + beats.changes) * offered * IHAVE_BYTES_PER_ID
   const pings = m.connections * PING_BYTES * seconds / PING_INTERVAL_S
   const hops = lookupHops(fleet)
   const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 // record puts, and a self-lookup every 5 min
   const dhtIn = lookups * hops * 3 * 20 * DHT_PEER_BYTES
   const dhtOut = lookups * hops * 3 * DHT_QUERY_BYTES + (seconds / m.recordRefreshS + ownChanges) * 20 * m.recordBytes
   const fixed = FIXED_BYTES_PER_S * seconds
-  return { in: fixed + gossip + pings + dhtIn, out: fixed + gossip + own + pings + dhtOut }
+  return { in: fixed + gossip + ihave + pings + dhtIn, out: fixed + gossip + own + ihave + pings + dhtOut }
 }
