@@ -153,9 +153,10 @@ export class CapacityAdvertiser implements Startable {
     this.log = components.logger.forComponent('fleetmesh:advertiser')
     this.topic = capacityTopic(init.fleet, init.cell ?? DEFAULT_CELL)
     this.heartbeats = repeatingTask(async () => {
-      const short = !this.fullNext && this.lastFull > 0 && this.shortSinceFull < FULL_EVERY - 1
+      // a join answer or a load step: full, and to every peer of the topic; a keep-alive: to the mesh, mostly short
+      const urgent = this.fullNext
       this.fullNext = false
-      await this.beat(false, short)
+      await this.beat(false, !urgent && this.lastFull > 0 && this.shortSinceFull < FULL_EVERY - 1, urgent)
     }, init.keepAliveMs ?? DEFAULT_KEEPALIVE_MS, { debounce: 20 })
     this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 2)
     this.loadWatch = repeatingTask(() => { this.checkLoad() }, LOAD_CHECK_MS)
@@ -277,16 +278,21 @@ export class CapacityAdvertiser implements Startable {
     }
   }
 
-  /** Publishes one heartbeat now: full, or a short keep-alive of the last full one. */
-  async beat (leaving = false, short = false): Promise<void> {
+  /**
+   * Publishes one heartbeat now: full, or a short keep-alive of the last full
+   * one. `flood`: to every peer of the topic this node is connected to (a
+   * change, a join answer, leaving: a joiner or a client outside this node's
+   * gossip mesh hears it at once), else to the mesh peers only (keep-alives:
+   * each copy costs bytes, and a lost one is repeated).
+   */
+  async beat (leaving = false, short = false, flood = true): Promise<void> {
     this.lastBeat = Date.now()
     this.lastLoad = { load: this.c.runtime.queued(), open: this.slots() > 0 }
     const hb = short && !leaving ? this.keepAlive() : this.heartbeat(leaving)
     if (hb.refreshes !== undefined) this.shortSinceFull++
     else { this.lastFull = hb.seq; this.shortSinceFull = 0 }
     try {
-      // to the mesh peers only (not flooded to every peer of the topic): each copy costs a whole heartbeat, and a lost one is repeated
-      await this.c.pubsub.publish(this.topic, encodeHeartbeat(hb), { floodPublish: false })
+      await this.c.pubsub.publish(this.topic, encodeHeartbeat(hb), { floodPublish: flood })
     } catch (err) {
       this.log('heartbeat not published: %e', err)
     }

@@ -115,10 +115,10 @@ export interface CellBeats { keepAlives: number, changes: number }
  * `ownChanges`: the car's own eligibility changes (a record put each).
  */
 export function carTraffic (m: ControlModel, seconds: number, fleet: number, cellSize: number, beats: CellBeats, ownChanges: number): CarTraffic {
-  const cellBytes = beats.keepAlives * m.keepAliveBytes + beats.changes * m.heartbeatBytes
-  const others = cellSize > 1 ? cellBytes * (cellSize - 1) / cellSize : 0
-  const gossip = others * COPIES
-  const own = (cellBytes / Math.max(1, cellSize)) * COPIES
+  // keep-alives go to the mesh (COPIES each); a change is also flooded to every connected cell peer (one copy more)
+  const cellBytes = beats.keepAlives * m.keepAliveBytes * COPIES + beats.changes * m.heartbeatBytes * (COPIES + 1)
+  const gossip = cellSize > 1 ? cellBytes * (cellSize - 1) / cellSize : 0
+  const own = cellBytes / Math.max(1, cellSize)
   // each car offers each cell message's id to Dlazy peers outside its mesh (the cell's others and a bootstrap or client), for mcacheGossip seconds
   const offered = Math.min(FLEET_GOSSIP.Dlazy, Math.max(0, cellSize - FLEET_GOSSIP.D)) * FLEET_GOSSIP.mcacheGossip
   const ihave = (beats.keepAlives + beats.changes) * offered * IHAVE_BYTES_PER_ID

@@ -21,16 +21,17 @@ const TOPIC = capacityTopic(FLEET)
 const STAGE = { manifest: 'bafkreib432rru55mgh4riuoujhi3g4a5pwxy5u63hh6ui3cbq2mrtxylle', stage: 1, cid: 'bafkreic6lnqek43xub7kbxdrw672fh2hd7co6d2ldjhq2blsnkapokgbhu', msPerItem: 7.5 }
 const LINKS = Array.from({ length: 6 }, (_, i) => ({ peer: `12D3KooWFQNzDuVeVxMfJ5tZrX4nGcUVZBGjMUTbXTtXn6N5kmo${i}`, rttMs: 20 + i, bytesPerMs: 1000, relayed: false }))
 
-interface Rig { adv: CapacityAdvertiser, sent: Uint8Array[], from: ReturnType<typeof peerIdFromPrivateKey>, join: () => void }
+interface Rig { adv: CapacityAdvertiser, sent: Uint8Array[], flooded: boolean[], from: ReturnType<typeof peerIdFromPrivateKey>, join: () => void }
 
 async function rig (): Promise<Rig> {
   const privateKey = await generateKeyPair('Ed25519')
   const sent: Uint8Array[] = []
+  const flooded: boolean[] = []
   const c = {
     peerId: peerIdFromPrivateKey(privateKey),
     privateKey,
     logger: defaultLogger(),
-    pubsub: Object.assign(new EventTarget(), { subscribe: () => {}, publish: async (_t: string, data: Uint8Array) => { sent.push(data); return { recipients: [] } } }),
+    pubsub: Object.assign(new EventTarget(), { subscribe: () => {}, publish: async (_t: string, data: Uint8Array, opts?: { floodPublish?: boolean }) => { sent.push(data); flooded.push(opts?.floodPublish !== false); return { recipients: [] } } }),
     contentRouting: { put: async () => {} },
     addresses: { getMultiaddrs: () => [] },
     runtime: { served: () => [STAGE], queued: () => 0, isAccepting: true },
@@ -41,6 +42,7 @@ async function rig (): Promise<Rig> {
   return {
     adv,
     sent,
+    flooded,
     from: c.peerId,
     join: () => {
       inner.lastBeat = 0
@@ -82,6 +84,8 @@ describe('short keep-alives', () => {
       assert.equal(b.refreshes, full?.seq, 'a keep-alive names the latest full heartbeat')
       assert.deepEqual([b.stages, b.addrs, b.links, b.vehicle], [[], [], undefined, undefined])
     }
+    // the start (a change) is flooded to every peer of the topic; keep-alives, short or full, go to the mesh only
+    assert.deepEqual(r.flooded.slice(0, 2 * FULL_EVERY + 1), [true, ...Array(2 * FULL_EVERY).fill(false)])
     const fullBytes = r.sent[0].byteLength
     const shortBytes = r.sent[1].byteLength
     assert.ok(shortBytes * 4 < fullBytes, `a keep-alive is ${shortBytes} B, a full heartbeat ${fullBytes} B`)
@@ -109,7 +113,7 @@ describe('short keep-alives', () => {
     d.stop()
   })
 
-  it('a join answer is a full heartbeat even between keep-alives', async () => {
+  it('a join answer is a full heartbeat, flooded, even between keep-alives', async () => {
     const r = await rig()
     r.adv.start()
     await until(() => r.sent.length >= 2)
@@ -118,6 +122,7 @@ describe('short keep-alives', () => {
     await until(() => r.sent.length > before)
     await r.adv.stop()
     assert.equal(decodeHeartbeat(r.sent[before]).refreshes, undefined)
+    assert.equal(r.flooded[before], true, 'a join answer reaches a joiner outside the gossip mesh')
     assert.deepEqual(decodeHeartbeat(r.sent[before]).stages, [STAGE])
   })
 
