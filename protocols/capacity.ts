@@ -101,6 +101,26 @@ export interface Heartbeat {
   refreshes?: number
 }
 
+/**
+ * The short keep-alive of a full heartbeat `hb` as of now (`seq` its own):
+ * what changes without an event and the chain, naming `hb` by its seq; the
+ * decoder refuses a keep-alive carrying anything more.
+ */
+export function keepAliveOf (hb: Heartbeat, seq: number): Heartbeat {
+  return {
+    ts: hb.ts,
+    seq,
+    eligible: hb.eligible,
+    load: hb.load,
+    slots: hb.slots,
+    stages: [],
+    addrs: [],
+    refreshes: hb.seq,
+    ...(hb.expiresAt !== undefined ? { expiresAt: hb.expiresAt } : {}),
+    ...(hb.membership !== undefined ? { membership: hb.membership } : {})
+  }
+}
+
 /** One measured link from a heartbeat's sender to `peer`. */
 export interface LinkFigure {
   peer: string

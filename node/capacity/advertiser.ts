@@ -13,7 +13,7 @@ import { repeatingTask } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, ContentRouting, Libp2p, Logger, PeerId, PrivateKey, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { GossipSub, SubscriptionChangeData } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
-import { capacityRecordKey, encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import { capacityRecordKey, encodeHeartbeat, keepAliveOf, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { LinkTable } from '../scheduler/links.ts'
 import type { CapacityRecord, Heartbeat, VehicleSummary } from '../../protocols/capacity.ts'
 import { DEFAULT_CELL, capacityTopic, jobsTopic } from '../../protocols/ids.ts'
@@ -222,22 +222,6 @@ export class CapacityAdvertiser implements Startable {
     }
   }
 
-  /** A short keep-alive: what changes without an event, and which full heartbeat still holds. */
-  keepAlive (): Heartbeat {
-    return {
-      ts: Date.now(),
-      seq: ++this.seq,
-      eligible: this.eligible,
-      load: this.c.runtime.queued(),
-      slots: this.slots(),
-      stages: [],
-      addrs: [],
-      refreshes: this.lastFull,
-      ...(this.expiresAt !== undefined ? { expiresAt: this.expiresAt } : {}),
-      ...this.membership()
-    }
-  }
-
   private membership (): { membership?: Uint8Array[] } {
     const chain = this.c.credentials?.chain()
     return chain !== undefined ? { membership: chain } : {}
@@ -288,7 +272,9 @@ export class CapacityAdvertiser implements Startable {
   async beat (leaving = false, short = false, flood = true): Promise<void> {
     this.lastBeat = Date.now()
     this.lastLoad = { load: this.c.runtime.queued(), open: this.slots() > 0 }
-    const hb = short && !leaving ? this.keepAlive() : this.heartbeat(leaving)
+    const full = this.heartbeat(leaving)
+    // a keep-alive takes this beat's seq and names the last full heartbeat sent
+    const hb = short && !leaving ? keepAliveOf({ ...full, seq: this.lastFull }, full.seq) : full
     if (hb.refreshes !== undefined) this.shortSinceFull++
     else { this.lastFull = hb.seq; this.shortSinceFull = 0 }
     try {

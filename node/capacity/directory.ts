@@ -15,7 +15,7 @@ import { DEFAULT_CELL, capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
 
 /** A peer as last heard: `heartbeat` is its last full heartbeat with the keep-alives since merged in. */
-export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number, /** seq of its last full heartbeat */ fullSeq?: number }
+export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number, /** seq of its last full heartbeat */ fullSeq: number }
 
 export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number, links?: LinkFigure[] }
 

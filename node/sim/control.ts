@@ -13,7 +13,7 @@
  * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
  *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers.
  */
-import { encodeHeartbeat, sealCapacityRecord } from '../../protocols/capacity.ts'
+import { encodeHeartbeat, keepAliveOf, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -90,7 +90,7 @@ export async function realModel (cellSize: number): Promise<ControlModel> {
   }
   const record = await sealCapacityRecord({ peer: '12D3KooWJ9zrzMJTDRcprbm1C6yGaJXJozAvCXfFcDNnmVDfnsG7', seq: 1, issuedAt: Date.now(), expiresAt: Date.now() + DEFAULT_RECORD_TTL_MS, eligible: true, stages: hb.stages, slots: 4, reasons: [], membership: [cert] }, key)
   const full = encodeHeartbeat(hb).byteLength + GOSSIP_OVERHEAD_BYTES
-  const short = encodeHeartbeat({ ts: hb.ts, seq: hb.seq + 1, eligible: true, load: 0, slots: 4, stages: [], addrs: [], expiresAt: hb.expiresAt, refreshes: hb.seq, membership: [cert] }).byteLength + GOSSIP_OVERHEAD_BYTES
+  const short = encodeHeartbeat(keepAliveOf(hb, hb.seq + 1)).byteLength + GOSSIP_OVERHEAD_BYTES
   return {
     heartbeatBytes: full,
     keepAliveBytes: (full + (FULL_EVERY - 1) * short) / FULL_EVERY,
