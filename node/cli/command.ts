@@ -131,7 +131,8 @@ export async function fleetAccess (o: Record<string, unknown>): Promise<{ fleet:
   throw new UsageError('this fleet needs credentials: pass --credentials <file> (made by `fleetmesh fleet issue` or `fleetmesh fleet grant`), or --open for an open development fleet')
 }
 
-function checkName (fleet: string): string {
+/** A fleet name from the command line, or a UsageError naming what is wrong with it. */
+export function checkName (fleet: string): string {
   try { return checkFleetName(fleet) } catch (err) { throw new UsageError((err as Error).message) }
 }
 /** Options of an HTTP gateway (node --http, swarm --http). */

@@ -3,11 +3,11 @@
  * this machine) and prints what it reports; Ctrl-C stops it.
  */
 import { DEFAULT_MODEL, modelSource } from '../../models/catalog.ts'
-import { DEFAULT_FLEET, checkFleetName } from '../../../protocols/ids.ts'
+import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { runSwarm } from '../../swarm/run.ts'
 import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
-import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, UsageError, clientChecks, gatewayTls, intOption } from '../command.ts'
+import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, UsageError, checkName, clientChecks, gatewayTls, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable } from '../format.ts'
 
@@ -56,7 +56,7 @@ export const swarmCommand: Command = {
       jobs: intOption(o.jobs, 'jobs', 1, 100_000),
       concurrency: intOption(o.concurrency, 'concurrency', 1, 64),
       // the swarm's own authority certifies its peers: a named fleet, else dev (it was the string 'undefined')
-      fleet: typeof o.fleet === 'string' ? fleetName(o.fleet) : DEFAULT_FLEET,
+      fleet: typeof o.fleet === 'string' ? checkName(o.fleet) : DEFAULT_FLEET,
       scenario: day ? 'day' : chaos ? 'chaos' : o.batch === true ? 'batch' : 'none',
       durationS: intOption(o.duration, 'duration', 5, 24 * 3600),
       killEveryMs: intOption(o['kill-every'], 'kill-every', 1, 3600) * 1000,
@@ -97,8 +97,4 @@ export const swarmCommand: Command = {
       process.removeListener('SIGTERM', onSignal)
     }
   }
-}
-
-function fleetName (name: string): string {
-  try { return checkFleetName(name) } catch (err) { throw new UsageError((err as Error).message) }
 }
