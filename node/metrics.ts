@@ -15,6 +15,7 @@ export class FleetMetrics {
   readonly registry: Registry
   private readonly stageRuns: Histogram<'stage'>
   private readonly refusals: Counter<'code'>
+  private readonly streamRefusals: Counter<'protocol'>
   private readonly bytesMoved: Counter<'protocol' | 'direction'>
   private readonly jobs: Counter<'outcome'>
   private readonly jobMs: Histogram
@@ -25,6 +26,7 @@ export class FleetMetrics {
     const registers = [registry]
     this.stageRuns = new Histogram({ name: 'fleetmesh_stage_run_ms', help: 'Run time of one stage on this node, ms.', labelNames: ['stage'], buckets: MS_BUCKETS, registers })
     this.refusals = new Counter({ name: 'fleetmesh_refusals_total', help: 'Requests this node refused, by error code.', labelNames: ['code'], registers })
+    this.streamRefusals = new Counter({ name: 'fleetmesh_streams_refused_total', help: 'Inbound streams refused because their peer opened them faster than the protocol\'s rate, by protocol.', labelNames: ['protocol'], registers })
     this.bytesMoved = new Counter({ name: 'fleetmesh_bytes_total', help: 'Payload bytes moved by fleetmesh protocols, by protocol and direction.', labelNames: ['protocol', 'direction'], registers })
     this.jobs = new Counter({ name: 'fleetmesh_jobs_total', help: 'Jobs run through the mesh from this node, by outcome.', labelNames: ['outcome'], registers })
     this.jobMs = new Histogram({ name: 'fleetmesh_job_latency_ms', help: 'Whole job as this node (the client) saw it, ms.', buckets: MS_BUCKETS, registers })
@@ -35,6 +37,8 @@ export class FleetMetrics {
   stageRun (stage: string, ms: number): void { this.stageRuns.observe({ stage }, ms) }
   /** A request was refused with `code`. */
   refused (code: string): void { this.refusals.inc({ code }) }
+  /** An inbound stream of `protocol` was refused: its peer opened them too fast. */
+  streamRefused (protocol: string): void { this.streamRefusals.inc({ protocol }) }
   bytes (protocol: string, direction: Direction, n: number): void { if (n > 0) this.bytesMoved.inc({ protocol, direction }, n) }
   /** A job from this node ended; its hops' stage times when it completed. */
   job (outcome: 'ok' | 'failed', result?: { ms: number, hops: Array<{ stage: number, ms: number }> }): void {

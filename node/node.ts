@@ -7,7 +7,7 @@
  * each peer may open each protocol's streams only so fast.
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PrivateKey, StreamMiddleware } from '@libp2p/interface'
 import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
@@ -66,12 +66,6 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
 ]
 
 /**
- * libp2p 3.3.11 (the newest) appends each inbound stream's handler to the
- * middleware array it keeps for the protocol (connection.js, onIncomingStream),
- * so the chain grows with every stream and outbound streams run old handlers.
- * The registrar hands out a copy here instead.
- */
-/**
  * Inbound streams one peer may open per protocol: a rate per second and a
  * burst. Generous for honest use (a busy client, a joining node's DHT
  * walk), so that one peer cannot flood a node with streams.
@@ -80,7 +74,8 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   [kadProtocol, 50, 200],
   ...GOSSIP_PROTOCOLS.map(p => [p, 2, 10] as [string, number, number]),
   [INFER_PROTOCOL, 100, 200],
-  [SHARD_PROTOCOL, 10, 40],
+  // above the shard byte budget (node/models/shard-exchange.ts) in 1 MiB ranges, which is what limits shard serving
+  [SHARD_PROTOCOL, 20, 100],
   [OFFER_PROTOCOL, 20, 50],
   [RESULT_PROTOCOL, 100, 200],
   [memberProtocol, 5, 20],
@@ -92,14 +87,26 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   [enrollProtocol, 1, 5]
 ]
 
-function limitStreams (host: Host, fleet: string): void {
+/**
+ * Each protocol's middleware chain: the peer's stream rate first (cheap),
+ * then the membership gate where the protocol has one. libp2p's `use`
+ * replaces a protocol's chain, so each chain is set once, whole.
+ */
+function guardStreams (host: Host, fleet: string, metrics: FleetMetrics, gate?: (roles: { inbound?: Role[], outbound?: Role[] }) => StreamMiddleware): void {
   copyMiddlewareChains(host)
-  for (const [protocol, rate, burst] of STREAM_RATES) {
-    const id = typeof protocol === 'string' ? protocol : protocol(fleet)
-    host.use(id, streamRateLimit(id, rate, burst))
-  }
+  const id = (p: string | ((fleet: string) => string)): string => typeof p === 'string' ? p : p(fleet)
+  const chains = new Map<string, StreamMiddleware[]>()
+  for (const [protocol, rate, burst] of STREAM_RATES) chains.set(id(protocol), [streamRateLimit(id(protocol), rate, burst, p => { metrics.streamRefused(p) })])
+  if (gate !== undefined) for (const [protocol, roles] of GATED) chains.set(id(protocol), [...chains.get(id(protocol)) ?? [], gate(roles)])
+  for (const [protocol, chain] of chains) host.use(protocol, chain)
 }
 
+/**
+ * libp2p 3.3.11 (the newest) appends each inbound stream's handler to the
+ * middleware array it keeps for the protocol (connection.js, onIncomingStream),
+ * so the chain grows with every stream and outbound streams run old handlers.
+ * The registrar hands out a copy here instead.
+ */
 function copyMiddlewareChains (host: Host): void {
   const registrar = (host as unknown as { components?: { registrar?: { getMiddleware?: (p: string) => unknown[] } } }).components?.registrar
   const get = registrar?.getMiddleware?.bind(registrar)
@@ -130,8 +137,8 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     ...(cred !== undefined ? { connectionGater: denylist.gater(), recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
   })
   const components = nodeComponents(host, privateKey, metrics)
-  limitStreams(host, fleetName)
   if (cred === undefined) {
+    guardStreams(host, fleetName, metrics)
     const topics = new TopicGuard(components, guard)
     return { host, components, topics, start: async () => { topics.start(); await host.start() }, stop: async () => { topics.stop(); await host.stop() } }
   }
@@ -152,7 +159,7 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   components.membership = membership
   components.credentials = own
   const topics = new TopicGuard(components, guard)
-  for (const [protocol, roles] of GATED) host.use(typeof protocol === 'string' ? protocol : protocol(fleetName), membership.gate(roles))
+  guardStreams(host, fleetName, metrics, roles => membership.gate(roles))
   if (enroller !== undefined && usable === undefined && cred.grant === undefined) throw new CredentialsError('the credentials hold neither a certificate for this peer nor an enrollment grant')
   enroller?.addEventListener('enrolled', () => { void membership.proveAll() })
   return {

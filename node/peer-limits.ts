@@ -36,12 +36,16 @@ export class TokenBuckets {
   }
 }
 
-/** Inbound streams of a protocol per peer: `ratePerS` a second, bursts of `burst`. */
-export function streamRateLimit (protocol: string, ratePerS: number, burst: number): StreamMiddleware {
+/**
+ * Inbound streams of a protocol per peer: `ratePerS` a second, bursts of
+ * `burst`. `refused` hears each refusal (a metric), so a flood shows.
+ */
+export function streamRateLimit (protocol: string, ratePerS: number, burst: number, refused?: (protocol: string) => void): StreamMiddleware {
   const buckets = new TokenBuckets(ratePerS, burst)
   return async (stream: Stream, connection: Connection, next) => {
     if (stream.direction === 'inbound' && !buckets.take(connection.remotePeer.toString())) {
       const err = new RateLimitedError(`${connection.remotePeer.toString()} opens ${protocol} streams faster than ${ratePerS}/s`)
+      refused?.(protocol)
       stream.abort(err)
       throw err
     }

@@ -75,6 +75,12 @@ describe('hole punching with predicted ports', function () {
     return conn
   }
 
+  /** A punch stream, paced: the car lets one peer open them 2 a second (bursts of 5), and refuses the rest. */
+  const paced = async (conn: Connection): Promise<Stream> => {
+    await new Promise(resolve => setTimeout(resolve, 600))
+    return await conn.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+  }
+
   it('two members on a relayed connection exchange ports and dial; where no NAT holds a SYN the punch fails cleanly', async () => {
     // on loopback a SYN meets a reset at once, so the crossing dials cannot meet (they do through NATs:
     // test/netbed/punch.spec.ts); what must hold is that the attempt ends, is counted, and leaves the
@@ -100,21 +106,21 @@ describe('hole punching with predicted ports', function () {
     const relayed = await relayedTo(rogue)
     const before = car.host.getConnections(rogue.host.peerId).length
     for (const addr of ['/dns4/example.com/tcp/22', '/ip4/127.0.0.1/tcp/22/p2p-circuit', '/ip4/127.0.0.1/udp/53']) {
-      const stream = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+      const stream = await paced(relayed)
       await lpStream(stream).write(encodeMessage(HolePunchSchema, { kind: { case: 'connect', value: { addrs: [multiaddr(addr).bytes] } } }))
       assert.equal(await answerOf(stream), undefined, `an answer to ${addr}`)
     }
     // an oversized message and a SYNC out of turn are refused the same way
-    const big = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    const big = await paced(relayed)
     await lpStream(big).write(encodePunchMessage({ type: 'connect', addrs: Array.from({ length: 40 }, (_, i) => multiaddr(`/ip4/10.0.0.${i}/tcp/1000`)) }))
     assert.equal(await answerOf(big), undefined)
-    const sync = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    const sync = await paced(relayed)
     await lpStream(sync).write(encodePunchMessage({ type: 'sync' }))
     assert.equal(await answerOf(sync), undefined)
     // nothing was dialed; the rogue's bad punches count as failed ones, so even its honest CONNECT is
     // declined for a while, while the car still answers another member
     assert.equal(car.host.getConnections(rogue.host.peerId).length, before)
-    const late = await relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+    const late = await paced(relayed)
     await lpStream(late).write(encodePunchMessage({ type: 'connect', addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }))
     assert.equal(await answerOf(late), undefined, 'the rogue was answered')
     const fresh = await testNode({ bootstrap: boot.addrs, credentials: await members.client(), onlyRelayed: true, holePunch: { addresses: 'any', delayMs: 3_600_000 } })
@@ -125,6 +131,8 @@ describe('hole punching with predicted ports', function () {
     assert.ok(answer !== undefined, 'an honest CONNECT from another member is answered')
     assert.equal(decodePunchMessage(answer).type, 'connect')
     ok.abort(new Error('done'))
+    // the silence above was the punch rules, not the car's stream rate
+    assert.doesNotMatch(await car.components.metrics.registry.getSingleMetricAsString('fleetmesh_streams_refused_total'), /punch/)
   })
 
   it('a punch over a direct connection is refused, and an outsider cannot open the protocol', async () => {
