@@ -81,7 +81,7 @@ export class LinkMeter implements Startable {
         return
       }
       if (this.c.host.getConnections(id).length === 0 && t.addrs.length > 0) {
-        await this.c.host.peerStore.merge(id, { multiaddrs: t.addrs.map(a => multiaddr(a)) })
+        await this.c.host.peerStore.merge(id, { multiaddrs: t.addrs.map(a => multiaddr(a)) }, { signal: AbortSignal.timeout(5000) })
       }
       const ms = await this.c.host.services.ping.ping(id, { signal: AbortSignal.timeout(5000) })
       this.table.observeRtt(t.peer, ms, this.relayed(t.peer))

@@ -21,6 +21,7 @@ import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
 import { chooseStageToHost, spreadTieBreak } from '../scheduler/selection.ts'
+import { step } from '../util/abortable.ts'
 import type { FleetDirectory } from './directory.ts'
 import type { OfferResponder } from './offer-responder.ts'
 
@@ -138,10 +139,13 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   private async fetchPatiently (cid: string, forMs: number): Promise<Uint8Array> {
     const until = Date.now() + forMs
     for (let attempt = 1; ; attempt++) {
+      const signal = AbortSignal.timeout(Math.max(1000, Math.min(15_000, until - Date.now())))
       try {
-        return await this.c.exchange.get(cid, { signal: AbortSignal.timeout(Math.max(1000, Math.min(15_000, until - Date.now()))) })
+        // the attempt ends with its time, whatever it waits on
+        return await step(this.c.exchange.get(cid, { signal }), signal)
       } catch (err) {
         if (Date.now() >= until) throw err
+        this.log('fetch of %s, attempt %d: %e', cid, attempt, err)
         if (attempt === 1) this.error(`${(err as Error).message}; retrying`)
         await new Promise(resolve => setTimeout(resolve, Math.min(2000, 250 * attempt)))
       }

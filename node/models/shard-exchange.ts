@@ -23,6 +23,7 @@ import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
 import { parseCid, verifyCid } from './cid.ts'
 import { ShardStore } from './shard-store.ts'
+import { step, within } from '../util/abortable.ts'
 import type { BlobStore } from './shard-store.ts'
 
 export class ShardNotFoundError extends Error {
@@ -37,6 +38,12 @@ export class ShardNotFoundError extends Error {
 
 export interface Provider { id: PeerId, addrs: string[] }
 
+/** How long one provider has to answer the first (size) request of a fetch. */
+export const PROBE_TIMEOUT_MS = 5000
+/** How long a DHT walk for providers may take. */
+export const FIND_PROVIDERS_MS = 8000
+/** How long ordering providers by distance may take before they are used as found. */
+const NEAREST_MS = 3000
 /** Range size of chunked fetches. */
 export const RANGE_BYTES = SHARD_CHUNK_BYTES
 
@@ -144,7 +151,10 @@ export class ShardExchange implements Startable {
   /** Fetches bytes [offset, offset + length) of `cid` from one peer (length undefined: to the end). */
   async fetchRange (provider: Provider, cid: string, offset: number, length: number | undefined, opts: AbortOptions = {}): Promise<{ bytes: Uint8Array, total: number }> {
     const signal = AbortSignal.any([AbortSignal.timeout(SHARD_READ_TIMEOUT_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
-    const stream = await this.c.dialer.dialProtocol(provider.id, SHARD_PROTOCOL, { signal, addrs: provider.addrs })
+    let stream
+    try { stream = await this.c.dialer.dialProtocol(provider.id, SHARD_PROTOCOL, { signal, addrs: provider.addrs }) } catch (err) {
+      throw new ShardNotFoundError(cid, `${provider.id.toString().slice(-8)} could not be reached: ${(err as Error).message}`)
+    }
     const onAbort = (): void => { stream.abort(signal.reason) }
     signal.addEventListener('abort', onAbort, { once: true })
     const t0 = performance.now()
@@ -209,8 +219,13 @@ export class ShardExchange implements Startable {
   async fetchChunked (providers: Provider[], cid: string, opts: AbortOptions = {}): Promise<Uint8Array> {
     let total: number | undefined
     const errors: string[] = []
+    const failed = new Set<Provider>()
     for (const p of providers) {
-      try { total = (await this.fetchRange(p, cid, 0, 0, opts)).total; break } catch (err) { errors.push((err as Error).message) }
+      // each provider on its own clock: one that hangs must not spend every other's time
+      try { total = (await this.fetchRange(p, cid, 0, 0, { signal: within(PROBE_TIMEOUT_MS, opts.signal) })).total; break } catch (err) {
+        errors.push((err as Error).message)
+        failed.add(p)
+      }
     }
     if (total === undefined) throw new ShardNotFoundError(cid, errors.join('; ') || 'no provider answered')
     const paths = this.store instanceof ShardStore ? this.store.partialPaths(cid) : undefined
@@ -224,19 +239,44 @@ export class ShardExchange implements Startable {
     this.resumedBytes = done.reduce((s, [, l]) => s + l, 0)
     let file: FileHandle | undefined
     if (paths !== undefined) file = await open(paths.data, done.length > 0 ? 'r+' : 'w').catch(async () => await open(paths.data, 'w'))
+    // ranges being fetched; when the queue is empty, an idle provider also asks for the oldest one
+    // another provider still holds (once each), and the first answer wins: a slow or silent provider
+    // cannot hold the last range until the caller's time runs out
+    const inFlight = new Map<number, { range: [number, number], copies: AbortController[] }>()
+    const isDone = (o: number): boolean => done.some(([d]) => d === o)
+    const next = (): { range: [number, number], ctrl: AbortController } | undefined => {
+      const queued = queue.shift()
+      if (queued !== undefined) {
+        const ctrl = new AbortController()
+        inFlight.set(queued[0], { range: queued, copies: [ctrl] })
+        return { range: queued, ctrl }
+      }
+      const slow = [...inFlight.values()].find(f => f.copies.length === 1)
+      if (slow === undefined) return undefined
+      const ctrl = new AbortController()
+      slow.copies.push(ctrl)
+      return { range: slow.range, ctrl }
+    }
     try {
-      await Promise.all(providers.map(async p => {
-        for (let range = queue.shift(); range !== undefined; range = queue.shift()) {
+      await Promise.all(providers.filter(p => !failed.has(p)).map(async p => {
+        for (let job = next(); job !== undefined; job = next()) {
+          const { range, ctrl } = job
           try {
-            const { bytes } = await this.fetchRange(p, cid, range[0], range[1], opts)
+            const { bytes } = await this.fetchRange(p, cid, range[0], range[1], { signal: AbortSignal.any([ctrl.signal, ...(opts.signal !== undefined ? [opts.signal] : [])]) })
+            if (isDone(range[0])) continue
             buffer.set(bytes, range[0])
             done.push(range)
+            for (const c of inFlight.get(range[0])?.copies ?? []) if (c !== ctrl) c.abort(new Error('another provider sent this range first'))
+            inFlight.delete(range[0])
             if (file !== undefined && paths !== undefined) {
               await file.write(bytes, 0, bytes.byteLength, range[0])
               await writeFile(paths.ranges, JSON.stringify({ total, done }))
             }
           } catch (err) {
-            queue.push(range) // someone else takes it
+            if (ctrl.signal.aborted || isDone(range[0])) continue
+            const f = inFlight.get(range[0])
+            if (f !== undefined) f.copies = f.copies.filter(c => c !== ctrl)
+            if (f !== undefined && f.copies.length === 0) { inFlight.delete(range[0]); queue.push(range) } // someone else takes it
             errors.push(`${p.id.toString().slice(-8)}: ${(err as Error).message}`)
             return
           }
@@ -255,7 +295,8 @@ export class ShardExchange implements Startable {
   /** Providers of `cid` from the DHT (excluding ourselves). */
   async findProviders (cid: string, opts: AbortOptions & { max?: number } = {}): Promise<Provider[]> {
     const found: Provider[] = []
-    const signal = opts.signal ?? AbortSignal.timeout(10_000)
+    // the walk gets part of the caller's time, so that fetching has the rest
+    const signal = within(FIND_PROVIDERS_MS, opts.signal)
     try {
       for await (const p of this.c.contentRouting.findProviders(parseCid(cid), { signal })) {
         if (p.id.equals(this.c.peerId) || found.some(f => f.id.equals(p.id))) continue
@@ -284,7 +325,7 @@ export class ShardExchange implements Startable {
     if (local !== undefined) return local
     const found = opts.providers ?? await this.findProviders(cid, opts)
     if (found.length === 0) throw new ShardNotFoundError(cid, 'no provider found in the DHT')
-    const near = await this.init.nearest?.(found).catch(() => found) ?? found
+    const near = this.init.nearest !== undefined ? await step(this.init.nearest(found), within(NEAREST_MS, opts.signal)).catch(() => found) : found
     const providers = near.length > 0 ? near : found
     const errors: string[] = []
     // the nearest first; when they all fail, every provider found

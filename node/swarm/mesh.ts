@@ -20,6 +20,7 @@ import type { ModelSource } from '../models/catalog.ts'
 import { shardModel } from '../models/shard.ts'
 import type { ShardedModel } from '../models/shard.ts'
 import { placeStages } from '../scheduler/placement.ts'
+import { step } from '../util/abortable.ts'
 import { mb, shortPeer } from '../util/text.ts'
 import type { SimSchedule } from '../vehicle/sources.ts'
 import type { VerifyMode } from '../client/verifier.ts'
@@ -68,12 +69,6 @@ export function cellIndex (i: number, nodes: number, cells: number): number { re
 
 /** What a vehicle process reported, with its label and peer id. */
 export interface VehicleReport { vehicle: string, peer: string, e: any }
-
-/** Resolves with `p`, or rejects as soon as `signal` aborts. */
-export async function step<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted()
-  return await Promise.race([p, new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })])
-}
 
 /** Vehicles started at once. */
 const START_WAVE = 8

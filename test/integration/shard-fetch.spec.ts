@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Host } from '../../node/host.ts'
 import { cidOf } from '../../node/models/cid.ts'
-import { RANGE_BYTES, ShardExchange } from '../../node/models/shard-exchange.ts'
+import { PROBE_TIMEOUT_MS, RANGE_BYTES, ShardExchange } from '../../node/models/shard-exchange.ts'
 import type { Provider } from '../../node/models/shard-exchange.ts'
 import { MemoryStore, ShardStore } from '../../node/models/shard-store.ts'
+import { SHARD_PROTOCOL } from '../../protocols/ids.ts'
+import { SHARD_READ_TIMEOUT_MS } from '../../protocols/limits.ts'
 import { testNode } from '../utils/node.ts'
 
 describe('shard fetches and the shard store', function () {
@@ -75,6 +77,40 @@ describe('shard fetches and the shard store', function () {
     assert.equal(ex.resumedBytes, 2 * RANGE_BYTES, 'two ranges came from the first attempt')
     assert.equal(fresh.bytes(), blob.byteLength - 2 * RANGE_BYTES, 'only the rest was fetched again')
     assert.ok(!(await readdir(join(dir, 'c3'))).some(f => f.endsWith('.partial')), 'partial files are removed')
+  })
+
+  it('a provider that takes the request and never answers costs one probe, not the whole fetch', async () => {
+    // it holds every shard stream open and silent (a hung or hostile car)
+    const { host } = await testNode()
+    hosts.push(host)
+    await host.handle(SHARD_PROTOCOL, () => {})
+    const silent = { id: host.peerId, addrs: host.getMultiaddrs().map(a => a.toString()) }
+    const good = await provider()
+    const ex = await fetcher('c4')
+    // less time than one silent range read (SHARD_READ_TIMEOUT_MS) takes to give up
+    const t0 = Date.now()
+    const got = await ex.get(cid, { providers: [silent, good.p], signal: AbortSignal.timeout(SHARD_READ_TIMEOUT_MS / 2) })
+    assert.equal(cidOf(got), cid)
+    assert.ok(Date.now() - t0 < PROBE_TIMEOUT_MS + 5000, `${Date.now() - t0} ms`)
+    // and with only silent providers the error names what happened
+    await assert.rejects(ex.get(cidOf(new Uint8Array(randomBytes(100))), { providers: [silent], signal: AbortSignal.timeout(SHARD_READ_TIMEOUT_MS / 2) }), /timed out or was aborted/)
+  })
+
+  it('a provider that goes silent mid-fetch does not hold its range: an idle provider fetches it too, the first answer wins', async () => {
+    const stalling = await provider()
+    const host = hosts[hosts.length - 1]
+    const { handler } = (host as unknown as { components: { registrar: { getHandler: (p: string) => { handler: (s: unknown, c: unknown) => void } } } }).components.registrar.getHandler(SHARD_PROTOCOL)
+    await host.unhandle(SHARD_PROTOCOL)
+    let streams = 0
+    // the size probe and one range are answered, later requests are taken and never answered
+    await host.handle(SHARD_PROTOCOL, (stream, conn) => { if (streams++ < 2) handler(stream, conn) })
+    const good = await provider()
+    const ex = await fetcher('c5')
+    const t0 = Date.now()
+    const got = await ex.get(cid, { providers: [stalling.p, good.p], signal: AbortSignal.timeout(SHARD_READ_TIMEOUT_MS / 2) })
+    assert.equal(cidOf(got), cid)
+    assert.ok(streams >= 3, `the stalling provider was asked for ${streams - 1} ranges`)
+    assert.ok(Date.now() - t0 < SHARD_READ_TIMEOUT_MS / 4, `${Date.now() - t0} ms`)
   })
 
   it('the store keeps within its bound, evicting least recently used shards that are not pinned', async () => {
