@@ -82,7 +82,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       const processes = new Map<number, number>()
       for (const v of swarm.vehicles) if (v.pid !== undefined) processes.set(v.pid, v.share)
       control = await measureControl({ vehicles: [...processes].map(([pid, vehicles]) => ({ pid, vehicles })), ...(swarm.children[0]?.pid !== undefined ? { bootstrap: swarm.children[0].pid } : {}) }, o.idleS ?? 0, o.signal)
-      io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}`)
+      io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}; ${control.connectionsPerVehicle} connections${control.cpuPctPerVehicle !== undefined ? `, ${control.cpuPctPerVehicle}% of a core` : ''} per vehicle${control.rssMbPerProcess !== undefined ? `, ${control.rssMbPerProcess} MB per process of ${control.vehiclesPerProcess}` : ''}`)
     }
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
     const localJobsPerS = await addReferences(swarm.modelBytes, jobs)

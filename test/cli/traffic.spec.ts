@@ -10,7 +10,7 @@ import { CELL_SIZE } from '../../node/capacity/cells.ts'
 import { cellIndex, defaultCells } from '../../node/swarm/mesh.ts'
 import { GroupMember } from '../../node/swarm/processes.ts'
 import type { PeerProcess } from '../../node/swarm/processes.ts'
-import { parseSs, socketBytes } from '../../node/swarm/traffic.ts'
+import { cpuSeconds, parseSs, rssBytes, socketBytes } from '../../node/swarm/traffic.ts'
 
 const SS = `ESTAB 0      0      127.0.0.1:36660 127.0.0.1:45678 users:(("node",pid=29841,fd=20))
 \t bbr wscale:10,10 rto:204 rtt:0.032/0.015 mss:32768 cwnd:11 bytes_sent:5 bytes_acked:6 bytes_received:7 segs_out:4
@@ -23,8 +23,8 @@ ESTAB 0      0      127.0.0.1:45679 127.0.0.1:36661 users:(("node",pid=7,fd=21))
 describe('swarm traffic and vehicle groups', () => {
   it('sums the socket byte counts of each process from ss output', () => {
     const m = parseSs(SS)
-    assert.deepEqual(m.get(29841), { sent: 105, received: 1007 })
-    assert.deepEqual(m.get(7), { sent: 0, received: 3 })
+    assert.deepEqual(m.get(29841), { sent: 105, received: 1007, sockets: 2 })
+    assert.deepEqual(m.get(7), { sent: 0, received: 3, sockets: 1 })
   })
 
   it('reads the real sockets of this process', async function () {
@@ -39,6 +39,18 @@ describe('swarm traffic and vehicle groups', () => {
       if (mine === undefined) { this.skip() } // no ss on this machine
       assert.ok(mine.sent >= 10_000 && mine.received >= 10_000, JSON.stringify(mine))
     } finally { c.destroy(); server.close() }
+  })
+
+  it('reads a process\'s CPU time and resident memory from /proc', async () => {
+    const before = await cpuSeconds(process.pid)
+    assert.ok(before !== undefined && before > 0)
+    const until = performance.now() + 300
+    while (performance.now() < until) { /* busy */ }
+    const used = (await cpuSeconds(process.pid) ?? 0) - before
+    assert.ok(used >= 0.2 && used < 2, `${used} s of CPU for 0.3 s of busy loop`)
+    const rss = await rssBytes(process.pid) ?? 0
+    assert.ok(Math.abs(rss - process.memoryUsage().rss) < 0.2 * rss, `${rss} vs ${process.memoryUsage().rss}`)
+    assert.equal(await cpuSeconds(2 ** 30), undefined, 'no such process')
   })
 
   it('a vehicle of a group gets its own events and waits for its own', async () => {
