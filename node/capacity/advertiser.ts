@@ -37,9 +37,10 @@ export const JOIN_SAMPLE = 6
 export const HEARTBEAT_LINKS = 6
 /**
  * Every this many keep-alives one is a full heartbeat; the others are short
- * (Heartbeat.refreshes): a peer that missed a change hears it within
- * FULL_EVERY keep-alives, and an idle cell's gossip shrinks by the size of
+ * (Heartbeat.refreshes), and an idle cell's gossip shrinks by the size of
  * its stages, addresses, vehicle state and links (README, "A million cars").
+ * The keep-alive after a change is full too: a peer that missed the flooded
+ * change hears it one keep-alive later.
  */
 export const FULL_EVERY = 4
 /** Capacity record lifetime. */
@@ -111,9 +112,12 @@ export class CapacityAdvertiser implements Startable {
   private fullNext = false
   /** A join answer waiting for the one-a-second limit. */
   private answer?: ReturnType<typeof setTimeout>
+  /** A change was flooded: the next keep-alive repeats it in full, for a peer that missed it (under load, or joining). */
+  private repeatFull = false
   /** Something changed: say so at once. */
   private readonly onChange = (): void => {
     if (!this.started) return
+    this.repeatFull = true
     void this.beat()
     void this.refreshRecord()
   }
@@ -155,8 +159,10 @@ export class CapacityAdvertiser implements Startable {
     this.heartbeats = repeatingTask(async () => {
       // a join answer or a load step: full, and to every peer of the topic; a keep-alive: to the mesh, mostly short
       const urgent = this.fullNext
+      const repeat = this.repeatFull && !urgent
       this.fullNext = false
-      await this.beat(false, !urgent && this.lastFull > 0 && this.shortSinceFull < FULL_EVERY - 1, urgent)
+      if (!urgent) this.repeatFull = false
+      await this.beat(false, !urgent && !repeat && this.lastFull > 0 && this.shortSinceFull < FULL_EVERY - 1, urgent)
     }, init.keepAliveMs ?? DEFAULT_KEEPALIVE_MS, { debounce: 20 })
     this.records = repeatingTask(async () => { await this.refreshRecord() }, this.ttl / 2)
     this.loadWatch = repeatingTask(() => { this.checkLoad() }, LOAD_CHECK_MS)

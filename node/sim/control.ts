@@ -115,8 +115,9 @@ export interface CellBeats { keepAlives: number, changes: number }
  * `ownChanges`: the car's own eligibility changes (a record put each).
  */
 export function carTraffic (m: ControlModel, seconds: number, fleet: number, cellSize: number, beats: CellBeats, ownChanges: number): CarTraffic {
-  // keep-alives go to the mesh (COPIES each); a change is also flooded to every connected cell peer (one copy more)
-  const cellBytes = beats.keepAlives * m.keepAliveBytes * COPIES + beats.changes * m.heartbeatBytes * (COPIES + 1)
+  // keep-alives go to the mesh (COPIES each); a change is also flooded to every connected cell peer (one copy
+  // more), and the keep-alive after it is full
+  const cellBytes = beats.keepAlives * m.keepAliveBytes * COPIES + beats.changes * (m.heartbeatBytes * (COPIES + 1) + (m.heartbeatBytes - m.keepAliveBytes) * COPIES)
   const gossip = cellSize > 1 ? cellBytes * (cellSize - 1) / cellSize : 0
   const own = cellBytes / Math.max(1, cellSize)
   // each car offers each cell message's id to Dlazy peers outside its mesh (the cell's others and a bootstrap or client), for mcacheGossip seconds

@@ -71,13 +71,13 @@ describe('short keep-alives', () => {
     const r = await rig()
     const { d, deliver } = directory()
     r.adv.start()
-    await until(() => r.sent.length >= 2 * FULL_EVERY + 1)
+    await until(() => r.sent.length >= 2 * FULL_EVERY + 2)
     await r.adv.stop()
     const beats = r.sent.map(b => decodeHeartbeat(b))
-    // the first is full (start), then FULL_EVERY - 1 short ones, then a full one again
-    const kinds = beats.slice(0, 2 * FULL_EVERY + 1).map(b => b.refreshes === undefined ? 'full' : 'short').join(' ')
+    // the first is full (start, a change), the keep-alive after it repeats it in full, then FULL_EVERY - 1 short ones, then a full one again
+    const kinds = beats.slice(0, 2 * FULL_EVERY + 2).map(b => b.refreshes === undefined ? 'full' : 'short').join(' ')
     const cycle = ['full', ...Array(FULL_EVERY - 1).fill('short')].join(' ')
-    assert.equal(kinds, `${cycle} ${cycle} full`)
+    assert.equal(kinds, `full ${cycle} ${cycle} full`)
     for (const [i, b] of beats.entries()) {
       if (b.refreshes === undefined) continue
       const full = beats.slice(0, i).reverse().find(x => x.refreshes === undefined)
@@ -85,30 +85,36 @@ describe('short keep-alives', () => {
       assert.deepEqual([b.stages, b.addrs, b.links, b.vehicle], [[], [], undefined, undefined])
     }
     // the start (a change) is flooded to every peer of the topic; keep-alives, short or full, go to the mesh only
-    assert.deepEqual(r.flooded.slice(0, 2 * FULL_EVERY + 1), [true, ...Array(2 * FULL_EVERY).fill(false)])
+    assert.deepEqual(r.flooded.slice(0, 2 * FULL_EVERY + 2), [true, ...Array(2 * FULL_EVERY + 1).fill(false)])
     const fullBytes = r.sent[0].byteLength
-    const shortBytes = r.sent[1].byteLength
+    const shortBytes = r.sent[2].byteLength
     assert.ok(shortBytes * 4 < fullBytes, `a keep-alive is ${shortBytes} B, a full heartbeat ${fullBytes} B`)
 
     // a directory that heard the full one: the keep-alives refresh it and keep its stages and links
-    for (const b of r.sent.slice(0, 3)) deliver(r.from, b)
+    for (const b of r.sent.slice(0, 4)) deliver(r.from, b)
     const p = d.get(r.from.toString())
-    assert.equal(p?.heartbeat.seq, beats[2].seq)
+    assert.equal(p?.heartbeat.seq, beats[3].seq)
     assert.deepEqual(p?.heartbeat.stages, [STAGE])
     assert.equal(p?.heartbeat.links?.length, 6)
-    assert.equal(p?.fullSeq, beats[0].seq)
+    assert.equal(p?.fullSeq, beats[1].seq)
     d.stop()
   })
 
-  it('a directory that missed the full heartbeat ignores keep-alives until the next full one', async () => {
+  it('a directory that missed a change hears it at the next keep-alive; one that missed every full heartbeat ignores keep-alives until the next full one', async () => {
     const r = await rig()
-    const { d, deliver } = directory()
     r.adv.start()
-    await until(() => r.sent.length >= FULL_EVERY + 1)
+    await until(() => r.sent.length >= FULL_EVERY + 2)
     await r.adv.stop()
-    for (const b of r.sent.slice(1, FULL_EVERY)) deliver(r.from, b)
+    // the flooded change (sent[0]) lost: the keep-alive after it is full
+    const late = directory()
+    late.deliver(r.from, r.sent[1])
+    assert.deepEqual(late.d.get(r.from.toString())?.heartbeat.stages, [STAGE])
+    late.d.stop()
+    // both lost: short keep-alives have nothing to merge into, until the next full one
+    const { d, deliver } = directory()
+    for (const b of r.sent.slice(2, FULL_EVERY + 1)) deliver(r.from, b)
     assert.equal(d.get(r.from.toString()), undefined, 'nothing to merge a keep-alive into')
-    deliver(r.from, r.sent[FULL_EVERY])
+    deliver(r.from, r.sent[FULL_EVERY + 1])
     assert.deepEqual(d.get(r.from.toString())?.heartbeat.stages, [STAGE])
     d.stop()
   })
