@@ -8,8 +8,9 @@
  * - gossip: a heartbeat goes to the car's cell only; each car hears each
  *   message of its cell about COPIES times, and forwards about as much as it
  *   hears; it offers each message's id to a few peers (IHAVE_BYTES_PER_ID);
- * - links: each connection is pinged every minute, about PING_BYTES each way
- *   (a stream: multistream, yamux and Noise framing, 32 bytes of ping);
+ * - connections: a car holds one to most peers it ever talked to (its cell,
+ *   DHT contacts, a bootstrap peer, clients), up to its cap; each costs
+ *   CONNECTION_UPKEEP_BYTES_PER_S each way (pings, stream set-up, framing);
  * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
  *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers.
  */
@@ -36,21 +37,22 @@ export const COPIES = 2.7
  * gossipsub's sendRpc).
  */
 export const IHAVE_BYTES_PER_ID = 63
-/** One connection ping, each way, with its stream's setup. */
-export const PING_BYTES = 150
-export const PING_INTERVAL_S = 60
 /** One peer in a DHT answer (id and a few addresses). */
 export const DHT_PEER_BYTES = 80
 /** A DHT query's request. */
 export const DHT_QUERY_BYTES = 120
 /**
- * Upkeep of a node that no protocol above accounts for, each way: stream
- * set-up (multistream, yamux and Noise framing of every stream), identify,
- * the DHT's routing-table upkeep. Measured: an idle vehicle of 5 on one
- * machine moved 243 B/s in, of which the rest of this model explains about
- * 120 (`fleetmesh swarm --nodes 5 --idle-s 60`).
+ * What one idle connection costs each way beyond gossip and the DHT: the
+ * connection monitor's ping every minute and the set-up of every stream
+ * (multistream, yamux and Noise framing), identify. Measured in an idle
+ * 20-car swarm (`fleetmesh swarm --nodes 20 --idle-s 240`, libp2p's
+ * libp2p_data_transfer_bytes_total read by each vehicle over 220 s): 988 /
+ * 996 B/s in / out per car at the connection, of which gossip 471 / 462 and
+ * the DHT 113 / 124, over 25.1 connections: 16.1 / 16.3 B/s each.
  */
-export const FIXED_BYTES_PER_S = 120
+export const CONNECTION_UPKEEP_BYTES_PER_S = 16
+/** Connections per peer a car talks to: two that dial each other at once keep both (25.1 for 21 peers in that swarm). */
+export const CONNECTIONS_PER_PEER = 1.2
 
 export interface ControlModel {
   /** A full heartbeat on the wire (a change, a join answer, every FULL_EVERY-th keep-alive). */
@@ -60,7 +62,7 @@ export interface ControlModel {
   recordBytes: number
   keepAliveS: number
   recordRefreshS: number
-  /** Connections a car holds (gossip mesh, DHT contacts, clients, pipeline neighbours). */
+  /** Connections a car holds (its cell, DHT contacts, a bootstrap peer, clients), up to its cap. */
   connections: number
 }
 
@@ -68,11 +70,11 @@ export interface ControlModel {
  * Sizes from the real encoders: a vehicle's heartbeat (one stage, one
  * relayed address, its vehicle state, its links to as many cell members as
  * a heartbeat carries, its certificate) and its signed record. `connections`:
- * its cell's other cars, a bootstrap peer, a client and a DHT contact or
- * two, at most the vehicle's cap.
+ * the other cars of a fleet of `vehicles` (a car's DHT walks reach most of a
+ * small fleet), a bootstrap peer and a client, at most the vehicle's cap.
  */
-export async function realModel (cellSize: number): Promise<ControlModel> {
-  const connections = Math.min(VEHICLE_MAX_CONNECTIONS, cellSize - 1 + 4)
+export async function realModel (cellSize: number, vehicles: number): Promise<ControlModel> {
+  const connections = Math.min(VEHICLE_MAX_CONNECTIONS, Math.round((vehicles - 1 + 2) * CONNECTIONS_PER_PEER))
   const key = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(3))
   const cert = new Uint8Array(255).fill(1)
   const hb: Heartbeat = {
@@ -123,11 +125,10 @@ export function carTraffic (m: ControlModel, seconds: number, fleet: number, cel
   // each car offers each cell message's id to Dlazy peers outside its mesh (the cell's others and a bootstrap or client), for mcacheGossip seconds
   const offered = Math.min(FLEET_GOSSIP.Dlazy, Math.max(0, cellSize - FLEET_GOSSIP.D)) * FLEET_GOSSIP.mcacheGossip
   const ihave = (beats.keepAlives + beats.changes) * offered * IHAVE_BYTES_PER_ID
-  const pings = m.connections * PING_BYTES * seconds / PING_INTERVAL_S
+  const upkeep = m.connections * CONNECTION_UPKEEP_BYTES_PER_S * seconds
   const hops = lookupHops(fleet)
   const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 // record puts, and a self-lookup every 5 min
   const dhtIn = lookups * hops * 3 * 20 * DHT_PEER_BYTES
   const dhtOut = lookups * hops * 3 * DHT_QUERY_BYTES + (seconds / m.recordRefreshS + ownChanges) * 20 * m.recordBytes
-  const fixed = FIXED_BYTES_PER_S * seconds
-  return { in: fixed + gossip + ihave + pings + dhtIn, out: fixed + gossip + own + ihave + pings + dhtOut }
+  return { in: upkeep + gossip + ihave + dhtIn, out: upkeep + gossip + own + ihave + dhtOut }
 }

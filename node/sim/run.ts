@@ -101,7 +101,7 @@ export async function runSim (o: SimInit): Promise<SimResult> {
     if (p === undefined) { p = size >= 2 || o.stages < 2 ? placeStages(size, o.stages) : [[0]]; placements.set(size, p) }
     return p[i - cell * o.cellSize] ?? []
   }
-  const model = await realModel(o.cellSize)
+  const model = await realModel(o.cellSize, o.vehicles)
   const costs: RouteCosts = {
     stageMs: o.stageMs ?? Array.from({ length: o.stages }, () => 5),
     handOffBytes: o.handOffBytes ?? Array.from({ length: o.stages - 1 }, () => 900_000),

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { encodeHeartbeat } from '../../protocols/capacity.ts'
-import { carTraffic, lookupHops, realModel } from '../../node/sim/control.ts'
+import { carTraffic, lookupHops, realModel, CONNECTIONS_PER_PEER } from '../../node/sim/control.ts'
+import { VEHICLE_MAX_CONNECTIONS } from '../../node/network.ts'
 import { carDays, eligibleAt, eligibleSeconds } from '../../node/sim/fleet.ts'
 import { runSim } from '../../node/sim/run.ts'
 import { daySvg } from '../../node/sim/svg.ts'
@@ -37,7 +38,10 @@ describe('fleetmesh sim', function () {
   })
 
   it('message sizes come from the real encoders, and DHT lookups grow as log N', async () => {
-    const m = await realModel(32)
+    const m = await realModel(32, 1_000_000)
+    // a car keeps connections to the peers it talked to, up to its cap: a small fleet's every car, a large one's cap
+    assert.equal(m.connections, VEHICLE_MAX_CONNECTIONS)
+    assert.equal((await realModel(5, 5)).connections, Math.round(6 * CONNECTIONS_PER_PEER))
     const bare = encodeHeartbeat({ ts: 1, seq: 1, eligible: true, load: 0, slots: 1, stages: [], addrs: [] }).byteLength
     assert.ok(m.heartbeatBytes > bare + 300, `heartbeat ${m.heartbeatBytes} B on the wire`)
     assert.ok(lookupHops(1_000_000) > lookupHops(1000) && lookupHops(1_000_000) <= 6)
@@ -71,7 +75,8 @@ describe('fleetmesh sim', function () {
       const svg = join(dir, 'day.svg')
       const out = execFileSync(process.execPath, [CLI, 'sim', '--vehicles', '3000', '--hours', '24', '--svg', svg, '--json'], { encoding: 'utf8' })
       const r = JSON.parse(out.trim().split('\n').at(-1)!) as { controlBytesPerVehiclePerS: number, wallS: number, hourly: unknown[] }
-      assert.ok(r.controlBytesPerVehiclePerS > 0 && r.controlBytesPerVehiclePerS < 2048, String(r.controlBytesPerVehiclePerS))
+      // a car of a fleet this size holds its cap of connections; their upkeep and its cell's gossip: a few KB/s
+      assert.ok(r.controlBytesPerVehiclePerS > 500 && r.controlBytesPerVehiclePerS < 8192, String(r.controlBytesPerVehiclePerS))
       assert.ok(r.wallS >= 0 && r.hourly.length === 24)
       assert.match(readFileSync(svg, 'utf8'), /<svg/)
     } finally { rmSync(dir, { recursive: true, force: true }) }
