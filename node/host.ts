@@ -202,7 +202,23 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     }
   })
   if (bootstrapList.length > 0) keepJoined(host, bootstrapList)
+  slowTableRefresh(host)
   return host
+}
+
+/**
+ * How often the DHT walks towards a random key of each bucket to refresh its
+ * routing table. @libp2p/kad-dht 16.4.5 does it every 5 minutes, with no option:
+ * one walk per bucket (about log2 N of them) every 5 minutes was most of an
+ * idle car's DHT bytes. Parked cars churn slowly, and connections and lookups
+ * keep the table filled between refreshes.
+ */
+export const TABLE_REFRESH_MS = 30 * 60_000
+
+function slowTableRefresh (host: Host): void {
+  const refresh = (host.services.dht as unknown as { routingTableRefresh?: { refreshInterval?: number } }).routingTableRefresh
+  if (refresh?.refreshInterval === undefined) throw new Error('@libp2p/kad-dht changed: no routingTableRefresh.refreshInterval to set (see node/host.ts)')
+  refresh.refreshInterval = TABLE_REFRESH_MS
 }
 
 function relayServer (limits: RelayLimits): ReturnType<typeof circuitRelayServer> {

@@ -12,7 +12,8 @@
  *   DHT contacts, a bootstrap peer, clients), up to its cap; each costs
  *   CONNECTION_UPKEEP_BYTES_PER_S each way (pings, stream set-up, framing);
  * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
- *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers.
+ *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers; the routing
+ *   table is refreshed by a lookup per bucket every TABLE_REFRESH_MS.
  */
 import { encodeHeartbeat, keepAliveOf, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
@@ -21,6 +22,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
 import { DEFAULT_RECORD_TTL_MS, FULL_EVERY, HEARTBEAT_LINKS } from '../capacity/advertiser.ts'
 import { VEHICLE_MAX_CONNECTIONS } from '../network.ts'
+import { TABLE_REFRESH_MS } from '../host.ts'
 import { FLEET_GOSSIP } from '../membership/scoring.ts'
 
 /** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */
@@ -127,7 +129,8 @@ export function carTraffic (m: ControlModel, seconds: number, fleet: number, cel
   const ihave = (beats.keepAlives + beats.changes) * offered * IHAVE_BYTES_PER_ID
   const upkeep = m.connections * CONNECTION_UPKEEP_BYTES_PER_S * seconds
   const hops = lookupHops(fleet)
-  const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 // record puts, and a self-lookup every 5 min
+  // record puts, a self-lookup every 5 min, and the routing table's refresh: a walk per bucket (about log2 N)
+  const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 + seconds / (TABLE_REFRESH_MS / 1000) * Math.min(16, Math.ceil(Math.log2(Math.max(2, fleet))))
   const dhtIn = lookups * hops * 3 * 20 * DHT_PEER_BYTES
   const dhtOut = lookups * hops * 3 * DHT_QUERY_BYTES + (seconds / m.recordRefreshS + ownChanges) * 20 * m.recordBytes
   return { in: upkeep + gossip + ihave + dhtIn, out: upkeep + gossip + own + ihave + dhtOut }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import first from 'it-first'
-import { createHost } from '../../node/host.ts'
+import { TABLE_REFRESH_MS, createHost } from '../../node/host.ts'
 import type { Host } from '../../node/host.ts'
 import { cidOf, parseCid } from '../../node/models/cid.ts'
 
@@ -22,5 +22,7 @@ describe('joining', function () {
     hosts.push(...joiners)
     const found = await Promise.all(joiners.map(async j => (await first(j.contentRouting.findProviders(parseCid(cid), { signal: AbortSignal.timeout(15_000) })))?.id.toString()))
     assert.deepEqual(found, joiners.map(() => seed.peerId.toString()))
+    // with the routing table refreshed every 30 minutes, not libp2p's 5: joining and lookups do not wait for it
+    for (const h of hosts) assert.equal((h.services.dht as unknown as { routingTableRefresh: { refreshInterval: number } }).routingTableRefresh.refreshInterval, TABLE_REFRESH_MS)
   })
 })
