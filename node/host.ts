@@ -40,6 +40,7 @@ import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
 import { recordSelectors, recordValidators } from './membership/records.ts'
 import type { RecordTrust } from './membership/records.ts'
 import { growingWindows } from './yamux-windows.ts'
+import { TABLE_REFRESH_MS } from './network.ts'
 import { holePunch } from './hole-punch.ts'
 import type { HolePunchInit } from './hole-punch.ts'
 
@@ -206,15 +207,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
   return host
 }
 
-/**
- * How often the DHT walks towards a random key of each bucket to refresh its
- * routing table. @libp2p/kad-dht 16.4.5 does it every 5 minutes, with no option:
- * one walk per bucket (about log2 N of them) every 5 minutes was most of an
- * idle car's DHT bytes. Parked cars churn slowly, and connections and lookups
- * keep the table filled between refreshes.
- */
-export const TABLE_REFRESH_MS = 30 * 60_000
-
+/** The DHT's routing-table refresh every TABLE_REFRESH_MS (node/network.ts): @libp2p/kad-dht 16.4.5 has no option for it. */
 function slowTableRefresh (host: Host): void {
   const refresh = (host.services.dht as unknown as { routingTableRefresh?: { refreshInterval?: number } }).routingTableRefresh
   if (refresh?.refreshInterval === undefined) throw new Error('@libp2p/kad-dht changed: no routingTableRefresh.refreshInterval to set (see node/host.ts)')

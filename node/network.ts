@@ -21,6 +21,13 @@ export type Reach = 'loopback' | 'lan' | 'internet'
 
 /** Connections a vehicle holds at once: its cell's gossip mesh, DHT contacts, clients and pipeline neighbours. */
 export const VEHICLE_MAX_CONNECTIONS = 64
+/**
+ * How often the DHT walks towards a random key of each bucket (about log2 N
+ * of them) to refresh its routing table. @libp2p/kad-dht 16.4.5 does it every
+ * 5 minutes with no option; node/host.ts sets it. Parked cars churn slowly,
+ * and connections and lookups keep the table filled between refreshes.
+ */
+export const TABLE_REFRESH_MS = 30 * 60_000
 
 /** Defaults for `node` and `bootstrap`: every interface, IPv4 and IPv6. */
 export const LISTEN_ALL = ['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0']

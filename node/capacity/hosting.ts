@@ -21,7 +21,7 @@ import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
 import { chooseStageToHost, spreadTieBreak } from '../scheduler/selection.ts'
-import { step } from '../util/abortable.ts'
+import { step, within } from '../util/abortable.ts'
 import type { FleetDirectory } from './directory.ts'
 import type { OfferResponder } from './offer-responder.ts'
 
@@ -204,7 +204,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     const task = repeatingTask(async (opts) => {
       try {
         // give heartbeats a moment to arrive before judging the swarm
-        await this.c.directory.waitFor(() => this.c.directory.all().length > 0, { signal: AbortSignal.any([AbortSignal.timeout(3000), ...(opts?.signal !== undefined ? [opts.signal] : [])]) }).catch(() => {})
+        await this.c.directory.waitFor(() => this.c.directory.all().length > 0, { signal: within(3000, opts?.signal) }).catch(() => {})
         while (this.heldOf(manifestCid).size < want && opts?.signal?.aborted !== true) {
           const supply = this.supply(manifestCid, manifest)
           const stage = chooseStageToHost(supply, this.heldOf(manifestCid), spreadTieBreak(this.me))

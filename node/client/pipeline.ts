@@ -22,6 +22,7 @@ import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
 import { NoRouteError, chooseRoute, networkMs } from '../scheduler/router.ts'
+import { within } from '../util/abortable.ts'
 import type { Candidate, RouteCosts } from '../scheduler/router.ts'
 import type { LinkMeter } from '../link-meter.ts'
 import type { ResultInbox } from '../runtime/direct-return.ts'
@@ -193,7 +194,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         // capacity may be on its way (a first heartbeat, a replacement): wait for a heartbeat that offers it
         lastError = err
         this.log('job %s attempt %d: %s; waiting for capacity', job, attempt, err.message)
-        const wait = AbortSignal.any([AbortSignal.timeout(Math.min(1000 * attempt, Math.max(1, deadline - Date.now()))), ...(opts.signal !== undefined ? [opts.signal] : [])])
+        const wait = within(Math.min(1000 * attempt, Math.max(1, deadline - Date.now())), opts.signal)
         await this.c.locator.waitForHolder(m, err.stage, { signal: wait, usable: p => !exclude.has(p) }).catch(() => {})
         continue
       }
@@ -208,7 +209,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const done = this.c.locator.track(peers)
       // the attempt must finish in what the route's own timings promise; the hops' errors get a grace to arrive first
       const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors, networkMs(route, this.costs(m, tensors), stage)))
-      const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
+      const signal = within(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS, opts.signal)
       let answer
       // the result may come straight from the last hop, even before the chain's answer
       const direct = this.c.inbox?.expect(job, peers[peers.length - 1])

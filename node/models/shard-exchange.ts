@@ -150,7 +150,7 @@ export class ShardExchange implements Startable {
 
   /** Fetches bytes [offset, offset + length) of `cid` from one peer (length undefined: to the end). */
   async fetchRange (provider: Provider, cid: string, offset: number, length: number | undefined, opts: AbortOptions = {}): Promise<{ bytes: Uint8Array, total: number }> {
-    const signal = AbortSignal.any([AbortSignal.timeout(SHARD_READ_TIMEOUT_MS), ...(opts.signal !== undefined ? [opts.signal] : [])])
+    const signal = within(SHARD_READ_TIMEOUT_MS, opts.signal)
     let stream
     try { stream = await this.c.dialer.dialProtocol(provider.id, SHARD_PROTOCOL, { signal, addrs: provider.addrs }) } catch (err) {
       throw new ShardNotFoundError(cid, `${provider.id.toString().slice(-8)} could not be reached: ${(err as Error).message}`)

@@ -21,8 +21,7 @@ import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
 import { DEFAULT_RECORD_TTL_MS, FULL_EVERY, HEARTBEAT_LINKS } from '../capacity/advertiser.ts'
-import { VEHICLE_MAX_CONNECTIONS } from '../network.ts'
-import { TABLE_REFRESH_MS } from '../host.ts'
+import { TABLE_REFRESH_MS, VEHICLE_MAX_CONNECTIONS } from '../network.ts'
 import { FLEET_GOSSIP } from '../membership/scoring.ts'
 
 /** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import first from 'it-first'
-import { TABLE_REFRESH_MS, createHost } from '../../node/host.ts'
+import { createHost } from '../../node/host.ts'
+import { TABLE_REFRESH_MS } from '../../node/network.ts'
 import type { Host } from '../../node/host.ts'
 import { cidOf, parseCid } from '../../node/models/cid.ts'
 
