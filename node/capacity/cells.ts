@@ -7,6 +7,9 @@
  * DHT hops; it runs at start, again while the node has fewer than
  * `minPeers` topic peers, and the provider record is refreshed at the DHT's
  * own republish interval (so upkeep does not grow with the fleet either).
+ * A cell whose lookup finds nobody new (a neighbour cell with no cars in it,
+ * which a client near it listens to) is looked up again after twice as
+ * long each time, up to `maxBackoffMs`.
  */
 import { repeatingTask } from '@libp2p/utils'
 import type { ComponentLogger, ContentRouting, Logger, Startable } from '@libp2p/interface'
@@ -51,6 +54,8 @@ export interface CellRendezvousInit {
   dialPerLookup?: number
   /** How often the topic peers are counted. @default 30000 */
   checkMs?: number
+  /** Longest wait before looking up a cell again whose lookups found nobody. @default 30 minutes */
+  maxBackoffMs?: number
 }
 
 export class CellRendezvous implements Startable {
@@ -59,6 +64,8 @@ export class CellRendezvous implements Startable {
   private readonly log: Logger
   private readonly task: RepeatingTask
   private provided = false
+  /** Per cell whose lookups found nobody new: how many in a row, and when to look again. */
+  private readonly empty = new Map<string, { misses: number, next: number }>()
 
   constructor (components: CellRendezvousComponents, init: CellRendezvousInit) {
     this.c = components
@@ -78,6 +85,8 @@ export class CellRendezvous implements Startable {
         await this.c.contentRouting.provide(key, { signal }).then(() => { this.provided = true }, err => { this.log('cell %s not provided: %e', cell, err) })
       }
       if (this.c.pubsub.getSubscribers(capacityTopic(this.init.fleet, cell)).length >= (this.init.minPeers ?? 4)) continue
+      const miss = this.empty.get(cell)
+      if (miss !== undefined && Date.now() < miss.next) continue
       let dialled = 0
       try {
         for await (const p of this.c.contentRouting.findProviders(key, { signal })) {
@@ -89,6 +98,10 @@ export class CellRendezvous implements Startable {
       } catch (err) {
         this.log('cell %s lookup: %e', cell, err)
       }
+      if (dialled > 0) { this.empty.delete(cell); continue }
+      const misses = (miss?.misses ?? 0) + 1
+      const wait = Math.min(this.init.maxBackoffMs ?? 30 * 60_000, (this.init.checkMs ?? 30_000) * 2 ** misses)
+      this.empty.set(cell, { misses, next: Date.now() + wait })
     }
   }
 }

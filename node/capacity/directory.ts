@@ -15,9 +15,17 @@ import { DEFAULT_CELL, capacityTopic } from '../../protocols/ids.ts'
 import type { Membership } from '../membership/membership.ts'
 
 /** A peer as last heard: `heartbeat` is its last full heartbeat with the keep-alives since merged in. */
-export interface PeerState { peer: string, heartbeat: Heartbeat, receivedAt: number, /** seq of its last full heartbeat */ fullSeq: number }
+export interface PeerState {
+  peer: string
+  heartbeat: Heartbeat
+  receivedAt: number
+  /** seq of its last full heartbeat */
+  fullSeq: number
+  /** The cell whose topic it was heard on. */
+  cell: string
+}
 
-export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number, links?: LinkFigure[] }
+export interface StageHolder { peer: string, addrs: string[], load: number, msPerItem: number, links?: LinkFigure[], cell: string }
 
 export interface DirectoryComponents {
   logger: ComponentLogger
@@ -54,6 +62,8 @@ export const DEFAULT_KEEPALIVE_MS = 120_000
 export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implements Startable {
   private readonly c: DirectoryComponents
   private readonly topics: string[]
+  /** The cells listened to, nearest first. */
+  readonly cells: string[]
   private readonly staleMs: number
   private readonly forgetMs: number
   private readonly maxPeers: number
@@ -66,7 +76,8 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   constructor (components: DirectoryComponents, init: DirectoryInit) {
     super()
     this.c = components
-    this.topics = (init.cells ?? [DEFAULT_CELL]).map(c => capacityTopic(init.fleet, c))
+    this.cells = init.cells ?? [DEFAULT_CELL]
+    this.topics = this.cells.map(c => capacityTopic(init.fleet, c))
     this.staleMs = init.staleMs ?? 3 * DEFAULT_KEEPALIVE_MS + 500
     this.forgetMs = init.forgetMs ?? 2 * this.staleMs
     this.maxPeers = init.maxPeers ?? 50_000
@@ -88,7 +99,8 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
   }
 
   private onMessage (msg: Message): void {
-    if (!this.topics.includes(msg.topic) || msg.type !== 'signed') return
+    const cell = this.cells[this.topics.indexOf(msg.topic)]
+    if (cell === undefined || msg.type !== 'signed') return
     let hb: Heartbeat
     try { hb = decodeHeartbeat(msg.data) } catch (err) {
       this.log('dropped heartbeat from %p: %e', msg.from, err)
@@ -96,9 +108,9 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     }
     const peer = msg.from.toString()
     const prev = this.peers.get(peer)
-    if (hb.refreshes !== undefined) { this.refresh(peer, prev, hb); return }
+    if (hb.refreshes !== undefined) { this.refresh(peer, prev, hb, cell); return }
     if (prev !== undefined && prev.heartbeat.seq >= hb.seq && prev.heartbeat.ts >= hb.ts) return
-    this.record(peer, hb)
+    this.record(peer, hb, Date.now(), hb.seq, cell)
     // a lower sequence with a newer clock: the peer's process started again
     if (prev !== undefined && hb.seq < prev.heartbeat.seq && hb.ts > prev.heartbeat.ts) this.safeDispatchEvent('restart', { detail: peer })
   }
@@ -108,18 +120,18 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
    * that one (joined since, or missed it) there is nothing to merge into:
    * ignored, the sender's next full heartbeat or join answer brings it.
    */
-  private refresh (peer: string, prev: PeerState | undefined, ka: Heartbeat): void {
+  private refresh (peer: string, prev: PeerState | undefined, ka: Heartbeat, cell: string): void {
     if (prev === undefined || prev.fullSeq !== ka.refreshes || ka.seq <= prev.heartbeat.seq) {
       this.log('keep-alive from %s for heartbeat %d ignored (have %s)', peer, ka.refreshes, prev?.fullSeq)
       return
     }
     const { stages: _s, addrs: _a, refreshes: _r, ...news } = ka
-    this.record(peer, { ...prev.heartbeat, ...news }, Date.now(), prev.fullSeq)
+    this.record(peer, { ...prev.heartbeat, ...news }, Date.now(), prev.fullSeq, cell)
   }
 
   /** Sets a peer's latest heartbeat directly (unit tests, or a node's own state); `fullSeq`: of its last full heartbeat. */
-  record (peer: string, hb: Heartbeat, receivedAt = Date.now(), fullSeq = hb.seq): void {
-    const state = { peer, heartbeat: hb, receivedAt, fullSeq }
+  record (peer: string, hb: Heartbeat, receivedAt = Date.now(), fullSeq = hb.seq, cell = this.cells[0]): void {
+    const state = { peer, heartbeat: hb, receivedAt, fullSeq, cell }
     // most recently heard last, so the first entry is the one to forget when full
     this.peers.delete(peer)
     this.peers.set(peer, state)
@@ -161,7 +173,7 @@ export class FleetDirectory extends TypedEventEmitter<DirectoryEvents> implement
     const out: StageHolder[] = []
     for (const p of this.eligible(now)) {
       const s = p.heartbeat.stages.find(x => x.manifest === manifest && x.stage === stage)
-      if (s !== undefined) out.push({ peer: p.peer, addrs: p.heartbeat.addrs, load: p.heartbeat.load, msPerItem: s.msPerItem, ...(p.heartbeat.links !== undefined ? { links: p.heartbeat.links } : {}) })
+      if (s !== undefined) out.push({ peer: p.peer, addrs: p.heartbeat.addrs, load: p.heartbeat.load, msPerItem: s.msPerItem, cell: p.cell, ...(p.heartbeat.links !== undefined ? { links: p.heartbeat.links } : {}) })
     }
     return out
   }

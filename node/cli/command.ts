@@ -13,6 +13,7 @@ import { DEFAULT_FLEET, checkCellName, checkFleetName } from '../../protocols/id
 import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
+import { isGeohash, nearbyCells } from '../capacity/geohash.ts'
 
 export class UsageError extends Error {
   readonly name = 'UsageError'
@@ -181,7 +182,8 @@ export async function untilSignal (): Promise<string> {
 export const CLIENT_CHECK_OPTIONS: Record<string, OptionSpec> = {
   verify: { type: 'string', arg: '<mode>', description: 'result checks: off, sample (re-run a share of stage runs on another vehicle, more for new vehicles) or strict (every stage twice)', default: 'sample' },
   'local-stages': { type: 'string', arg: '<stages>', description: 'run these first stages here (e.g. 0, or 0-1), so vehicles never see the inputs; loads onnxruntime' },
-  cells: { type: 'string', arg: '<list>', description: 'locality cells to route in, e.g. u33db,u33dc (default: default; see README, "A million cars")' }
+  cells: { type: 'string', arg: '<list>', description: 'locality cells to route in, nearest first, e.g. u33db,u33dc (default: default; see README, "A million cars")' },
+  near: { type: 'string', arg: '<geohash>', description: 'route near this geohash cell: in it, else in its 8 neighbours (instead of --cells)' }
 }
 
 /** `--cells a,b` (checked names), or undefined. */
@@ -195,6 +197,11 @@ export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode
   const out: { verify?: VerifyMode, localStages?: number, cells?: string[] } = {}
   const cells = cellsOption(o)
   if (cells !== undefined) out.cells = cells
+  if (typeof o.near === 'string') {
+    if (cells !== undefined) throw new UsageError('give --cells or --near, not both')
+    if (!isGeohash(o.near)) throw new UsageError(`--near: "${o.near}" is not a geohash (1-12 of 0-9 and b-z without a, i, l, o), e.g. u33db`)
+    out.cells = nearbyCells(o.near)
+  }
   if (o.verify !== undefined) {
     if (!isVerifyMode(o.verify)) throw new UsageError(`--verify must be one of ${VERIFY_MODES.join(', ')}, got ${String(o.verify)}`)
     out.verify = o.verify

@@ -18,6 +18,7 @@ import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { DEFAULT_CELL, DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { CellRendezvous, hostConnections } from '../capacity/cells.ts'
+import { isGeohash, nearbyCells } from '../capacity/geohash.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
 import { LinkMeter } from '../link-meter.ts'
 import { ResultInbox } from '../runtime/direct-return.ts'
@@ -55,11 +56,15 @@ export interface ClientInit {
   /** Fleet credentials with a certificate (role client or publisher) for this client's key; undefined only for an open fleet. */
   credentials?: Credentials
   /**
-   * Locality cells to route in: their vehicles' heartbeats are what this
-   * client hears (README, "A million cars"). A client on a shared node
-   * listens to the cells that node validates. @default [DEFAULT_CELL]
+   * Locality cells to route in, nearest first: their vehicles' heartbeats
+   * are what this client hears, and a job runs inside the first that holds
+   * every stage, else the nearest together (README, "A million cars"). A
+   * client on a shared node listens to the cells that node validates.
+   * @default [DEFAULT_CELL], or the cells `near` names
    */
   cells?: string[]
+  /** A geohash cell to route near: it and its 8 neighbours, nearest first (nearbyCells). Ignored when `cells` is given. */
+  near?: string
   /** Share an existing node (a vehicle's) instead of creating one. */
   shared?: FleetNode
   /** Where fetched manifests are kept. @default in memory */
@@ -125,9 +130,10 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.ownsHost = init.shared === undefined
     this.fleet = fleetOf(init)
     const c = this.components = node.components
-    this.directory = new FleetDirectory(c, { fleet: this.fleet, ...(init.cells !== undefined ? { cells: init.cells } : {}) })
+    const cells = cellsOf(init)
+    this.directory = new FleetDirectory(c, { fleet: this.fleet, cells })
     // this client's own links to the vehicles it may route through (a shared vehicle's node measures its own)
-    this.cells = new CellRendezvous({ ...c, ...hostConnections(node.host) }, { fleet: this.fleet, cells: init.cells ?? [DEFAULT_CELL], provide: false })
+    this.cells = new CellRendezvous({ ...c, ...hostConnections(node.host) }, { fleet: this.fleet, cells, provide: false })
     this.links = new LinkMeter({ logger: c.logger, host: node.host }, { targets: () => this.directory.eligible().slice(0, 32).map(p => ({ peer: p.peer, addrs: p.heartbeat.addrs })) })
     // a shared node's vehicle already answers shard requests
     this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
@@ -160,7 +166,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
         bootstrap: init.bootstrap,
         ...(init.credentials !== undefined ? { credentials: init.credentials } : {}),
         ...(init.listen !== undefined ? { listen: init.listen } : {}),
-        ...(init.cells !== undefined ? { cells: init.cells } : {})
+        cells: cellsOf(init)
       })
       await node.start()
     }
@@ -227,4 +233,12 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     await stop(this.cells, this.inbox, this.links, this.directory, this.names, this.exchange)
     if (this.ownsHost) await this.node.stop()
   }
+}
+
+/** The cells a client routes in, nearest first. */
+function cellsOf (init: Pick<ClientInit, 'cells' | 'near'>): string[] {
+  if (init.cells !== undefined) return init.cells
+  if (init.near === undefined) return [DEFAULT_CELL]
+  if (!isGeohash(init.near)) throw new TypeError(`near: "${init.near}" is not a geohash (1-12 of 0-9 and b-z without a, i, l, o), e.g. u33db`)
+  return nearbyCells(init.near)
 }

@@ -17,7 +17,7 @@ import type { ResolvedModel } from './resolver.ts'
 
 export interface LocatorComponents {
   logger: ComponentLogger
-  directory: Pick<FleetDirectory, 'holders' | 'waitFor'>
+  directory: Pick<FleetDirectory, 'holders' | 'waitFor' | 'cells'>
   exchange: Pick<ShardExchange, 'findProviders'>
 }
 
@@ -50,12 +50,15 @@ export class StageLocator {
     return () => { for (const p of peers) this.inflight.set(p, (this.inflight.get(p) ?? 1) - 1) }
   }
 
+  /** The cells routed in, nearest first. */
+  get cells (): string[] { return this.c.directory.cells }
+
   /** Live, unbanned holders of a stage of `m`; a suspect (accused by one peer) counts as heavily loaded, so it is used last. */
   live (m: ResolvedModel, stage: number): Candidate[] {
     this.bans.prune()
     return this.c.directory.holders(m.cid, stage)
       .filter(s => !this.bans.isBanned(s.peer))
-      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem, ...(s.links !== undefined ? { links: s.links } : {}) }))
+      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem, cell: s.cell, ...(s.links !== undefined ? { links: s.links } : {}) }))
   }
 
   /** Candidates for one stage (see the module comment). */

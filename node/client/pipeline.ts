@@ -21,7 +21,7 @@ import type { FleetMetrics } from '../metrics.ts'
 import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
-import { NoRouteError, chooseRoute, networkMs } from '../scheduler/router.ts'
+import { NoRouteError, chooseRoute, inNearestCell, networkMs } from '../scheduler/router.ts'
 import { within } from '../util/abortable.ts'
 import type { Candidate, RouteCosts } from '../scheduler/router.ts'
 import type { LinkMeter } from '../link-meter.ts'
@@ -140,7 +140,8 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const preferred = opts.prefer !== undefined ? all.filter(c => opts.prefer!.has(c.peer)) : []
       cands.push(preferred.length > 0 ? preferred : all)
     }
-    return chooseRoute(cands, this.costs(m, tensors), first)
+    // inside the nearest cell that holds every stage (README, "A million cars")
+    return chooseRoute(inNearestCell(cands, this.c.locator.cells), this.costs(m, tensors), first)
   }
 
   /** What a route costs: compute at each hop and, from measured link figures, moving the tensors (scheduler/router.ts). */

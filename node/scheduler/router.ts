@@ -18,6 +18,8 @@ export interface Candidate {
   msPerItem: number
   /** The peer's measured links to other peers (its heartbeat). */
   links?: LinkFigure[]
+  /** The locality cell it was heard in. */
+  cell?: string
 }
 
 export interface RouteCosts {
@@ -142,4 +144,26 @@ function returnMs (route: Candidate[], costs: RouteCosts): number {
   let ms = linkMs(linkBetween(route[0], undefined, costs), out, costs)
   for (let i = route.length - 1; i > 0; i--) ms += linkMs(linkBetween(route[i], route[i - 1], costs), out, costs)
   return ms
+}
+
+/**
+ * Keeps a route inside the nearest cell: `cells` are the client's locality
+ * cells, nearest first (its own, then its neighbours). The candidates of the
+ * first cell that holds every stage, else those of the nearest cells
+ * together, as few as hold every stage; candidates of no listed cell (found
+ * through the DHT only) count as the farthest. Unchanged when no set of
+ * cells holds every stage (the router then says which stage has nobody).
+ */
+export function inNearestCell (cands: Candidate[][], cells: string[]): Candidate[][] {
+  if (cells.length < 2) return cands
+  const rank = (c: Candidate): number => { const i = c.cell === undefined ? -1 : cells.indexOf(c.cell); return i < 0 ? cells.length : i }
+  for (let r = 0; r < cells.length; r++) {
+    const only = cands.map(stage => stage.filter(c => rank(c) === r))
+    if (only.every(s => s.length > 0)) return only
+  }
+  for (let r = 1; r <= cells.length; r++) {
+    const near = cands.map(stage => stage.filter(c => rank(c) <= r))
+    if (near.every(s => s.length > 0)) return near
+  }
+  return cands
 }

@@ -10,7 +10,7 @@
  * latency and control bytes per car.
  */
 import { placeStages } from '../scheduler/placement.ts'
-import { NoRouteError, chooseRoute, routeMs } from '../scheduler/router.ts'
+import { NoRouteError, chooseRoute, inNearestCell, routeMs } from '../scheduler/router.ts'
 import type { Candidate, RouteCosts } from '../scheduler/router.ts'
 import { DEFAULT_POLICY } from '../vehicle/policy.ts'
 import { carDays, eligibleAt, eligibleSeconds } from './fleet.ts'
@@ -127,19 +127,21 @@ export async function runSim (o: SimInit): Promise<SimResult> {
     for (let j = 0; j < sample; j++) {
       const t = (h + random()) * 3600
       const home = Math.floor(random() * cells)
-      let ms: number | undefined
-      for (const [cell, extraRtt] of [[home, 0], [(home + 1) % cells, o.neighbourRttMs ?? 40]]) {
-        const candidates: Candidate[][] = Array.from({ length: o.stages }, () => [])
+      // the client listens to its cell and a neighbour; the real router keeps the route in the nearest cell that holds every stage
+      const near = [home, (home + 1) % cells]
+      const candidates: Candidate[][] = Array.from({ length: o.stages }, () => [])
+      for (const cell of new Set(near)) {
         for (let i = cell * o.cellSize; i < Math.min(n, (cell + 1) * o.cellSize); i++) {
           if (!eligibleAt(car(i), t)) continue
-          for (const s of stagesOf(i)) candidates[s].push({ peer: String(i), addrs: [], load: 0, msPerItem: costs.stageMs[s] })
+          for (const s of stagesOf(i)) candidates[s].push({ peer: String(i), addrs: [], load: 0, msPerItem: costs.stageMs[s], cell: String(cell) })
         }
-        try {
-          ms = routeMs(chooseRoute(candidates, costs, 0, random), costs) + extraRtt
-          break
-        } catch (err) {
-          if (!(err instanceof NoRouteError)) throw err
-        }
+      }
+      let ms: number | undefined
+      try {
+        const route = chooseRoute(inNearestCell(candidates, near.map(String)), costs, 0, random)
+        ms = routeMs(route, costs) + (route.some(c => c.cell !== String(home)) ? o.neighbourRttMs ?? 40 : 0)
+      } catch (err) {
+        if (!(err instanceof NoRouteError)) throw err
       }
       if (ms === undefined) failed++
       else latencies.push(ms)

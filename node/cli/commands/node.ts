@@ -90,6 +90,8 @@ export const nodeCommand: Command = {
     }
     const speed = o['sim-speed'] !== undefined ? Number(o['sim-speed']) : undefined
     if (speed !== undefined && !(speed > 0)) throw new UsageError('--sim-speed must be a positive number')
+    // a vehicle's gateway shares its node, which validates its own cell's gossip only
+    if (o.near !== undefined || o.cells !== undefined) throw new UsageError('a vehicle\'s gateway routes in the vehicle\'s cell (--cell); --near and --cells are for clients (submit, swarm)')
     let vehicle
     try { vehicle = await sourceFromSpec(String(o.vehicle), speed !== undefined ? { speed } : {}) } catch (err) {
       if (err instanceof UsageSourceError || err instanceof InvalidScheduleError) throw new UsageError(err.message)
