@@ -40,7 +40,7 @@ import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
 import { recordSelectors, recordValidators } from './membership/records.ts'
 import type { RecordTrust } from './membership/records.ts'
 import { growingWindows } from './yamux-windows.ts'
-import { TABLE_REFRESH_MS } from './network.ts'
+import { CONNECTION_PING_MS, DHT_WALK, MUXER_KEEPALIVE_MS, SELF_QUERY_MS, TABLE_REFRESH_MS } from './network.ts'
 import { holePunch } from './hole-punch.ts'
 import type { HolePunchInit } from './hole-punch.ts'
 
@@ -123,6 +123,8 @@ export interface HostInit {
    * prefer it. @default ['noise', 'tls']
    */
   encryption?: Array<'tls' | 'noise'>
+  /** How a DHT walk fans out (bench/dht-walk.ts compares). @default DHT_WALK (node/network.ts) */
+  dhtWalk?: { alpha: number, disjointPaths: number }
 }
 
 /**
@@ -149,10 +151,11 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       listen: [...(init.listen ?? ['/ip4/127.0.0.1/tcp/0']), ...(init.relayReservations === true ? ['/p2p-circuit'] : [])],
       ...(init.announceFilter !== undefined ? { announceFilter: init.announceFilter } : init.announceLoopback === false ? { announceFilter: withoutLoopback } : {})
     },
-    // libp2p pings every connection to keep it (and its NAT mapping) alive and to measure its round trip
-    // (connection.rtt, which the link meter reads): every 60 s, not 10, since each ping is a stream of its own
-    // and idle links are what a car's control traffic is made of (README, "A million cars")
-    connectionMonitor: { pingInterval: 60_000 },
+    // libp2p pings every connection to measure its round trip (connection.rtt, which the link meter reads)
+    // and to close it when the peer is gone: every 5 minutes, not 10 s, since each ping is a stream of its own
+    // and idle links are what a car's control traffic is made of (README, "A million cars"); yamux's cheap
+    // pings (below) keep NAT mappings warm in between
+    connectionMonitor: { pingInterval: CONNECTION_PING_MS },
     connectionManager: {
       // many vehicles share one address (one test machine, or a carrier-grade NAT):
       // libp2p's default of 5 new connections per second per host turned joiners away
@@ -163,8 +166,9 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
     transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: (init.encryption ?? ['noise', 'tls']).map(e => e === 'tls' ? tls() : noise()),
     streamMuxers: [growingWindows(yamux({
-      // no yamux pings of its own: libp2p's connection monitor pings each connection already (above)
-      enableKeepAlive: false,
+      // a 12-byte ping frame each minute keeps an idle connection's NAT mapping warm
+      enableKeepAlive: true,
+      keepAliveInterval: MUXER_KEEPALIVE_MS,
       streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW, maxReadBufferLength: MAX_INFER_FRAME_BYTES + MiB }
     }), STREAM_WINDOW)],
     peerDiscovery: [
@@ -181,6 +185,8 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
         ...((init.dhtServer ?? true) === 'auto' ? {} : { clientMode: init.dhtServer === false }),
         peerInfoMapper: (init.privateAddresses ?? true) ? passthroughMapper : removePrivateAddressesMapper,
         initialQuerySelfInterval: 500,
+        querySelfInterval: SELF_QUERY_MS,
+        ...(init.dhtWalk ?? DHT_WALK),
         validators: recordValidators(init.recordTrust),
         selectors: recordSelectors
       }),

@@ -13,6 +13,7 @@ import type { ComponentLogger, Libp2p, Logger, Startable } from '@libp2p/interfa
 import type { Ping } from '@libp2p/ping'
 import { LinkTable } from './scheduler/links.ts'
 import type { LinkFigure } from './scheduler/links.ts'
+import { CONNECTION_PING_MS } from './network.ts'
 
 export interface LinkMeterComponents {
   logger: ComponentLogger
@@ -29,7 +30,11 @@ export interface LinkMeterInit {
   intervalMs?: number
   /** Peers pinged per round. @default 4 */
   perRound?: number
-  /** A figure younger than this is not measured again. @default 20000 */
+  /**
+   * A figure younger than this is not measured again. Each ping is a stream
+   * of its own (about 400 B each way with its framing); it was 20 s, which
+   * made most of an idle car's per-connection bytes. @default CONNECTION_PING_MS
+   */
   freshMs?: number
 }
 
@@ -93,7 +98,7 @@ export class LinkMeter implements Startable {
   /** Pings the least recently measured targets. */
   async round (): Promise<void> {
     const now = Date.now()
-    const fresh = this.init.freshMs ?? 20_000
+    const fresh = this.init.freshMs ?? CONNECTION_PING_MS
     const due = this.init.targets()
       .filter(t => now - (this.measuredAt.get(t.peer) ?? 0) > fresh)
       .sort((a, b) => (this.measuredAt.get(a.peer) ?? 0) - (this.measuredAt.get(b.peer) ?? 0))

@@ -37,7 +37,7 @@ export const MAX_HEARTBEAT_BYTES = 16 * KiB
 /** Signed capacity record in the DHT (envelope included). */
 export const MAX_CAPACITY_RECORD_BYTES = 16 * KiB
 /** A capacity record lives at most this long after it was issued (refreshed at half of it, and on change). */
-export const MAX_CAPACITY_RECORD_TTL_MS = 15 * minute
+export const MAX_CAPACITY_RECORD_TTL_MS = 24 * 60 * minute
 /** Clock skew tolerated when checking expiries. */
 export const CLOCK_SKEW_MS = 5 * second
 

@@ -43,8 +43,14 @@ export const HEARTBEAT_LINKS = 6
  * change hears it one keep-alive later.
  */
 export const FULL_EVERY = 4
-/** Capacity record lifetime. */
-export const DEFAULT_RECORD_TTL_MS = 10 * 60_000
+/**
+ * Capacity record lifetime. Each re-put is a DHT walk and 20 stores, so it is
+ * long: the record says what a car serves for `status`, not whether it is
+ * there now. A car that vanishes drops out of directories when its
+ * heartbeats stop (3 keep-alives); one that changes or leaves puts a new
+ * record at once.
+ */
+export const DEFAULT_RECORD_TTL_MS = 12 * 60 * 60_000
 
 /** What the advertiser asks the vehicle's governor. */
 export interface VehicleStatus extends TypedEventTarget<{ eligible: CustomEvent, ineligible: CustomEvent }> {

@@ -11,9 +11,12 @@
  * - connections: a car holds one to most peers it ever talked to (its cell,
  *   DHT contacts, a bootstrap peer, clients), up to its cap; each costs
  *   CONNECTION_UPKEEP_BYTES_PER_S each way (pings, stream set-up, framing);
- * - DHT: a lookup takes about log2(N) / 4 hops of 3 queries, each answer
- *   about 20 peers of DHT_PEER_BYTES; a put stores on 20 peers; the routing
- *   table is refreshed by a lookup per bucket every TABLE_REFRESH_MS.
+ * - DHT: a walk queries walkQueries(N) peers (measured), each answer about
+ *   20 peers of DHT_PEER_BYTES, and opens a connection (CONNECTION_SETUP_BYTES)
+ *   to each peer it is not connected to; a put stores on 20 peers; a car
+ *   looks itself up every SELF_QUERY_MS and refreshes its routing table by a
+ *   walk per bucket every TABLE_REFRESH_MS; it answers as many queries as it
+ *   asks.
  */
 import { encodeHeartbeat, keepAliveOf, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { Heartbeat } from '../../protocols/capacity.ts'
@@ -21,7 +24,7 @@ import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { DEFAULT_KEEPALIVE_MS } from '../capacity/directory.ts'
 import { DEFAULT_RECORD_TTL_MS, FULL_EVERY, HEARTBEAT_LINKS } from '../capacity/advertiser.ts'
-import { TABLE_REFRESH_MS, VEHICLE_MAX_CONNECTIONS } from '../network.ts'
+import { SELF_QUERY_MS, TABLE_REFRESH_MS, VEHICLE_MAX_CONNECTIONS } from '../network.ts'
 import { FLEET_GOSSIP } from '../membership/scoring.ts'
 
 /** gossipsub framing, signature, sender, sequence number, topic; yamux and Noise framing (measured: ~150 + 30 B). */
@@ -38,20 +41,42 @@ export const COPIES = 2.7
  * gossipsub's sendRpc).
  */
 export const IHAVE_BYTES_PER_ID = 63
-/** One peer in a DHT answer (id and a few addresses). */
-export const DHT_PEER_BYTES = 80
-/** A DHT query's request. */
+/** One peer in a DHT answer: its id and a public and a relayed address (48 B with one loopback address, bench/dht-walk.ts). */
+export const DHT_PEER_BYTES = 100
+/** A DHT query's request, framing included. */
 export const DHT_QUERY_BYTES = 120
 /**
- * What one idle connection costs each way beyond gossip and the DHT: the
- * connection monitor's ping every minute and the set-up of every stream
- * (multistream, yamux and Noise framing), identify. Measured in an idle
- * 20-car swarm (`fleetmesh swarm --nodes 20 --idle-s 240`, libp2p's
- * libp2p_data_transfer_bytes_total read by each vehicle over 220 s): 988 /
- * 996 B/s in / out per car at the connection, of which gossip 471 / 462 and
- * the DHT 113 / 124, over 25.1 connections: 16.1 / 16.3 B/s each.
+ * Bytes each end sends to open a connection: Noise, multistream, identify
+ * (1,812 / 1,761 B in an open fleet, 20 dials counted by libp2p's
+ * libp2p_data_transfer_bytes_total) and the membership proof (a certificate
+ * chain each way, about 600 B).
  */
-export const CONNECTION_UPKEEP_BYTES_PER_S = 16
+export const CONNECTION_SETUP_BYTES = 2400
+/** Peers a DHT answer carries (K; all the others in a smaller fleet). */
+export const DHT_ANSWER_PEERS = 20
+/**
+ * Peers one DHT walk queries (a put, a provide, a self-query and a table
+ * refresh each start with one): at least K, and about one more per doubling
+ * of the fleet. Counted by bench/dht-walk.ts (real fleetmesh hosts on
+ * loopback, the fan-out node/network.ts sets, DHT_WALK): 20.1 at 25 hosts,
+ * 21.6 at 50, 22.7 at 200; WALK_QUERIES_FIT is that line.
+ */
+export function walkQueries (n: number): number {
+  return Math.min(Math.max(1, n - 1), Math.max(DHT_ANSWER_PEERS, WALK_QUERIES_FIT.base + WALK_QUERIES_FIT.perDoubling * Math.log2(Math.max(1, n / 100))))
+}
+/** walkQueries's fit: queries at 100 peers, and more per doubling of the fleet. */
+export const WALK_QUERIES_FIT = { base: 22.2, perDoubling: 0.9 }
+/**
+ * What one idle connection costs each way beyond gossip and the DHT: the
+ * connection monitor's ping every CONNECTION_PING_MS, yamux's keep-alive,
+ * stream set-up and framing. Measured in an idle 20-car swarm
+ * (`fleetmesh swarm --nodes 20 --idle-s 480`, libp2p's
+ * libp2p_data_transfer_bytes_total read by each vehicle over 460 s): 516 /
+ * 507 B/s in / out per car at the connection, of which gossip 392 / 382 and
+ * the DHT none, over 25.2 connections: 4.9 / 4.9 B/s each. (With a ping a
+ * minute and the link meter pinging every 20 s it was 16.)
+ */
+export const CONNECTION_UPKEEP_BYTES_PER_S = 5
 /** Connections per peer a car talks to: two that dial each other at once keep both (25.1 for 21 peers in that swarm). */
 export const CONNECTIONS_PER_PEER = 1.2
 
@@ -104,8 +129,8 @@ export async function realModel (cellSize: number, vehicles: number): Promise<Co
   }
 }
 
-/** DHT hops of one lookup among `n` peers. */
-export function lookupHops (n: number): number { return Math.max(1, Math.ceil(Math.log2(Math.max(2, n)) / 4)) }
+/** Routing-table buckets a car refreshes in a fleet of `n`: one per bit of common prefix with its peers (kad-dht tracks at most 16). */
+export function tableBuckets (n: number): number { return Math.min(16, Math.ceil(Math.log2(Math.max(2, n)))) }
 
 export interface CarTraffic { in: number, out: number }
 
@@ -127,10 +152,14 @@ export function carTraffic (m: ControlModel, seconds: number, fleet: number, cel
   const offered = Math.min(FLEET_GOSSIP.Dlazy, Math.max(0, cellSize - FLEET_GOSSIP.D)) * FLEET_GOSSIP.mcacheGossip
   const ihave = (beats.keepAlives + beats.changes) * offered * IHAVE_BYTES_PER_ID
   const upkeep = m.connections * CONNECTION_UPKEEP_BYTES_PER_S * seconds
-  const hops = lookupHops(fleet)
-  // record puts, a self-lookup every 5 min, and the routing table's refresh: a walk per bucket (about log2 N)
-  const lookups = seconds / m.recordRefreshS + ownChanges + seconds / 300 + seconds / (TABLE_REFRESH_MS / 1000) * Math.min(16, Math.ceil(Math.log2(Math.max(2, fleet))))
-  const dhtIn = lookups * hops * 3 * 20 * DHT_PEER_BYTES
-  const dhtOut = lookups * hops * 3 * DHT_QUERY_BYTES + (seconds / m.recordRefreshS + ownChanges) * 20 * m.recordBytes
-  return { in: upkeep + gossip + ihave + dhtIn, out: upkeep + gossip + own + ihave + dhtOut }
+  // walks: record puts (at half the record's life and on a change), self-lookups, the routing table's refresh
+  // (a walk per bucket); each stores the record on K peers, which answer with it
+  const puts = seconds / m.recordRefreshS + ownChanges
+  const walks = puts + seconds / (SELF_QUERY_MS / 1000) + seconds / (TABLE_REFRESH_MS / 1000) * tableBuckets(fleet)
+  // every car asks as much as it is asked, so what its walks move is what it receives and what it sends;
+  // a query to a peer it holds no connection to opens one (in a large fleet, nearly every query)
+  const unconnected = Math.max(0, 1 - m.connections / fleet)
+  const k = Math.min(DHT_ANSWER_PEERS, Math.max(1, fleet - 1))
+  const dht = walks * walkQueries(fleet) * (DHT_QUERY_BYTES + k * DHT_PEER_BYTES + unconnected * 2 * CONNECTION_SETUP_BYTES) + puts * k * 2 * m.recordBytes
+  return { in: upkeep + gossip + ihave + dht, out: upkeep + gossip + own + ihave + dht }
 }

@@ -101,7 +101,7 @@ export async function runSim (o: SimInit): Promise<SimResult> {
     if (p === undefined) { p = size >= 2 || o.stages < 2 ? placeStages(size, o.stages) : [[0]]; placements.set(size, p) }
     return p[i - cell * o.cellSize] ?? []
   }
-  const model = await realModel(o.cellSize, o.vehicles)
+  const model = await realModel(Math.min(o.cellSize, n), o.vehicles)
   const costs: RouteCosts = {
     stageMs: o.stageMs ?? Array.from({ length: o.stages }, () => 5),
     handOffBytes: o.handOffBytes ?? Array.from({ length: o.stages - 1 }, () => 900_000),
@@ -147,8 +147,10 @@ export async function runSim (o: SimInit): Promise<SimResult> {
       else latencies.push(ms)
     }
     const scale = o.jobsPerHour / Math.max(1, sample)
-    const beats = { keepAlives: o.cellSize * 3600 / model.keepAliveS, changes: transitionsPerHour[h] / cells }
-    const traffic = carTraffic(model, 3600, n, o.cellSize, beats, transitionsPerHour[h] / n)
+    // cars per cell on average (a fleet smaller than a cell is one cell of all of them)
+    const perCell = n / cells
+    const beats = { keepAlives: perCell * 3600 / model.keepAliveS, changes: transitionsPerHour[h] / cells }
+    const traffic = carTraffic(model, 3600, n, perCell, beats, transitionsPerHour[h] / n)
     const completed = Math.round(latencies.length * scale); const failedJobs = Math.round(failed * scale)
     completedAll += completed; failedAll += failedJobs
     hourly.push({

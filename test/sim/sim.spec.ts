@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { encodeHeartbeat } from '../../protocols/capacity.ts'
-import { carTraffic, lookupHops, realModel, CONNECTIONS_PER_PEER } from '../../node/sim/control.ts'
+import { carTraffic, realModel, walkQueries, CONNECTIONS_PER_PEER } from '../../node/sim/control.ts'
 import { VEHICLE_MAX_CONNECTIONS } from '../../node/network.ts'
 import { carDays, eligibleAt, eligibleSeconds } from '../../node/sim/fleet.ts'
 import { runSim } from '../../node/sim/run.ts'
@@ -37,18 +37,19 @@ describe('fleetmesh sim', function () {
     assert.ok(noon / n < 0.1, `${noon} of ${n} eligible at noon`)
   })
 
-  it('message sizes come from the real encoders, and DHT lookups grow as log N', async () => {
+  it('message sizes come from the real encoders, and DHT walks grow as log N', async () => {
     const m = await realModel(32, 1_000_000)
     // a car keeps connections to the peers it talked to, up to its cap: a small fleet's every car, a large one's cap
     assert.equal(m.connections, VEHICLE_MAX_CONNECTIONS)
     assert.equal((await realModel(5, 5)).connections, Math.round(6 * CONNECTIONS_PER_PEER))
     const bare = encodeHeartbeat({ ts: 1, seq: 1, eligible: true, load: 0, slots: 1, stages: [], addrs: [] }).byteLength
     assert.ok(m.heartbeatBytes > bare + 300, `heartbeat ${m.heartbeatBytes} B on the wire`)
-    assert.ok(lookupHops(1_000_000) > lookupHops(1000) && lookupHops(1_000_000) <= 6)
+    // a walk queries at least K peers, and a few more per doubling of the fleet
+    assert.ok(walkQueries(5) === 4 && walkQueries(50) >= 20 && walkQueries(1_000_000) > walkQueries(1000) && walkQueries(1_000_000) < 3 * walkQueries(1000))
     assert.ok(m.keepAliveBytes < m.heartbeatBytes * 0.6, `keep-alives ${m.keepAliveBytes} B on average, full heartbeats ${m.heartbeatBytes} B`)
     const small = carTraffic(m, 3600, 1000, 32, { keepAlives: 32 * 30, changes: 10 }, 0.1)
     const big = carTraffic(m, 3600, 1_000_000, 32, { keepAlives: 32 * 30, changes: 10 }, 0.1)
-    assert.ok(big.in < small.in * 1.3, 'a thousand times the fleet costs a car little more (DHT hops only)')
+    assert.ok(big.in < small.in * 1.3, `a thousand times the fleet costs a car little more (longer DHT walks only): ${small.in} -> ${big.in} B`)
   })
 
   it('control bytes per car follow the cell size, not the fleet size; jobs are routed by the real router', async () => {
