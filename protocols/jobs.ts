@@ -82,7 +82,8 @@ export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobsMes
         issuedAt: time(a.issuedAtMs, 'announcement.issuedAt'),
         addrs: addrs(a.addrs, 'announcement.addrs'),
         requirements: a.minSlots > 0 ? { minSlots: a.minSlots } : {}
-      }
+      },
+      ...membership
     }
   }
   if (m.kind.case === 'model') {
@@ -98,7 +99,8 @@ export function decodeJobsMessage (bytes: Uint8Array, now = Date.now()): JobsMes
         stages: num(a.stages, 'model announcement.stages', 1, 1024),
         publishedAt,
         addrs: addrs(a.addrs, 'model announcement.addrs')
-      }
+      },
+      ...membership
     }
   }
   return { kind: 'unknown', ...membership }
