@@ -94,16 +94,17 @@ export interface Heartbeat {
   /** What the sender measured of its links to other vehicles (at most MAX_LINKS). */
   links?: LinkFigure[]
   /**
-   * A short keep-alive: only ts, seq, eligible, load, slots, expiresAt and
-   * membership are set; the rest is as in the sender's full heartbeat with
-   * this seq (FleetDirectory merges them).
+   * A short keep-alive: only ts, seq, eligible, load, slots and expiresAt
+   * are set; the rest is as in the sender's full heartbeat with this seq
+   * (FleetDirectory merges them), its certificate chain included: a peer
+   * that verified it then accepts the keep-alive (node/membership/topics.ts).
    */
   refreshes?: number
 }
 
 /**
  * The short keep-alive of a full heartbeat `hb` as of now (`seq` its own):
- * what changes without an event and the chain, naming `hb` by its seq; the
+ * what changes without an event, naming `hb` by its seq (no chain); the
  * decoder refuses a keep-alive carrying anything more.
  */
 export function keepAliveOf (hb: Heartbeat, seq: number): Heartbeat {
@@ -116,8 +117,7 @@ export function keepAliveOf (hb: Heartbeat, seq: number): Heartbeat {
     stages: [],
     addrs: [],
     refreshes: hb.seq,
-    ...(hb.expiresAt !== undefined ? { expiresAt: hb.expiresAt } : {}),
-    ...(hb.membership !== undefined ? { membership: hb.membership } : {})
+    ...(hb.expiresAt !== undefined ? { expiresAt: hb.expiresAt } : {})
   }
 }
 

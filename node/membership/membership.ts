@@ -82,6 +82,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   private readonly members = new Map<string, Certificate>()
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly verified = new Map<string, Certificate>()
+  /** Certificates verified from chains that gossip carried, by subject: a short keep-alive carries none. */
+  private readonly heard = new Map<string, Certificate>()
   private revocationList?: { list: Revocations, sealed: Uint8Array }
   private readonly sweeper: RepeatingTask
   private readonly onConnect = (evt: CustomEvent<Connection>): void => { this.connected(evt.detail) }
@@ -180,8 +182,10 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   async checkSender (sender: string, chain: Uint8Array[] | undefined, role: Role): Promise<Certificate> {
     let cert = this.certificate(sender)
     if (cert === undefined) {
-      if (chain === undefined || chain.length === 0) throw new NotAMemberError(`${sender} sent no certificate and has not proved membership`)
-      cert = await this.verify(chain, sender)
+      if (chain === undefined || chain.length === 0) {
+        cert = this.heardCertificate(sender)
+        if (cert === undefined) throw new NotAMemberError(`${sender} sent no certificate and has not proved membership`)
+      } else cert = await this.verify(chain, sender)
     }
     if (!cert.roles.includes(role)) throw new NotAMemberError(`${sender} is not a ${role}`)
     return cert
@@ -196,7 +200,22 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     const cert = await verifyChain(this.trust, chain, { now, subject, revoked: (p, s) => this.isRevoked(p, s) })
     if (this.verified.size > 4096) this.verified.clear()
     this.verified.set(key, cert)
+    // most recently verified last, so the first entry is the one to forget when full
+    this.heard.delete(cert.peer)
+    this.heard.set(cert.peer, cert)
+    if (this.heard.size > 4096) this.heard.delete(this.heard.keys().next().value!)
     return cert
+  }
+
+  /** Whether a peer proved membership on a connection, or gossip carried its valid certificate. */
+  knows (peer: string): boolean { return this.certificate(peer) !== undefined || this.heardCertificate(peer) !== undefined }
+
+  /** The certificate a peer's earlier gossip carried, while it is valid, not revoked and the peer not refused. */
+  heardCertificate (peer: string, now = Date.now()): Certificate | undefined {
+    const c = this.heard.get(peer)
+    if (c === undefined) return undefined
+    if (c.notAfter < now || this.isRevoked(c.peer, c.serial) || this.init.denylist.isDenied(peer, now)) { this.heard.delete(peer); return undefined }
+    return c
   }
 
   /** Whether a peer (or token subject) or a certificate serial is on the fleet's revocation list. */

@@ -19,7 +19,7 @@ import type { TopicScoreParams } from '@libp2p/gossipsub/score'
 export interface TopicGuardComponents {
   logger: ComponentLogger
   pubsub: Pick<GossipSub, 'topicValidators'> & { score?: { params: { topics: Record<string, TopicScoreParams> } } }
-  membership?: Pick<Membership, 'checkSender'>
+  membership?: Pick<Membership, 'checkSender' | 'knows'>
 }
 
 export interface TopicGuardInit {
@@ -89,8 +89,12 @@ export class TopicGuard implements Startable {
     try {
       let chain: Uint8Array[] | undefined
       let roles: Role[]
+      // a short keep-alive carries no certificate: its sender's earlier full heartbeat did
+      let keepAlive = false
       if (kind === 'heartbeat') {
-        chain = decodeHeartbeat(msg.data).membership
+        const hb = decodeHeartbeat(msg.data)
+        chain = hb.membership
+        keepAlive = hb.refreshes !== undefined && chain === undefined
         roles = ['vehicle']
         if (!this.heartbeats.allow(sender)) return TopicValidatorResult.Ignore
       } else {
@@ -99,7 +103,11 @@ export class TopicGuard implements Startable {
         roles = m.kind === 'model' ? ['publisher'] : ['client', 'publisher']
         if (!this.announcements.allow(sender)) return TopicValidatorResult.Ignore
       }
-      if (this.c.membership !== undefined) await this.anyRole(sender, chain, roles)
+      if (this.c.membership !== undefined) {
+        // from a sender not known here (its full heartbeat not heard), a keep-alive means nothing: not forwarded, not held against anyone
+        if (keepAlive && !this.c.membership.knows(sender)) return TopicValidatorResult.Ignore
+        await this.anyRole(sender, chain, roles)
+      }
       return TopicValidatorResult.Accept
     } catch (err) {
       this.log('rejected a %s message from %p: %e', kind, msg.from, err)
