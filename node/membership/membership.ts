@@ -196,11 +196,15 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     const key = Buffer.concat(chain).toString('base64')
     const cached = this.verified.get(key)
     const now = Date.now()
-    if (cached !== undefined && cached.peer === subject && cached.notAfter > now && !this.isRevoked(cached.peer, cached.serial)) return cached
+    if (cached !== undefined && cached.peer === subject && cached.notAfter > now && !this.isRevoked(cached.peer, cached.serial)) return this.remember(cached)
     const cert = await verifyChain(this.trust, chain, { now, subject, revoked: (p, s) => this.isRevoked(p, s) })
     if (this.verified.size > 4096) this.verified.clear()
     this.verified.set(key, cert)
-    // most recently verified last, so the first entry is the one to forget when full
+    return this.remember(cert)
+  }
+
+  /** Remembers a certificate gossip carried, by subject (most recent last, so the first is forgotten when full). */
+  private remember (cert: Certificate): Certificate {
     this.heard.delete(cert.peer)
     this.heard.set(cert.peer, cert)
     if (this.heard.size > 4096) this.heard.delete(this.heard.keys().next().value!)

@@ -55,8 +55,9 @@ export function carDays (seed: number, days: number, config: Partial<PolicyConfi
       const verdict = policy.evaluate({ state, at: (base + t) * 1000 }, (base + t) * 1000)
       if (verdict.eligible) budgetW = Math.max(budgetW, verdict.powerBudgetW)
       if (verdict.eligible !== was) {
-        // interval bounds alternate: a start when it becomes eligible, an end when it stops
-        transitions.push(base + t)
+        // interval bounds alternate: a start when it becomes eligible, an end when it stops; eligible at
+        // the very start is how the car was before the simulated time began, not a change
+        if (base + t > 0) transitions.push(base + t)
         eligible.push(base + t)
         was = verdict.eligible
       }
