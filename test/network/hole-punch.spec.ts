@@ -68,7 +68,10 @@ describe('hole punching with predicted ports', function () {
 
   const circuitOfCar = async (): Promise<string> => (await until(() => car.host.getMultiaddrs().find(a => a.toString().includes('/p2p-circuit/')), 20_000, 'relayed address')).toString()
   const relayedTo = async (from: Node): Promise<Connection> => {
-    const conn = await from.host.dial(multiaddr(await circuitOfCar()), { signal: signal() })
+    // on a busy machine the TCP connect to the relay is now and then reset (about 1 run in 6 with three
+    // runs of this file at once, before and after 2026-12-01's changes; cause not found): dial once more
+    const dial = async (): Promise<Connection> => await from.host.dial(multiaddr(await circuitOfCar()), { signal: signal() })
+    const conn = await dial().catch(async (err: Error) => { if (!/ECONNRESET/.test(err.message)) throw err; return await dial() })
     assert.notEqual(conn.limits, undefined, 'the first connection is relayed')
     // the car proves membership over it before a gated protocol answers
     await until(() => from.node.membership?.certificate(car.host.peerId.toString()), 10_000, 'proof from the car')
