@@ -50,8 +50,8 @@ export const DHT_WALK = { alpha: 3, disjointPaths: 1 }
  * How often libp2p's connection monitor pings each connection (from both
  * ends) to measure its round trip and to close it if the peer is gone. Each
  * ping is a stream of its own: multistream-select, yamux and Noise frames
- * cost about 400 B each way on top of the 32 B ping, which made most of a
- * car's idle per-connection bytes at a 60 s interval (README, "A million cars").
+ * cost about 400 B each way on top of the 32 B ping (README, "A million
+ * cars"); the link meter reads the round trip it measures.
  */
 export const CONNECTION_PING_MS = 5 * 60_000
 /**

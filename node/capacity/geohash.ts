@@ -70,3 +70,9 @@ export function nearbyCells (cell: string): string[] {
   }
   return out
 }
+
+/** The cells a client near geohash cell `near` listens to, nearest first; a TypeError naming the problem if it is not a geohash. */
+export function cellsNear (near: string): string[] {
+  if (!isGeohash(near)) throw new TypeError(`"${near}" is not a geohash (1-12 of 0-9 and b-z without a, i, l, o), e.g. u33db`)
+  return nearbyCells(near)
+}

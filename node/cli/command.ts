@@ -13,7 +13,7 @@ import { DEFAULT_FLEET, checkCellName, checkFleetName } from '../../protocols/id
 import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
-import { isGeohash, nearbyCells } from '../capacity/geohash.ts'
+import { cellsNear } from '../capacity/geohash.ts'
 
 export class UsageError extends Error {
   readonly name = 'UsageError'
@@ -199,8 +199,7 @@ export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode
   if (cells !== undefined) out.cells = cells
   if (typeof o.near === 'string') {
     if (cells !== undefined) throw new UsageError('give --cells or --near, not both')
-    if (!isGeohash(o.near)) throw new UsageError(`--near: "${o.near}" is not a geohash (1-12 of 0-9 and b-z without a, i, l, o), e.g. u33db`)
-    out.cells = nearbyCells(o.near)
+    try { out.cells = cellsNear(o.near) } catch (err) { throw new UsageError(`--near: ${(err as Error).message}`) }
   }
   if (o.verify !== undefined) {
     if (!isVerifyMode(o.verify)) throw new UsageError(`--verify must be one of ${VERIFY_MODES.join(', ')}, got ${String(o.verify)}`)

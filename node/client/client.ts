@@ -18,7 +18,7 @@ import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { DEFAULT_CELL, DEFAULT_FLEET } from '../../protocols/ids.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { CellRendezvous, hostConnections } from '../capacity/cells.ts'
-import { isGeohash, nearbyCells } from '../capacity/geohash.ts'
+import { cellsNear } from '../capacity/geohash.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
 import { LinkMeter } from '../link-meter.ts'
 import { ResultInbox } from '../runtime/direct-return.ts'
@@ -239,6 +239,5 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
 function cellsOf (init: Pick<ClientInit, 'cells' | 'near'>): string[] {
   if (init.cells !== undefined) return init.cells
   if (init.near === undefined) return [DEFAULT_CELL]
-  if (!isGeohash(init.near)) throw new TypeError(`near: "${init.near}" is not a geohash (1-12 of 0-9 and b-z without a, i, l, o), e.g. u33db`)
-  return nearbyCells(init.near)
+  return cellsNear(init.near)
 }
