@@ -11,7 +11,9 @@
  *
  *   node bench/pipeline.ts [--jobs 200] [--concurrency 4]
  *
- * The last line is JSON. The throughput benchmark of earlier issues (per job
+ * Each swarm figure is measured twice: with the defaults (lossless, the raw
+ * outputs returned) and with results reduced to text at the last hop
+ * (`--output text`, an opt-in output mode). The last line is JSON. The throughput benchmark of earlier issues (per job
  * and batch modes over 4 vehicles) is `npm run bench:throughput`.
  */
 import { spawn } from 'node:child_process'
@@ -38,19 +40,28 @@ async function lastJson (args: string[]): Promise<any> {
 const swarm = async (extra: string[]): Promise<any> => await lastJson([MAIN, 'swarm', '--json', '--nodes', '2', '--stages', '2', '--fleet', 'bench', ...extra])
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
-const pipelined = await swarm(['--jobs', values.jobs, '--concurrency', values.concurrency])
-process.stderr.write('pipelined: done\n')
-const sequential = await swarm(['--jobs', '50', '--concurrency', '1'])
-process.stderr.write('sequential: done\n')
+const r1 = (x: number): number => Math.round(x * 10) / 10
+// defaults (lossless, raw results) and the opt-in levers of issue 13 (results reduced to text at the last hop)
+const runs: Record<string, any> = {}
+for (const [key, extra] of [['pipelined', ['--jobs', values.jobs, '--concurrency', values.concurrency]], ['sequential', ['--jobs', '50', '--concurrency', '1']]] as const) {
+  for (const [mode, flags] of [['raw', []], ['text', ['--output', 'text']]] as const) {
+    runs[`${key}-${mode}`] = await swarm([...extra, ...flags])
+    process.stderr.write(`${key} (${mode}): done\n`)
+  }
+}
 const transport = await lastJson([TRANSPORT, '--mb', '128', '--rounds', '3'])
 process.stderr.write('transport: done\n')
 
+const ratio = (r: any): number => r3(r.jobsPerS / r.localJobsPerS)
+const overhead = (r: any): number => r1(r.p50Ms - r.computeP50Ms)
 const tls = transport.rows.find((r: { mode: string }) => r.mode.includes('TLS'))
 const noise = transport.rows.find((r: { mode: string }) => r.mode.includes('Noise'))
+const [pr, pt, sr, st] = [runs['pipelined-raw'], runs['pipelined-text'], runs['sequential-raw'], runs['sequential-text']]
 const rows = [
-  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', now: r3(pipelined.jobsPerS / pipelined.localJobsPerS), target: '>= 1.4', before: '0.45-0.62', detail: `${pipelined.jobsPerS} vs ${pipelined.localJobsPerS} jobs/s, ${values.concurrency} in flight, ${pipelined.completed}/${pipelined.jobs} done, max diff ${pipelined.maxAbsDiff}` },
-  { figure: 'sequential job overhead over stage compute, ms (2 hops)', now: Math.round((sequential.p50Ms - sequential.computeP50Ms) * 10) / 10, target: '<= 8', before: '24 (38 - 14.7)', detail: `p50 ${sequential.p50Ms} ms, compute ${sequential.computeP50Ms} ms` },
-  { figure: 'connection / raw TCP on loopback (Noise, the default)', now: noise.ratioToRaw, target: '>= 0.5', before: '0.19-0.26', detail: `${noise.mbPerS} MB/s; TLS 1.3 ${tls.mbPerS} MB/s (${tls.ratioToRaw}x)` }
+  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', target: '>= 1.4', before: '0.45-0.62', raw: ratio(pr), text: ratio(pt), detail: `${pr.jobsPerS} / ${pt.jobsPerS} vs ${pr.localJobsPerS} / ${pt.localJobsPerS} jobs/s, ${values.concurrency} in flight; max diff ${pr.maxAbsDiff} / ${pt.maxAbsDiff}; texts right ${pr.correctText} / ${pt.correctText} of ${pr.jobs}` },
+  { figure: 'sequential job overhead over stage compute, ms (2 hops)', target: '<= 8', before: '24 (38 - 14.7)', raw: overhead(sr), text: overhead(st), detail: `p50 ${sr.p50Ms} / ${st.p50Ms} ms, compute ${sr.computeP50Ms} / ${st.computeP50Ms} ms` },
+  { figure: 'connection / raw TCP on loopback (Noise, the default)', target: '>= 0.5', before: '0.19-0.26', raw: noise.ratioToRaw, text: noise.ratioToRaw, detail: `${noise.mbPerS} MB/s; TLS 1.3 ${tls.mbPerS} MB/s (${tls.ratioToRaw}x); raw TCP ${transport.rows[0].mbPerS} MB/s` }
 ]
-for (const r of rows) console.log(`${r.figure}\n  now ${r.now}   target ${r.target}   before ${r.before}   (${r.detail})`)
-console.log(JSON.stringify({ bench: 'pipeline', meshVsLocal: rows[0].now, sequentialOverheadMs: rows[1].now, transportVsRawTcp: noise.ratioToRaw, tlsVsRawTcp: tls.ratioToRaw, pipelined, sequential, transport }))
+console.log('figure                                                     before          defaults  --output text  target')
+for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${r.target}\n  (${r.detail})`)
+console.log(JSON.stringify({ bench: 'pipeline', meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, transportVsRawTcp: noise.ratioToRaw, tlsVsRawTcp: tls.ratioToRaw, runs, transport }))

@@ -52,6 +52,8 @@ export function frameTaps (f: Frame): Map<number, Tensor[]> {
 export interface WriteOptions extends AbortOptions {
   /** Tap tensors (stage outputs) to carry after the frame's own tensors. */
   taps?: Array<{ stage: number, tensors: Tensor[] }>
+  /** Carry the frame's own float32 tensors as float16 (a hand-off of a model published with fp16 hand-offs). */
+  float16?: boolean
 }
 
 export interface ReadOptions extends AbortOptions {
@@ -106,9 +108,11 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
     },
     async write (message, tensors, opts = {}) {
       const extra = opts.taps ?? []
-      const { descriptors, parts, bytes: size } = describeTensors([...tensors, ...extra.flatMap(t => t.tensors)])
+      const own = describeTensors(tensors, { float16: opts.float16 === true })
+      const tapped = describeTensors(extra.flatMap(t => t.tensors))
+      const size = own.bytes + tapped.bytes
       if (size > limit) throw new FrameTooLargeError('payload', size, limit)
-      await send(message, descriptors, extra.map(t => ({ stage: t.stage, count: t.tensors.length })), parts, opts)
+      await send(message, [...own.descriptors, ...tapped.descriptors], extra.map(t => ({ stage: t.stage, count: t.tensors.length })), [...own.parts, ...tapped.parts], opts)
     },
     async relay (message, from, opts = {}) {
       const extra = opts.taps ?? []

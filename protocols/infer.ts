@@ -13,7 +13,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import { decodeMessage, encodeMessage, list, num, text, time } from './codec.ts'
 import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
-import { InferErrorCode as WireCode, InferHeaderSchema } from './gen/infer_pb.ts'
+import { InferErrorCode as WireCode, InferHeaderSchema, OutputMode_Kind as WireOutput } from './gen/infer_pb.ts'
 import type { InferHeader } from './gen/infer_pb.ts'
 import { MAX_HEADER_BYTES, MAX_PEER_ID_CHARS, MAX_RECEIPT_BYTES, MAX_ROUTE_HOPS } from './limits.ts'
 import type { TensorDescriptor } from './tensor.ts'
@@ -36,7 +36,18 @@ export interface InferRequest {
   taps?: number[]
   /** The client's peer id, when it takes the result straight from the last hop (see infer.proto). */
   returnTo?: string
+  /** What the last hop returns in place of the raw outputs (node/runtime/output-modes.ts). @default raw */
+  output?: OutputMode
 }
+
+/**
+ * A result reduced at the last hop (opt-in): `ctc-text` decodes a CTC model's
+ * probabilities to text, `top-k` keeps the k largest entries of each row.
+ */
+export type OutputMode = { kind: 'ctc-text' } | { kind: 'top-k', k: number }
+
+/** Largest k a top-k output mode may ask for. */
+export const MAX_TOP_K = 1024
 
 /** What one hop ran: the peer, the stage and how long it took (from its receipt). */
 export interface HopTiming { peer: string, stage: number, ms: number }
@@ -119,7 +130,7 @@ function wireKind (m: InferMessage): MessageInitShape<typeof InferHeaderSchema>[
   switch (m.kind) {
     case 'request': {
       const r = m.request
-      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [], returnTo: r.returnTo ?? '' } }
+      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [], returnTo: r.returnTo ?? '', ...(r.output !== undefined ? { output: wireOutput(r.output) } : {}) } }
     }
     case 'result': return { case: 'result', value: { job: m.result.job, receipts: m.result.receipts, delivered: m.result.delivered === true } }
     case 'error': {
@@ -154,7 +165,8 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
         deadline: time(r.deadlineMs, 'header.deadline'),
         ...(leases.length > 0 ? { leases: r.leases } : {}),
         ...(r.taps.length > 0 ? { taps: list(r.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => num(t, `header.taps[${i}]`, 0, 1024)) } : {}),
-        ...(r.returnTo !== '' ? { returnTo: text(r.returnTo, 'header.returnTo', MAX_PEER_ID_CHARS) } : {})
+        ...(r.returnTo !== '' ? { returnTo: text(r.returnTo, 'header.returnTo', MAX_PEER_ID_CHARS) } : {}),
+        ...outputIn(r.output)
       }
       return { message: { kind: 'request', request }, tensors, taps }
     }
@@ -175,6 +187,17 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
     default:
       throw new MalformedFrameError('header.kind', 'no request, result or error (a frame kind this version does not know)')
   }
+}
+
+function wireOutput (o: OutputMode): { kind: WireOutput, k: number } {
+  return o.kind === 'ctc-text' ? { kind: WireOutput.CTC_TEXT, k: 0 } : { kind: WireOutput.TOP_K, k: o.k }
+}
+
+function outputIn (o: { kind: WireOutput, k: number } | undefined): { output?: OutputMode } {
+  if (o === undefined || o.kind === WireOutput.RAW_UNSPECIFIED) return {}
+  if (o.kind === WireOutput.CTC_TEXT) return { output: { kind: 'ctc-text' } }
+  if (o.kind === WireOutput.TOP_K) return { output: { kind: 'top-k', k: num(o.k, 'header.output.k', 1, MAX_TOP_K) } }
+  throw new MalformedFrameError('header.output.kind', `unknown output mode ${o.kind as number}`)
 }
 
 function receiptsIn (receipts: Uint8Array[]): Uint8Array[] {

@@ -6,6 +6,7 @@
  */
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { decodeFloat16, encodeFloat16, roundToFloat16 } from './float16.ts'
 import { DataType, TensorEncoding } from './gen/tensor_pb.ts'
 import { MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS } from './limits.ts'
 
@@ -61,6 +62,11 @@ export function float32Tensor (name: string, dims: number[], values: Float32Arra
   return { name, dtype: 'float32', dims, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) }
 }
 
+/** A float32 tensor with its values rounded to the nearest float16 (other dtypes as they are). */
+export function roundedToFloat16 (t: Tensor): Tensor {
+  return t.dtype === 'float32' ? { ...t, data: roundToFloat16(t.data) } : t
+}
+
 /** Largest element-wise |a - b| over two float32 tensors of the same shape (NaN counts as Infinity). */
 export function maxAbsDiff (a: Tensor, b: Tensor): number {
   if (a.dims.join() !== b.dims.join()) throw new RangeError(`shape mismatch: [${a.dims}] vs [${b.dims}]`)
@@ -90,16 +96,29 @@ export interface TensorDescriptor {
   encodedLength: number
 }
 
-/** Descriptors for a frame header and the payload parts, in order (no copies). */
-export function describeTensors (tensors: Tensor[]): { descriptors: TensorDescriptor[], parts: Uint8Array[], bytes: number } {
+/**
+ * Descriptors for a frame header and the payload parts, in order (no copies,
+ * except that `float16` carries float32 tensors as binary16: half the bytes,
+ * exact for values already rounded to float16).
+ */
+export function describeTensors (tensors: Tensor[], opts: { float16?: boolean } = {}): { descriptors: TensorDescriptor[], parts: Uint8Array[], bytes: number } {
   if (tensors.length > MAX_TENSORS) throw new FrameTooLargeError('tensors.count', tensors.length, MAX_TENSORS)
   let bytes = 0
+  const parts: Uint8Array[] = []
   const descriptors = tensors.map((t, i) => {
     validateTensor(t, `tensors[${i}]`)
-    bytes += t.data.byteLength
-    return { name: t.name, dtype: dtypeCode(t.dtype), dims: t.dims, encoding: TensorEncoding.RAW, encodedLength: t.data.byteLength }
+    const half = opts.float16 === true && t.dtype === 'float32'
+    const data = half ? encodeFloat16(t.data) : t.data
+    parts.push(data)
+    bytes += data.byteLength
+    return { name: t.name, dtype: dtypeCode(t.dtype), dims: t.dims, encoding: half ? TensorEncoding.FLOAT16 : TensorEncoding.RAW, encodedLength: data.byteLength }
   })
-  return { descriptors, parts: tensors.map(t => t.data), bytes }
+  return { descriptors, parts, bytes }
+}
+
+/** Whether every tensor of these descriptors travels as it is in memory (no float16). */
+export function allRaw (descriptors: TensorDescriptor[]): boolean {
+  return descriptors.every(d => d.encoding === TensorEncoding.RAW)
 }
 
 /**
@@ -116,8 +135,9 @@ export function checkDescriptors (descriptors: TensorDescriptor[], limit: number
     const dtype = dtypeOfCode(d.dtype)
     if (dtype === undefined) throw new MalformedFrameError(`${f}.dtype`, `unknown data type ${d.dtype}`)
     if (d.dims.length > MAX_RANK) throw new MalformedFrameError(`${f}.dims`, `rank ${d.dims.length} exceeds ${MAX_RANK}`)
-    if (d.encoding !== TensorEncoding.RAW) throw new MalformedFrameError(`${f}.encoding`, `unknown encoding ${d.encoding}`)
-    const want = elementCount(d.dims) * itemSize(dtype)
+    if (d.encoding !== TensorEncoding.RAW && d.encoding !== TensorEncoding.FLOAT16) throw new MalformedFrameError(`${f}.encoding`, `unknown encoding ${d.encoding}`)
+    if (d.encoding === TensorEncoding.FLOAT16 && dtype !== 'float32') throw new MalformedFrameError(`${f}.encoding`, `float16 carries float32 tensors only, not ${dtype}`)
+    const want = elementCount(d.dims) * (d.encoding === TensorEncoding.FLOAT16 ? 2 : itemSize(dtype))
     if (d.encodedLength !== want) throw new MalformedFrameError(`${f}.data`, `declares ${d.encodedLength} bytes, dims [${d.dims}] of ${dtype} need ${want}`)
     total += d.encodedLength
     if (total > limit) throw new FrameTooLargeError('payload', total, limit)
@@ -131,8 +151,9 @@ export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Ui
   let o = 0
   return descriptors.map(d => {
     let data = list.subarray(o, o + d.encodedLength)
+    if (d.encoding === TensorEncoding.FLOAT16) data = decodeFloat16(data)
     // a copy (not Buffer#slice, which is a view) when misaligned for typed-array views
-    if (data.byteOffset % 8 !== 0) data = new Uint8Array(data)
+    else if (data.byteOffset % 8 !== 0) data = new Uint8Array(data)
     o += d.encodedLength
     return { name: d.name, dtype: dtypeOfCode(d.dtype)!, dims: [...d.dims], data }
   })

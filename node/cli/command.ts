@@ -3,6 +3,11 @@
  * descriptions and defaults), and gets parsing, `--help` and usage errors.
  * Exit codes: 0 ok, 1 failure, 2 usage error.
  */
+import type { Tensor } from '../../protocols/tensor.ts'
+import { sampleInputs } from '../models/catalog.ts'
+import type { ModelSource } from '../models/catalog.ts'
+import type { OutputMode } from '../../protocols/infer.ts'
+import { parseOutputMode } from '../models/output-modes.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { FleetClient } from '../client/client.ts'
@@ -153,6 +158,21 @@ export async function gatewayTls (o: Record<string, unknown>): Promise<{ cert: B
 }
 
 export const BOOTSTRAP_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<multiaddr>', description: 'bootstrap peer address with /p2p/<id> (repeatable)' }
+export const HAND_OFF_OPTION: OptionSpec = { type: 'string', arg: '<lossless|fp16>', description: 'how stages hand on float32 activations: lossless, or fp16 (rounded to float16, half the bytes; the error it makes is measured and stated in the manifest)', default: 'lossless' }
+
+/** `--hand-off`: 'fp16', or undefined for lossless. */
+export function handOffOption (o: Record<string, unknown>): 'fp16' | undefined {
+  const v = o['hand-off'] ?? 'lossless'
+  if (v === 'fp16') return 'fp16'
+  if (v === 'lossless') return undefined
+  throw new UsageError(`--hand-off must be lossless or fp16, got ${String(v)}`)
+}
+
+/** shardModel's hand-off settings for `--hand-off` (fp16 measured on the model's sample inputs too, where it has them). */
+export function handOffSettings (o: Record<string, unknown>, src: ModelSource): { handOff?: 'fp16', handOffInputs?: Tensor[][] } {
+  return handOffOption(o) === 'fp16' ? { handOff: 'fp16', handOffInputs: sampleInputs(src, Object.keys(src.probeShapes)[0] ?? 'x') } : {}
+}
+
 export const PROBE_SHAPE_OPTION: OptionSpec = { type: 'string', multiple: true, arg: '<in=dims>', description: 'input shape to plan and measure the cuts at (free dims default to 1, then 64)' }
 
 /** Parses a positive integer option or throws a UsageError naming it. */
@@ -183,7 +203,8 @@ export const CLIENT_CHECK_OPTIONS: Record<string, OptionSpec> = {
   verify: { type: 'string', arg: '<mode>', description: 'result checks: off, sample (re-run a share of stage runs on another vehicle, more for new vehicles) or strict (every stage twice)', default: 'sample' },
   'local-stages': { type: 'string', arg: '<stages>', description: 'run these first stages here (e.g. 0, or 0-1), so vehicles never see the inputs; loads onnxruntime' },
   cells: { type: 'string', arg: '<list>', description: 'locality cells to route in, nearest first, e.g. u33db,u33dc (default: default; see README, "A million cars")' },
-  near: { type: 'string', arg: '<geohash>', description: 'route near this geohash cell: in it, else in its 8 neighbours (instead of --cells)' }
+  near: { type: 'string', arg: '<geohash>', description: 'route near this geohash cell: in it, else in its 8 neighbours (instead of --cells)' },
+  output: { type: 'string', arg: '<mode>', description: 'what the last vehicle returns: raw (the model\'s outputs), text (CTC text models: the decoded text, not the 1 MB of probabilities) or top-k=K (the K largest entries of each row, for classifiers)', default: 'raw' }
 }
 
 /** `--cells a,b` (checked names), or undefined. */
@@ -193,8 +214,11 @@ export function cellsOption (o: Record<string, unknown>, flag = 'cells'): string
 }
 
 /** The client settings of CLIENT_CHECK_OPTIONS. */
-export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number, cells?: string[] } {
-  const out: { verify?: VerifyMode, localStages?: number, cells?: string[] } = {}
+export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode } {
+  const out: { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode } = {}
+  if (typeof o.output === 'string') {
+    try { const mode = parseOutputMode(o.output); if (mode !== undefined) out.output = mode } catch (err) { throw new UsageError(`--output: ${(err as Error).message}`) }
+  }
   const cells = cellsOption(o)
   if (cells !== undefined) out.cells = cells
   if (typeof o.near === 'string') {

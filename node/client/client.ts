@@ -37,6 +37,7 @@ import { StageLocator } from './locator.ts'
 import { OfferInbox } from './offer-inbox.ts'
 import { PipelineRunner } from './pipeline.ts'
 import type { InferOptions, InferResult, PipelineEvents } from './pipeline.ts'
+import type { OutputMode } from '../../protocols/infer.ts'
 import { ModelNames } from './names.ts'
 import { ModelResolver } from './resolver.ts'
 import type { ResolvedModel } from './resolver.ts'
@@ -86,6 +87,8 @@ export interface ClientInit {
    * inputs (loads onnxruntime). @default 0
    */
   localStages?: number
+  /** Reduce every job's result at its last hop (text, top-k); a job's own `output` wins. @default raw */
+  output?: OutputMode
 }
 
 export interface ModelInfo {
@@ -140,7 +143,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     this.names = new ModelNames(c, { fleet: this.fleet })
     this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange })
     this.locator = new StageLocator({ ...c, directory: this.directory, exchange: this.exchange }, { ...(init.providerCacheMs !== undefined ? { providerCacheMs: init.providerCacheMs } : {}) })
-    this.verifier = new ResultVerifier({ ...c, locator: this.locator, rerun: async (m, inputs) => (await this.pipeline.infer(m, inputs, { recheck: true })).outputs }, { ...(init.verify !== undefined ? { mode: init.verify } : {}), ...(init.tolerance !== undefined ? { tolerance: init.tolerance } : {}), ...(init.checkRate !== undefined ? { reputation: { minRate: init.checkRate } } : {}) })
+    this.verifier = new ResultVerifier({ ...c, locator: this.locator, rerun: async (m, inputs, output) => (await this.pipeline.infer(m, inputs, { recheck: true, ...(output !== undefined ? { output } : {}) })).outputs }, { ...(init.verify !== undefined ? { mode: init.verify } : {}), ...(init.tolerance !== undefined ? { tolerance: init.tolerance } : {}), ...(init.checkRate !== undefined ? { reputation: { minRate: init.checkRate } } : {}) })
     this.local = new LocalStages({ ...c, exchange: this.exchange })
     this.inbox = new ResultInbox(c)
     const ping = node.host.services.ping
@@ -152,7 +155,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       links: this.links,
       inbox: this.inbox,
       reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
-    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}) })
+    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}) })
     this.offers = new OfferInbox(c)
     for (const type of ['route', 'job'] as const) this.pipeline.addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: e.detail }) })
   }

@@ -4,9 +4,10 @@
  * model; CTC text for models whose manifest says so.
  */
 import { readFile } from 'node:fs/promises'
-import { BUILTIN_MODELS, dictionaryPath } from '../models/catalog.ts'
+import { BUILTIN_MODELS } from '../models/catalog.ts'
 import type { Manifest } from '../models/manifest.ts'
-import { ctcDecode, loadDictionary } from '../models/ocr.ts'
+import { ctcDecode } from '../models/ocr.ts'
+import { dictionaryOf, textsOf } from '../models/output-modes.ts'
 import { tensorFromOip } from '../../protocols/oip.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
@@ -37,13 +38,10 @@ export async function inputsFromFile (manifest: Manifest, path: string): Promise
   throw new InputError(`${path}: use a .png image or a .json tensor file`)
 }
 
-const dictionaries = new Map<string, string[]>()
-
-/** Decoded text when the model's task is CTC text, else undefined. */
+/** Decoded text when the model's task is CTC text (raw probabilities, or text reduced by output mode text), else undefined. */
 export function textOf (manifest: Manifest, outputs: Tensor[]): { text: string, confidence: number } | undefined {
   if (manifest.task?.kind !== 'ctc-text') return undefined
-  const name = manifest.task.dictionary
-  let dict = dictionaries.get(name)
-  if (dict === undefined) { dict = loadDictionary(dictionaryPath(name)); dictionaries.set(name, dict) }
-  return ctcDecode(outputs[0], dict)
+  const reduced = textsOf(outputs)
+  if (reduced !== undefined) return reduced[0]
+  return ctcDecode(outputs[0], dictionaryOf(manifest))
 }

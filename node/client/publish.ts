@@ -5,6 +5,7 @@
  * jobs topic until stopped. Vehicles with room fetch the stages they choose.
  */
 import { repeatingTask } from '@libp2p/utils'
+import type { Tensor } from '../../protocols/tensor.ts'
 import type { SubscriptionChangeData } from '@libp2p/gossipsub'
 import { jobsTopic } from '../../protocols/ids.ts'
 import { checkModelName, encodeJobsMessage, modelRecordKey, sealModelRecord } from '../../protocols/jobs.ts'
@@ -25,6 +26,10 @@ export interface PublishOptions {
   /** Directory of the model file (for external data). */
   baseDir?: string
   task?: TaskInfo
+  /** Lossy hand-offs (shardModel's `handOff`). @default lossless */
+  handOff?: 'fp16'
+  /** Real inputs to measure the fp16 hand-off error on (shardModel's `handOffInputs`). */
+  handOffInputs?: Tensor[][]
   /** Re-announce period (a peer that joins the jobs topic hears it at once, and names are in the DHT). @default 300000 */
   announceEveryMs?: number
 }
@@ -67,7 +72,9 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
     version: opts.version ?? '1',
     ...(opts.probeShapes !== undefined ? { probeShapes: opts.probeShapes } : {}),
     ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
-    ...(opts.task !== undefined ? { task: opts.task } : {})
+    ...(opts.task !== undefined ? { task: opts.task } : {}),
+    ...(opts.handOff !== undefined ? { handOff: opts.handOff } : {}),
+    ...(opts.handOffInputs !== undefined ? { handOffInputs: opts.handOffInputs } : {})
   })
   return await publishSharded(client, sharded, opts)
 }

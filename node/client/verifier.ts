@@ -14,6 +14,8 @@
  */
 import { TypedEventEmitter } from '@libp2p/interface'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { OutputMode } from '../../protocols/infer.ts'
+import { resultTolerance, roundsHandOff } from '../models/manifest.ts'
 import type { SignedReceipt } from '../../protocols/receipt.ts'
 import { asFloat32 } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
@@ -62,7 +64,7 @@ export interface VerifierComponents {
   dialer: PeerDialer
   locator: Pick<StageLocator, 'live' | 'bans'>
   /** Runs a whole job again through the mesh (banned peers left out), for re-checking delivered results. */
-  rerun?: (m: ResolvedModel, inputs: Tensor[]) => Promise<Tensor[]>
+  rerun?: (m: ResolvedModel, inputs: Tensor[], output?: OutputMode) => Promise<Tensor[]>
 }
 
 export interface VerifierInit {
@@ -102,7 +104,7 @@ export interface VerifierStats {
 }
 
 /** A delivered job with an unchecked run on some vehicle. */
-interface Delivered { job: string, manifest: ResolvedModel, stage: number, inputs: Tensor[], outputs: Tensor[], bytes: number }
+interface Delivered { job: string, manifest: ResolvedModel, stage: number, inputs: Tensor[], outputs: Tensor[], bytes: number, output?: OutputMode }
 interface Other { peer: string, receipt: SignedReceipt, outputs: Tensor[] }
 /** A check's outcome for the pipeline: the run stands, or it lost and `winner` replaces it. */
 export type CheckOutcome = { stage: number, stood: true } | { stage: number, stood: false, winner: Other }
@@ -151,8 +153,7 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
    * unchecked, so the job can be run again (without that vehicle) if it is
    * convicted later.
    */
-  remember (m: ResolvedModel, ledger: JobLedger, checked: Set<number>): void {
-    const outputs = ledger.outputOf(ledger.stages - 1)
+  remember (m: ResolvedModel, ledger: JobLedger, checked: Set<number>, outputs: Tensor[] | undefined = ledger.outputOf(ledger.stages - 1), output?: OutputMode): void {
     if (outputs === undefined || this.c.rerun === undefined) return
     const bytes = [...ledger.inputs, ...outputs].reduce((n, t) => n + t.data.byteLength, 0)
     const peers = new Map<string, number>()
@@ -162,7 +163,7 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
     }
     for (const [peer, stage] of peers) {
       const jobs = this.recent.get(peer) ?? []
-      jobs.push({ job: ledger.job, manifest: m, stage, inputs: ledger.inputs, outputs, bytes })
+      jobs.push({ job: ledger.job, manifest: m, stage, inputs: ledger.inputs, outputs, bytes, ...(output !== undefined ? { output } : {}) })
       this.recent.set(peer, jobs)
       this.recentBytes += bytes
       while (jobs.length > this.maxRecent) this.recentBytes -= jobs.shift()!.bytes
@@ -187,7 +188,9 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
       return undefined
     }
     this.stats.checked++
-    if (outputsAgree(output, second.outputs, this.tol)) {
+    // outputs rounded to float16 (fp16 hand-offs) may differ by a float16 step between machines
+    const tol = roundsHandOff(m.manifest, stage) ? Math.max(this.tol, 2 ** -10) : this.tol
+    if (outputsAgree(output, second.outputs, tol)) {
       this.reputation.agree(peer, stage)
       this.reputation.agree(second.peer, stage)
       return { stage, stood: true }
@@ -195,8 +198,8 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
     this.log('job %s stage %d: %s and %s disagree; asking a third vehicle', ledger.job, stage, peer, second.peer)
     const third = await this.runElsewhere(m, ledger.job, stage, input, tried, o.signal)
     if (third === undefined) throw new VerificationError('DISPUTED', stage, `stage ${stage}: two vehicles disagree and no third could settle it`)
-    const withRun = outputsAgree(output, third.outputs, this.tol)
-    const withSecond = outputsAgree(second.outputs, third.outputs, this.tol)
+    const withRun = outputsAgree(output, third.outputs, tol)
+    const withSecond = outputsAgree(second.outputs, third.outputs, tol)
     if (withRun === withSecond) throw new VerificationError('DISPUTED', stage, `stage ${stage}: three vehicles disagree`)
     const loser = withRun ? second.peer : peer
     this.reputation.agree(third.peer, stage)
@@ -221,10 +224,10 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
     this.recent.delete(peer)
     for (const d of jobs) {
       this.recentBytes -= d.bytes
-      const again = await this.c.rerun?.(d.manifest, d.inputs).catch((err: Error) => { this.log('re-check of job %s failed: %e', d.job, err) })
+      const again = await this.c.rerun?.(d.manifest, d.inputs, d.output).catch((err: Error) => { this.log('re-check of job %s failed: %e', d.job, err) })
       if (again === undefined) continue
       this.stats.checkRuns += d.manifest.manifest.stages.length
-      if (outputsAgree(again, d.outputs, this.tol)) continue
+      if (outputsAgree(again, d.outputs, Math.max(this.tol, resultTolerance(d.manifest.manifest)))) continue
       this.stats.tainted++
       this.log('job %s, delivered earlier, was wrong: %s ran its stage %d', d.job, peer, d.stage)
       this.safeDispatchEvent('tainted', { detail: { peer, stage: d.stage, job: d.job } })

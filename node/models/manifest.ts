@@ -38,6 +38,25 @@ export interface StageEntry {
 /** What the output means, so clients can present it (e.g. CTC text). */
 export interface TaskInfo { kind: 'ctc-text', dictionary: string }
 
+/**
+ * Lossy hand-offs, opt-in per model (`shard --hand-off fp16`): every stage but
+ * the last rounds its float32 outputs to float16 and they travel as float16
+ * (half the bytes). `maxError` is the largest difference this made to the
+ * model's outputs, measured when the model was sharded; clients and the
+ * swarm's checks allow twice it.
+ */
+export interface HandOff { encoding: 'fp16', maxError: number }
+
+/** Whether stage `stage`'s float32 outputs are rounded to float16 (fp16 hand-offs; never the last stage's). */
+export function roundsHandOff (m: Pick<Manifest, 'handOff' | 'stages'>, stage: number): boolean {
+  return m.handOff?.encoding === 'fp16' && stage < m.stages.length - 1
+}
+
+/** How far a result may be from the whole model's: 1e-4, or twice the measured error of lossy hand-offs. */
+export function resultTolerance (m: Pick<Manifest, 'handOff'>): number {
+  return Math.max(1e-4, 2 * (m.handOff?.maxError ?? 0))
+}
+
 export interface Manifest {
   format: typeof MANIFEST_FORMAT
   name: string
@@ -50,6 +69,8 @@ export interface Manifest {
   /** What the cuts balanced: measured ms per node, or estimated FLOPs. */
   balancedBy: 'ms' | 'flops'
   task?: TaskInfo
+  /** Lossy hand-offs (absent: lossless, float32 as produced). */
+  handOff?: HandOff
   stages: StageEntry[]
 }
 
@@ -83,6 +104,7 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
   if (typeof m.name !== 'string' || m.name === '') throw new InvalidManifestError('manifest name is missing')
   if (!Array.isArray(m.stages) || m.stages.length === 0) throw new InvalidManifestError('manifest has no stages')
   checkSpecs(m.inputs, 'inputs'); checkSpecs(m.outputs, 'outputs')
+  if (m.handOff !== undefined && (m.handOff?.encoding !== 'fp16' || !(Number.isFinite(m.handOff.maxError) && m.handOff.maxError >= 0))) throw new InvalidManifestError('manifest handOff must be {"encoding": "fp16", "maxError": <number >= 0>}')
   m.stages.forEach((s: any, i: number) => {
     if (s?.index !== i) throw new InvalidManifestError(`manifest stages[${i}].index must be ${i}`)
     if (typeof s.cid !== 'string') throw new InvalidManifestError(`manifest stages[${i}].cid is missing`)

@@ -60,13 +60,17 @@ export function loadDictionary (path: string): string[] {
 export interface CtcResult { text: string, confidence: number }
 
 /** Greedy CTC decode of the first batch row of f32[N, T, C] probabilities. */
-export function ctcDecode (probs: Tensor, dict: string[]): CtcResult {
+export function ctcDecode (probs: Tensor, dict: string[]): CtcResult { return ctcDecodeRow(probs, dict, 0) }
+
+/** Greedy CTC decode of batch row `row` of f32[N, T, C] probabilities. */
+export function ctcDecodeRow (probs: Tensor, dict: string[], row: number): CtcResult {
   if (probs.dtype !== 'float32' || probs.dims.length !== 3) {
     throw new TypeError(`expected float32 [N, T, C] probabilities, got ${probs.dtype} [${probs.dims.join(', ')}]`)
   }
-  const [, T, C] = probs.dims
+  const [N, T, C] = probs.dims
   if (C !== dict.length) throw new TypeError(`model has ${C} classes but the dictionary has ${dict.length}`)
-  const p = new Float32Array(probs.data.buffer, probs.data.byteOffset, T * C)
+  if (row < 0 || row >= N) throw new RangeError(`row ${row} of ${N}`)
+  const p = new Float32Array(probs.data.buffer, probs.data.byteOffset + row * T * C * 4, T * C)
   let text = ''; let prev = -1; let conf = 0; let n = 0
   for (let t = 0; t < T; t++) {
     let best = 0; let bv = -Infinity

@@ -8,6 +8,8 @@ import { cidOf } from './cid.ts'
 import { MANIFEST_FORMAT, encodeManifest } from './manifest.ts'
 import type { Manifest, StageEntry, TaskInfo } from './manifest.ts'
 import { analyzeModel, buildStages, crossingBytesOf, planCuts } from './partition/index.ts'
+import { measureHandOffError } from './hand-off.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
 import type { AnalyzeOptions, ModelAnalysis } from './partition/index.ts'
 
 export interface ShardOptions extends AnalyzeOptions {
@@ -16,6 +18,14 @@ export interface ShardOptions extends AnalyzeOptions {
   name: string
   version?: string
   task?: TaskInfo
+  /**
+   * `fp16`: stages hand on float32 activations rounded to float16, as
+   * float16 (half the bytes); the error this makes is measured here and
+   * stated in the manifest. @default lossless
+   */
+  handOff?: 'fp16'
+  /** Real inputs to measure the fp16 hand-off error on, besides the probes. */
+  handOffInputs?: Tensor[][]
   /**
    * The largest shape a job may give each model input. @default each
    * dimension the model leaves open: max(8, 4 x its probe size)
@@ -82,6 +92,7 @@ export async function shardModel (model: Uint8Array, opts: ShardOptions): Promis
     ...(opts.task !== undefined ? { task: opts.task } : {}),
     stages
   }
+  if (opts.handOff === 'fp16') manifest.handOff = { encoding: 'fp16', maxError: await measureHandOffError(manifest, shards, opts.handOffInputs) }
   const manifestBytes = encodeManifest(manifest)
   return { manifest, manifestBytes, manifestCid: cidOf(manifestBytes), shards }
 }

@@ -11,7 +11,9 @@ import { frameTaps, mainPart } from '../../protocols/framing.ts'
 import type { Frame } from '../../protocols/framing.ts'
 import { chainProblem, digestTensors, openReceipt, sameDigest, sealReceipt } from '../../protocols/receipt.ts'
 import type { HopReceipt, SignedReceipt } from '../../protocols/receipt.ts'
-import { describeTensors } from '../../protocols/tensor.ts'
+import { allRaw, describeTensors, tensorsFromPayload } from '../../protocols/tensor.ts'
+import type { OutputMode } from '../../protocols/infer.ts'
+import { outputFormProblem } from '../models/output-modes.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
 /** The digest receipts use for decoded tensors. */
@@ -20,10 +22,16 @@ export function digestOf (tensors: Tensor[]): Uint8Array {
   return digestTensors(d.descriptors, d.parts)
 }
 
-/** The digest of a frame's own tensors (its taps left out), as received. */
-export function digestOfFrame (f: Frame): Uint8Array {
+/**
+ * The digest of a frame's own tensors (its taps left out): of the bytes as
+ * received when they travel raw, else (float16 hand-offs) of the tensors as
+ * decoded, `decoded` when the caller has them. Receipts always attest float32
+ * values, whatever carried them.
+ */
+export function digestOfFrame (f: Frame, decoded?: Tensor[]): Uint8Array {
   const m = mainPart(f)
-  return digestTensors(m.tensors, m.payload)
+  if (allRaw(m.tensors)) return digestTensors(m.tensors, m.payload)
+  return digestOf(decoded ?? tensorsFromPayload(m.tensors, m.payload))
 }
 
 /** Signs receipts for this hop's stage runs. */
@@ -33,9 +41,21 @@ export class Attestor {
   async sign (r: HopReceipt): Promise<Uint8Array> { return await sealReceipt(r, this.key) }
 }
 
+/**
+ * Receipts opened before, by the very bytes they came in: a client checks an
+ * answer (answerProblem) and then keeps its receipts (the ledger), and each
+ * signature is verified once, not twice. Bytes decoded from a frame are never
+ * written to, so the same object holds the same receipt.
+ */
+const opened = new WeakMap<Uint8Array, Promise<SignedReceipt>>()
+
 /** Opens every receipt of a list (signatures verified); errors name the receipt. */
 export async function openReceipts (receipts: Uint8Array[]): Promise<SignedReceipt[]> {
-  return await Promise.all(receipts.map(async (r, i) => await openReceipt(r, `receipts[${i}]`)))
+  return await Promise.all(receipts.map(async (r, i) => {
+    let p = opened.get(r)
+    if (p === undefined) { p = openReceipt(r, `receipts[${i}]`); opened.set(r, p) }
+    return await p
+  }))
 }
 
 export interface AnswerExpectation {
@@ -53,6 +73,8 @@ export interface AnswerExpectation {
   peers: string[]
   /** Stages whose outputs were asked for as taps. */
   taps?: number[]
+  /** The output mode asked of the last hop: a result must have its form. */
+  output?: OutputMode
 }
 
 /**
@@ -79,6 +101,11 @@ export async function answerProblem (answer: Frame, x: AnswerExpectation): Promi
       // the tensors went straight to the client, which checks them against the last receipt
       if (main.tensors.length > 0) return 'a result delivered to the client carries tensors too'
     } else if (!sameDigest(receipts[receipts.length - 1].output, digestTensors(main.tensors, main.payload))) return 'the result\'s tensors are not what the last stage attested'
+    else if (x.output !== undefined) {
+      // an attested answer to another question (raw probabilities when text was asked) is no answer
+      const form = outputFormProblem(x.output, tensorsFromPayload(main.tensors, main.payload))
+      if (form !== undefined) return `${form}, which was asked for`
+    }
   } else {
     // (an error from a hop that refused the request outright may not know the stage it was for)
     if (receipts.length > 0 && m.error.stage !== x.stage + receipts.length) return `the error is for stage ${m.error.stage} but carries receipts up to stage ${x.stage + receipts.length - 1}`

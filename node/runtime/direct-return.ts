@@ -11,8 +11,9 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ComponentLogger, Libp2p, Logger, Startable, Stream } from '@libp2p/interface'
 import { MalformedFrameError } from '../../protocols/errors.ts'
-import { frameStream } from '../../protocols/framing.ts'
+import { frameStream, mainPart } from '../../protocols/framing.ts'
 import type { Frame } from '../../protocols/framing.ts'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { RESULT_PROTOCOL } from '../../protocols/ids.ts'
 import type { InferResult } from '../../protocols/infer.ts'
 import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
@@ -115,5 +116,31 @@ export class ResultInbox implements Startable {
     } finally {
       release?.()
     }
+  }
+}
+
+/** Waits for the directly returned frame until the attempt's signal ends. */
+export async function raceDirect (direct: { frame: Promise<Frame> } | undefined, signal: AbortSignal): Promise<Frame> {
+  if (direct === undefined) throw new Error('a result said to be delivered, but none was asked for')
+  return await new Promise<Frame>((resolve, reject) => {
+    const onAbort = (): void => { reject(new Error('the result said to be delivered directly did not arrive')) }
+    if (signal.aborted) { onAbort(); return }
+    signal.addEventListener('abort', onAbort, { once: true })
+    direct.frame.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
+  })
+}
+
+/**
+ * The chain's answer (all receipts, the taps of the hops before the last)
+ * with the last hop's result tensors put in front: one frame, checked as a whole by the ledger.
+ */
+export function withDirectResult (chain: Frame, direct: Frame): Frame {
+  if (chain.message.kind !== 'result') return chain
+  const main = mainPart(direct)
+  return {
+    message: { kind: 'result', result: { job: chain.message.result.job, receipts: chain.message.result.receipts } },
+    tensors: [...main.tensors, ...chain.tensors],
+    taps: chain.taps,
+    payload: new Uint8ArrayList(main.payload, chain.payload)
   }
 }

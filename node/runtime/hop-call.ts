@@ -27,7 +27,7 @@ export class HopUnreachableError extends Error {
  * tensors still encoded (`frameTensors` decodes them), so a relaying hop
  * never re-encodes them.
  */
-export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: AbortOptions = {}): Promise<Frame> {
+export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: AbortOptions & { float16?: boolean } = {}): Promise<Frame> {
   let stream
   try {
     stream = await dialer.dialProtocol(hop.peer, INFER_PROTOCOL, { ...opts, addrs: hop.addrs })

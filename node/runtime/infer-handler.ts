@@ -21,6 +21,8 @@ import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/lim
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
+import { roundsHandOff } from '../models/manifest.ts'
+import { applyOutputMode, outputModeProblem, OutputModeError } from '../models/output-modes.ts'
 import { ByteBudget } from '../peer-limits.ts'
 import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
 import { callHop } from './hop-call.ts'
@@ -148,6 +150,8 @@ export class InferHandler implements Startable {
     if (rt.isFull(req.manifest, req.stage)) return [InferErrorCode.BUSY, `stage ${req.stage} queue is full`]
     const stages = rt.manifestOf(req.manifest)!.stages.length
     if (req.stage + req.route.length >= stages) return [InferErrorCode.BAD_INPUT, `route runs past the last stage (${stages - 1})`]
+    const output = req.output !== undefined ? outputModeProblem(rt.manifestOf(req.manifest)!, req.output) : undefined
+    if (output !== undefined) return [InferErrorCode.BAD_INPUT, output]
     return undefined
   }
 
@@ -169,7 +173,7 @@ export class InferHandler implements Startable {
     const last = manifest.stages.length - 1
     let stage = req.stage
     let tensors = frameTensors(frame)
-    let inDigest = digestOfFrame(frame)
+    let inDigest = digestOfFrame(frame, tensors)
     let route = req.route
     const mine: Reply = { receipts: [], taps: [] }
     let outputs: Tensor[]
@@ -177,14 +181,16 @@ export class InferHandler implements Startable {
     for (;;) {
       try {
         const r = await this.c.runtime.run(req.manifest, stage, tensors, departing)
-        outputs = this.init.lie?.(req.job, stage, r.outputs) ?? r.outputs
+        // the last hop reduces the result when asked (output modes): its receipt attests what it returns
+        const produced = stage === last && req.output !== undefined ? applyOutputMode(manifest, req.output, r.outputs) : r.outputs
+        outputs = this.init.lie?.(req.job, stage, produced) ?? produced
         outDigest = digestOf(outputs)
         mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: inDigest, output: outDigest, ms: Math.round(r.ms * 100) / 100 }))
         if (stage < last && req.taps?.includes(stage) === true) mine.taps.push({ stage, tensors: outputs })
       } catch (err) {
         // for a later stage run here, hand back its input so the caller can replay it elsewhere
         const handBack = stage > req.stage ? tensors : []
-        const code = err instanceof DepartingError ? InferErrorCode.DEPARTING : err instanceof MalformedFrameError ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED
+        const code = err instanceof DepartingError ? InferErrorCode.DEPARTING : err instanceof MalformedFrameError || err instanceof OutputModeError ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED
         await fail(code, (err as Error).message, stage, this.me, mine, handBack)
         return
       }
@@ -211,7 +217,7 @@ export class InferHandler implements Startable {
     try {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
-      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal })
+      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage) })
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere
       if (departing.aborted) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, this.me, mine, outputs); return }
@@ -221,7 +227,7 @@ export class InferHandler implements Startable {
       return
     }
     this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
-    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}) })
+    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: req.output } : {}) })
     if (problem !== undefined) {
       this.log('next hop %s answered job %s inconsistently: %s', next.peer, req.job, problem)
       await fail(InferErrorCode.INVALID_RESULT, `the next hop's answer failed its check: ${problem}`, nextStage, next.peer, mine, outputs)

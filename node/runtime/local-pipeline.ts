@@ -5,7 +5,9 @@
  */
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort, SessionTuning } from '../models/ort.ts'
+import { roundsHandOff } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
+import { roundedToFloat16 } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
 export class LocalPipeline {
@@ -45,7 +47,7 @@ export class LocalPipeline {
       carried = s.outputs.map(o => {
         const t = pool.get(o.name)
         if (t === undefined) throw new Error(`stage ${i} did not hand on ${o.name}`)
-        return t
+        return roundsHandOff(this.manifest, i) ? roundedToFloat16(t) : t
       })
     }
     return { outputs: carried, stageMs }

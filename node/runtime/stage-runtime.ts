@@ -10,7 +10,9 @@ import type { ComponentLogger, Logger, Startable } from '@libp2p/interface'
 import { MICRO_BATCH } from '../../protocols/capacity.ts'
 import type { ServedStage } from '../../protocols/capacity.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
+import { roundsHandOff } from '../models/manifest.ts'
 import type { Manifest, StageEntry } from '../models/manifest.ts'
+import { roundedToFloat16 } from '../../protocols/tensor.ts'
 import { createSession, runSession } from '../models/ort.ts'
 import type { ort } from '../models/ort.ts'
 import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
@@ -207,10 +209,11 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
       const pool = new Map<string, Tensor>()
       for (const t of inputs) pool.set(t.name, t)
       for (const t of out) pool.set(t.name, t)
+      const rounds = roundsHandOff(s.manifest, stage)
       const outputs = s.entry.outputs.map(o => {
         const t = pool.get(o.name)
         if (t === undefined) throw new Error(`stage ${stage} did not produce ${o.name}`)
-        return t
+        return rounds ? roundedToFloat16(t) : t
       })
       return { outputs, ms }
     } finally {

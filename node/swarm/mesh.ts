@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { OutputMode } from '../../protocols/infer.ts'
 import { CELL_SIZE } from '../capacity/cells.ts'
 import { FleetClient } from '../client/client.ts'
 import { publishSharded } from '../client/publish.ts'
@@ -16,6 +17,7 @@ import { loadOrCreateKey } from '../host.ts'
 import { localFleet, saveCredentials } from '../membership/credentials.ts'
 import type { Credentials, LocalFleet } from '../membership/credentials.ts'
 import type { ResolvedModel } from '../client/resolver.ts'
+import { sampleInputs } from '../models/catalog.ts'
 import type { ModelSource } from '../models/catalog.ts'
 import { shardModel } from '../models/shard.ts'
 import type { ShardedModel } from '../models/shard.ts'
@@ -47,6 +49,10 @@ export interface SwarmInit {
   checkRate?: number
   /** The client runs this many first stages itself. */
   localStages?: number
+  /** What the last hop returns (raw, text, top-k). */
+  output?: OutputMode
+  /** Lossy hand-offs for the model (shardModel's `handOff`). */
+  handOff?: 'fp16'
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
   /**
@@ -117,7 +123,7 @@ export class LocalSwarm {
     const { model: src, stages, fleet, say, signal } = this.init
     say('model', `${src.name}: ${src.description}`)
     this.modelBytes = await readFile(src.path)
-    this.sharded = await step(shardModel(this.modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}) }), signal)
+    this.sharded = await step(shardModel(this.modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}), ...(this.init.handOff !== undefined ? { handOff: this.init.handOff, handOffInputs: sampleInputs(src, Object.keys(src.probeShapes)[0] ?? 'x') } : {}) }), signal)
     say('shard', `${stages} stages, manifest …${this.sharded.manifestCid.slice(-12)}; cuts balance ${this.sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
     this.init.onSharded?.(this.sharded)
 
@@ -132,7 +138,7 @@ export class LocalSwarm {
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(cells !== undefined ? { cells } : {}) })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(cells !== undefined ? { cells } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
     say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 

@@ -3,6 +3,7 @@
  * (jobs one by one, a simulated day, a batch, chaos), check every result,
  * and stop every process it started, also when interrupted or failing.
  */
+import type { OutputMode } from '../../protocols/infer.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { Gateway } from '../gateway/server.ts'
 import { issueToken } from '../gateway/tokens.ts'
@@ -49,6 +50,10 @@ export interface SwarmRunOptions {
   checkRate?: number
   /** The client runs this many first stages itself. */
   localStages?: number
+  /** What the last hop returns (raw, text, top-k). */
+  output?: OutputMode
+  /** Lossy hand-offs for the model (shardModel's `handOff`). */
+  handOff?: 'fp16'
   signal: AbortSignal
 }
 
@@ -70,7 +75,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean
@@ -94,7 +99,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.say('http', `try: curl${o.tls !== undefined ? ' -k' : ''} -H "Authorization: Bearer $TOKEN" ${gateway.url}/v2/models/${swarm.sharded.manifest.name}`)
       io.say('http', `dashboard: ${gateway.url}/dashboard?token=${encodeURIComponent(token)}`)
     }
-    const tally = new Tally(swarm.sharded.manifest)
+    const tally = new Tally(swarm.sharded.manifest, o.output)
     let summary: SwarmSummary
     if (o.scenario === 'batch' || o.scenario === 'chaos') {
       const items = Array.from({ length: o.jobs }, (_, n) => jobs[n % jobs.length])

@@ -5,7 +5,7 @@ import { shardModel } from '../../models/shard.ts'
 import type { Manifest } from '../../models/manifest.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { elementCount, itemSize } from '../../../protocols/tensor.ts'
-import { PROBE_SHAPE_OPTION, UsageError, intOption } from '../command.ts'
+import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { mb, table } from '../format.ts'
 
@@ -25,6 +25,12 @@ export function describePlan (m: Manifest): { stages: string[][], cuts: string[]
   return { stages, cuts }
 }
 
+/** How a manifest's stages hand on activations, and what it costs. */
+export function handOffText (m: Manifest): string {
+  if (m.handOff === undefined) return 'lossless (float32 as produced)'
+  return `fp16 (float32 activations rounded to float16, half the bytes at each cut); max error of the outputs ${m.handOff.maxError.toPrecision(3)} (measured on 3 probe inputs against lossless hand-offs)`
+}
+
 export const inspectCommand: Command = {
   name: 'inspect',
   summary: 'Show how a model splits into stages: per stage its nodes, parameters, GFLOPs and ms, and the tensors crossing each cut.',
@@ -32,6 +38,7 @@ export const inspectCommand: Command = {
   options: {
     stages: { type: 'string', arg: '<K>', description: 'stages to plan (ONNX input only)', default: '3' },
     'probe-shape': PROBE_SHAPE_OPTION,
+    'hand-off': HAND_OFF_OPTION,
     flops: { type: 'boolean', description: 'balance by estimated FLOPs instead of measured node times' },
     json: { type: 'boolean', description: 'print the plan (manifest) as JSON' }
   },
@@ -43,13 +50,14 @@ export const inspectCommand: Command = {
     } else {
       const probe = o['probe-shape'] !== undefined ? parseProbeShapes(o['probe-shape'] as string[]) : undefined
       const src = modelSource(pos[0], probe)
-      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), measure: o.flops !== true })).manifest
+      m = (await shardModel(await readFile(src.path), { stages: intOption(o.stages, 'stages', 1, 64), name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), measure: o.flops !== true, ...handOffSettings(o, src) })).manifest
     }
     if (o.json === true) { console.log(JSON.stringify(m)); return 0 }
     const plan = describePlan(m)
     console.log(`${m.name}@${m.version}: ${m.stages.length} stages, balanced by ${m.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'} at ${Object.entries(m.probeShapes).map(([k, v]) => `${k}=[${v}]`).join(' ')}\n`)
     console.log(table(plan.stages))
     if (plan.cuts.length > 0) console.log('\n' + plan.cuts.join('\n'))
+    console.log(`\nhand-offs: ${handOffText(m)}`)
     return 0
   }
 }

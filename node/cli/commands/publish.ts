@@ -6,7 +6,7 @@ import { FleetClient } from '../../client/client.ts'
 import { publishModel } from '../../client/publish.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { sampleTensor } from '../../models/specs.ts'
-import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, PROBE_SHAPE_OPTION, UsageError, intOption, shortPeer, untilSignal } from '../command.ts'
+import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 import { table } from '../format.ts'
 import { describePlan } from './inspect.ts'
@@ -23,6 +23,7 @@ export const publishCommand: Command = {
     version: { type: 'string', arg: '<v>', description: 'version; versions are served side by side', default: '1' },
     stages: { type: 'string', arg: '<K|auto>', description: 'stage count, or auto: from the measured model time (~8 ms a stage) and the vehicles heard', default: 'auto' },
     'probe-shape': PROBE_SHAPE_OPTION,
+    'hand-off': HAND_OFF_OPTION,
     ...ACCESS_OPTIONS,
     wait: { type: 'string', arg: '<ms>', description: 'how long to wait for every stage to be served', default: '60000' },
     keep: { type: 'boolean', description: 'keep seeding and announcing until Ctrl-C' },
@@ -50,7 +51,8 @@ export const publishCommand: Command = {
         stages,
         probeShapes: src.probeShapes,
         baseDir: dirname(src.path),
-        ...(src.task !== undefined ? { task: src.task } : {})
+        ...(src.task !== undefined ? { task: src.task } : {}),
+        ...handOffSettings(o, src)
       })
       const m = p.manifest
       say(`published ${m.name}@${m.version}: ${m.stages.length} stages, manifest ${p.manifestCid}`)

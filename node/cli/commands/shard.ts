@@ -2,7 +2,7 @@ import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { shardModel, writeSharded } from '../../models/shard.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
-import { PROBE_SHAPE_OPTION, UsageError, intOption, requireOption } from '../command.ts'
+import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable, specText } from '../format.ts'
 
@@ -16,6 +16,7 @@ export const shardCommand: Command = {
     name: { type: 'string', arg: '<name>', description: 'model name in the manifest (default: file name)' },
     version: { type: 'string', arg: '<v>', description: 'model version in the manifest', default: '1' },
     'probe-shape': PROBE_SHAPE_OPTION,
+    'hand-off': HAND_OFF_OPTION,
     json: { type: 'boolean', description: 'print the manifest CID and stage CIDs as JSON' }
   },
   details: 'Cuts are balanced by estimated FLOPs; near each balanced point the cut with the fewest bytes crossing it wins.\nStages keep symbolic dimensions, so they accept other batch sizes and image sizes than the probe.',
@@ -31,7 +32,8 @@ export const shardCommand: Command = {
       version: String(o.version),
       probeShapes: src.probeShapes,
       baseDir: dirname(src.path),
-      ...(src.task !== undefined ? { task: src.task } : {})
+      ...(src.task !== undefined ? { task: src.task } : {}),
+      ...handOffSettings(o, src)
     })
     const files = await writeSharded(sharded, out)
     if (o.json === true) {

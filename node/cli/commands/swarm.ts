@@ -7,7 +7,7 @@ import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { runSwarm } from '../../swarm/run.ts'
 import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
-import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, UsageError, checkName, clientChecks, gatewayTls, intOption } from '../command.ts'
+import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, HAND_OFF_OPTION, UsageError, checkName, clientChecks, gatewayTls, handOffOption, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable } from '../format.ts'
 
@@ -27,6 +27,7 @@ export const swarmCommand: Command = {
     duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
+    'hand-off': HAND_OFF_OPTION,
     fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
     ...GATEWAY_OPTIONS,
@@ -67,6 +68,8 @@ export const swarmCommand: Command = {
       idleS: intOption(o['idle-s'], 'idle-s', 0, 3600),
       verify: checks.verify ?? 'sample',
       ...(checks.localStages !== undefined ? { localStages: checks.localStages } : {}),
+      ...(checks.output !== undefined ? { output: checks.output } : {}),
+      ...(handOffOption(o) !== undefined ? { handOff: handOffOption(o) } : {}),
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
       checkRate,

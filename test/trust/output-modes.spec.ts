@@ -1,0 +1,87 @@
+/**
+ * Output modes (issue 13): the last hop reduces the result (CTC text, top-k)
+ * so the 1 MB of probabilities never travels; the reduced result equals the
+ * whole model's, reduced the same way, and a last hop cannot answer another
+ * question than the one asked. Real libp2p nodes, real onnxruntime.
+ */
+import assert from 'node:assert/strict'
+import { textOf } from '../../node/client/inputs.ts'
+import type { InferenceError } from '../../node/client/pipeline.ts'
+import { createSession, runSession } from '../../node/models/ort.ts'
+import { applyOutputMode, outputsDiff } from '../../node/models/output-modes.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
+import { frameTensors } from '../../protocols/framing.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { startMesh } from '../utils/mesh.ts'
+import type { TestMesh } from '../utils/mesh.ts'
+import { startRogue } from '../utils/rogue.ts'
+import type { Rogue } from '../utils/rogue.ts'
+import { sampleLine as image, sampleTexts, shardedRec } from '../utils/samples.ts'
+
+describe('output modes: the last hop returns text or the top k, not the probabilities', function () {
+  this.timeout(120_000)
+  let sharded: ShardedModel
+  let mesh: TestMesh
+  let whole: Awaited<ReturnType<typeof createSession>>
+  let rogue: Rogue | undefined
+  let labels: Map<string, string>
+  const model = (): { cid: string, manifest: ShardedModel['manifest'] } => ({ cid: sharded.manifestCid, manifest: sharded.manifest })
+  const bytes = (ts: Tensor[]): number => ts.reduce((n, t) => n + t.data.byteLength, 0)
+
+  before(async () => {
+    const built = await shardedRec(2)
+    sharded = built.sharded
+    whole = await createSession(built.rec)
+    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off' })
+    labels = await sampleTexts()
+  })
+
+  afterEach(async () => { await rogue?.stop(); rogue = undefined })
+  after(async () => { await mesh?.stop(); await whole?.release() })
+
+  it('text: the answer is the decoded text, a few bytes, back along the chain', async () => {
+    const taken = mesh.client.inbox.stats.taken
+    const x = image('03.png')
+    const r = await mesh.client.infer(model(), [x], { output: { kind: 'ctc-text' } })
+    assert.deepEqual(r.outputs.map(t => `${t.name}:${t.dtype}`), ['text:uint8', 'confidence:float32'])
+    assert.ok(bytes(r.outputs) < 256, `the result is ${bytes(r.outputs)} bytes`)
+    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('03.png'))
+    // the same text as the whole model's probabilities decoded here
+    const reference = applyOutputMode(sharded.manifest, { kind: 'ctc-text' }, await runSession(whole, [x]))
+    assert.equal(outputsDiff(reference, r.outputs) <= 1e-4, true)
+    assert.equal(mesh.client.inbox.stats.taken, taken, 'a small result needs no stream of its own from the last hop')
+    assert.equal(r.attempts, 1)
+  })
+
+  it('top-k: the k largest probabilities of every time step, equal to the whole model\'s', async () => {
+    const x = image('05.png')
+    const r = await mesh.client.infer(model(), [x], { output: { kind: 'top-k', k: 5 } })
+    const [values, indices] = r.outputs
+    assert.deepEqual(values.dims, [1, 40, 5])
+    assert.equal(indices.dtype, 'int64')
+    const reference = applyOutputMode(sharded.manifest, { kind: 'top-k', k: 5 }, await runSession(whole, [x]))
+    assert.ok(outputsDiff(reference, r.outputs) <= 1e-4, `top-5 differs from the whole model's by ${outputsDiff(reference, r.outputs)}`)
+    const v = new Float32Array(values.data.buffer, values.data.byteOffset, 200)
+    for (let i = 0; i < 200; i++) if (i % 5 !== 0) assert.ok(v[i] <= v[i - 1], 'largest first')
+  })
+
+  it('a mode the model has no task for is refused before anything runs', async () => {
+    const plain = { cid: sharded.manifestCid, manifest: { ...sharded.manifest, task: undefined } }
+    await assert.rejects(mesh.client.infer(plain, [image('01.png')], { output: { kind: 'ctc-text' } }), (err: InferenceError) => err.code === 'BAD_INPUT' && /needs a CTC text model/.test(err.message))
+  })
+
+  it('a last hop asked for text that answers with the probabilities (attested) is refused and banned', async () => {
+    rogue = await startRogue(mesh, async (fs, frame, r) => {
+      const req = frame.message.request
+      const input = frameTensors(frame)
+      const out = [{ name: 'softmax', dtype: 'float32' as const, dims: [1, 40, 6625], data: new Uint8Array(40 * 6625 * 4) }]
+      await fs.write({ kind: 'result', result: { job: req.job, receipts: [await r.receipt(req, req.stage, input, out)] } }, out)
+    })
+    rogue.claim(sharded.manifestCid, [1])
+    const r = await mesh.client.infer(model(), [image('02.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, mesh.vehicles[0].peerId]) })
+    assert.ok(rogue.requests.some(q => q.output?.kind === 'ctc-text'), 'the rogue was asked for text')
+    assert.notEqual(r.route[1], rogue.peer)
+    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('02.png'))
+    assert.ok(mesh.client.locator.bans.isBanned(rogue.peer) || mesh.client.locator.bans.isSuspect(rogue.peer), 'the rogue is held to account')
+  })
+})
