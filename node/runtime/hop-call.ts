@@ -3,7 +3,7 @@
  * RESULT or ERROR frame that comes back. Used by the client for the first hop
  * and by each hop for the next one.
  */
-import type { AbortOptions } from '@libp2p/interface'
+import type { AbortOptions, Stream } from '@libp2p/interface'
 import { frameStream } from '../../protocols/framing.ts'
 import type { Frame } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
@@ -22,15 +22,27 @@ export class HopUnreachableError extends Error {
   }
 }
 
+export interface CallOptions extends AbortOptions {
+  /** Carry float32 tensors as float16 (fp16 hand-offs). */
+  float16?: boolean
+  /** A stream to the hop opened before (see openHop), used instead of opening one. */
+  stream?: Stream
+}
+
+/** Opens an infer stream to `hop` (callHop does it itself unless given one). */
+export async function openHop (dialer: PeerDialer, hop: Hop, opts: AbortOptions = {}): Promise<Stream> {
+  return await dialer.dialProtocol(hop.peer, INFER_PROTOCOL, { ...opts, addrs: hop.addrs })
+}
+
 /**
  * Sends `request` with `tensors` to `hop` and returns its answer with the
  * tensors still encoded (`frameTensors` decodes them), so a relaying hop
  * never re-encodes them.
  */
-export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: AbortOptions & { float16?: boolean } = {}): Promise<Frame> {
-  let stream
+export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: CallOptions = {}): Promise<Frame> {
+  let stream = opts.stream
   try {
-    stream = await dialer.dialProtocol(hop.peer, INFER_PROTOCOL, { ...opts, addrs: hop.addrs })
+    stream ??= await openHop(dialer, hop, opts)
   } catch (err) {
     throw new HopUnreachableError(hop.peer, err as Error)
   }

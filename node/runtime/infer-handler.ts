@@ -25,7 +25,7 @@ import { roundsHandOff } from '../models/manifest.ts'
 import { applyOutputMode, outputModeProblem, OutputModeError } from '../models/output-modes.ts'
 import { ByteBudget } from '../peer-limits.ts'
 import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
-import { callHop } from './hop-call.ts'
+import { callHop, openHop } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
 import type { Admission, StageRuntime } from './stage-runtime.ts'
 
@@ -166,6 +166,24 @@ export class InferHandler implements Startable {
     return { peer: h.peer, addrs: known ?? h.addrs.slice(0, MAX_ROUTE_ADDRS) }
   }
 
+  /**
+   * Opens the stream to the next vehicle of the route while this node runs
+   * its stages: setting up a stream costs about 2 ms of both ends' time, which
+   * then overlaps the compute instead of following it. `take` hands it over
+   * when the hand-off goes to that peer; otherwise (or on failure) it is dropped.
+   */
+  private openEarly (req: InferRequest, departing: AbortSignal): { take: (peer: string) => Promise<Stream | undefined>, drop: () => void } {
+    const ahead = req.route.find(h => h.peer !== this.me)
+    if (ahead === undefined) return { take: async () => undefined, drop: () => {} }
+    const remaining = Math.max(1, req.deadline - Date.now())
+    const opening = openHop(this.c.dialer, this.hopFor(ahead), { signal: AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))]) }).catch(() => undefined)
+    const drop = (): void => { void opening.then(s => s?.abort(new Error('the hand-off went elsewhere'))) }
+    return {
+      take: async (peer) => { if (peer === ahead.peer) return await opening; drop(); return undefined },
+      drop
+    }
+  }
+
   /** Runs our stages, then forwards to the next hop and relays its answer. */
   private async serve (fs: FrameStream, req: InferRequest, frame: Frame, admission: Admission, fail: Fail): Promise<void> {
     const departing = admission.signal
@@ -178,6 +196,7 @@ export class InferHandler implements Startable {
     const mine: Reply = { receipts: [], taps: [] }
     let outputs: Tensor[]
     let outDigest: Uint8Array
+    const early = this.openEarly(req, departing)
     for (;;) {
       try {
         const r = await this.c.runtime.run(req.manifest, stage, tensors, departing)
@@ -191,6 +210,7 @@ export class InferHandler implements Startable {
         // for a later stage run here, hand back its input so the caller can replay it elsewhere
         const handBack = stage > req.stage ? tensors : []
         const code = err instanceof DepartingError ? InferErrorCode.DEPARTING : err instanceof MalformedFrameError || err instanceof OutputModeError ? InferErrorCode.BAD_INPUT : InferErrorCode.RUN_FAILED
+        early.drop()
         await fail(code, (err as Error).message, stage, this.me, mine, handBack)
         return
       }
@@ -202,6 +222,7 @@ export class InferHandler implements Startable {
     }
     const next = route[0]
     if (next === undefined) {
+      early.drop()
       const result = { job: req.job, receipts: mine.receipts }
       // straight to the client when it asked and this node holds a connection to it; else back along the chain
       if (req.returnTo !== undefined && mine.taps.length === 0 && await this.init.deliver?.(req.returnTo, result, outputs) === true) {
@@ -217,7 +238,8 @@ export class InferHandler implements Startable {
     try {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
-      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage) })
+      const stream = await early.take(next.peer)
+      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}) })
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere
       if (departing.aborted) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, this.me, mine, outputs); return }

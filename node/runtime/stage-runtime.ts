@@ -13,8 +13,8 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import { roundsHandOff } from '../models/manifest.ts'
 import type { Manifest, StageEntry } from '../models/manifest.ts'
 import { roundedToFloat16 } from '../../protocols/tensor.ts'
-import { createSession, runSession } from '../models/ort.ts'
-import type { ort } from '../models/ort.ts'
+import { threadSession, workerSession } from './session-worker.ts'
+import type { StageSession } from './session-worker.ts'
 import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
 import type { FleetMetrics } from '../metrics.ts'
 
@@ -28,6 +28,12 @@ export interface StageRuntimeInit {
   intraOpThreads?: number
   /** Items queued per stage before the stage counts as full. @default 32 */
   maxQueue?: number
+  /**
+   * Run each stage's session on a worker thread of its own, so a stage run
+   * does not stall this node's networking (onnxruntime-node runs a session
+   * synchronously on the calling thread). @default true
+   */
+  worker?: boolean
 }
 
 export interface StageRuntimeEvents {
@@ -51,7 +57,7 @@ interface Loaded {
   manifestCid: string
   manifest: Manifest
   entry: StageEntry
-  session: ort.InferenceSession
+  session: StageSession
   tail: Promise<unknown>
   queued: number
   msPerItem: number
@@ -94,7 +100,7 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
   async load (manifestCid: string, manifest: Manifest, stage: number, shard: Uint8Array): Promise<void> {
     const entry = manifest.stages[stage]
     if (entry === undefined) throw new RangeError(`manifest ${manifestCid} has no stage ${stage}`)
-    const session = await createSession(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
+    const session = await ((this.init.worker ?? true) ? workerSession : threadSession)(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
     let timing = { msPerItem: 0, batchMsPerItem: 0 }
     try { timing = await warmUp(session, entry) } catch (err) {
       await session.release()
@@ -196,7 +202,7 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
       await this.acquireSlot(signal)
       try {
         const t0 = performance.now()
-        const out = await runSession(s.session, feeds)
+        const out = await s.session.run(feeds)
         return { out, ms: performance.now() - t0 }
       } finally { this.releaseSlot() }
     })
@@ -244,14 +250,14 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
  * a measured speed. When the batch dimension is free, MICRO_BATCH items at
  * once are timed too.
  */
-async function warmUp (session: ort.InferenceSession, entry: StageEntry): Promise<{ msPerItem: number, batchMsPerItem: number }> {
+async function warmUp (session: StageSession, entry: StageEntry): Promise<{ msPerItem: number, batchMsPerItem: number }> {
   if (!entry.inputs.every(i => i.probe !== undefined)) return { msPerItem: 0, batchMsPerItem: 0 }
   const time = async (feeds: Tensor[], runs: number, items: number): Promise<number> => {
-    await runSession(session, feeds)
+    await session.run(feeds)
     let best = Infinity
     for (let i = 0; i < runs; i++) {
       const t0 = performance.now()
-      await runSession(session, feeds)
+      await session.run(feeds)
       best = Math.min(best, (performance.now() - t0) / items)
     }
     return best

@@ -1,0 +1,30 @@
+/**
+ * A stage's onnxruntime session on a thread of its own (session-worker.ts is
+ * the other end): onnxruntime-node runs a session synchronously on the
+ * thread that calls it, so on the main thread every stage run stalls the
+ * node's networking for its whole duration.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { createSession, runSession } from '../models/ort.ts'
+import type { SessionTuning } from '../models/ort.ts'
+
+interface Init { model: Uint8Array, tuning: SessionTuning }
+export type WorkerRequest = { id: number, inputs: Tensor[] } | { id: number, release: true }
+export type WorkerReply = { id: number, outputs: Tensor[] } | { id: number, error: string } | { ready: true, outputNames: readonly string[] } | { failed: string }
+
+const port = parentPort!
+const init = workerData as Init
+try {
+  const session = await createSession(init.model, init.tuning)
+  port.on('message', (m: WorkerRequest) => {
+    if ('release' in m) { void session.release().finally(() => { port.postMessage({ id: m.id, outputs: [] }); port.close() }); return }
+    runSession(session, m.inputs).then(outputs => {
+      // the outputs are fresh buffers (fromOrt copies them out of onnxruntime): moved, not copied
+      port.postMessage({ id: m.id, outputs } satisfies WorkerReply, outputs.map(t => t.data.buffer as ArrayBuffer))
+    }, (err: Error) => { port.postMessage({ id: m.id, error: err.message } satisfies WorkerReply) })
+  })
+  port.postMessage({ ready: true, outputNames: session.outputNames } satisfies WorkerReply)
+} catch (err) {
+  port.postMessage({ failed: (err as Error).message } satisfies WorkerReply)
+}

@@ -1,0 +1,74 @@
+/**
+ * Stage sessions for the stage runtime: on the node's own thread, or (the
+ * default for vehicles) on a worker thread each (ort-worker.ts), so a stage
+ * run no longer stalls the node's networking: streams to the next hop open,
+ * hand-offs arrive and answers leave while a stage computes.
+ */
+import { extname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { createSession, runSession } from '../models/ort.ts'
+import type { SessionTuning } from '../models/ort.ts'
+import type { WorkerReply, WorkerRequest } from './ort-worker.ts'
+
+/** What the stage runtime needs of a session. */
+export interface StageSession {
+  run: (inputs: Tensor[]) => Promise<Tensor[]>
+  release: () => Promise<void>
+}
+
+/** A session on this thread. */
+export async function threadSession (model: Uint8Array, tuning: SessionTuning): Promise<StageSession> {
+  const session = await createSession(model, tuning)
+  return { run: async (inputs) => await runSession(session, inputs), release: async () => { await session.release() } }
+}
+
+// .ts when run from source, .js when built
+const WORKER = new URL(`./ort-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
+
+/** A session on a worker thread of its own; inputs are copied to it, outputs moved back. */
+export async function workerSession (model: Uint8Array, tuning: SessionTuning): Promise<StageSession> {
+  const worker = new Worker(WORKER, { workerData: { model, tuning } })
+  const waiting = new Map<number, { resolve: (t: Tensor[]) => void, reject: (e: Error) => void }>()
+  let next = 0
+  let dead: Error | undefined
+  const failAll = (err: Error): void => { dead = err; for (const w of waiting.values()) w.reject(err); waiting.clear() }
+  await new Promise<void>((resolve, reject) => {
+    const onFirst = (m: WorkerReply): void => {
+      if ('ready' in m) resolve()
+      else if ('failed' in m) reject(new Error(m.failed))
+    }
+    worker.once('message', onFirst)
+    worker.once('error', reject)
+  })
+  worker.on('message', (m: WorkerReply) => {
+    if (!('id' in m)) return
+    const w = waiting.get(m.id)
+    if (w === undefined) return
+    waiting.delete(m.id)
+    if ('error' in m) w.reject(new Error(m.error))
+    else w.resolve(m.outputs)
+  })
+  worker.on('error', failAll)
+  worker.on('exit', code => { failAll(new Error(`the session's worker thread exited (${code})`)) })
+  const call = async (req: Omit<WorkerRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<Tensor[]> => {
+    if (dead !== undefined) throw dead
+    const id = next++
+    return await new Promise<Tensor[]>((resolve, reject) => {
+      waiting.set(id, { resolve, reject })
+      worker.postMessage({ ...req, id }, transfer)
+    })
+  }
+  return {
+    async run (inputs) {
+      // each input in a buffer of its own, moved to the worker (a view into a larger frame buffer would copy all of it)
+      const own = inputs.map(t => ({ name: t.name, dtype: t.dtype, dims: t.dims, data: new Uint8Array(t.data) }))
+      return await call({ inputs: own }, own.map(t => t.data.buffer as ArrayBuffer))
+    },
+    async release () {
+      if (dead === undefined) await call({ release: true }).catch(() => {})
+      await worker.terminate()
+    }
+  }
+}
