@@ -89,6 +89,7 @@ export class Tally {
   worstDiff = 0
   private readonly manifest: Manifest
   private readonly output: OutputMode | undefined
+  private readonly reducedRefs = new WeakMap<Tensor, Tensor[]>()
 
   /** `output`: the jobs' output mode; references are reduced the same way before they are compared. */
   constructor (manifest: Manifest, output?: OutputMode) { this.manifest = manifest; this.output = output }
@@ -96,7 +97,7 @@ export class Tally {
   /** Records a result of `job` and checks it against its reference (1e-4) and expected text. */
   add (job: Job, r: InferResult): Check {
     const out0 = r.outputs.find(t => t.name === this.manifest.outputs[0].name) ?? r.outputs[0]
-    const diff = this.output !== undefined ? outputsDiff(applyOutputMode(this.manifest, this.output, [job.reference!]), r.outputs) : maxAbsDiff(job.reference!, out0)
+    const diff = this.output !== undefined ? outputsDiff(this.reduced(job.reference!), r.outputs) : maxAbsDiff(job.reference!, out0)
     const text = textOf(this.manifest, r.outputs)
     const correct = text !== undefined && text.text === job.expected
     const wrong = diff > resultTolerance(this.manifest) || (text !== undefined && !correct)
@@ -108,6 +109,13 @@ export class Tally {
     if (correct) this.correct++
     if (wrong) this.wrong++
     return { diff, ...(text !== undefined ? { text: text.text } : {}), correct, wrong }
+  }
+
+  /** A reference reduced by the jobs' output mode, once per distinct input (jobs share their references). */
+  private reduced (reference: Tensor): Tensor[] {
+    let r = this.reducedRefs.get(reference)
+    if (r === undefined) { r = applyOutputMode(this.manifest, this.output!, [reference]); this.reducedRefs.set(reference, r) }
+    return r
   }
 
   get hasText (): boolean { return this.manifest.task !== undefined }
