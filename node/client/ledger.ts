@@ -9,6 +9,7 @@
 import { frameTaps, frameTensors } from '../../protocols/framing.ts'
 import type { Frame } from '../../protocols/framing.ts'
 import type { HopTiming, OutputMode } from '../../protocols/infer.ts'
+import type { Manifest } from '../models/manifest.ts'
 import type { SignedReceipt } from '../../protocols/receipt.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { answerProblem, digestOf, openReceipts } from '../runtime/attest.ts'
@@ -36,7 +37,7 @@ export class JobLedger {
    * `peers`; keeps its receipts, taps and hand-back or result tensors.
    * Returns why it does not hold together, or undefined.
    */
-  async accept (answer: Frame, first: number, sent: Tensor[], peers: string[], taps: number[], output?: OutputMode): Promise<string | undefined> {
+  async accept (answer: Frame, first: number, sent: Tensor[], peers: string[], taps: number[], output?: { mode: OutputMode, manifest: Pick<Manifest, 'outputs'> }): Promise<string | undefined> {
     const problem = await answerProblem(answer, { job: this.job, manifest: this.manifest, stage: first, stages: this.stages, sent: digestOf(sent), peers, taps, ...(output !== undefined ? { output } : {}) })
     if (problem !== undefined) return problem
     const m = answer.message

@@ -18,7 +18,7 @@ import type { HopTiming, OutputMode } from '../../protocols/infer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
-import { applyOutputMode, outputModeProblem } from '../models/output-modes.ts'
+import { applyOutputMode, isRaw, outputModeProblem } from '../models/output-modes.ts'
 import { roundsHandOff } from '../models/manifest.ts'
 import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
@@ -264,7 +264,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         } finally { direct?.cancel() }
       }
       direct?.cancel()
-      const problem = await ledger.accept(answer, stage, tensors, peers, taps, reduceThere ? mode : undefined)
+      const problem = await ledger.accept(answer, stage, tensors, peers, taps, reduceThere ? { mode: mode!, manifest: m.manifest } : undefined)
       if (problem !== undefined) {
         lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${(delivered ? last : first).slice(-8)} failed its check: ${problem}`, stage)
         bans.ban(delivered ? last : first)
@@ -273,7 +273,8 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       }
       const msg = answer.message
       if (msg.kind === 'result') {
-        reduced = reduceThere
+        // a vehicle of an earlier version ignores the output mode and answers raw
+        reduced = reduceThere && !isRaw(m.manifest, ledger.outputOf(K - 1) ?? [])
         if (opts.recheck !== true) this.c.verifier.stats.plainRuns += K - stage
         const corrected = await this.checkRuns(m, ledger, planned, checked, { mode: checks, exclude: exclude.current(), ...(opts.signal !== undefined ? { signal: opts.signal } : {}) })
         if (corrected === undefined || corrected === K - 1) {

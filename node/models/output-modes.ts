@@ -114,8 +114,18 @@ function topK (t: Tensor, k: number): Tensor[] {
   ]
 }
 
-/** Whether `outputs` have the form `mode` gives (names and types), so a last hop cannot answer another question. */
-export function outputFormProblem (mode: OutputMode, outputs: Tensor[]): string | undefined {
+/** Whether `outputs` are the model's own outputs, by name and type (as a vehicle that does not know output modes answers). */
+export function isRaw (manifest: Pick<Manifest, 'outputs'>, outputs: Tensor[]): boolean {
+  return outputs.length === manifest.outputs.length && outputs.every((t, i) => t.name === manifest.outputs[i].name && t.dtype === manifest.outputs[i].dtype)
+}
+
+/**
+ * Whether `outputs` have the form `mode` gives (names and types), so a last
+ * hop cannot answer another question. The model's raw outputs pass too: a
+ * vehicle of an earlier version ignores the mode, and the client reduces them.
+ */
+export function outputFormProblem (mode: OutputMode, outputs: Tensor[], manifest?: Pick<Manifest, 'outputs'>): string | undefined {
+  if (manifest !== undefined && isRaw(manifest, outputs)) return undefined
   if (mode.kind === 'ctc-text') {
     const [text, conf] = outputs
     if (outputs.length !== 2 || text.name !== TEXT_OUTPUT || text.dtype !== 'uint8' || text.dims.length !== 2 || conf.name !== CONFIDENCE_OUTPUT || conf.dtype !== 'float32' || conf.dims.join() !== String(text.dims[0])) return 'the result is not text and confidence'

@@ -14,6 +14,7 @@ import type { HopReceipt, SignedReceipt } from '../../protocols/receipt.ts'
 import { allRaw, describeTensors, tensorsFromPayload } from '../../protocols/tensor.ts'
 import type { OutputMode } from '../../protocols/infer.ts'
 import { outputFormProblem } from '../models/output-modes.ts'
+import type { Manifest } from '../models/manifest.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
 /** The digest receipts use for decoded tensors. */
@@ -73,8 +74,8 @@ export interface AnswerExpectation {
   peers: string[]
   /** Stages whose outputs were asked for as taps. */
   taps?: number[]
-  /** The output mode asked of the last hop: a result must have its form. */
-  output?: OutputMode
+  /** The output mode asked of the last hop: a result must have its form (or be the model's raw outputs). */
+  output?: { mode: OutputMode, manifest: Pick<Manifest, 'outputs'> }
 }
 
 /**
@@ -103,7 +104,7 @@ export async function answerProblem (answer: Frame, x: AnswerExpectation): Promi
     } else if (!sameDigest(receipts[receipts.length - 1].output, digestTensors(main.tensors, main.payload))) return 'the result\'s tensors are not what the last stage attested'
     else if (x.output !== undefined) {
       // an attested answer to another question (raw probabilities when text was asked) is no answer
-      const form = outputFormProblem(x.output, tensorsFromPayload(main.tensors, main.payload))
+      const form = outputFormProblem(x.output.mode, tensorsFromPayload(main.tensors, main.payload), x.output.manifest)
       if (form !== undefined) return `${form}, which was asked for`
     }
   } else {

@@ -249,7 +249,7 @@ export class InferHandler implements Startable {
       return
     }
     this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
-    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: req.output } : {}) })
+    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: { mode: req.output, manifest } } : {}) })
     if (problem !== undefined) {
       this.log('next hop %s answered job %s inconsistently: %s', next.peer, req.job, problem)
       await fail(InferErrorCode.INVALID_RESULT, `the next hop's answer failed its check: ${problem}`, nextStage, next.peer, mine, outputs)

@@ -191,7 +191,9 @@ export type InferRequest = Message<"fleetmesh.v1.InferRequest"> & {
 
   /**
    * What the last hop returns in place of the last stage's raw outputs
-   * (opt-in, for known tasks): its receipt attests what it returns.
+   * (opt-in, for known tasks): its receipt attests what it returns. A hop of
+   * an earlier version ignores it and returns the raw outputs, which the
+   * client then reduces itself.
    *
    * @generated from field: fleetmesh.v1.OutputMode output = 9;
    */

@@ -70,6 +70,24 @@ describe('output modes: the last hop returns text or the top k, not the probabil
     await assert.rejects(mesh.client.infer(plain, [image('01.png')], { output: { kind: 'ctc-text' } }), (err: InferenceError) => err.code === 'BAD_INPUT' && /needs a CTC text model/.test(err.message))
   })
 
+  it('a last hop of an earlier version, which ignores the mode and answers raw, is taken: the client reduces the answer', async () => {
+    const stage1 = await createSession(sharded.shards.get(sharded.manifest.stages[1].cid)!)
+    try {
+      rogue = await startRogue(mesh, async (fs, frame, r) => {
+        const req = frame.message.request
+        const input = frameTensors(frame)
+        const out = await runSession(stage1, input)
+        await fs.write({ kind: 'result', result: { job: req.job, receipts: [await r.receipt(req, req.stage, input, out)] } }, out)
+      })
+      rogue.claim(sharded.manifestCid, [1])
+      const r = await mesh.client.infer(model(), [image('06.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, mesh.vehicles[0].peerId]) })
+      assert.equal(r.route[1], rogue.peer, 'the old vehicle\'s raw answer was taken')
+      assert.deepEqual(r.outputs.map(t => t.name), ['text', 'confidence'])
+      assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('06.png'))
+      assert.equal(mesh.client.locator.bans.isBanned(rogue.peer), false)
+    } finally { await stage1.release() }
+  })
+
   it('a last hop asked for text that answers with the probabilities (attested) is refused and banned', async () => {
     rogue = await startRogue(mesh, async (fs, frame, r) => {
       const req = frame.message.request
