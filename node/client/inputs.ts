@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { BUILTIN_MODELS } from '../models/catalog.ts'
 import type { Manifest } from '../models/manifest.ts'
 import { ctcDecode } from '../models/ocr.ts'
-import { dictionaryOf, textsOf } from '../models/output-modes.ts'
+import { dictionaryOf, textsOf, textsOfTopK } from '../models/output-modes.ts'
 import { tensorFromOip } from '../../protocols/oip.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
@@ -41,7 +41,8 @@ export async function inputsFromFile (manifest: Manifest, path: string): Promise
 /** Decoded text when the model's task is CTC text (raw probabilities, or text reduced by output mode text), else undefined. */
 export function textOf (manifest: Manifest, outputs: Tensor[]): { text: string, confidence: number } | undefined {
   if (manifest.task?.kind !== 'ctc-text') return undefined
-  const reduced = textsOf(outputs)
+  const reduced = textsOf(outputs) ?? textsOfTopK(outputs, dictionaryOf(manifest))
   if (reduced !== undefined) return reduced[0]
-  return ctcDecode(outputs[0], dictionaryOf(manifest))
+  const raw = outputs.find(t => t.name === manifest.outputs[0]?.name)
+  return raw !== undefined ? ctcDecode(raw, dictionaryOf(manifest)) : undefined
 }

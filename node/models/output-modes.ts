@@ -158,6 +158,30 @@ export function textsOf (outputs: Tensor[]): Array<{ text: string, confidence: n
   })
 }
 
+/**
+ * The texts of a CTC model's top-k result (its first index per time step is
+ * the greedy choice), one per batch row; undefined when the outputs are not
+ * a top-k of [N, T, C] probabilities.
+ */
+export function textsOfTopK (outputs: Tensor[], dict: string[]): Array<{ text: string, confidence: number }> | undefined {
+  const values = outputs.find(o => o.name.endsWith('.values') && o.dtype === 'float32' && o.dims.length === 3)
+  const indices = outputs.find(o => values !== undefined && o.name === `${values.name.slice(0, -'.values'.length)}.indices` && o.dtype === 'int64')
+  if (values === undefined || indices === undefined) return undefined
+  const [N, T, k] = values.dims
+  const v = asFloat32(values)
+  const ix = new BigInt64Array(indices.data.buffer.slice(indices.data.byteOffset, indices.data.byteOffset + indices.data.byteLength))
+  return Array.from({ length: N }, (_, n) => {
+    let text = ''; let prev = -1; let conf = 0; let emitted = 0
+    for (let t = 0; t < T; t++) {
+      const o = (n * T + t) * k
+      const best = Number(ix[o])
+      if (best !== 0 && best !== prev && best < dict.length) { text += dict[best]; conf += v[o]; emitted++ }
+      prev = best
+    }
+    return { text: text.trim(), confidence: emitted > 0 ? conf / emitted : 0 }
+  })
+}
+
 /** Largest difference between two lists of tensors: float32 element-wise, any other type 0 when equal, else Infinity. */
 export function outputsDiff (a: Tensor[], b: Tensor[]): number {
   if (a.length !== b.length) return Infinity

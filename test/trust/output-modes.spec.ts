@@ -63,6 +63,8 @@ describe('output modes: the last hop returns text or the top k, not the probabil
     assert.ok(outputsDiff(reference, r.outputs) <= 1e-4, `top-5 differs from the whole model's by ${outputsDiff(reference, r.outputs)}`)
     const v = new Float32Array(values.data.buffer, values.data.byteOffset, 200)
     for (let i = 0; i < 200; i++) if (i % 5 !== 0) assert.ok(v[i] <= v[i - 1], 'largest first')
+    // the first index of each time step is the greedy choice: the text reads the same
+    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('05.png'))
   })
 
   it('a mode the model has no task for is refused before anything runs', async () => {
