@@ -11,17 +11,19 @@
  * link figures) and reports the best group's p50, so the router's choice can
  * be compared with the best route in the same run.
  *
- *   node test/netbed/field-client.ts --bootstrap <ma> --credentials me.json --model <cid> --jobs 10 [--groups json]
+ *   node test/netbed/field-client.ts --bootstrap <ma> --credentials me.json --model <cid> --jobs 10 [--groups json] [--output text]
  */
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { FleetClient } from '../../node/client/client.ts'
 import { loadCredentials } from '../../node/membership/credentials.ts'
 import { BUILTIN_MODELS } from '../../node/models/catalog.ts'
+import { parseOutputMode } from '../../node/models/output-modes.ts'
 import { Tally, addReferences } from '../../node/swarm/jobs.ts'
 import type { Job } from '../../node/swarm/jobs.ts'
 
-const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' }, groups: { type: 'string' } } })
+const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' }, groups: { type: 'string' }, output: { type: 'string', default: 'raw' } } })
+const output = parseOutputMode(String(o.output))
 const src = BUILTIN_MODELS['pp-ocrv4-rec']
 const samples = new URL('../../samples/text-lines/', import.meta.url)
 const labels = JSON.parse(await readFile(new URL('labels.json', samples), 'utf8')) as { items: Array<{ image: string, text: string }> }
@@ -31,11 +33,11 @@ const jobs: Job[] = Array.from({ length: Number(o.jobs) }, (_, i) => {
 })
 await addReferences(await readFile(src.path), jobs)
 
-const client = await FleetClient.connect({ bootstrap: [String(o.bootstrap)], credentials: await loadCredentials(String(o.credentials)) })
+const client = await FleetClient.connect({ bootstrap: [String(o.bootstrap)], credentials: await loadCredentials(String(o.credentials)), ...(output !== undefined ? { output } : {}) })
 const say = (x: object): void => { console.log(JSON.stringify(x)) }
 try {
   const model = await client.resolve(String(o.model), { signal: AbortSignal.timeout(60_000) })
-  const tally = new Tally(model.manifest)
+  const tally = new Tally(model.manifest, output)
   let failed = 0
   for (const [i, job] of jobs.entries()) {
     try {
@@ -55,7 +57,7 @@ try {
   // the same jobs pinned to each group: the best route the true link figures allow
   const pinned: Record<string, number> = {}
   for (const [group, peers] of Object.entries(JSON.parse(o.groups ?? '{}') as Record<string, string[]>)) {
-    const t = new Tally(model.manifest)
+    const t = new Tally(model.manifest, output)
     for (const job of jobs) {
       try { t.add(job, await client.infer(model, [job.input], { signal: AbortSignal.timeout(60_000), prefer: new Set(peers) })) } catch { failed++ }
     }

@@ -29,6 +29,10 @@ export interface FieldInit {
   nat2?: 'cone' | 'symmetric'
   /** Run the jobs again pinned to each depot, for the best route's p50. @default false */
   compareBest?: boolean
+  /** The client's output mode (`--output`), e.g. 'text'. @default 'raw' */
+  output?: string
+  /** The model's hand-offs (`shard --hand-off`). @default 'lossless' */
+  handOff?: 'lossless' | 'fp16'
   log?: (line: string) => void
 }
 
@@ -50,13 +54,13 @@ export interface FieldResult {
 }
 
 /** Fleet credentials and a 2-stage model, made with the CLI as a person would. */
-function prepare (dir: string): { cid: string } {
+function prepare (dir: string, handOff: 'lossless' | 'fp16'): { cid: string } {
   const cli = (args: string[]): string => execFileSync(NODE, [CLI, ...args], { encoding: 'utf8', cwd: dir })
   cli(['fleet', 'init', '--fleet', 'field', '--dir', 'authority'])
   cli(['fleet', 'issue', '--authority', 'authority', '--role', 'bootstrap', '--may-issue', 'vehicle', '--key', 'boot.key', '--out', 'boot.json'])
   cli(['fleet', 'grant', '--authority', 'authority', '--out', 'vehicles.json'])
   cli(['fleet', 'issue', '--authority', 'authority', '--role', 'client,publisher', '--new-key', '--out', 'me.json'])
-  const shard = JSON.parse(cli(['shard', 'pp-ocrv4-rec', '--stages', '2', '--out', 'rec2', '--json']).trim().split('\n').at(-1)!) as { manifest: string }
+  const shard = JSON.parse(cli(['shard', 'pp-ocrv4-rec', '--stages', '2', '--out', 'rec2', '--hand-off', handOff, '--json']).trim().split('\n').at(-1)!) as { manifest: string }
   return { cid: shard.manifest }
 }
 
@@ -65,7 +69,7 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
   const dir = mkdtempSync(join(tmpdir(), 'fm-field-'))
   const bed = NetBed.create({ public: ['boot', 'client'], depots: [{ vehicles: 2, nat: 'cone' }, { vehicles: 2, nat: init.nat2 ?? 'symmetric' }], wan: init.wan })
   try {
-    const { cid } = prepare(dir)
+    const { cid } = prepare(dir, init.handOff ?? 'lossless')
     const t0 = performance.now()
     const lines = new Map<string, Array<Record<string, any>>>()
     const start = (host: string, args: string[], script = CLI, env: NodeJS.ProcessEnv = process.env): void => {
@@ -113,7 +117,7 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
     const startupMs = performance.now() - t0
 
     const groups = { d1: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d1')), d2: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d2')) }
-    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs), ...(init.compareBest === true ? ['--groups', JSON.stringify(groups)] : [])], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
+    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs), '--output', init.output ?? 'raw', ...(init.compareBest === true ? ['--groups', JSON.stringify(groups)] : [])], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
     const summary = await waitFor('client', l => l.type === 'summary', 120_000 + init.jobs * (init.compareBest === true ? 90_000 : 30_000), 'summary') as FieldResult['summary']
     const jobs = (lines.get('client') ?? []).filter(l => l.type === 'job') as JobLine[]
     const done = jobs.filter(j => j.route !== undefined)
