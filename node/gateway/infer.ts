@@ -11,6 +11,8 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import type { InferResult } from '../client/pipeline.ts'
 import type { ResolvedModel } from '../client/resolver.ts'
 import { HttpError } from './repository.ts'
+import type { OutputMode } from '../../protocols/infer.ts'
+import { parseOutputMode } from '../models/output-modes.ts'
 
 export interface InferRequestBody {
   inputs: Tensor[]
@@ -18,6 +20,8 @@ export interface InferRequestBody {
   /** Outputs asked for, and whether each comes back as binary. */
   outputs?: Array<{ name: string, parameters?: { binary_data?: boolean } }>
   binaryAll: boolean
+  /** `parameters.output`: what the last vehicle returns (raw, text, top-k=K; see node/models/output-modes.ts). */
+  output?: OutputMode
 }
 
 /** Parses an infer request body; errors are 400s that name the field. */
@@ -47,8 +51,18 @@ export function parseInferBody (body: Buffer, headers: IncomingHttpHeaders): Inf
     inputs,
     ...(doc.id !== undefined ? { id: doc.id } : {}),
     ...(Array.isArray(doc.outputs) ? { outputs: doc.outputs } : {}),
-    binaryAll: doc.parameters?.binary_data_output === true
+    binaryAll: doc.parameters?.binary_data_output === true,
+    ...outputParameter(doc.parameters?.output)
   }
+}
+
+/** `parameters.output` of a request, checked (a 400 naming it when it is not one). */
+function outputParameter (v: unknown): { output?: OutputMode } {
+  if (v === undefined) return {}
+  if (typeof v !== 'string') throw new HttpError(400, 'parameters.output must be a string: raw, text or top-k=K')
+  let mode: OutputMode | undefined
+  try { mode = parseOutputMode(v) } catch (err) { throw new HttpError(400, `parameters.output: ${(err as Error).message}`) }
+  return mode !== undefined ? { output: mode } : {}
 }
 
 /** The response body and its headers for a finished job. */

@@ -263,7 +263,7 @@ export class Gateway {
     const body = parseInferBody(await this.readBody(req, bodyLimit), req.headers)
     checkStageInputs(m.manifest.inputs, body.inputs)
     // an HTTP caller wants a 503 soon rather than a long wait for capacity
-    const r = await this.client.infer(m, body.inputs, { maxAttempts: 3, timeoutMs: 30_000, signal })
+    const r = await this.client.infer(m, body.inputs, { maxAttempts: 3, timeoutMs: 30_000, signal, ...(body.output !== undefined ? { output: body.output } : {}) })
     const { headers, payload } = inferResponse(m, body, r)
     this.client.metrics.bytes('http', 'out', payload.byteLength)
     res.writeHead(200, headers)

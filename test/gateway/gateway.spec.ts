@@ -13,6 +13,7 @@ import type { ShardedModel } from '../../node/models/shard.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
 import { asFloat32, maxAbsDiff } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
+import { textOf } from '../../node/client/inputs.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 
@@ -82,6 +83,18 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]))
     assert.ok(worst <= 1e-4, `max diff ${worst}`)
     assert.equal(new Set(r.body.parameters.route.split(',')).size, 3, 'pipelined across three vehicles')
+  })
+
+  it('reduces the result when a request asks (parameters.output): text, not the probabilities', async () => {
+    const body = { inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }], parameters: { output: 'text' } }
+    const r = await json('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+    assert.equal(r.status, 200, JSON.stringify(r.body))
+    assert.deepEqual(r.body.outputs.map((o: { name: string, datatype: string }) => `${o.name}:${o.datatype}`), ['text:UINT8', 'confidence:FP32'])
+    const text = r.body.outputs[0]
+    assert.equal(Buffer.from(text.data as number[]).toString('utf8').replace(/\0+$/, ''), textOf(sharded.manifest, [ref])?.text)
+    const bad = await json('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ ...body, parameters: { output: 'softmax' } }), headers: { 'content-type': 'application/json' } })
+    assert.equal(bad.status, 400)
+    assert.match(bad.body.error, /parameters\.output: unknown output mode "softmax"/)
   })
 
   it('infers with the binary tensor data extension both ways', async () => {
