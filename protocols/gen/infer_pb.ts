@@ -19,6 +19,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { OutputMode } from "./output_pb.ts";
+import { file_output } from "./output_pb.ts";
 import type { TensorDescriptor } from "./tensor_pb.ts";
 import { file_tensor } from "./tensor_pb.ts";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
@@ -27,7 +29,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file infer.proto.
  */
 export const file_infer: GenFile = /*@__PURE__*/
-  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIu4BCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIfCgR0YXBzGA4gAygLMhEuZmxlZXRtZXNoLnYxLlRhcBIvCgd0ZW5zb3JzGA8gAygLMh4uZmxlZXRtZXNoLnYxLlRlbnNvckRlc2NyaXB0b3JCBgoEa2luZCIjCgNUYXASDQoFc3RhZ2UYASABKA0SDQoFY291bnQYAiABKA0iIgoDSG9wEgwKBHBlZXIYASABKAkSDQoFYWRkcnMYAiADKAkipQIKDEluZmVyUmVxdWVzdBILCgNqb2IYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSDQoFc3RhZ2UYAyABKA0SIAoFcm91dGUYBCADKAsyES5mbGVldG1lc2gudjEuSG9wEhMKC2RlYWRsaW5lX21zGAUgASgBEjYKBmxlYXNlcxgGIAMoCzImLmZsZWV0bWVzaC52MS5JbmZlclJlcXVlc3QuTGVhc2VzRW50cnkSDAoEdGFwcxgHIAMoDRIRCglyZXR1cm5fdG8YCCABKAkSKAoGb3V0cHV0GAkgASgLMhguZmxlZXRtZXNoLnYxLk91dHB1dE1vZGUaLQoLTGVhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKJAQoKT3V0cHV0TW9kZRIrCgRraW5kGAEgASgOMh0uZmxlZXRtZXNoLnYxLk91dHB1dE1vZGUuS2luZBIJCgFrGAIgASgNIkMKBEtpbmQSGAoUS0lORF9SQVdfVU5TUEVDSUZJRUQQABIRCg1LSU5EX0NUQ19URVhUEAESDgoKS0lORF9UT1BfSxACIksKC0luZmVyUmVzdWx0EgsKA2pvYhgBIAEoCRIQCghyZWNlaXB0cxgDIAMoDBIRCglkZWxpdmVyZWQYBCABKAhKBAgCEANSBGhvcHMikQEKCkluZmVyRXJyb3ISCwoDam9iGAEgASgJEioKBGNvZGUYAiABKA4yHC5mbGVldG1lc2gudjEuSW5mZXJFcnJvckNvZGUSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFnZRgEIAEoDRIMCgRwZWVyGAUgASgJEhAKCHJlY2VpcHRzGAcgAygMSgQIBhAHUgRob3BzKt0CCg5JbmZlckVycm9yQ29kZRIgChxJTkZFUl9FUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHgoaSU5GRVJfRVJST1JfQ09ERV9CQURfSU5QVVQQARIgChxJTkZFUl9FUlJPUl9DT0RFX05PVF9TRVJWSU5HEAISHwobSU5GRVJfRVJST1JfQ09ERV9SVU5fRkFJTEVEEAMSJAogSU5GRVJfRVJST1JfQ09ERV9IT1BfVU5SRUFDSEFCTEUQBBIcChhJTkZFUl9FUlJPUl9DT0RFX1RJTUVPVVQQBRIeChpJTkZFUl9FUlJPUl9DT0RFX0RFUEFSVElORxAGEhkKFUlORkVSX0VSUk9SX0NPREVfQlVTWRAHEiIKHklORkVSX0VSUk9SX0NPREVfTEVBU0VfRVhQSVJFRBAIEiMKH0lORkVSX0VSUk9SX0NPREVfSU5WQUxJRF9SRVNVTFQQCWIGcHJvdG8z", [file_tensor]);
+  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIu4BCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIfCgR0YXBzGA4gAygLMhEuZmxlZXRtZXNoLnYxLlRhcBIvCgd0ZW5zb3JzGA8gAygLMh4uZmxlZXRtZXNoLnYxLlRlbnNvckRlc2NyaXB0b3JCBgoEa2luZCIjCgNUYXASDQoFc3RhZ2UYASABKA0SDQoFY291bnQYAiABKA0iIgoDSG9wEgwKBHBlZXIYASABKAkSDQoFYWRkcnMYAiADKAkipQIKDEluZmVyUmVxdWVzdBILCgNqb2IYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSDQoFc3RhZ2UYAyABKA0SIAoFcm91dGUYBCADKAsyES5mbGVldG1lc2gudjEuSG9wEhMKC2RlYWRsaW5lX21zGAUgASgBEjYKBmxlYXNlcxgGIAMoCzImLmZsZWV0bWVzaC52MS5JbmZlclJlcXVlc3QuTGVhc2VzRW50cnkSDAoEdGFwcxgHIAMoDRIRCglyZXR1cm5fdG8YCCABKAkSKAoGb3V0cHV0GAkgASgLMhguZmxlZXRtZXNoLnYxLk91dHB1dE1vZGUaLQoLTGVhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJLCgtJbmZlclJlc3VsdBILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAyADKAwSEQoJZGVsaXZlcmVkGAQgASgISgQIAhADUgRob3BzIpEBCgpJbmZlckVycm9yEgsKA2pvYhgBIAEoCRIqCgRjb2RlGAIgASgOMhwuZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JDb2RlEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhZ2UYBCABKA0SDAoEcGVlchgFIAEoCRIQCghyZWNlaXB0cxgHIAMoDEoECAYQB1IEaG9wcyrdAgoOSW5mZXJFcnJvckNvZGUSIAocSU5GRVJfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGklORkVSX0VSUk9SX0NPREVfQkFEX0lOUFVUEAESIAocSU5GRVJfRVJST1JfQ09ERV9OT1RfU0VSVklORxACEh8KG0lORkVSX0VSUk9SX0NPREVfUlVOX0ZBSUxFRBADEiQKIElORkVSX0VSUk9SX0NPREVfSE9QX1VOUkVBQ0hBQkxFEAQSHAoYSU5GRVJfRVJST1JfQ09ERV9USU1FT1VUEAUSHgoaSU5GRVJfRVJST1JfQ09ERV9ERVBBUlRJTkcQBhIZChVJTkZFUl9FUlJPUl9DT0RFX0JVU1kQBxIiCh5JTkZFUl9FUlJPUl9DT0RFX0xFQVNFX0VYUElSRUQQCBIjCh9JTkZFUl9FUlJPUl9DT0RFX0lOVkFMSURfUkVTVUxUEAliBnByb3RvMw", [file_output, file_tensor]);
 
 /**
  * @generated from message fleetmesh.v1.InferHeader
@@ -208,72 +210,6 @@ export const InferRequestSchema: GenMessage<InferRequest> = /*@__PURE__*/
   messageDesc(file_infer, 3);
 
 /**
- * A result reduced at the last hop, so a large output does not travel.
- *
- * @generated from message fleetmesh.v1.OutputMode
- */
-export type OutputMode = Message<"fleetmesh.v1.OutputMode"> & {
-  /**
-   * @generated from field: fleetmesh.v1.OutputMode.Kind kind = 1;
-   */
-  kind: OutputMode_Kind;
-
-  /**
-   * For KIND_TOP_K: 1..1024.
-   *
-   * @generated from field: uint32 k = 2;
-   */
-  k: number;
-};
-
-/**
- * Describes the message fleetmesh.v1.OutputMode.
- * Use `create(OutputModeSchema)` to create a new message.
- */
-export const OutputModeSchema: GenMessage<OutputMode> = /*@__PURE__*/
-  messageDesc(file_infer, 4);
-
-/**
- * @generated from enum fleetmesh.v1.OutputMode.Kind
- */
-export const OutputMode_Kind = {
-  /**
-   * The last stage's outputs as they are.
-   *
-   * @generated from enum value: KIND_RAW_UNSPECIFIED = 0;
-   */
-  RAW_UNSPECIFIED: 0,
-
-  /**
-   * Greedy CTC decoding over the manifest's dictionary (task ctc-text):
-   * a uint8 [N, L] tensor `text` (UTF-8, zero-padded) and a float32 [N]
-   * `confidence`.
-   *
-   * @generated from enum value: KIND_CTC_TEXT = 1;
-   */
-  CTC_TEXT: 1,
-
-  /**
-   * The k largest entries along the last axis of each float32 output `o`:
-   * float32 `o.values` and int64 `o.indices`, both [..., k], largest first.
-   *
-   * @generated from enum value: KIND_TOP_K = 2;
-   */
-  TOP_K: 2,
-} as const;
-
-/**
- * @generated from enum fleetmesh.v1.OutputMode.Kind
- */
-export type OutputMode_Kind = (typeof OutputMode_Kind)[keyof typeof OutputMode_Kind] | UnknownEnum;
-
-/**
- * Describes the enum fleetmesh.v1.OutputMode.Kind.
- */
-export const OutputMode_KindSchema: GenEnum<OutputMode_Kind> = /*@__PURE__*/
-  enumDesc(file_infer, 4, 0);
-
-/**
  * @generated from message fleetmesh.v1.InferResult
  */
 export type InferResult = Message<"fleetmesh.v1.InferResult"> & {
@@ -303,7 +239,7 @@ export type InferResult = Message<"fleetmesh.v1.InferResult"> & {
  * Use `create(InferResultSchema)` to create a new message.
  */
 export const InferResultSchema: GenMessage<InferResult> = /*@__PURE__*/
-  messageDesc(file_infer, 5);
+  messageDesc(file_infer, 4);
 
 /**
  * @generated from message fleetmesh.v1.InferError
@@ -352,7 +288,7 @@ export type InferError = Message<"fleetmesh.v1.InferError"> & {
  * Use `create(InferErrorSchema)` to create a new message.
  */
 export const InferErrorSchema: GenMessage<InferError> = /*@__PURE__*/
-  messageDesc(file_infer, 6);
+  messageDesc(file_infer, 5);
 
 /**
  * @generated from enum fleetmesh.v1.InferErrorCode
