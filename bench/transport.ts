@@ -1,6 +1,7 @@
 /**
  * Transport benchmark: bytes per second over one stream of a fleetmesh
- * connection (TCP, TLS 1.3 or Noise, yamux with the windows host.ts sets)
+ * connection (TCP; TLS 1.3 on the socket (node/native-tls.ts), the same TLS
+ * through @libp2p/tls's duplex, or Noise; yamux with the windows host.ts sets)
  * against a raw Node TCP socket, both ends in this process, on loopback,
  * 256 KiB writes. The modes take turns, `--rounds` times, so a busy
  * machine slows them alike; the figure is the ratio to raw TCP.
@@ -18,6 +19,7 @@ const CHUNK = 256 * 1024
 const TOTAL = Number(values.mb) * 1024 * 1024
 const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
 const chunk = new Uint8Array(CHUNK).fill(7)
+type Encryption = 'tls' | 'tls-duplex' | 'noise'
 
 /** MB/s through a raw TCP socket. */
 async function raw (): Promise<number> {
@@ -41,7 +43,7 @@ async function raw (): Promise<number> {
 }
 
 /** Milliseconds per new connection (dial, handshake, muxer), `n` in a row, between two fleetmesh hosts speaking `encryption`. */
-async function handshakeMs (encryption: 'tls' | 'noise', n = 40): Promise<number> {
+async function handshakeMs (encryption: Encryption, n = 40): Promise<number> {
   const opts = { listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true }
   const [a, b]: Host[] = [await createHost(opts), await createHost(opts)]
   try {
@@ -57,8 +59,26 @@ async function handshakeMs (encryption: 'tls' | 'noise', n = 40): Promise<number
   }
 }
 
+/** CPU milliseconds (both ends) per connection between peers that never met: `n` new hosts each dial one listener. */
+async function firstContactCpuMs (encryption: Encryption, n = 20): Promise<number> {
+  const opts = { listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true }
+  const listener = await createHost(opts)
+  const dialers = await Promise.all(Array.from({ length: n }, async () => await createHost({ ...opts, listen: [] })))
+  try {
+    // each host makes its TLS certificate as it starts: let that finish first
+    await new Promise(resolve => setTimeout(resolve, 500))
+    const addr = multiaddr(listener.getMultiaddrs()[0].toString())
+    const c0 = process.cpuUsage()
+    for (const d of dialers) await (await d.dial(addr)).close()
+    const c = process.cpuUsage(c0)
+    return (c.user + c.system) / 1000 / n
+  } finally {
+    await Promise.all([listener, ...dialers].map(async h => { await h.stop() }))
+  }
+}
+
 /** MB/s over one libp2p stream between two fleetmesh hosts speaking `encryption`. */
-async function libp2p (encryption: 'tls' | 'noise'): Promise<number> {
+async function libp2p (encryption: Encryption): Promise<number> {
   const opts = { listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true }
   const [a, b]: Host[] = [await createHost(opts), await createHost(opts)]
   try {
@@ -82,19 +102,33 @@ async function libp2p (encryption: 'tls' | 'noise'): Promise<number> {
   }
 }
 
-const modes: Array<[string, () => Promise<number>]> = [['raw TCP', raw], ['TCP + TLS 1.3 + yamux', async () => await libp2p('tls')], ['TCP + Noise + yamux', async () => await libp2p('noise')]]
+const modes: Array<[string, () => Promise<number>]> = [
+  ['raw TCP', raw],
+  ['TCP + TLS 1.3 + yamux', async () => await libp2p('tls')],
+  ['TLS via a JS duplex', async () => await libp2p('tls-duplex')],
+  ['TCP + Noise + yamux', async () => await libp2p('noise')]
+]
 const runs = new Map<string, number[]>(modes.map(([m]) => [m, []]))
 for (let r = 0; r < Number(values.rounds); r++) {
   for (const [m, fn] of modes) runs.get(m)!.push(await fn())
 }
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
-const handshakes = { tls: [] as number[], noise: [] as number[] }
-for (let r = 0; r < Number(values.rounds); r++) for (const e of ['tls', 'noise'] as const) handshakes[e].push(await handshakeMs(e))
+const handshakes: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
+const firstContact: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
+for (let r = 0; r < Number(values.rounds); r++) {
+  for (const e of ['tls', 'tls-duplex', 'noise'] as const) {
+    handshakes[e].push(await handshakeMs(e))
+    firstContact[e].push(await firstContactCpuMs(e))
+  }
+}
 const rawMedian = median(runs.get('raw TCP')!)
 const rows = modes.map(([m]) => ({ mode: m, mbPerS: Math.round(median(runs.get(m)!)), ratioToRaw: Math.round(median(runs.get(m)!) / rawMedian * 1000) / 1000, runs: runs.get(m)!.map(Math.round) }))
 console.log(`one stream on loopback, ${values.mb} MB in 256 KiB writes, both ends in one process, median of ${values.rounds} rounds taken in turn`)
 for (const r of rows) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
-const connectMs = { tls: Math.round(median(handshakes.tls) * 100) / 100, noise: Math.round(median(handshakes.noise) * 100) / 100 }
-console.log(`a new connection (dial, handshake, muxer; both ends' CPU): TLS 1.3 ${connectMs.tls} ms, Noise ${connectMs.noise} ms`)
-console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, connectMs }))
+const medians = (m: Record<Encryption, number[]>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([e, xs]) => [e, Math.round(median(xs) * 100) / 100]))
+const connectMs = medians(handshakes)
+const firstContactCpu = medians(firstContact)
+console.log(`a new connection to a peer met before (dial, handshake, muxer; wall ms): TLS 1.3 ${connectMs.tls} (via a JS duplex ${connectMs['tls-duplex']}), Noise ${connectMs.noise}`)
+console.log(`a connection between peers that never met (CPU ms, both ends): TLS 1.3 ${firstContactCpu.tls} (via a JS duplex ${firstContactCpu['tls-duplex']}), Noise ${firstContactCpu.noise}`)
+console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, connectMs, firstContactCpu }))
 process.exit(0)

@@ -24,7 +24,6 @@ import { ping } from '@libp2p/ping'
 import { FLEET_GOSSIP, fastMessageId, fleetScoring } from './membership/scoring.ts'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
-import { tls } from '@libp2p/tls'
 import { isLoopback, repeatingTask } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -40,6 +39,7 @@ import { MAX_INFER_FRAME_BYTES, MiB, second } from '../protocols/limits.ts'
 import { recordSelectors, recordValidators } from './membership/records.ts'
 import type { RecordTrust } from './membership/records.ts'
 import { growingWindows } from './yamux-windows.ts'
+import { nativeTls } from './native-tls.ts'
 import { CONNECTION_PING_MS, DHT_WALK, MUXER_KEEPALIVE_MS, SELF_QUERY_MS, TABLE_REFRESH_MS } from './network.ts'
 import { holePunch } from './hole-punch.ts'
 import type { HolePunchInit } from './hole-punch.ts'
@@ -115,14 +115,15 @@ export interface HostInit {
   /** DHT records must carry certificate chains of this fleet. @default none (an open fleet) */
   recordTrust?: RecordTrust
   /**
-   * Connection encryption offered, in order of preference. Noise first: a
-   * TLS handshake costs 2.5x Noise's here (@libp2p/tls makes an X.509
-   * certificate for every connection: 21 vs 8 ms, bench/transport.ts), which
-   * took 13% of a vehicle's CPU while a 100-car swarm joined; TLS moves
-   * about 1.4x Noise's bytes per second and is accepted from peers that
-   * prefer it. @default ['noise', 'tls']
+   * Connection encryption offered, in order of preference. 'tls' is libp2p's
+   * TLS 1.3 run on the TCP socket itself (node/native-tls.ts): it moves
+   * about 1.6x Noise's bytes per second for the same handshake CPU
+   * (bench/transport.ts), so it comes first; Noise is accepted from peers
+   * that prefer it. 'tls-duplex' is the same protocol through @libp2p/tls's
+   * JavaScript duplex, kept for bench/transport.ts to compare.
+   * @default ['tls', 'noise']
    */
-  encryption?: Array<'tls' | 'noise'>
+  encryption?: Array<'tls' | 'noise' | 'tls-duplex'>
   /** How a DHT walk fans out (bench/dht-walk.ts compares). @default DHT_WALK (node/network.ts) */
   dhtWalk?: { alpha: number, disjointPaths: number }
 }
@@ -138,6 +139,10 @@ const MAX_STREAM_WINDOW = 16 * MiB
 
 /** How often a peer with no connections dials its bootstrap peers again. */
 export const REJOIN_INTERVAL_MS = 2 * second
+
+function encrypter (e: 'tls' | 'noise' | 'tls-duplex'): ReturnType<typeof noise> | ReturnType<typeof nativeTls> {
+  return e === 'noise' ? noise() : nativeTls({ duplexOnly: e === 'tls-duplex' })
+}
 
 export async function createHost (init: HostInit = {}): Promise<Host> {
   const fleet = checkFleetName(init.fleet ?? DEFAULT_FLEET)
@@ -164,7 +169,7 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       ...(init.maxConnections !== undefined ? { maxConnections: init.maxConnections } : {})
     },
     transports: [tcp(), circuitRelayTransport()],
-    connectionEncrypters: (init.encryption ?? ['noise', 'tls']).map(e => e === 'tls' ? tls() : noise()),
+    connectionEncrypters: (init.encryption ?? ['tls', 'noise']).map(encrypter),
     streamMuxers: [growingWindows(yamux({
       // a 12-byte ping frame each minute keeps an idle connection's NAT mapping warm
       enableKeepAlive: true,

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
-import { lpStream } from '@libp2p/utils'
 import { createLibp2p } from 'libp2p'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Libp2p } from '@libp2p/interface'
 import { createHost, STREAM_WINDOW } from '../../node/host.ts'
+import { ECHO, echoHandler, roundTrip } from '../utils/echo.ts'
 
-const ECHO = '/fleetmesh-test/echo/1.0.0'
 const PAYLOAD = 6 * 1024 * 1024
 
 /** A libp2p node built by someone else: yamux exactly as configured by default. */
@@ -23,21 +21,10 @@ async function plainPeer (initialStreamWindowSize?: number): Promise<Libp2p> {
   })
 }
 
-async function echo (stream: Stream): Promise<void> {
-  const lp = lpStream(stream, { maxDataLength: PAYLOAD, maxBufferSize: PAYLOAD + 1024 })
-  await lp.write(await lp.read())
-  await stream.close()
-}
-
 /** Sends PAYLOAD bytes over a new stream from `a` to `b` and reads them back. */
-async function roundTrip (a: Libp2p, b: Libp2p): Promise<{ ok: boolean, recvWindow: number }> {
-  const stream = await a.dialProtocol(b.getMultiaddrs()[0], ECHO, { signal: AbortSignal.timeout(10_000) })
-  const lp = lpStream(stream, { maxDataLength: PAYLOAD, maxBufferSize: PAYLOAD + 1024 })
-  const data = new Uint8Array(randomBytes(PAYLOAD))
-  await lp.write(data, { signal: AbortSignal.timeout(10_000) })
-  const back = (await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()
-  await stream.close()
-  return { ok: Buffer.compare(back, data) === 0, recvWindow: (stream as unknown as { recvWindow: number }).recvWindow }
+async function yamuxRoundTrip (a: Libp2p, b: Libp2p): Promise<{ ok: boolean, recvWindow: number }> {
+  const { ok, stream } = await roundTrip(a, b, PAYLOAD)
+  return { ok, recvWindow: (stream as unknown as { recvWindow: number }).recvWindow }
 }
 
 describe('yamux windows against a default-configured peer', function () {
@@ -49,19 +36,19 @@ describe('yamux windows against a default-configured peer', function () {
     const ours = await createHost()
     const theirs = await plainPeer()
     nodes.push(ours, theirs)
-    await ours.handle(ECHO, echo)
-    await theirs.handle(ECHO, echo)
-    const out = await roundTrip(ours, theirs)
+    await ours.handle(ECHO, echoHandler(PAYLOAD))
+    await theirs.handle(ECHO, echoHandler(PAYLOAD))
+    const out = await yamuxRoundTrip(ours, theirs)
     assert.ok(out.ok, 'our stream to them: bytes intact')
     assert.ok(out.recvWindow >= STREAM_WINDOW, `our receive window grew to ${out.recvWindow}`)
-    assert.ok((await roundTrip(theirs, ours)).ok, 'their stream to us: bytes intact')
+    assert.ok((await yamuxRoundTrip(theirs, ours)).ok, 'their stream to us: bytes intact')
   })
 
   it('whereas a peer that simply starts with a 4 MiB window overruns a default one (the old configuration)', async () => {
     const bigInitial = await plainPeer(4 << 20)
     const theirs = await plainPeer()
     nodes.push(bigInitial, theirs)
-    await theirs.handle(ECHO, echo)
-    await assert.rejects(roundTrip(bigInitial, theirs))
+    await theirs.handle(ECHO, echoHandler(PAYLOAD))
+    await assert.rejects(yamuxRoundTrip(bigInitial, theirs))
   })
 })
