@@ -23,8 +23,8 @@ export class PeerDialer {
     this.host = host
   }
 
-  /** Opens a stream for `protocol` to `peer` (a peer id or its string). */
-  async dialProtocol (peer: string | PeerId, protocol: string, opts: DialOptions = {}): Promise<Stream> {
+  /** Opens a stream for `protocol` (the first of these the peer speaks) to `peer` (a peer id or its string). */
+  async dialProtocol (peer: string | PeerId, protocol: string | string[], opts: DialOptions = {}): Promise<Stream> {
     const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
     const addrs = opts.addrs ?? []
     if (addrs.length > 0 && this.host.getConnections(id).length === 0) {

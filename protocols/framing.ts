@@ -67,6 +67,8 @@ export interface ReadOptions extends AbortOptions {
 export interface FrameStream {
   /** Reads one frame. Over-long, malformed or refused frames throw FrameTooLargeError / MalformedFrameError / OverBudgetError. */
   read: (opts?: ReadOptions) => Promise<Frame>
+  /** Reads the next frame, or undefined when the remote closed its side before one began. */
+  next: (opts?: ReadOptions) => Promise<Frame | undefined>
   /** Writes a frame with these tensors (and taps after them). */
   write: (message: InferMessage, tensors: Tensor[], opts?: WriteOptions) => Promise<void>
   /**
@@ -89,23 +91,31 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
     if (out.byteLength > limit + MAX_HEADER_BYTES + MAX_LENGTH_BYTES) throw new FrameTooLargeError('frame', out.byteLength, limit)
     await bytes.write(out, opts)
   }
-  return {
-    async read (opts = {}) {
-      let length = 0
-      for (let i = 0; ; i++) {
-        if (i >= MAX_LENGTH_BYTES) throw new FrameTooLargeError('header', NaN, MAX_HEADER_BYTES)
-        const b = (await bytes.read({ ...opts, bytes: 1 })).get(0)
-        length += (b & 0x7f) * 2 ** (7 * i)
-        if ((b & 0x80) === 0) break
+  const readFrame = async (opts: ReadOptions, endOk: boolean): Promise<Frame | undefined> => {
+    let length = 0
+    for (let i = 0; ; i++) {
+      if (i >= MAX_LENGTH_BYTES) throw new FrameTooLargeError('header', NaN, MAX_HEADER_BYTES)
+      let b: number
+      try {
+        b = (await bytes.read({ ...opts, bytes: 1 })).get(0)
+      } catch (err) {
+        if (endOk && i === 0 && (err as Error).name === 'UnexpectedEOFError') return undefined
+        throw err
       }
-      if (length > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', length, MAX_HEADER_BYTES)
-      if (length === 0) throw new MalformedFrameError('header', 'empty')
-      const { message, tensors, taps } = decodeInferHeader((await bytes.read({ ...opts, bytes: length })).subarray())
-      const size = checkDescriptors(tensors, limit)
-      if (opts.reserve !== undefined && !opts.reserve(size)) throw new OverBudgetError(size)
-      const payload = size > 0 ? await bytes.read({ ...opts, bytes: size }) : new Uint8ArrayList()
-      return { message, tensors, taps, payload }
-    },
+      length += (b & 0x7f) * 2 ** (7 * i)
+      if ((b & 0x80) === 0) break
+    }
+    if (length > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', length, MAX_HEADER_BYTES)
+    if (length === 0) throw new MalformedFrameError('header', 'empty')
+    const { message, tensors, taps } = decodeInferHeader((await bytes.read({ ...opts, bytes: length })).subarray())
+    const size = checkDescriptors(tensors, limit)
+    if (opts.reserve !== undefined && !opts.reserve(size)) throw new OverBudgetError(size)
+    const payload = size > 0 ? await bytes.read({ ...opts, bytes: size }) : new Uint8ArrayList()
+    return { message, tensors, taps, payload }
+  }
+  return {
+    read: async (opts = {}) => (await readFrame(opts, false))!,
+    next: async (opts = {}) => await readFrame(opts, true),
     async write (message, tensors, opts = {}) {
       const extra = opts.taps ?? []
       const own = describeTensors(tensors, { float16: opts.float16 === true })

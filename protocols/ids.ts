@@ -9,6 +9,8 @@ import type { RecordKind } from './envelope.ts'
 export const DEFAULT_FLEET = 'dev'
 
 export const INFER_PROTOCOL = '/fleetmesh/infer/2.0.0'
+/** The same frames on a stream that carries jobs one after another: after its answer it takes the caller's next request. */
+export const INFER_REUSE_PROTOCOL = '/fleetmesh/infer/2.1.0'
 export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 /** Direct return: the last hop sends a job's result frame straight to the client. */

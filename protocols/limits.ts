@@ -56,5 +56,7 @@ export const MAX_PUNCH_ADDRS = 4
 
 /** Deadlines. */
 export const INFER_HOP_TIMEOUT_MS = 30 * second
+/** A kept infer stream (INFER_REUSE_PROTOCOL) waits this long for its next request, then closes; callers keep theirs 10 s. */
+export const INFER_IDLE_MS = 30 * second
 export const SHARD_READ_TIMEOUT_MS = 20 * second
 export const OFFER_READ_TIMEOUT_MS = 10 * second

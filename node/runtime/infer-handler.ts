@@ -14,18 +14,19 @@ import type { ComponentLogger, Libp2p, Logger, PeerId, PrivateKey, Startable, St
 import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from '../../protocols/errors.ts'
 import { frameStream, frameTensors } from '../../protocols/framing.ts'
 import type { Frame, FrameStream, WriteOptions } from '../../protocols/framing.ts'
-import { INFER_PROTOCOL } from '../../protocols/ids.ts'
+import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
 import type { Hop, InferError, InferRequest, InferResult } from '../../protocols/infer.ts'
-import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
+import { INFER_HOP_TIMEOUT_MS, INFER_IDLE_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { FleetMetrics } from '../metrics.ts'
 import { roundsHandOff } from '../models/manifest.ts'
 import { applyOutputMode, outputModeProblem, OutputModeError } from '../models/output-modes.ts'
-import { ByteBudget } from '../peer-limits.ts'
+import { ByteBudget, TokenBuckets } from '../peer-limits.ts'
 import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
-import { callHop, openHop } from './hop-call.ts'
+import { callHop, hopStreams, openHop } from './hop-call.ts'
+import type { HopStream } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
 import type { Admission, StageRuntime } from './stage-runtime.ts'
 
@@ -79,6 +80,8 @@ export class InferHandler implements Startable {
   private readonly attestor: Attestor
   /** Request payloads held here, per peer: reserved when the header says how big, released when the job leaves. */
   readonly memory: ByteBudget
+  /** Later requests on kept streams, per peer: the stream rate of INFER_PROTOCOL (node/node.ts), 100 a second, bursts of 200. */
+  private readonly requests = new TokenBuckets(100, 200)
 
   constructor (components: InferHandlerComponents, init: InferHandlerInit = {}) {
     this.c = components
@@ -91,16 +94,36 @@ export class InferHandler implements Startable {
 
   async start (): Promise<void> {
     const max = this.init.maxStreams ?? 64
-    await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString()) }, { maxInboundStreams: max, maxOutboundStreams: max, runOnLimitedConnection: true })
+    const opts = { maxInboundStreams: max, maxOutboundStreams: max, runOnLimitedConnection: true }
+    await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString(), false) }, opts)
+    await this.c.registrar.handle(INFER_REUSE_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString(), true) }, opts)
   }
 
   async stop (): Promise<void> {
     await this.c.registrar.unhandle(INFER_PROTOCOL)
+    await this.c.registrar.unhandle(INFER_REUSE_PROTOCOL)
   }
 
-  private async handle (stream: Stream, peer: string): Promise<void> {
-    const admission = this.c.runtime.admit()
+  /**
+   * Serves an infer stream: one request, or (INFER_REUSE_PROTOCOL) one after
+   * another, each answered before the next is read, until the caller closes
+   * its side or leaves the stream idle for INFER_IDLE_MS.
+   */
+  private async handle (stream: Stream, peer: string, reusable: boolean): Promise<void> {
     const fs = frameStream(stream)
+    try {
+      for (let n = 0; ; n++) if (!await this.request(stream, fs, peer, n) || !reusable) break
+      if (stream.status === 'open') await stream.close()
+    } catch (err) {
+      this.log.error('infer stream failed: %e', err)
+      stream.abort(err as Error)
+    }
+  }
+
+  /** Reads and serves a stream's `n`th request; false when no other will follow (none came, or a bad frame). */
+  private async request (stream: Stream, fs: FrameStream, peer: string, n: number): Promise<boolean> {
+    // the first request is admitted as its stream opens; a later one once it arrives (an idle stream holds nothing)
+    let admission = n === 0 ? this.c.runtime.admit() : undefined
     let job = ''
     let release: (() => void) | undefined
     const reserve = (bytes: number): boolean => { release = this.memory.reserve(peer, bytes); return release !== undefined }
@@ -109,30 +132,38 @@ export class InferHandler implements Startable {
       await fs.write({ kind: 'error', error: { job, code, message, stage, peer, receipts: reply.receipts } }, tensors, { taps: reply.taps, signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS) })
     }
     try {
-      let frame: Frame
+      let frame: Frame | undefined
       try {
-        frame = await fs.read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve })
+        frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : INFER_IDLE_MS), reserve })
+        if (frame === undefined) return false
         if (frame.message.kind !== 'request') throw new MalformedFrameError('kind', `expected a request, got a ${frame.message.kind}`)
         if (frame.taps.length > 0) throw new MalformedFrameError('header.taps', 'a request carries no taps')
       } catch (err) {
+        // an idle stream is closed, quietly
+        if (n > 0 && ['AbortError', 'TimeoutError'].includes((err as Error).name)) return false
         if (!(err instanceof MalformedFrameError || err instanceof FrameTooLargeError || err instanceof OverBudgetError)) throw err
         this.log('refused a frame from %s: %e', peer, err)
         await fail(err instanceof OverBudgetError ? InferErrorCode.BUSY : InferErrorCode.BAD_INPUT, err.message, 0, this.me).catch(() => {})
         stream.abort(err)
-        return
+        return false
       }
       const req = frame.message.request
       job = req.job
       this.c.metrics.bytes('infer', 'in', frame.payload.byteLength)
+      if (n > 0) {
+        admission = this.c.runtime.admit()
+        // requests on a kept stream count as its opening would (node/node.ts's stream rates)
+        if (!this.requests.take(peer)) {
+          await fail(InferErrorCode.BUSY, 'too many requests from this peer; open a new stream later', req.stage, this.me)
+          return false
+        }
+      }
       const refusal = this.refusal(req, admission)
       const stranger = refusal === undefined ? this.stranger(req) : undefined
       if (refusal !== undefined) await fail(refusal[0], refusal[1], req.stage, this.me)
       else if (stranger !== undefined) await fail(InferErrorCode.HOP_UNREACHABLE, `route names ${stranger.peer.slice(-8)}, not a fleet vehicle this node knows; not dialled`, req.stage, stranger.peer)
       else await this.serve(fs, req, frame, admission!, fail)
-      await stream.close()
-    } catch (err) {
-      this.log.error('infer stream failed: %e', err)
-      stream.abort(err as Error)
+      return true
     } finally {
       admission?.release()
       release?.()
@@ -172,12 +203,13 @@ export class InferHandler implements Startable {
    * then overlaps the compute instead of following it. `take` hands it over
    * when the hand-off goes to that peer; otherwise (or on failure) it is dropped.
    */
-  private openEarly (req: InferRequest, departing: AbortSignal): { take: (peer: string) => Promise<Stream | undefined>, drop: () => void } {
+  private openEarly (req: InferRequest, departing: AbortSignal): { take: (peer: string) => Promise<HopStream | undefined>, drop: () => void } {
     const ahead = req.route.find(h => h.peer !== this.me)
     if (ahead === undefined) return { take: async () => undefined, drop: () => {} }
     const remaining = Math.max(1, req.deadline - Date.now())
     const opening = openHop(this.c.dialer, this.hopFor(ahead), { signal: AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))]) }).catch(() => undefined)
-    const drop = (): void => { void opening.then(s => s?.abort(new Error('the hand-off went elsewhere'))) }
+    // unused, it is as good as idle
+    const drop = (): void => { void opening.then(s => { if (s !== undefined) hopStreams(this.c.dialer).release(s) }) }
     return {
       take: async (peer) => { if (peer === ahead.peer) return await opening; drop(); return undefined },
       drop
@@ -191,21 +223,30 @@ export class InferHandler implements Startable {
     const last = manifest.stages.length - 1
     let stage = req.stage
     let tensors = frameTensors(frame)
-    let inDigest = digestOfFrame(frame, tensors)
+    let inDigest: Uint8Array | undefined
     let route = req.route
     const mine: Reply = { receipts: [], taps: [] }
     let outputs: Tensor[]
-    let outDigest: Uint8Array
+    let outDigest: Uint8Array | undefined
+    // the receipt of a run whose outputs go on to another vehicle: signed while they travel (below)
+    let handOffRun: { input: Uint8Array, ms: number } | undefined
+    let staysHere = false
     const early = this.openEarly(req, departing)
     for (;;) {
       try {
-        const r = await this.c.runtime.run(req.manifest, stage, tensors, departing)
+        const running = this.c.runtime.run(req.manifest, stage, tensors, departing)
+        running.catch(() => {})
+        // the request's digest while the stage runs on its worker thread
+        inDigest ??= digestOfFrame(frame, tensors)
+        const r = await running
         // the last hop reduces the result when asked (output modes): its receipt attests what it returns
         const produced = stage === last && req.output !== undefined ? applyOutputMode(manifest, req.output, r.outputs) : r.outputs
         outputs = this.init.lie?.(req.job, stage, produced) ?? produced
+        if (stage < last && req.taps?.includes(stage) === true) mine.taps.push({ stage, tensors: outputs })
+        staysHere = route[0]?.peer === this.me && this.c.runtime.has(req.manifest, stage + 1)
+        if (!staysHere && route[0] !== undefined) { handOffRun = { input: inDigest, ms: r.ms }; break }
         outDigest = digestOf(outputs)
         mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: inDigest, output: outDigest, ms: Math.round(r.ms * 100) / 100 }))
-        if (stage < last && req.taps?.includes(stage) === true) mine.taps.push({ stage, tensors: outputs })
       } catch (err) {
         // for a later stage run here, hand back its input so the caller can replay it elsewhere
         const handBack = stage > req.stage ? tensors : []
@@ -214,7 +255,7 @@ export class InferHandler implements Startable {
         await fail(code, (err as Error).message, stage, this.me, mine, handBack)
         return
       }
-      if (route[0]?.peer !== this.me || !this.c.runtime.has(req.manifest, stage + 1)) break
+      if (!staysHere) break
       stage++
       tensors = outputs
       inDigest = outDigest
@@ -239,7 +280,12 @@ export class InferHandler implements Startable {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
       const stream = await early.take(next.peer)
-      answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}) })
+      const answering = callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}) })
+      answering.catch(() => {})
+      // the hand-off is on its way: digest and sign this run's receipt while it travels and the next hop computes
+      outDigest = digestOf(outputs)
+      mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: handOffRun!.input, output: outDigest, ms: Math.round(handOffRun!.ms * 100) / 100 }))
+      answer = await answering
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere
       if (departing.aborted) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, this.me, mine, outputs); return }

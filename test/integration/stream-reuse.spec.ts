@@ -1,0 +1,104 @@
+/**
+ * Kept infer streams (INFER_REUSE_PROTOCOL, node/runtime/hop-call.ts): jobs
+ * one after another travel on the streams of earlier jobs, each result still
+ * the whole model's; the old protocol still gets one job a stream; a kept
+ * stream takes requests one after another and closes on a bad frame only.
+ */
+import assert from 'node:assert/strict'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { createSession, runSession } from '../../node/models/ort.ts'
+import { shardModel } from '../../node/models/shard.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
+import { sampleTensor } from '../../node/models/specs.ts'
+import type { PeerDialer } from '../../node/dial.ts'
+import { hopStreams } from '../../node/runtime/hop-call.ts'
+import { frameStream } from '../../protocols/framing.ts'
+import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { buildTestMlp } from '../utils/onnx-builder.ts'
+import { startMesh } from '../utils/mesh.ts'
+import type { TestMesh } from '../utils/mesh.ts'
+
+const maxAbsDiff = (a: Tensor, b: Tensor): number => {
+  const x = new Float32Array(a.data.buffer, a.data.byteOffset, a.data.byteLength / 4)
+  const y = new Float32Array(b.data.buffer, b.data.byteOffset, b.data.byteLength / 4)
+  return x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0)
+}
+
+/** Counts the infer streams a dialer opens. */
+function countInferDials (dialer: PeerDialer): { count: () => number } {
+  let n = 0
+  const dial = dialer.dialProtocol.bind(dialer)
+  dialer.dialProtocol = async (peer, protocol, opts) => {
+    if ([protocol].flat().some(p => p === INFER_PROTOCOL || p === INFER_REUSE_PROTOCOL)) n++
+    return await dial(peer, protocol, opts)
+  }
+  return { count: () => n }
+}
+
+describe('kept infer streams', function () {
+  this.timeout(90_000)
+  let sharded: ShardedModel
+  let mesh: TestMesh
+  const x = (seed: number): Tensor => sampleTensor(sharded.manifest.inputs[0], [1, 8], seed)
+  /** What stage 1 takes for input `seed`: stage 0's outputs, and the input itself where stage 1 uses it too. */
+  const hidden = async (seed: number): Promise<Tensor[]> => {
+    const out = await runSession(await createSession(sharded.shards.get(sharded.manifest.stages[0].cid)!), [x(seed)])
+    return out.some(t => t.name === 'x') ? out : [...out, x(seed)]
+  }
+
+  before(async () => {
+    sharded = await shardModel(buildTestMlp(), { stages: 2, name: 'mlp', probeShapes: { x: [1, 8] }, measure: false })
+    mesh = await startMesh(sharded, [[0], [1]], { fleet: 'reuse-test' })
+  })
+  after(async () => { await mesh?.stop() })
+
+  it('jobs one after another travel on the streams of earlier jobs, each result the whole model\'s', async () => {
+    const whole = await createSession(buildTestMlp())
+    const client = countInferDials(mesh.client.components.dialer)
+    const hop = countInferDials(mesh.vehicles[0].components.dialer)
+    const model = { cid: sharded.manifestCid, manifest: sharded.manifest }
+    await mesh.client.infer(model, [x(1)], { verify: 'off' })
+    const [c0, h0] = [client.count(), hop.count()]
+    for (let i = 2; i < 12; i++) {
+      const r = await mesh.client.infer(model, [x(i)], { verify: 'off' })
+      assert.deepEqual(r.route, mesh.vehicles.map(v => v.peerId))
+      assert.ok(maxAbsDiff(r.outputs[0], (await runSession(whole, [x(i)]))[0]) <= 1e-4, `job ${i} equals the whole model`)
+    }
+    assert.ok(client.count() - c0 <= 1, `10 more jobs: the client opened ${client.count() - c0} infer streams`)
+    assert.ok(hop.count() - h0 <= 1, `10 more jobs: the first vehicle opened ${hop.count() - h0} infer streams to the second`)
+    assert.equal(hopStreams(mesh.client.components.dialer).idleCount(mesh.vehicles[0].peerId), 1, 'the stream waits for the next job')
+    await whole.release()
+  })
+
+  it('a kept stream takes requests one after another; the old protocol gets one a stream', async () => {
+    const target = peerIdFromString(mesh.vehicles[1].peerId)
+    const request = (job: string): Parameters<ReturnType<typeof frameStream>['write']>[0] => ({ kind: 'request', request: { job, manifest: sharded.manifestCid, stage: 1, route: [], deadline: Date.now() + 10_000 } })
+    const kept = frameStream(await mesh.client.host.dialProtocol(target, INFER_REUSE_PROTOCOL))
+    for (const job of ['a', 'b', 'c']) {
+      await kept.write(request(job), await hidden(5))
+      const answer = await kept.read()
+      assert.equal(answer.message.kind, 'result', `job ${job} answered on the kept stream: ${JSON.stringify(answer.message)}`)
+    }
+    const old: Stream = await mesh.client.host.dialProtocol(target, INFER_PROTOCOL)
+    const once = frameStream(old)
+    await once.write(request('d'), await hidden(5))
+    assert.equal((await once.read()).message.kind, 'result')
+    assert.equal(await once.next({ signal: AbortSignal.timeout(5000) }), undefined, 'the vehicle closed the old protocol\'s stream after its job')
+  })
+
+  it('a bad frame on a kept stream closes that stream only', async () => {
+    const target = peerIdFromString(mesh.vehicles[1].peerId)
+    const stream = await mesh.client.host.dialProtocol(target, INFER_REUSE_PROTOCOL)
+    const fs = frameStream(stream)
+    await fs.write({ kind: 'request', request: { job: 'ok', manifest: sharded.manifestCid, stage: 1, route: [], deadline: Date.now() + 10_000 } }, await hidden(6))
+    assert.equal((await fs.read()).message.kind, 'result')
+    stream.send(new Uint8Array([3, 0xff, 0xff, 0xff]))
+    const e = await fs.read()
+    assert.equal(e.message.kind, 'error')
+    await assert.rejects(fs.read({ signal: AbortSignal.timeout(5000) }), 'the stream is closed')
+    const r = await mesh.client.infer({ cid: sharded.manifestCid, manifest: sharded.manifest }, [x(7)], { verify: 'off' })
+    assert.equal(r.outputs.length, 1, 'the vehicle still serves')
+  })
+})
