@@ -8,7 +8,7 @@
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey, StreamMiddleware } from '@libp2p/interface'
-import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
+import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
@@ -58,6 +58,7 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
   [SHARD_PROTOCOL, {}],
   [OFFER_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
   [RESULT_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
+  [RESULT_REUSE_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
   // a relay carries members only, and only a member may ask a node to dial it back or punch a hole
   [RELAY_HOP_PROTOCOL, {}],
   [RELAY_STOP_PROTOCOL, {}],
@@ -80,6 +81,7 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   [SHARD_PROTOCOL, 20, 100],
   [OFFER_PROTOCOL, 20, 50],
   [RESULT_PROTOCOL, 100, 200],
+  [RESULT_REUSE_PROTOCOL, 100, 200],
   [memberProtocol, 5, 20],
   [RELAY_HOP_PROTOCOL, 20, 60],
   [RELAY_STOP_PROTOCOL, 20, 60],

@@ -15,6 +15,8 @@ export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 /** Direct return: the last hop sends a job's result frame straight to the client. */
 export const RESULT_PROTOCOL = '/fleetmesh/result/1.0.0'
+/** Direct return on a kept stream: result frames one after another, each of another job. */
+export const RESULT_REUSE_PROTOCOL = '/fleetmesh/result/1.1.0'
 
 /** libp2p's NAT traversal protocols, which fleetmesh gates to members: circuit relay v2 (hop, stop), DCUtR, AutoNAT. */
 export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'

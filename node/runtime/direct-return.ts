@@ -12,15 +12,16 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { ComponentLogger, Libp2p, Logger, Startable, Stream } from '@libp2p/interface'
 import { MalformedFrameError } from '../../protocols/errors.ts'
 import { frameStream, mainPart } from '../../protocols/framing.ts'
-import type { Frame } from '../../protocols/framing.ts'
+import type { Frame, FrameStream } from '../../protocols/framing.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { RESULT_PROTOCOL } from '../../protocols/ids.ts'
+import { RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import type { InferResult } from '../../protocols/infer.ts'
-import { INFER_HOP_TIMEOUT_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
+import { INFER_HOP_TIMEOUT_MS, INFER_IDLE_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { Membership } from '../membership/membership.ts'
 import { ByteBudget } from '../peer-limits.ts'
+import { IDLE_STREAM_MS } from './hop-call.ts'
 
 /** How long the last hop tries to hand a result to the client before it sends it back along the chain. */
 const DELIVER_TIMEOUT_MS = 5000
@@ -32,24 +33,55 @@ export interface ResultSenderComponents {
   logger: ComponentLogger
 }
 
-/** The last hop's side: `deliver` for InferHandlerInit. */
+/** A kept result stream to a client, and the frame being written on it (frames go one at a time). */
+interface KeptResults { stream: Stream, frames: FrameStream, writing: Promise<void>, idle?: ReturnType<typeof setTimeout> }
+
+/**
+ * The last hop's side: `deliver` for InferHandlerInit. Results to a client
+ * travel on one kept stream (RESULT_REUSE_PROTOCOL), closed after
+ * IDLE_STREAM_MS without one; a client of an earlier version gets a stream a
+ * result (RESULT_PROTOCOL).
+ */
 export function resultSender (c: ResultSenderComponents): (peer: string, result: InferResult, outputs: Tensor[]) => Promise<boolean> {
   const log = c.logger.forComponent('fleetmesh:direct-return')
+  const kept = new Map<string, Promise<KeptResults | undefined>>()
+  const forget = (peer: string, k: KeptResults): void => { clearTimeout(k.idle); void kept.get(peer)?.then(now => { if (now === k) kept.delete(peer) }) }
+  const open = async (peer: string, signal: AbortSignal): Promise<KeptResults | undefined> => {
+    const stream = await c.dialer.dialProtocol(peer, [RESULT_REUSE_PROTOCOL, RESULT_PROTOCOL], { signal })
+    return { stream, frames: frameStream(stream), writing: Promise.resolve() }
+  }
   return async (peer, result, outputs) => {
     let id
     try { id = peerIdFromString(peer) } catch { return false }
     if (c.connections.getConnections(id).length === 0) return false
     if (c.membership !== undefined && !c.membership.hasRole(peer, 'client') && !c.membership.hasRole(peer, 'publisher')) return false
-    let stream: Stream | undefined
+    const signal = AbortSignal.timeout(DELIVER_TIMEOUT_MS)
+    let k: KeptResults | undefined
     try {
-      const signal = AbortSignal.timeout(DELIVER_TIMEOUT_MS)
-      stream = await c.dialer.dialProtocol(id, RESULT_PROTOCOL, { signal })
-      await frameStream(stream).write({ kind: 'result', result }, outputs, { signal })
-      await stream.close({ signal })
+      let taking = kept.get(peer)
+      k = await taking?.catch(() => undefined)
+      if (k === undefined || k.stream.status !== 'open' || k.stream.writeStatus !== 'writable') {
+        taking = open(peer, signal)
+        kept.set(peer, taking)
+        k = await taking
+      }
+      if (k === undefined) return false
+      const s = k
+      clearTimeout(s.idle)
+      const write = s.writing.then(async () => { await s.frames.write({ kind: 'result', result }, outputs, { signal }) })
+      s.writing = write.catch(() => {})
+      await write
+      if (s.stream.protocol !== RESULT_REUSE_PROTOCOL) {
+        forget(peer, s)
+        await s.stream.close({ signal })
+      } else {
+        s.idle = setTimeout(() => { forget(peer, s); void s.stream.close().catch(() => {}) }, IDLE_STREAM_MS)
+        s.idle.unref?.()
+      }
       return true
     } catch (err) {
       log('job %s: no direct return to %s: %e', result.job, peer, err)
-      stream?.abort(err as Error)
+      if (k !== undefined) { forget(peer, k); k.stream.abort(err as Error) } else kept.delete(peer)
       return false
     }
   }
@@ -77,11 +109,14 @@ export class ResultInbox implements Startable {
   }
 
   async start (): Promise<void> {
-    await this.c.registrar.handle(RESULT_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 64, runOnLimitedConnection: true })
+    const opts = { maxInboundStreams: 64, runOnLimitedConnection: true }
+    await this.c.registrar.handle(RESULT_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString(), false) }, opts)
+    await this.c.registrar.handle(RESULT_REUSE_PROTOCOL, (stream, connection) => { void this.accept(stream, connection.remotePeer.toString(), true) }, opts)
   }
 
   async stop (): Promise<void> {
     await this.c.registrar.unhandle(RESULT_PROTOCOL)
+    await this.c.registrar.unhandle(RESULT_REUSE_PROTOCOL)
     for (const [job, w] of this.waiting) { w.reject(new Error('the client stopped')); this.waiting.delete(job) }
   }
 
@@ -97,24 +132,37 @@ export class ResultInbox implements Startable {
     return { frame, cancel: () => { if (this.waiting.get(job) === w) this.waiting.delete(job) } }
   }
 
-  private async accept (stream: Stream, peer: string): Promise<void> {
-    let release: (() => void) | undefined
+  /** Takes a stream's result frames: one, or (RESULT_REUSE_PROTOCOL) one after another until the sender closes it or it idles. */
+  private async accept (stream: Stream, peer: string, reusable: boolean): Promise<void> {
+    const fs = frameStream(stream)
     try {
-      const frame = await frameStream(stream).read({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve: (bytes) => { release = this.memory.reserve(peer, bytes); return release !== undefined } })
-      const m = frame.message
-      if (m.kind !== 'result') throw new MalformedFrameError('kind', `expected a result, got a ${m.kind}`)
-      const w = this.waiting.get(m.result.job)
-      if (w === undefined || w.peer !== peer) throw new MalformedFrameError('header.job', `no job ${m.result.job.slice(0, 8)} waits for a result from ${peer.slice(-8)}`)
-      this.waiting.delete(m.result.job)
-      this.stats.taken++
-      w.resolve(frame)
+      for (let n = 0; ; n++) {
+        let release: (() => void) | undefined
+        let frame: Frame | undefined
+        try {
+          frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : INFER_IDLE_MS), reserve: (bytes) => { release = this.memory.reserve(peer, bytes); return release !== undefined } })
+        } catch (err) {
+          // an idle kept stream closes, quietly
+          if (n > 0 && ['AbortError', 'TimeoutError'].includes((err as Error).name)) break
+          throw err
+        } finally {
+          release?.()
+        }
+        if (frame === undefined) break
+        const m = frame.message
+        if (m.kind !== 'result') throw new MalformedFrameError('kind', `expected a result, got a ${m.kind}`)
+        const w = this.waiting.get(m.result.job)
+        if (w === undefined || w.peer !== peer) throw new MalformedFrameError('header.job', `no job ${m.result.job.slice(0, 8)} waits for a result from ${peer.slice(-8)}`)
+        this.waiting.delete(m.result.job)
+        this.stats.taken++
+        w.resolve(frame)
+        if (!reusable) break
+      }
       await stream.close()
     } catch (err) {
       this.stats.refused++
       this.log('refused a result from %s: %e', peer, err)
       stream.abort(err as Error)
-    } finally {
-      release?.()
     }
   }
 }

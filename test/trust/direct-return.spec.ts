@@ -16,7 +16,7 @@ import { createSession, runSession } from '../../node/models/ort.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import { frameStream, frameTensors } from '../../protocols/framing.ts'
-import { RESULT_PROTOCOL } from '../../protocols/ids.ts'
+import { RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { float32Tensor, maxAbsDiff } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
@@ -55,6 +55,24 @@ describe('direct return: the last hop answers the client itself', function () {
     assert.equal(r.attempts, 1)
   })
 
+  it('results of jobs one after another come on one kept stream from the last hop', async () => {
+    let opened = 0
+    const dialer = mesh.vehicles[2].components.dialer
+    const dial = dialer.dialProtocol.bind(dialer)
+    dialer.dialProtocol = async (peer, protocol, opts) => {
+      if ([protocol].flat().includes(RESULT_REUSE_PROTOCOL)) opened++
+      return await dial(peer, protocol, opts)
+    }
+    try {
+      const before = mesh.client.inbox.stats.taken
+      for (const f of ['01.png', '02.png', '03.png', '04.png']) await mesh.client.infer(model(), [image(f)])
+      assert.equal(mesh.client.inbox.stats.taken, before + 4, 'four results came directly')
+      assert.ok(opened <= 1, `the last hop opened ${opened} result streams for four jobs`)
+    } finally {
+      dialer.dialProtocol = dial
+    }
+  })
+
   it('a result nobody asked for, or for a job whose last hop is someone else, is refused', async () => {
     rogue = await startRogue(mesh, async () => {})
     const refused = mesh.client.inbox.stats.refused
@@ -71,6 +89,13 @@ describe('direct return: the last hop answers the client itself', function () {
     await new Promise(resolve => setTimeout(resolve, 500))
     waiting.cancel()
     assert.equal(mesh.client.inbox.stats.refused, refused + 2)
+    // on a kept stream: refused, and the stream closed (nothing more is read from it)
+    const kept = await rogue.host.dialProtocol(peerIdFromString(mesh.client.host.peerId.toString()), RESULT_REUSE_PROTOCOL)
+    const junk = [float32Tensor('softmax', [1, 4], new Float32Array(4))]
+    await frameStream(kept).write({ kind: 'result', result: { job: 'no-such-job', receipts: [] } }, junk)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    assert.equal(mesh.client.inbox.stats.refused, refused + 3)
+    assert.notEqual(kept.status, 'open', 'the client closed the kept stream')
     // and the client still works
     const r = await mesh.client.infer(model(), [image('01.png')])
     assert.equal(r.attempts, 1)
