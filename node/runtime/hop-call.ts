@@ -47,6 +47,8 @@ export interface HopStream {
 export class HopStreams {
   private readonly dialer: PeerDialer
   private readonly idle = new Map<string, Array<{ s: HopStream, timer: ReturnType<typeof setTimeout> }>>()
+  /** How long a stream is kept idle before it closes. */
+  idleMs = IDLE_STREAM_MS
 
   constructor (dialer: PeerDialer) { this.dialer = dialer }
 
@@ -74,7 +76,7 @@ export class HopStreams {
       void s.stream.close().catch(() => {})
       return
     }
-    const entry = { s, timer: setTimeout(() => { this.drop(entry) }, IDLE_STREAM_MS) }
+    const entry = { s, timer: setTimeout(() => { this.drop(entry) }, this.idleMs) }
     entry.timer.unref?.()
     waiting.push(entry)
     this.idle.set(s.peer, waiting)

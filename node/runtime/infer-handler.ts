@@ -82,6 +82,8 @@ export class InferHandler implements Startable {
   readonly memory: ByteBudget
   /** Later requests on kept streams, per peer: the stream rate of INFER_PROTOCOL (node/node.ts), 100 a second, bursts of 200. */
   private readonly requests = new TokenBuckets(100, 200)
+  /** How long a kept stream waits for its next request before it closes. */
+  idleMs = INFER_IDLE_MS
 
   constructor (components: InferHandlerComponents, init: InferHandlerInit = {}) {
     this.c = components
@@ -134,7 +136,7 @@ export class InferHandler implements Startable {
     try {
       let frame: Frame | undefined
       try {
-        frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : INFER_IDLE_MS), reserve })
+        frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : this.idleMs), reserve })
         if (frame === undefined) return false
         if (frame.message.kind !== 'request') throw new MalformedFrameError('kind', `expected a request, got a ${frame.message.kind}`)
         if (frame.taps.length > 0) throw new MalformedFrameError('header.taps', 'a request carries no taps')

@@ -12,9 +12,10 @@ import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import { sampleTensor } from '../../node/models/specs.ts'
 import type { PeerDialer } from '../../node/dial.ts'
-import { hopStreams } from '../../node/runtime/hop-call.ts'
+import { IDLE_STREAM_MS, hopStreams } from '../../node/runtime/hop-call.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
+import { INFER_IDLE_MS } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { buildTestMlp } from '../utils/onnx-builder.ts'
 import { startMesh } from '../utils/mesh.ts'
@@ -86,6 +87,32 @@ describe('kept infer streams', function () {
     await once.write(request('d'), await hidden(5))
     assert.equal((await once.read()).message.kind, 'result')
     assert.equal(await once.next({ signal: AbortSignal.timeout(5000) }), undefined, 'the vehicle closed the old protocol\'s stream after its job')
+  })
+
+  it('an idle kept stream is closed: by its caller after its idle time, by the vehicle after its own', async () => {
+    const pool = hopStreams(mesh.client.components.dialer)
+    const model = { cid: sharded.manifestCid, manifest: sharded.manifest }
+    pool.idleMs = 300
+    try {
+      await mesh.client.infer(model, [x(8)], { verify: 'off' })
+      assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 1, 'kept after the job')
+      await new Promise(resolve => setTimeout(resolve, 600))
+      assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 0, 'closed by the client after 300 ms idle')
+    } finally {
+      pool.idleMs = IDLE_STREAM_MS
+    }
+    const vehicle = mesh.vehicles[1].infer
+    vehicle.idleMs = 300
+    try {
+      const fs = frameStream(await mesh.client.host.dialProtocol(peerIdFromString(mesh.vehicles[1].peerId), INFER_REUSE_PROTOCOL))
+      await fs.write({ kind: 'request', request: { job: 'idle', manifest: sharded.manifestCid, stage: 1, route: [], deadline: Date.now() + 10_000 } }, await hidden(9))
+      assert.equal((await fs.read()).message.kind, 'result')
+      const t0 = Date.now()
+      assert.equal(await fs.next({ signal: AbortSignal.timeout(5000) }), undefined, 'the vehicle closed the idle stream')
+      assert.ok(Date.now() - t0 < 3000, `closed after ${Date.now() - t0} ms, not at the 5 s read limit`)
+    } finally {
+      vehicle.idleMs = INFER_IDLE_MS
+    }
   })
 
   it('a bad frame on a kept stream closes that stream only', async () => {
