@@ -120,27 +120,25 @@ export async function openHop (dialer: PeerDialer, hop: Hop, opts: AbortOptions 
 /**
  * Sends `request` with `tensors` to `hop` and returns its answer with the
  * tensors still encoded (`frameTensors` decodes them), so a relaying hop
- * never re-encodes them. A reused stream that fails (the peer closed it
- * while it was idle) is replaced by a new one, once.
+ * never re-encodes them. A kept stream that fails is not tried again: the
+ * peer most likely died (a stream the peer closed for idling is rarer, as
+ * callers drop theirs first), and the caller routes around it at once.
  */
 export async function callHop (dialer: PeerDialer, hop: Hop, request: InferRequest, tensors: Tensor[], opts: CallOptions = {}): Promise<Frame> {
   const pool = hopStreams(dialer)
   let s = opts.stream
-  for (;;) {
-    try {
-      s ??= await pool.open(hop, opts)
-    } catch (err) {
-      throw new HopUnreachableError(hop.peer, err as Error)
-    }
-    try {
-      await s.frames.write({ kind: 'request', request }, tensors, opts)
-      const answer = await s.frames.read(opts)
-      pool.release(s)
-      return answer
-    } catch (err) {
-      s.stream.abort(err as Error)
-      if (!s.reused || opts.signal?.aborted === true) throw new HopUnreachableError(hop.peer, err as Error)
-      s = await pool.fresh(hop, opts).catch((e: Error) => { throw new HopUnreachableError(hop.peer, e) })
-    }
+  try {
+    s ??= await pool.open(hop, opts)
+  } catch (err) {
+    throw new HopUnreachableError(hop.peer, err as Error)
+  }
+  try {
+    await s.frames.write({ kind: 'request', request }, tensors, opts)
+    const answer = await s.frames.read(opts)
+    pool.release(s)
+    return answer
+  } catch (err) {
+    s.stream.abort(err as Error)
+    throw new HopUnreachableError(hop.peer, err as Error)
   }
 }
