@@ -80,6 +80,19 @@ export interface FrameStream {
 
 const MAX_LENGTH_BYTES = varint.encodingLength(MAX_HEADER_BYTES)
 
+/**
+ * The next frame on a kept stream, or undefined when none came: the remote
+ * closed its side, or `opts.signal` (the stream's idle time) ended first.
+ */
+export async function nextWhileKept (fs: FrameStream, opts: ReadOptions): Promise<Frame | undefined> {
+  try {
+    return await fs.next(opts)
+  } catch (err) {
+    if (['AbortError', 'TimeoutError'].includes((err as Error).name)) return undefined
+    throw err
+  }
+}
+
 export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): FrameStream {
   const bytes = byteStream(stream, { maxBufferSize: limit + MAX_HEADER_BYTES + 16 })
   const send = async (message: InferMessage, tensors: TensorDescriptor[], taps: Tap[], payload: Uint8Array[] | Uint8ArrayList, opts: AbortOptions): Promise<void> => {

@@ -11,7 +11,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ComponentLogger, Libp2p, Logger, Startable, Stream } from '@libp2p/interface'
 import { MalformedFrameError } from '../../protocols/errors.ts'
-import { frameStream, mainPart } from '../../protocols/framing.ts'
+import { frameStream, mainPart, nextWhileKept } from '../../protocols/framing.ts'
 import type { Frame, FrameStream } from '../../protocols/framing.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL } from '../../protocols/ids.ts'
@@ -44,9 +44,9 @@ interface KeptResults { stream: Stream, frames: FrameStream, writing: Promise<vo
  */
 export function resultSender (c: ResultSenderComponents): (peer: string, result: InferResult, outputs: Tensor[]) => Promise<boolean> {
   const log = c.logger.forComponent('fleetmesh:direct-return')
-  const kept = new Map<string, Promise<KeptResults | undefined>>()
+  const kept = new Map<string, Promise<KeptResults>>()
   const forget = (peer: string, k: KeptResults): void => { clearTimeout(k.idle); void kept.get(peer)?.then(now => { if (now === k) kept.delete(peer) }) }
-  const open = async (peer: string, signal: AbortSignal): Promise<KeptResults | undefined> => {
+  const open = async (peer: string, signal: AbortSignal): Promise<KeptResults> => {
     const stream = await c.dialer.dialProtocol(peer, [RESULT_REUSE_PROTOCOL, RESULT_PROTOCOL], { signal })
     return { stream, frames: frameStream(stream), writing: Promise.resolve() }
   }
@@ -65,7 +65,6 @@ export function resultSender (c: ResultSenderComponents): (peer: string, result:
         kept.set(peer, taking)
         k = await taking
       }
-      if (k === undefined) return false
       const s = k
       clearTimeout(s.idle)
       const write = s.writing.then(async () => { await s.frames.write({ kind: 'result', result }, outputs, { signal }) })
@@ -138,13 +137,11 @@ export class ResultInbox implements Startable {
     try {
       for (let n = 0; ; n++) {
         let release: (() => void) | undefined
+        const reserve = (bytes: number): boolean => { release = this.memory.reserve(peer, bytes); return release !== undefined }
         let frame: Frame | undefined
         try {
-          frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : INFER_IDLE_MS), reserve: (bytes) => { release = this.memory.reserve(peer, bytes); return release !== undefined } })
-        } catch (err) {
           // an idle kept stream closes, quietly
-          if (n > 0 && ['AbortError', 'TimeoutError'].includes((err as Error).name)) break
-          throw err
+          frame = n === 0 ? await fs.next({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve }) : await nextWhileKept(fs, { signal: AbortSignal.timeout(INFER_IDLE_MS), reserve })
         } finally {
           release?.()
         }

@@ -39,8 +39,6 @@ export interface HopStream {
   peer: string
   stream: Stream
   frames: FrameStream
-  /** Taken from the idle streams (it carried an earlier job). */
-  reused: boolean
 }
 
 /** Infer streams to peers that were answered and wait for the next job. */
@@ -57,16 +55,11 @@ export class HopStreams {
     const waiting = this.idle.get(hop.peer) ?? []
     for (let e = waiting.pop(); e !== undefined; e = waiting.pop()) {
       clearTimeout(e.timer)
-      if (e.s.stream.status === 'open' && e.s.stream.writeStatus === 'writable' && e.s.stream.readStatus === 'readable') return { ...e.s, reused: true }
+      if (e.s.stream.status === 'open' && e.s.stream.writeStatus === 'writable' && e.s.stream.readStatus === 'readable') return e.s
     }
-    if (waiting.length === 0) this.idle.delete(hop.peer)
-    return await this.fresh(hop, opts)
-  }
-
-  /** A new stream to `hop`'s peer. */
-  async fresh (hop: Hop, opts: AbortOptions = {}): Promise<HopStream> {
+    this.idle.delete(hop.peer)
     const stream = await this.dialer.dialProtocol(hop.peer, [INFER_REUSE_PROTOCOL, INFER_PROTOCOL], { ...opts, addrs: hop.addrs })
-    return { peer: hop.peer, stream, frames: frameStream(stream), reused: false }
+    return { peer: hop.peer, stream, frames: frameStream(stream) }
   }
 
   /** After its whole answer was read: kept for the next job to that peer, or closed. */

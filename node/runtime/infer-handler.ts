@@ -12,7 +12,7 @@
  */
 import type { ComponentLogger, Libp2p, Logger, PeerId, PrivateKey, Startable, Stream } from '@libp2p/interface'
 import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from '../../protocols/errors.ts'
-import { frameStream, frameTensors } from '../../protocols/framing.ts'
+import { frameStream, frameTensors, nextWhileKept } from '../../protocols/framing.ts'
 import type { Frame, FrameStream, WriteOptions } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
@@ -136,13 +136,12 @@ export class InferHandler implements Startable {
     try {
       let frame: Frame | undefined
       try {
-        frame = await fs.next({ signal: AbortSignal.timeout(n === 0 ? INFER_HOP_TIMEOUT_MS : this.idleMs), reserve })
+        // a later request may be long in coming: an idle kept stream closes, quietly
+        frame = n === 0 ? await fs.next({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve }) : await nextWhileKept(fs, { signal: AbortSignal.timeout(this.idleMs), reserve })
         if (frame === undefined) return false
         if (frame.message.kind !== 'request') throw new MalformedFrameError('kind', `expected a request, got a ${frame.message.kind}`)
         if (frame.taps.length > 0) throw new MalformedFrameError('header.taps', 'a request carries no taps')
       } catch (err) {
-        // an idle stream is closed, quietly
-        if (n > 0 && ['AbortError', 'TimeoutError'].includes((err as Error).name)) return false
         if (!(err instanceof MalformedFrameError || err instanceof FrameTooLargeError || err instanceof OverBudgetError)) throw err
         this.log('refused a frame from %s: %e', peer, err)
         await fail(err instanceof OverBudgetError ? InferErrorCode.BUSY : InferErrorCode.BAD_INPUT, err.message, 0, this.me).catch(() => {})
