@@ -2,9 +2,11 @@
  * Transport benchmark: bytes per second over one stream of a fleetmesh
  * connection (TCP; TLS 1.3 on the socket (node/native-tls.ts), the same TLS
  * through @libp2p/tls's duplex, or Noise; yamux with the windows host.ts sets)
- * against a raw Node TCP socket, both ends in this process, on loopback,
- * 256 KiB writes. The modes take turns, `--rounds` times, so a busy
- * machine slows them alike; the figure is the ratio to raw TCP.
+ * against a raw Node TCP socket, on loopback, 256 KiB writes: first with both
+ * ends in this process (both ends' work on one thread), then between two
+ * processes (bench/transport-pair.ts: each end on a core of its own, as two
+ * vehicles are). The modes take turns, `--rounds` times, so a busy machine
+ * slows them alike; the figure is the ratio to raw TCP.
  *
  *   node bench/transport.ts [--mb 256] [--rounds 3]
  */
@@ -13,12 +15,11 @@ import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 import type { Host } from '../node/host.ts'
+import { pairThroughput, sendChunks } from './transport-pair.ts'
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, rounds: { type: 'string', default: '3' } } })
-const CHUNK = 256 * 1024
 const TOTAL = Number(values.mb) * 1024 * 1024
 const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
-const chunk = new Uint8Array(CHUNK).fill(7)
 type Encryption = 'tls' | 'tls-duplex' | 'noise'
 
 /** MB/s through a raw TCP socket. */
@@ -32,9 +33,7 @@ async function raw (): Promise<number> {
   const sock = net.connect(port, '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
   const t0 = performance.now()
-  for (let sent = 0; sent < TOTAL; sent += CHUNK) {
-    if (!sock.write(chunk)) await new Promise(resolve => sock.once('drain', resolve))
-  }
+  await sendChunks(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), TOTAL)
   await finished
   const ms = performance.now() - t0
   sock.destroy()
@@ -90,9 +89,7 @@ async function libp2p (encryption: Encryption): Promise<number> {
     })
     const stream = await a.dialProtocol(multiaddr(b.getMultiaddrs()[0].toString()), PROTOCOL)
     const t0 = performance.now()
-    for (let sent = 0; sent < TOTAL; sent += CHUNK) {
-      if (!stream.send(chunk)) await stream.onDrain()
-    }
+    await sendChunks(c => stream.send(c), async () => await stream.onDrain(), TOTAL)
     await finished
     const ms = performance.now() - t0
     await stream.close()
@@ -125,10 +122,15 @@ const rawMedian = median(runs.get('raw TCP')!)
 const rows = modes.map(([m]) => ({ mode: m, mbPerS: Math.round(median(runs.get(m)!)), ratioToRaw: Math.round(median(runs.get(m)!) / rawMedian * 1000) / 1000, runs: runs.get(m)!.map(Math.round) }))
 console.log(`one stream on loopback, ${values.mb} MB in 256 KiB writes, both ends in one process, median of ${values.rounds} rounds taken in turn`)
 for (const r of rows) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
+const pairRuns = await pairThroughput(Math.max(3, Number(values.rounds)), TOTAL)
+const pairRaw = median(pairRuns['raw TCP'])
+const pair = Object.entries(pairRuns).map(([m, xs]) => ({ mode: m, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / pairRaw * 1000) / 1000, runs: xs.map(Math.round) }))
+console.log(`the same between two processes (the receiver in a child process), median of ${pairRuns['raw TCP'].length} rounds`)
+for (const r of pair) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
 const medians = (m: Record<Encryption, number[]>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([e, xs]) => [e, Math.round(median(xs) * 100) / 100]))
 const connectMs = medians(handshakes)
 const firstContactCpu = medians(firstContact)
 console.log(`a new connection to a peer met before (dial, handshake, muxer; wall ms): TLS 1.3 ${connectMs.tls} (via a JS duplex ${connectMs['tls-duplex']}), Noise ${connectMs.noise}`)
 console.log(`a connection between peers that never met (CPU ms, both ends): TLS 1.3 ${firstContactCpu.tls} (via a JS duplex ${firstContactCpu['tls-duplex']}), Noise ${firstContactCpu.noise}`)
-console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, connectMs, firstContactCpu }))
+console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, pair, connectMs, firstContactCpu }))
 process.exit(0)
