@@ -231,13 +231,37 @@ class NativeTls implements ConnectionEncrypter {
           }
           socket.off('error', fail)
           tlsConnections.socket++
-          resolve({ remotePeer, connection: toMessageStream(c as Parameters<typeof toMessageStream>[0], socket), streamMuxer: muxer })
+          resolve({ remotePeer, connection: coalescingWrites(toMessageStream(c as Parameters<typeof toMessageStream>[0], socket), socket), streamMuxer: muxer })
         }).catch(fail)
       }
       socket.on('error', fail)
       socket.once('secure', onSecure)
     })
   }
+}
+
+/** Sends up to this many bytes as one TLS write (see coalescingWrites). */
+export const COALESCE_MAX = 64 * 1024
+
+/**
+ * A small send leaves as one TLS record in one system call. @libp2p/tls
+ * writes each buffer of a send on its own (a yamux frame is its 12-byte
+ * header, then its body): the first leaves at once, alone in a record of
+ * its own, and the rest a turn of the event loop later, once Node reports
+ * the first written; the peer wakes twice for one message. Corked, Node
+ * hands them to TLS together (copying them into one buffer, which costs
+ * little for small sends; a large one is already copied after its first
+ * buffer, so larger sends are left as they were).
+ */
+export function coalescingWrites (conn: MessageStream, socket: TLSSocket): MessageStream {
+  const c = conn as unknown as { sendData: (data: Uint8ArrayList) => { sentBytes: number, canSendMore: boolean } }
+  const send = c.sendData.bind(conn)
+  c.sendData = (data) => {
+    if (data.byteLength > COALESCE_MAX || socket.writableCorked > 0) return send(data)
+    socket.cork()
+    try { return send(data) } finally { socket.uncork() }
+  }
+  return conn
 }
 
 /** libp2p's TLS on the TCP socket itself where there is one (see the top of this file). */
