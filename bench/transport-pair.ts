@@ -5,7 +5,7 @@
  * core of its own, where bench/transport.ts's first table puts both ends'
  * work on one thread. Raw TCP, TLS 1.3 on the socket and Noise take turns,
  * `rounds` times; a fresh sending host per round, so each round makes its
- * own connection.
+ * own connection. Also a small message's round trip (pairRoundTrips).
  */
 import { fork } from 'node:child_process'
 import net from 'node:net'
@@ -81,14 +81,21 @@ async function sendLibp2p (encryption: 'tls' | 'noise', addr: string, total: num
   } finally { await host.stop() }
 }
 
-/** MB/s per mode and round, sender here and receiver in a child process. */
-export async function pairThroughput (rounds: number, total: number): Promise<Record<PairMode, number[]>> {
+/** Runs `fn` with a receiving child process that answers a byte after every `total` bytes, and ends the child. */
+async function withReceiver<T> (total: number, fn: (receiver: Receiver) => Promise<T>): Promise<T> {
   const child = fork(fileURLToPath(import.meta.url), ['--receiver', String(total)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   try {
     const receiver = await new Promise<Receiver>((resolve, reject) => {
       child.once('message', m => { resolve(m as Receiver) })
       child.once('exit', code => { reject(new Error(`the receiving process exited (${code})`)) })
     })
+    return await fn(receiver)
+  } finally { child.kill() }
+}
+
+/** MB/s per mode and round, sender here and receiver in a child process. */
+export async function pairThroughput (rounds: number, total: number): Promise<Record<PairMode, number[]>> {
+  return await withReceiver(total, async (receiver) => {
     const runs = Object.fromEntries(PAIR_MODES.map(m => [m, [] as number[]])) as Record<PairMode, number[]>
     for (let r = 0; r < rounds; r++) {
       for (const m of PAIR_MODES) {
@@ -96,7 +103,49 @@ export async function pairThroughput (rounds: number, total: number): Promise<Re
       }
     }
     return runs
-  } finally { child.kill() }
+  })
+}
+
+/** A small message's round trip: median wall ms and the sender's CPU ms per round trip. */
+export interface RoundTrip { mode: PairMode, ms: number, senderCpuMs: number }
+
+/**
+ * `n` round trips of a `bytes`-byte message answered by one byte, per mode,
+ * one connection (and for libp2p one kept stream) each, between two processes:
+ * what a request and its answer cost beyond their bytes.
+ */
+export async function pairRoundTrips (n: number, bytes = 100): Promise<RoundTrip[]> {
+  return await withReceiver(bytes, async (receiver) => {
+    const message = new Uint8Array(bytes)
+    const out: RoundTrip[] = []
+    for (const mode of PAIR_MODES) {
+      let exchange: () => Promise<unknown>
+      let done: () => Promise<void>
+      if (mode === 'raw TCP') {
+        const sock = net.connect(receiver.port, '127.0.0.1')
+        sock.setNoDelay(true)
+        await new Promise(resolve => sock.once('connect', resolve))
+        exchange = async () => { const answered = new Promise(resolve => sock.once('data', resolve)); sock.write(message); await answered }
+        done = async () => { sock.destroy() }
+      } else {
+        const host = await createHost({ listen: [], fleet: 'bench', encryption: [ENCRYPTION[mode]], privateAddresses: true })
+        const stream = await host.dialProtocol(multiaddr(receiver.addrs[mode]), PROTOCOL)
+        const answers = stream[Symbol.asyncIterator]()
+        exchange = async () => { stream.send(message); await answers.next() }
+        done = async () => { await stream.close(); await host.stop() }
+      }
+      try {
+        for (let i = 0; i < Math.min(500, n); i++) await exchange()
+        const ms: number[] = []
+        const cpu0 = process.cpuUsage()
+        for (let i = 0; i < n; i++) { const t0 = performance.now(); await exchange(); ms.push(performance.now() - t0) }
+        const cpu = process.cpuUsage(cpu0)
+        ms.sort((a, b) => a - b)
+        out.push({ mode, ms: Math.round(ms[n >> 1] * 1000) / 1000, senderCpuMs: Math.round((cpu.user + cpu.system) / n) / 1000 })
+      } finally { await done() }
+    }
+    return out
+  })
 }
 
 if (process.argv[2] === '--receiver') await receive(Number(process.argv[3]))

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 import type { Host } from '../node/host.ts'
-import { pairThroughput, sendChunks } from './transport-pair.ts'
+import { pairRoundTrips, pairThroughput, sendChunks } from './transport-pair.ts'
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, rounds: { type: 'string', default: '3' } } })
 const TOTAL = Number(values.mb) * 1024 * 1024
@@ -127,10 +127,13 @@ const pairRaw = median(pairRuns['raw TCP'])
 const pair = Object.entries(pairRuns).map(([m, xs]) => ({ mode: m, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / pairRaw * 1000) / 1000, runs: xs.map(Math.round) }))
 console.log(`the same between two processes (the receiver in a child process), median of ${pairRuns['raw TCP'].length} rounds`)
 for (const r of pair) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
+const roundTrips = await pairRoundTrips(3000)
+console.log('a 100-byte message answered by one byte, between two processes, one kept connection and stream (median ms; the sender\'s CPU ms per round trip)')
+for (const r of roundTrips) console.log(`${r.mode.padEnd(24)} ${r.ms.toFixed(3).padStart(7)} ms  cpu ${r.senderCpuMs.toFixed(3)} ms`)
 const medians = (m: Record<Encryption, number[]>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([e, xs]) => [e, Math.round(median(xs) * 100) / 100]))
 const connectMs = medians(handshakes)
 const firstContactCpu = medians(firstContact)
 console.log(`a new connection to a peer met before (dial, handshake, muxer; wall ms): TLS 1.3 ${connectMs.tls} (via a JS duplex ${connectMs['tls-duplex']}), Noise ${connectMs.noise}`)
 console.log(`a connection between peers that never met (CPU ms, both ends): TLS 1.3 ${firstContactCpu.tls} (via a JS duplex ${firstContactCpu['tls-duplex']}), Noise ${firstContactCpu.noise}`)
-console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, pair, connectMs, firstContactCpu }))
+console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, pair, roundTrips, connectMs, firstContactCpu }))
 process.exit(0)
