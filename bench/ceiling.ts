@@ -63,7 +63,7 @@ const alone = (await processes(1))[0]
 const pair = await processes(2)
 const cores = (pair[0] + pair[1]) / alone
 
-// each stage alone against the whole model, interleaved in this process (3 rounds)
+// each stage alone against the whole model, run in turn on the same inputs in this process
 const sharded = await shardModel(model, { stages: Number(values.stages), name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path) })
 const pipeline = await LocalPipeline.load(sharded.manifest, sharded.shards)
 const whole = await createSession(model)

@@ -47,9 +47,9 @@ const swarm = async (extra: string[]): Promise<any> => await lastJson([MAIN, 'sw
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
 const r1 = (x: number): number => Math.round(x * 10) / 10
-// defaults (lossless, raw results) and the opt-in levers of issue 13 (results reduced to text at the last hop)
 const ceiling = await lastJson([CEILING, '--runs', '60'])
 process.stderr.write('ceiling: done\n')
+// defaults (lossless, raw results) and the opt-in levers of issue 13 (results reduced to text at the last hop)
 const runs: Record<string, any> = {}
 for (const [key, extra] of [['pipelined', ['--jobs', values.jobs, '--concurrency', values.concurrency]], ['sequential', ['--jobs', '50', '--concurrency', '1']]] as const) {
   for (const [mode, flags] of [['raw', []], ['text', ['--output', 'text']]] as const) {

@@ -14,7 +14,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 
 const CHUNK = 256 * 1024
-const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
+export const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
 const PAIR_MODES = ['raw TCP', 'TCP + TLS 1.3 + yamux', 'TCP + Noise + yamux'] as const
 type PairMode = typeof PAIR_MODES[number]
 const ENCRYPTION = { 'TCP + TLS 1.3 + yamux': 'tls', 'TCP + Noise + yamux': 'noise' } as const
@@ -48,23 +48,26 @@ async function receive (total: number): Promise<void> {
 
 const chunk = new Uint8Array(CHUNK).fill(7)
 
-/** Writes `total` bytes in 256 KiB chunks, waiting for `drained` whenever `write` says to; returns when the last is written. */
-export async function sendChunks (write: (c: Uint8Array) => boolean, drained: () => Promise<unknown>, total: number): Promise<void> {
+/**
+ * MB/s of `total` bytes written in 256 KiB chunks (waiting for `drained`
+ * whenever `write` says to) until `arrived` settles: the receiver has them all.
+ */
+export async function timedTransfer (write: (c: Uint8Array) => boolean, drained: () => Promise<unknown>, arrived: Promise<unknown>, total: number): Promise<number> {
+  const t0 = performance.now()
   for (let sent = 0; sent < total; sent += CHUNK) {
     if (!write(chunk)) await drained()
   }
+  await arrived
+  return total / 1e6 / ((performance.now() - t0) / 1000)
 }
 
 async function sendRaw (port: number, total: number): Promise<number> {
   const sock = net.connect(port, '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
   const answered = new Promise(resolve => sock.once('data', resolve))
-  const t0 = performance.now()
-  await sendChunks(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), total)
-  await answered
-  const ms = performance.now() - t0
+  const mbPerS = await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), answered, total)
   sock.destroy()
-  return total / 1e6 / (ms / 1000)
+  return mbPerS
 }
 
 async function sendLibp2p (encryption: 'tls' | 'noise', addr: string, total: number): Promise<number> {
@@ -72,12 +75,9 @@ async function sendLibp2p (encryption: 'tls' | 'noise', addr: string, total: num
   try {
     const stream = await host.dialProtocol(multiaddr(addr), PROTOCOL)
     const answer = stream[Symbol.asyncIterator]().next()
-    const t0 = performance.now()
-    await sendChunks(c => stream.send(c), async () => await stream.onDrain(), total)
-    await answer
-    const ms = performance.now() - t0
+    const mbPerS = await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), answer, total)
     await stream.close()
-    return total / 1e6 / (ms / 1000)
+    return mbPerS
   } finally { await host.stop() }
 }
 

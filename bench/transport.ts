@@ -15,11 +15,10 @@ import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 import type { Host } from '../node/host.ts'
-import { pairRoundTrips, pairThroughput, sendChunks } from './transport-pair.ts'
+import { PROTOCOL, pairRoundTrips, pairThroughput, timedTransfer } from './transport-pair.ts'
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, rounds: { type: 'string', default: '3' } } })
 const TOTAL = Number(values.mb) * 1024 * 1024
-const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
 type Encryption = 'tls' | 'tls-duplex' | 'noise'
 
 /** MB/s through a raw TCP socket. */
@@ -32,13 +31,10 @@ async function raw (): Promise<number> {
   const port = (server.address() as net.AddressInfo).port
   const sock = net.connect(port, '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
-  const t0 = performance.now()
-  await sendChunks(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), TOTAL)
-  await finished
-  const ms = performance.now() - t0
+  const mbPerS = await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), finished, TOTAL)
   sock.destroy()
   server.close()
-  return TOTAL / 1e6 / (ms / 1000)
+  return mbPerS
 }
 
 /** Milliseconds per new connection (dial, handshake, muxer), `n` in a row, between two fleetmesh hosts speaking `encryption`. */
@@ -88,12 +84,9 @@ async function libp2p (encryption: Encryption): Promise<number> {
       for await (const d of stream) { got += d.byteLength; if (got >= TOTAL) done() }
     })
     const stream = await a.dialProtocol(multiaddr(b.getMultiaddrs()[0].toString()), PROTOCOL)
-    const t0 = performance.now()
-    await sendChunks(c => stream.send(c), async () => await stream.onDrain(), TOTAL)
-    await finished
-    const ms = performance.now() - t0
+    const mbPerS = await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), finished, TOTAL)
     await stream.close()
-    return TOTAL / 1e6 / (ms / 1000)
+    return mbPerS
   } finally {
     await Promise.all([a.stop(), b.stop()])
   }
@@ -118,13 +111,16 @@ for (let r = 0; r < Number(values.rounds); r++) {
     firstContact[e].push(await firstContactCpuMs(e))
   }
 }
-const rawMedian = median(runs.get('raw TCP')!)
-const rows = modes.map(([m]) => ({ mode: m, mbPerS: Math.round(median(runs.get(m)!)), ratioToRaw: Math.round(median(runs.get(m)!) / rawMedian * 1000) / 1000, runs: runs.get(m)!.map(Math.round) }))
+/** Per mode: the median MB/s, its ratio to raw TCP's median, and every round. */
+const table = (byMode: Array<[string, number[]]>): Array<{ mode: string, mbPerS: number, ratioToRaw: number, runs: number[] }> => {
+  const raw = median(byMode.find(([m]) => m === 'raw TCP')![1])
+  return byMode.map(([mode, xs]) => ({ mode, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / raw * 1000) / 1000, runs: xs.map(Math.round) }))
+}
+const rows = table([...runs.entries()])
 console.log(`one stream on loopback, ${values.mb} MB in 256 KiB writes, both ends in one process, median of ${values.rounds} rounds taken in turn`)
 for (const r of rows) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
 const pairRuns = await pairThroughput(Math.max(3, Number(values.rounds)), TOTAL)
-const pairRaw = median(pairRuns['raw TCP'])
-const pair = Object.entries(pairRuns).map(([m, xs]) => ({ mode: m, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / pairRaw * 1000) / 1000, runs: xs.map(Math.round) }))
+const pair = table(Object.entries(pairRuns))
 console.log(`the same between two processes (the receiver in a child process), median of ${pairRuns['raw TCP'].length} rounds`)
 for (const r of pair) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
 const roundTrips = await pairRoundTrips(3000)
