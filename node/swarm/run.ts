@@ -12,6 +12,7 @@ import type { ShardedModel } from '../models/shard.ts'
 import { runBatch } from './chaos.ts'
 import { dayFigures, scenarioSchedules } from './day.ts'
 import { Tally, addReferences, makeJobs } from './jobs.ts'
+import { CpuMeter } from './cpu.ts'
 import { LocalSwarm } from './mesh.ts'
 import type { Say } from './mesh.ts'
 import { runPerJob } from './per-job.ts'
@@ -90,7 +91,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}; ${control.connectionsPerVehicle} connections${control.cpuPctPerVehicle !== undefined ? `, ${control.cpuPctPerVehicle}% of a core` : ''} per vehicle${control.rssMbPerProcess !== undefined ? `, ${control.rssMbPerProcess} MB per process of ${control.vehiclesPerProcess}` : ''}`)
     }
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
-    const localJobsPerS = await addReferences(swarm.modelBytes, jobs)
+    const { jobsPerS: localJobsPerS, cpuMsPerJob: localCpuMsPerJob } = await addReferences(swarm.modelBytes, jobs)
     if (o.http !== undefined) {
       gateway = new Gateway({ client: swarm.client, listen: o.http, ...(o.tls !== undefined ? { tls: o.tls } : {}) })
       // the swarm's own fleet authority issues a bearer token for it
@@ -119,6 +120,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.say('jobs', day
         ? `jobs run until the simulated day ends (${o.durationS} s, from 2 s from now), ${o.concurrency} at a time; each checked against the whole model`
         : `${jobs.length} jobs, ${o.concurrency} at a time; each result checked against the whole model run locally`)
+      const cpu = day ? undefined : await CpuMeter.start(swarm.vehicles.flatMap(v => v.pid !== undefined ? [v.pid] : []), swarm.children[0]?.pid)
       const run = await runPerJob(swarm, jobs, tally, {
         concurrency: Math.min(o.concurrency, day ? o.concurrency : jobs.length),
         more: n => day ? Date.now() < dayEnd : n < jobs.length,
@@ -128,6 +130,8 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
         say: io.say
       })
       summary = baseSummary(swarm, tally, run.submitted, tally.completed / run.seconds, localJobsPerS, run.errors)
+      const cpuMsPerJob = await cpu?.perJob(run.submitted)
+      if (cpuMsPerJob !== undefined) Object.assign(summary, { cpuMsPerJob, localCpuMsPerJob })
       if (day) {
         // departures still draining report within their bound
         const until = Date.now() + DRAIN_BOUND_MS + 1000
@@ -138,6 +142,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out('')
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
       io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
+      if (cpuMsPerJob !== undefined) io.out(`         CPU per job ${cpuMsPerJob.total} ms: stage threads ${cpuMsPerJob.vehicleThreads}, vehicles' main threads ${cpuMsPerJob.vehicleMain}, client ${cpuMsPerJob.client}, bootstrap ${cpuMsPerJob.bootstrap} (whole model in one process: ${localCpuMsPerJob} ms)`)
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
       if (o.verify !== 'off' || o.liars > 0) io.out(`         checks (${o.verify}): ${summary.checked} runs checked, ${summary.caught} liar${summary.caught === 1 ? '' : 's'} caught, ${summary.wrongDelivered} wrong results delivered; ${Math.round(summary.verifyOverhead * 1000) / 10}% extra stage runs`)
       if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)

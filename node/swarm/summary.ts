@@ -5,6 +5,7 @@ import type { Tally } from './jobs.ts'
 import type { LocalSwarm } from './mesh.ts'
 
 import type { ControlTraffic } from './traffic.ts'
+import type { CpuPerJob } from './cpu.ts'
 
 export interface SwarmSummary {
   model: string
@@ -23,6 +24,9 @@ export interface SwarmSummary {
   /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing). */
   computeP50Ms: number
   localJobsPerS: number
+  /** Per-job runs: CPU ms per job of the vehicles' stage threads and main threads, the client and the bootstrap (swarm/cpu.ts), and the whole model's in one process. */
+  cpuMsPerJob?: CpuPerJob
+  localCpuMsPerJob?: number
   startupMs: number
   totalMs: number
   errors: string[]

@@ -42,11 +42,11 @@ export async function socketBytes (): Promise<Map<number, Bytes>> {
   }
 }
 
-/** CPU seconds a process has used (user and system), from /proc; undefined where that is missing. */
-export async function cpuSeconds (pid: number): Promise<number | undefined> {
+/** CPU seconds a process (or one of its threads) has used, user and system, from /proc; undefined where that is missing. */
+export async function cpuSeconds (pid: number, thread?: number): Promise<number | undefined> {
   try {
     // fields after the command's closing parenthesis: utime and stime are the 12th and 13th
-    const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')
+    const fields = (await readFile(thread !== undefined ? `/proc/${pid}/task/${thread}/stat` : `/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
   } catch { return undefined }
 }

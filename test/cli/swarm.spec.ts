@@ -50,6 +50,10 @@ describe('fleetmesh CLI (multi-process)', function () {
     assert.ok(summary.maxAbsDiff <= 1e-4, `maxAbsDiff ${summary.maxAbsDiff}`)
     assert.ok(summary.routes >= 1)
     for (const k of ['p50Ms', 'p95Ms', 'jobsPerS']) assert.ok(summary[k] > 0, k)
+    // where the CPU went: the stage sessions ran on the vehicles' worker threads, about the whole model's CPU per job
+    const cpu = summary.cpuMsPerJob
+    assert.ok(cpu.vehicleThreads > 0.5 * summary.localCpuMsPerJob && cpu.vehicleMain > 0 && cpu.client > 0, JSON.stringify(cpu))
+    assert.ok(Math.abs(cpu.total - cpu.vehicleThreads - cpu.vehicleMain - cpu.client - cpu.bootstrap) < 0.3, JSON.stringify(cpu))
     // progress was visible and every process it started is gone
     assert.match(r.stderr, /peer to peer by CID, sha256 verified/)
     const pids = pidsIn(r.stderr)

@@ -1,6 +1,7 @@
 /**
  * The swarm's measurement of control traffic (node/swarm/traffic.ts) reads `ss -tinp`, and vehicles
- * that share a process (node/swarm/group.ts) each see only their own events.
+ * that share a process (node/swarm/group.ts) each see only their own events; its CPU per job
+ * (node/swarm/cpu.ts) tells a process's main thread from its other threads.
  */
 import assert from 'node:assert/strict'
 import { createServer, connect } from 'node:net'
@@ -11,6 +12,9 @@ import { cellIndex, defaultCells } from '../../node/swarm/mesh.ts'
 import { GroupMember } from '../../node/swarm/processes.ts'
 import type { PeerProcess } from '../../node/swarm/processes.ts'
 import { cpuSeconds, parseSs, rssBytes, socketBytes } from '../../node/swarm/traffic.ts'
+import { CpuMeter } from '../../node/swarm/cpu.ts'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 
 const SS = `ESTAB 0      0      127.0.0.1:36660 127.0.0.1:45678 users:(("node",pid=29841,fd=20))
 \t bbr wscale:10,10 rto:204 rtt:0.032/0.015 mss:32768 cwnd:11 bytes_sent:5 bytes_acked:6 bytes_received:7 segs_out:4
@@ -51,6 +55,33 @@ describe('swarm traffic and vehicle groups', () => {
     const rss = await rssBytes(process.pid) ?? 0
     assert.ok(Math.abs(rss - process.memoryUsage().rss) < 0.2 * rss, `${rss} vs ${process.memoryUsage().rss}`)
     assert.equal(await cpuSeconds(2 ** 30), undefined, 'no such process')
+  })
+
+  it('tells a process\'s main thread\'s CPU from its other threads\' (a stage session\'s worker)', async function () {
+    if (await cpuSeconds(process.pid, process.pid) === undefined) this.skip() // no /proc on this machine
+    // a "vehicle": on 'go', 300 ms busy on its main thread, then 600 ms on a worker thread
+    const child = spawn(process.execPath, ['-e', `
+      const { Worker } = require('node:worker_threads')
+      const busy = (ms) => { const t = performance.now(); while (performance.now() - t < ms); }
+      process.stdin.once('data', () => {
+        busy(300)
+        new Worker('const t = performance.now(); while (performance.now() - t < 600); require("node:worker_threads").parentPort.postMessage(1)', { eval: true })
+          .once('message', () => { process.stdout.write('done') })
+      })
+      process.stdout.write('ready')`], { stdio: ['pipe', 'pipe', 'inherit'] })
+    try {
+      await once(child.stdout, 'data')
+      const meter = await CpuMeter.start([child.pid!, child.pid!], undefined)
+      assert.ok(meter !== undefined)
+      child.stdin.write('go')
+      await once(child.stdout, 'data')
+      const per = (await meter.perJob(3))!
+      // per job of 3: 100 ms on the main thread, 200 on the others (ticks are 10 ms; thread start-up adds a little)
+      assert.ok(per.vehicleMain >= 90 && per.vehicleMain < 160, JSON.stringify(per))
+      assert.ok(per.vehicleThreads >= 190 && per.vehicleThreads < 260, JSON.stringify(per))
+      assert.ok(per.client >= 0 && per.bootstrap === 0, JSON.stringify(per))
+      assert.ok(Math.abs(per.total - (per.vehicleMain + per.vehicleThreads + per.client)) < 0.2, JSON.stringify(per))
+    } finally { child.kill() }
   })
 
   it('a vehicle of a group gets its own events and waits for its own', async () => {
