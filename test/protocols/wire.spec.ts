@@ -16,7 +16,7 @@ import { CAPACITY_RECORD, MODEL_RECORD } from '../../protocols/ids.ts'
 import { decodeJobsMessage, openModelRecord, sealModelRecord } from '../../protocols/jobs.ts'
 import { MAX_CAPACITY_RECORD_TTL_MS, MAX_HEARTBEAT_BYTES } from '../../protocols/limits.ts'
 import { decodeOfferMessage } from '../../protocols/offer.ts'
-import { dtypeCode } from '../../protocols/tensor.ts'
+import { dtypeCode, float32Tensor, maxAbsDiff } from '../../protocols/tensor.ts'
 import type { DType } from '../../protocols/tensor.ts'
 import { WIRE_CASES } from '../fixtures/wire-cases.ts'
 
@@ -141,5 +141,15 @@ describe('signed records (RecordEnvelope with domain separation)', () => {
     const payload = (await import('@libp2p/peer-record')).RecordEnvelope.createFromProtobuf(await sealCapacityRecord({ peer: publisher, seq: 1, issuedAt: Date.now(), expiresAt: Date.now() + 1000, eligible: true, stages: [], slots: 1, reasons: [] }, key)).payload
     const crossDomain = await sealRecord({ domain: MODEL_RECORD.domain, payloadType: CAPACITY_RECORD.payloadType }, payload, key)
     await assert.rejects(openCapacityRecord(crossDomain), (e: unknown) => e instanceof MalformedFrameError && e.field === 'capacity record.signature')
+  })
+
+  it('maxAbsDiff: the largest element-wise difference; a NaN anywhere counts as Infinity; shapes must match', () => {
+    const t = (xs: number[]): ReturnType<typeof float32Tensor> => float32Tensor('x', [xs.length], new Float32Array(xs))
+    assert.equal(maxAbsDiff(t([1, 2, 3]), t([1, 2, 3])), 0)
+    assert.equal(maxAbsDiff(t([1, -2, 3]), t([1.5, 2, 2])), 4)
+    assert.equal(maxAbsDiff(t([NaN, 2, 3]), t([1, 2, 3])), Infinity, 'NaN first')
+    assert.equal(maxAbsDiff(t([1, 9, 3]), t([1, 2, NaN])), Infinity, 'NaN after a larger difference')
+    assert.equal(maxAbsDiff(t([1, 2, Infinity]), t([1, 2, 3])), Infinity)
+    assert.throws(() => maxAbsDiff(t([1, 2]), t([1, 2, 3])), RangeError)
   })
 })
