@@ -67,6 +67,9 @@ export interface SwarmIo {
   onSharded?: (sharded: ShardedModel) => void
 }
 
+/** Runs of at least this many jobs print their CPU per job (the JSON summary always has it). */
+const CPU_LINE_MIN_JOBS = 100
+
 /** Drains get this long before a day's departure counts as not drained. */
 const DRAIN_BOUND_MS = 11_000
 
@@ -142,7 +145,8 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out('')
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
       io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
-      if (cpuMsPerJob !== undefined) io.out(`         CPU per job ${cpuMsPerJob.total} ms: stage threads ${cpuMsPerJob.vehicleThreads}, vehicles' main threads ${cpuMsPerJob.vehicleMain}, client ${cpuMsPerJob.client}, bootstrap ${cpuMsPerJob.bootstrap} (whole model in one process: ${localCpuMsPerJob} ms)`)
+      // over a few jobs the figure is mostly warming up (compilers, first connections, first checks)
+      if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${cpuMsPerJob.total} ms: stage threads ${cpuMsPerJob.vehicleThreads}, vehicles' main threads ${cpuMsPerJob.vehicleMain}, client ${cpuMsPerJob.client}, bootstrap ${cpuMsPerJob.bootstrap} (whole model in one process: ${localCpuMsPerJob} ms)`)
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
       if (o.verify !== 'off' || o.liars > 0) io.out(`         checks (${o.verify}): ${summary.checked} runs checked, ${summary.caught} liar${summary.caught === 1 ? '' : 's'} caught, ${summary.wrongDelivered} wrong results delivered; ${Math.round(summary.verifyOverhead * 1000) / 10}% extra stage runs`)
       if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
