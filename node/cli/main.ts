@@ -27,7 +27,7 @@ import { setFlagsFromString } from 'node:v8'
 
 // V8 grows the old generation's limit by little over a small live heap, and a peer that takes in
 // a megabyte per job then spends a third of its CPU marking the same 37 MB again every 8 jobs
-// (`--trace-gc`: 62-70 full collections in a 400-job swarm, 17-30 with this). The limit is
+// (`--trace-gc`: 62-70 full collections in a 400-job swarm, 17-18 with this). The limit is
 // computed at each collection, so setting the factor here, before any work, takes effect.
 // Measured: the client's CPU per raw job 18.7-21.3 ms -> 12.3-13.4 (`fleetmesh swarm --json`,
 // cpuMsPerJob); peak RSS of every process unchanged.

@@ -39,7 +39,7 @@ export async function makeJobs (src: ModelSource, sharded: ShardedModel, count: 
 
 /**
  * Runs the whole model in this process on every distinct input (setting each
- * job's reference) and returns the local speed in jobs per second.
+ * job's reference) and returns the local speed in jobs per second and its CPU ms per job.
  */
 export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<{ jobsPerS: number, cpuMsPerJob: number }> {
   const whole = await createSession(model)
@@ -55,11 +55,16 @@ export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<{ 
     const runs = Math.min(100, Math.max(50, distinct.length))
     const t0 = performance.now()
     // onnxruntime runs the session on this thread: its CPU time is the whole model's
-    const cpu0 = process.threadCpuUsage()
+    const cpu0 = threadCpuMs()
     for (let i = 0; i < runs; i++) await runSession(whole, [distinct[i % distinct.length]])
-    const cpu = process.threadCpuUsage(cpu0)
-    return { jobsPerS: runs / ((performance.now() - t0) / 1000), cpuMsPerJob: Math.round((cpu.user + cpu.system) / 1000 / runs * 10) / 10 }
+    return { jobsPerS: runs / ((performance.now() - t0) / 1000), cpuMsPerJob: Math.round((threadCpuMs() - cpu0) / runs * 10) / 10 }
   } finally { await whole.release() }
+}
+
+/** This thread's CPU time in ms (the process's on a Node without process.threadCpuUsage, before 22.19). */
+function threadCpuMs (): number {
+  const u = typeof process.threadCpuUsage === 'function' ? process.threadCpuUsage() : process.cpuUsage()
+  return (u.user + u.system) / 1000
 }
 
 /** The whole model in this process over `inputs`, in items per second (the local side of a ratio). */
