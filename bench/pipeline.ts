@@ -25,6 +25,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
+import { describeCpu } from '../node/swarm/cpu.ts'
 
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
@@ -80,8 +81,7 @@ console.log('figure                                                     before  
 for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${r.target}\n  (${r.detail})`)
 console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} of the ceiling; the target, ${share(1.4)}`)
 // the ratio on a full machine is bounded by CPU: cores x the whole model's CPU per job over the mesh's
-const cpuLine = (r: any): string => { const c = r.cpuMsPerJob; return `${c.total} ms (stage threads ${c.vehicleThreads}, vehicles' main threads ${c.vehicleMain}, client ${c.client}, bootstrap ${c.bootstrap})` }
 const cores = availableParallelism()
-console.log(`  CPU per job, pipelined: defaults ${cpuLine(pr)}; --output text ${cpuLine(pt)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} ms`)
+console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} ms`)
 console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
 console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))

@@ -23,6 +23,11 @@ export interface CpuPerJob {
   bootstrap: number
 }
 
+/** The breakdown in words: "52.1 ms (stage threads 35.2, vehicles' main threads 12.1, client 4.5, bootstrap 0.3)". */
+export function describeCpu (c: CpuPerJob): string {
+  return `${c.total} ms (stage threads ${c.vehicleThreads}, vehicles' main threads ${c.vehicleMain}, client ${c.client}, bootstrap ${c.bootstrap})`
+}
+
 interface Snapshot { threads: number, main: number, client: number, bootstrap: number }
 
 /** CPU ms per job between `start` and `perJob`; undefined where /proc is missing. */

@@ -12,7 +12,7 @@ import type { ShardedModel } from '../models/shard.ts'
 import { runBatch } from './chaos.ts'
 import { dayFigures, scenarioSchedules } from './day.ts'
 import { Tally, addReferences, makeJobs } from './jobs.ts'
-import { CpuMeter } from './cpu.ts'
+import { CpuMeter, describeCpu } from './cpu.ts'
 import { LocalSwarm } from './mesh.ts'
 import type { Say } from './mesh.ts'
 import { runPerJob } from './per-job.ts'
@@ -146,7 +146,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
       io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
       // over a few jobs the figure is mostly warming up (compilers, first connections, first checks)
-      if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${cpuMsPerJob.total} ms: stage threads ${cpuMsPerJob.vehicleThreads}, vehicles' main threads ${cpuMsPerJob.vehicleMain}, client ${cpuMsPerJob.client}, bootstrap ${cpuMsPerJob.bootstrap} (whole model in one process: ${localCpuMsPerJob} ms)`)
+      if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${describeCpu(cpuMsPerJob)}; whole model in one process: ${localCpuMsPerJob} ms`)
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
       if (o.verify !== 'off' || o.liars > 0) io.out(`         checks (${o.verify}): ${summary.checked} runs checked, ${summary.caught} liar${summary.caught === 1 ? '' : 's'} caught, ${summary.wrongDelivered} wrong results delivered; ${Math.round(summary.verifyOverhead * 1000) / 10}% extra stage runs`)
       if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
