@@ -142,7 +142,9 @@ describe('signed records (RecordEnvelope with domain separation)', () => {
     const crossDomain = await sealRecord({ domain: MODEL_RECORD.domain, payloadType: CAPACITY_RECORD.payloadType }, payload, key)
     await assert.rejects(openCapacityRecord(crossDomain), (e: unknown) => e instanceof MalformedFrameError && e.field === 'capacity record.signature')
   })
+})
 
+describe('tensors', () => {
   it('maxAbsDiff: the largest element-wise difference; a NaN anywhere counts as Infinity; shapes must match', () => {
     const t = (xs: number[]): ReturnType<typeof float32Tensor> => float32Tensor('x', [xs.length], new Float32Array(xs))
     assert.equal(maxAbsDiff(t([1, 2, 3]), t([1, 2, 3])), 0)
