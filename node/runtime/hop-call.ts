@@ -103,6 +103,8 @@ export interface CallOptions extends AbortOptions {
   float16?: boolean
   /** A stream to the hop taken before (see openHop), used instead of taking one. */
   stream?: HopStream
+  /** Called once the request is written, while the answer is awaited (work that should not hold up the request). */
+  onSent?: () => void
 }
 
 /** Takes an infer stream to `hop`: an idle one, else a new one (callHop does it itself unless given one). */
@@ -127,6 +129,7 @@ export async function callHop (dialer: PeerDialer, hop: Hop, request: InferReque
   }
   try {
     await s.frames.write({ kind: 'request', request }, tensors, opts)
+    opts.onSent?.()
     const answer = await s.frames.read(opts)
     pool.release(s)
     return answer

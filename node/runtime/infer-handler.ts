@@ -69,6 +69,9 @@ export interface InferHandlerInit {
 /** Route addresses used per hop when the route's own are used. */
 const MAX_ROUTE_ADDRS = 4
 
+/** Yields until the event loop's next turn (I/O and microtasks queued now go first). */
+async function nextTurn (): Promise<void> { await new Promise(resolve => setImmediate(resolve)) }
+
 interface Reply { receipts: Uint8Array[], taps: NonNullable<WriteOptions['taps']> }
 type Fail = (code: InferError['code'], message: string, stage: number, peer: string, reply?: Reply, tensors?: Tensor[]) => Promise<void>
 
@@ -237,8 +240,8 @@ export class InferHandler implements Startable {
       try {
         const running = this.c.runtime.run(req.manifest, stage, tensors, departing)
         running.catch(() => {})
-        // the request's digest while the stage runs on its worker thread
-        inDigest ??= digestOfFrame(frame, tensors)
+        // the request's digest while the stage runs on its worker thread (a turn later: the run is handed to it first)
+        if (inDigest === undefined) { await nextTurn(); inDigest = digestOfFrame(frame, tensors) }
         const r = await running
         // the last hop reduces the result when asked (output modes): its receipt attests what it returns
         const produced = stage === last && req.output !== undefined ? applyOutputMode(manifest, req.output, r.outputs) : r.outputs
@@ -277,16 +280,24 @@ export class InferHandler implements Startable {
     }
     const nextStage = stage + 1
     let answer: Frame
+    let signing: Promise<void> | undefined
     try {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
       const stream = await early.take(next.peer)
-      const answering = callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}) })
-      answering.catch(() => {})
-      // the hand-off is on its way: digest and sign this run's receipt while it travels and the next hop computes
-      outDigest = digestOf(outputs)
-      mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: handOffRun!.input, output: outDigest, ms: Math.round(handOffRun!.ms * 100) / 100 }))
-      answer = await answering
+      // this run's receipt is digested and signed once the hand-off is written, while the next hop computes:
+      // before, it would hold up the write (and the next hop, woken on this core, would wait for it)
+      const sign = async (): Promise<void> => {
+        await nextTurn()
+        outDigest = digestOf(outputs)
+        mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: handOffRun!.input, output: outDigest, ms: Math.round(handOffRun!.ms * 100) / 100 }))
+      }
+      try {
+        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}), onSent: () => { signing = sign(); signing.catch(() => {}) } })
+      } finally {
+        // the receipt goes back with an answer and with a hand-back alike
+        await (signing ?? sign())
+      }
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere
       if (departing.aborted) { await fail(InferErrorCode.DEPARTING, 'this vehicle is leaving the mesh', nextStage, this.me, mine, outputs); return }
@@ -296,7 +307,7 @@ export class InferHandler implements Startable {
       return
     }
     this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
-    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: { mode: req.output, manifest } } : {}) })
+    const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest!, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: { mode: req.output, manifest } } : {}) })
     if (problem !== undefined) {
       this.log('next hop %s answered job %s inconsistently: %s', next.peer, req.job, problem)
       await fail(InferErrorCode.INVALID_RESULT, `the next hop's answer failed its check: ${problem}`, nextStage, next.peer, mine, outputs)

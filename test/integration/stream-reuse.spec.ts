@@ -2,7 +2,8 @@
  * Kept infer streams (INFER_REUSE_PROTOCOL, node/runtime/hop-call.ts): jobs
  * one after another travel on the streams of earlier jobs, each result still
  * the whole model's; the old protocol still gets one job a stream; a kept
- * stream takes requests one after another and closes on a bad frame only.
+ * stream takes requests one after another and closes on a bad frame only;
+ * callHop's onSent runs once the request is written, not after the answer.
  */
 import assert from 'node:assert/strict'
 import type { Stream } from '@libp2p/interface'
@@ -11,8 +12,9 @@ import { createSession, runSession } from '../../node/models/ort.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import { sampleTensor } from '../../node/models/specs.ts'
-import type { PeerDialer } from '../../node/dial.ts'
-import { IDLE_STREAM_MS, hopStreams } from '../../node/runtime/hop-call.ts'
+import { PeerDialer } from '../../node/dial.ts'
+import { createHost } from '../../node/host.ts'
+import { IDLE_STREAM_MS, callHop, hopStreams } from '../../node/runtime/hop-call.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { INFER_IDLE_MS } from '../../protocols/limits.ts'
@@ -127,5 +129,34 @@ describe('kept infer streams', function () {
     await assert.rejects(fs.read({ signal: AbortSignal.timeout(5000) }), 'the stream is closed')
     const r = await mesh.client.infer({ cid: sharded.manifestCid, manifest: sharded.manifest }, [x(7)], { verify: 'off' })
     assert.equal(r.outputs.length, 1, 'the vehicle still serves')
+  })
+
+  it('callHop runs onSent once the request is written, before the answer (a hop that answers only after it ran)', async () => {
+    // two plain hosts: the fleet's own nodes dial members only
+    const [hop, caller] = [await createHost({ fleet: 'reuse-test' }), await createHost({ fleet: 'reuse-test' })]
+    try {
+      let sent!: () => void
+      const onSent = new Promise<void>(resolve => { sent = resolve })
+      const order: string[] = []
+      await hop.handle(INFER_REUSE_PROTOCOL, (stream) => {
+        void (async () => {
+          const fs = frameStream(stream)
+          const req = await fs.read()
+          order.push(`read ${req.payload.byteLength} bytes`)
+          await Promise.race([onSent, new Promise(resolve => setTimeout(resolve, 3000))])
+          order.push('answered')
+          await fs.write({ kind: 'result', result: { job: 'sent', receipts: [] } }, [])
+        })()
+      })
+      const answer = await callHop(new PeerDialer(caller), { peer: hop.peerId.toString(), addrs: hop.getMultiaddrs().map(String) },
+        { job: 'sent', manifest: sharded.manifestCid, stage: 1, route: [], deadline: Date.now() + 10_000 }, await hidden(3),
+        { onSent: () => { order.push('onSent'); sent() } })
+      assert.equal(answer.message.kind, 'result')
+      assert.equal(order.length, 3, order.join(', '))
+      assert.ok(order.includes('read 96 bytes'), order.join(', '))
+      assert.ok(order.indexOf('onSent') < order.indexOf('answered'), `onSent ran before the answer came (the hop waited for it): ${order.join(', ')}`)
+    } finally {
+      await Promise.all([hop.stop(), caller.stop()])
+    }
   })
 })
