@@ -79,6 +79,12 @@ export function maxAbsDiff (a: Tensor, b: Tensor): number {
   return nan ? Infinity : m
 }
 
+/** Whether two tensors have the same dtype, shape and bytes (a byte comparison: NaNs of the same bits are equal). */
+export function sameTensor (a: Tensor, b: Tensor): boolean {
+  return a.dtype === b.dtype && a.dims.join() === b.dims.join() &&
+    Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(b.data)
+}
+
 /** Checks a tensor's own consistency (dtype known, dims sane, bytes match). */
 export function validateTensor (t: Tensor, field = `tensor ${t.name}`): void {
   if (typeof t.name !== 'string' || t.name.length === 0) throw new MalformedFrameError(`${field}.name`, 'must be a non-empty string')
