@@ -30,7 +30,7 @@ function mainCount (f: Pick<Frame, 'tensors' | 'taps'>): number {
 
 /** The tensors of a frame that was read (its taps left out). */
 export function frameTensors (f: Frame): Tensor[] {
-  return tensorsFromPayload(f.tensors, f.payload).slice(0, mainCount(f))
+  return tensorsFromPayload(f.tensors.slice(0, mainCount(f)), f.payload)
 }
 
 /** The descriptors and bytes of a frame's own tensors (taps left out), still encoded. */
@@ -40,12 +40,15 @@ export function mainPart (f: Frame): { tensors: TensorDescriptor[], payload: Uin
   return { tensors: f.tensors.slice(0, n), payload: f.payload.sublist(0, bytes) }
 }
 
-/** The taps a frame carries: stage -> that stage's outputs. */
+/** The taps a frame carries: stage -> that stage's outputs (its own tensors are not decoded, nor copied). */
 export function frameTaps (f: Frame): Map<number, Tensor[]> {
-  const all = tensorsFromPayload(f.tensors, f.payload)
   const out = new Map<number, Tensor[]>()
-  let o = mainCount(f)
-  for (const t of f.taps) { out.set(t.stage, all.slice(o, o + t.count)); o += t.count }
+  if (f.taps.length === 0) return out
+  const n = mainCount(f)
+  const own = f.tensors.slice(0, n).reduce((s, d) => s + d.encodedLength, 0)
+  const tapped = tensorsFromPayload(f.tensors.slice(n), f.payload.sublist(own))
+  let o = 0
+  for (const t of f.taps) { out.set(t.stage, tapped.slice(o, o + t.count)); o += t.count }
   return out
 }
 
