@@ -89,4 +89,8 @@ console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} o
 const cores = availableParallelism()
 console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} ms`)
 console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
+// what one hand-off costs, the largest piece of a job's CPU beside the stages
+const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
+const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
+console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
 console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))

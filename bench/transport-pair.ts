@@ -5,7 +5,8 @@
  * core of its own, where bench/transport.ts's first table puts both ends'
  * work on one thread. Raw TCP, TLS 1.3 on the socket and Noise take turns,
  * `rounds` times; a fresh sending host per round, so each round makes its
- * own connection. Also a small message's round trip (pairRoundTrips).
+ * own connection. Also round trips (pairRoundTrips): a small message's, and
+ * a hand-off's, with the CPU each side spends on one.
  */
 import { fork } from 'node:child_process'
 import net from 'node:net'
@@ -41,6 +42,8 @@ async function receive (total: number): Promise<void> {
     })
     addrs[mode] = host.getMultiaddrs()[0].toString()
   }
+  // the parent asks for this process's CPU time around its round trips
+  process.on('message', (m) => { if (m === 'cpu') process.send!(process.cpuUsage()) })
   process.send!({ port: (server.address() as net.AddressInfo).port, addrs } satisfies Receiver)
   // the parent ends this process when it is done (or dies: the IPC channel closes)
   process.on('disconnect', () => process.exit(0))
@@ -81,15 +84,19 @@ async function sendLibp2p (encryption: 'tls' | 'noise', addr: string, total: num
   } finally { await host.stop() }
 }
 
-/** Runs `fn` with a receiving child process that answers a byte after every `total` bytes, and ends the child. */
-async function withReceiver<T> (total: number, fn: (receiver: Receiver) => Promise<T>): Promise<T> {
+/** Runs `fn` with a receiving child process that answers a byte after every `total` bytes (and tells its CPU time in ms), and ends the child. */
+async function withReceiver<T> (total: number, fn: (receiver: Receiver, cpuMs: () => Promise<number>) => Promise<T>): Promise<T> {
   const child = fork(fileURLToPath(import.meta.url), ['--receiver', String(total)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   try {
     const receiver = await new Promise<Receiver>((resolve, reject) => {
       child.once('message', m => { resolve(m as Receiver) })
       child.once('exit', code => { reject(new Error(`the receiving process exited (${code})`)) })
     })
-    return await fn(receiver)
+    const cpuMs = async (): Promise<number> => await new Promise<number>(resolve => {
+      child.once('message', m => { const u = m as NodeJS.CpuUsage; resolve((u.user + u.system) / 1000) })
+      child.send('cpu')
+    })
+    return await fn(receiver, cpuMs)
   } finally { child.kill() }
 }
 
@@ -106,16 +113,18 @@ export async function pairThroughput (rounds: number, total: number): Promise<Re
   })
 }
 
-/** A small message's round trip: median wall ms and the sender's CPU ms per round trip. */
-export interface RoundTrip { mode: PairMode, ms: number, senderCpuMs: number }
+/** A message's round trip: median wall ms and each side's CPU ms per round trip. */
+export interface RoundTrip { mode: PairMode, ms: number, senderCpuMs: number, receiverCpuMs: number }
 
 /**
  * `n` round trips of a `bytes`-byte message answered by one byte, per mode,
  * one connection (and for libp2p one kept stream) each, between two processes:
- * what a request and its answer cost beyond their bytes.
+ * what a request and its answer cost beyond their bytes (100 bytes), or what
+ * a hand-off costs each side (0.9 MB). With `idleMs`, each round trip follows
+ * that long a pause, as a sequential job's hops do.
  */
-export async function pairRoundTrips (n: number, bytes = 100): Promise<RoundTrip[]> {
-  return await withReceiver(bytes, async (receiver) => {
+export async function pairRoundTrips (n: number, bytes = 100, idleMs = 0): Promise<RoundTrip[]> {
+  return await withReceiver(bytes, async (receiver, receiverCpuMs) => {
     const message = new Uint8Array(bytes)
     const out: RoundTrip[] = []
     for (const mode of PAIR_MODES) {
@@ -137,11 +146,16 @@ export async function pairRoundTrips (n: number, bytes = 100): Promise<RoundTrip
       try {
         for (let i = 0; i < Math.min(500, n); i++) await exchange()
         const ms: number[] = []
-        const cpu0 = process.cpuUsage()
-        for (let i = 0; i < n; i++) { const t0 = performance.now(); await exchange(); ms.push(performance.now() - t0) }
-        const cpu = process.cpuUsage(cpu0)
+        const [cpu0, remote0] = [process.cpuUsage(), await receiverCpuMs()]
+        for (let i = 0; i < n; i++) {
+          if (idleMs > 0) await new Promise(resolve => setTimeout(resolve, idleMs))
+          const t0 = performance.now()
+          await exchange()
+          ms.push(performance.now() - t0)
+        }
+        const [cpu, remote] = [process.cpuUsage(cpu0), await receiverCpuMs() - remote0]
         ms.sort((a, b) => a - b)
-        out.push({ mode, ms: Math.round(ms[n >> 1] * 1000) / 1000, senderCpuMs: Math.round((cpu.user + cpu.system) / n) / 1000 })
+        out.push({ mode, ms: Math.round(ms[n >> 1] * 1000) / 1000, senderCpuMs: Math.round((cpu.user + cpu.system) / n) / 1000, receiverCpuMs: Math.round(remote / n * 1000) / 1000 })
       } finally { await done() }
     }
     return out

@@ -6,7 +6,10 @@
  * ends in this process (both ends' work on one thread), then between two
  * processes (bench/transport-pair.ts: each end on a core of its own, as two
  * vehicles are). The modes take turns, `--rounds` times, so a busy machine
- * slows them alike; the figure is the ratio to raw TCP.
+ * slows them alike; the figure is the ratio to raw TCP. Then round trips
+ * between two processes: a 100-byte message's, and a 0.9 MB hand-off's (the
+ * CPU it costs each side), back to back and after 20 ms idle each; last,
+ * connection set-up.
  *
  *   node bench/transport.ts [--mb 256] [--rounds 3]
  */
@@ -124,12 +127,21 @@ const pair = table(Object.entries(pairRuns))
 console.log(`the same between two processes (the receiver in a child process), median of ${pairRuns['raw TCP'].length} rounds`)
 for (const r of pair) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
 const roundTrips = await pairRoundTrips(3000)
-console.log('a 100-byte message answered by one byte, between two processes, one kept connection and stream (median ms; the sender\'s CPU ms per round trip)')
-for (const r of roundTrips) console.log(`${r.mode.padEnd(24)} ${r.ms.toFixed(3).padStart(7)} ms  cpu ${r.senderCpuMs.toFixed(3)} ms`)
+console.log('a 100-byte message answered by one byte, between two processes, one kept connection and stream (median ms; CPU ms per round trip, sender / receiver)')
+for (const r of roundTrips) console.log(`${r.mode.padEnd(24)} ${r.ms.toFixed(3).padStart(7)} ms  cpu ${r.senderCpuMs.toFixed(3)} / ${r.receiverCpuMs.toFixed(3)} ms`)
+// a hand-off between the two vehicles of `npm run bench` (pp-ocrv4-rec cut in two: 230,400 float32), back to back and as a sequential job's hops come
+const HAND_OFF = 921_600
+const handOffs = await pairRoundTrips(300, HAND_OFF)
+const idleHandOffs = await pairRoundTrips(100, HAND_OFF, 20)
+console.log(`a ${HAND_OFF.toLocaleString('en')}-byte hand-off answered by one byte, the same way: back to back, then each after 20 ms idle (median ms; CPU ms, sender / receiver)`)
+handOffs.forEach((r, i) => {
+  const q = idleHandOffs[i]
+  console.log(`${r.mode.padEnd(24)} ${r.ms.toFixed(3).padStart(7)} ms  cpu ${r.senderCpuMs.toFixed(3)} / ${r.receiverCpuMs.toFixed(3)} ms   after idle ${q.ms.toFixed(3).padStart(7)} ms  cpu ${q.senderCpuMs.toFixed(3)} / ${q.receiverCpuMs.toFixed(3)} ms`)
+})
 const medians = (m: Record<Encryption, number[]>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([e, xs]) => [e, Math.round(median(xs) * 100) / 100]))
 const connectMs = medians(handshakes)
 const firstContactCpu = medians(firstContact)
 console.log(`a new connection to a peer met before (dial, handshake, muxer; wall ms): TLS 1.3 ${connectMs.tls} (via a JS duplex ${connectMs['tls-duplex']}), Noise ${connectMs.noise}`)
 console.log(`a connection between peers that never met (CPU ms, both ends): TLS 1.3 ${firstContactCpu.tls} (via a JS duplex ${firstContactCpu['tls-duplex']}), Noise ${firstContactCpu.noise}`)
-console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, pair, roundTrips, connectMs, firstContactCpu }))
+console.log(JSON.stringify({ bench: 'transport', mb: Number(values.mb), rows, pair, roundTrips, handOffs, idleHandOffs, connectMs, firstContactCpu }))
 process.exit(0)
