@@ -1,84 +1,65 @@
 /**
  * IEEE 754 binary16 for float32 activations (TensorEncoding FLOAT16): float32
  * to half with round-to-nearest-even (overflow to infinity, subnormals kept,
- * NaN stays NaN), half to float32 exactly. Node 22 has no Float16Array, so
- * this works on the bits.
+ * NaN stays NaN), half to float32 exactly. Node 22 has no Float16Array; the
+ * conversions run in a small WebAssembly SIMD module (float16-kernel.ts), a
+ * chunk at a time through its memory. A 0.9 MB hand-off is rounded by the
+ * hop that sends it and decoded by the one that runs it, on the path of
+ * every job: bench/float16.ts times both against SHA-256 of the same bytes.
  */
+import { float16Kernel } from './float16-kernel.ts'
 
-const scratchF = new Float32Array(1)
-const scratchU = new Int32Array(scratchF.buffer)
-/** Bits of 2^-1 x 2^-13 x ... : adding it as a float lines a subnormal half's mantissa up at bit 0. */
-const DENORM_MAGIC = ((127 - 15) + (23 - 10) + 1) << 23
-scratchU[0] = DENORM_MAGIC
-const DENORM_MAGIC_F = scratchF[0]
+/** Elements per call into the module: its memory holds the chunk's float32 input, halves and float32 output (320 KiB of its 1 MiB). */
+const CHUNK = 32768
+const SRC = 0
+const HALF = SRC + 4 * CHUNK
+const OUT = HALF + 2 * CHUNK
+
+/** The module works on multiples of 8 elements; the lanes past `n` are ignored. */
+const padded = (n: number): number => (n + 7) & ~7
 
 /**
- * float32 bits -> the nearest half bits, ties to even (F. Giesen's
- * float_to_half_fast3_rtne): integers on the common path, a float add for
- * subnormals. test/protocols/float16.spec.ts checks every half value and
- * ties; it also agreed with Python's struct 'e' on 5,328 values, ties included.
+ * Runs one of the module's loops over `n` elements, chunk by chunk: copies
+ * `input` (`inSize` bytes an element) to `inAt`, and each region asked for
+ * in `outputs` (`[offset, array, bytes an element]`) back out.
  */
-function halfOf (bits: number): number {
-  const sign = (bits >>> 16) & 0x8000
-  const x = bits & 0x7fffffff
-  // (127 + 16) << 23: too large for a half (infinity), or infinity / NaN already
-  if (x >= 0x47800000) return sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00)
-  // below 2^-14 (113 << 23): a subnormal half or zero
-  if (x < 0x38800000) { scratchU[0] = x; scratchF[0] = scratchF[0] + DENORM_MAGIC_F; return sign | (scratchU[0] - DENORM_MAGIC) }
-  return sign | ((x + ((15 - 127) << 23) + 0xfff + ((x >>> 13) & 1)) >>> 13)
-}
-
-/** Bits of 2^-14 (113 << 23): subtracting it as a float normalises a subnormal half. */
-const SUBNORMAL_MAGIC = 113 << 23
-scratchU[0] = SUBNORMAL_MAGIC
-const SUBNORMAL_MAGIC_F = scratchF[0]
-
-/** half bits -> float32 bits, exactly (F. Giesen's half_to_float_fast). */
-function floatOf (h: number): number {
-  let o = (h & 0x7fff) << 13
-  const exp = o & 0x0f800000
-  o += (127 - 15) << 23
-  // infinity or NaN: the largest exponent
-  if (exp === 0x0f800000) o += (128 - 16) << 23
-  else if (exp === 0) { scratchU[0] = o + (1 << 23); scratchF[0] = scratchF[0] - SUBNORMAL_MAGIC_F; o = scratchU[0] }
-  return o | ((h & 0x8000) << 16)
+function convert (fn: 'round' | 'encode' | 'decode', input: Uint8Array, inSize: number, inAt: number, outputs: Array<[number, Uint8Array, number]>): void {
+  const k = float16Kernel()
+  const mem = new Uint8Array(k.memory.buffer)
+  const n = input.byteLength / inSize
+  for (let i = 0; i < n; i += CHUNK) {
+    const m = Math.min(CHUNK, n - i)
+    mem.set(input.subarray(i * inSize, (i + m) * inSize), inAt)
+    if (fn === 'decode') k.decode(HALF, padded(m), OUT, 0)
+    else k[fn](SRC, padded(m), HALF, OUT)
+    for (const [at, out, size] of outputs) out.set(mem.subarray(at, at + m * size), i * size)
+  }
 }
 
 /** Half encodings of rounded tensors, kept from the rounding so that sending them costs no second pass. */
 const encoded = new WeakMap<Uint8Array, Uint8Array>()
 
-/** 4-byte aligned float32 bits of `data` (copied when misaligned), as int32 so V8 keeps them small integers. */
-function words (data: Uint8Array): Int32Array {
-  const d = data.byteOffset % 4 === 0 ? data : new Uint8Array(data)
-  return new Int32Array(d.buffer, d.byteOffset, d.byteLength / 4)
-}
-
 /** float32 little-endian bytes -> binary16 little-endian bytes (half the size). */
 export function encodeFloat16 (data: Uint8Array): Uint8Array {
   const known = encoded.get(data)
   if (known !== undefined) return known
-  const src = words(data)
-  const out = new Uint16Array(src.length)
-  for (let i = 0; i < src.length; i++) out[i] = halfOf(src[i])
-  return new Uint8Array(out.buffer)
+  const half = new Uint8Array(data.byteLength / 2)
+  convert('encode', data, 4, SRC, [[HALF, half, 2]])
+  return half
 }
 
 /** binary16 little-endian bytes -> float32 little-endian bytes (twice the size). */
 export function decodeFloat16 (data: Uint8Array): Uint8Array {
-  const d = data.byteOffset % 2 === 0 ? data : new Uint8Array(data)
-  const src = new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2)
-  const out = new Int32Array(src.length)
-  for (let i = 0; i < src.length; i++) out[i] = floatOf(src[i])
-  return new Uint8Array(out.buffer)
+  const out = new Uint8Array(data.byteLength * 2)
+  convert('decode', data, 2, HALF, [[OUT, out, 4]])
+  return out
 }
 
 /** float32 bytes rounded to the nearest half values, still float32 (a new buffer; its half encoding is kept for sending). */
 export function roundToFloat16 (data: Uint8Array): Uint8Array {
-  const src = words(data)
-  const half = new Uint16Array(src.length)
-  const out = new Int32Array(src.length)
-  for (let i = 0; i < src.length; i++) { const h = halfOf(src[i]); half[i] = h; out[i] = floatOf(h) }
-  const rounded = new Uint8Array(out.buffer)
-  encoded.set(rounded, new Uint8Array(half.buffer))
+  const half = new Uint8Array(data.byteLength / 2)
+  const rounded = new Uint8Array(data.byteLength)
+  convert('round', data, 4, SRC, [[HALF, half, 2], [OUT, rounded, 4]])
+  encoded.set(rounded, half)
   return rounded
 }

@@ -50,6 +50,41 @@ describe('float16 hand-offs', () => {
     assert.deepEqual([...new Float32Array(roundToFloat16(new Uint8Array(x.buffer)).buffer)], floats(halves([...x])))
   })
 
+  it('agrees with plain arithmetic on random floats, any length, any alignment, across chunks', () => {
+    // the nearest half by arithmetic on numbers: scale to an integer count of half-ulps, round ties to even
+    const nearest = (f: number): number => {
+      const a = Math.abs(f)
+      if (a >= 65520) return Math.sign(f) * Infinity
+      let e = Math.max(Math.floor(Math.log2(a)), -14)
+      if (2 ** e > a) e--
+      if (2 ** (e + 1) <= a) e++
+      const ulp = 2 ** (Math.max(e, -14) - 10)
+      const q = a / ulp
+      const r = Math.floor(q)
+      const up = q - r > 0.5 || (q - r === 0.5 && r % 2 === 1)
+      return (f < 0 || Object.is(f, -0) ? -1 : 1) * (up ? r + 1 : r) * ulp
+    }
+    for (const n of [1, 7, 9, 4099, 32768 + 13]) {
+      const bits = new Uint32Array(n).map(() => (Math.random() * 2 ** 32) >>> 0)
+      // a third of them small (subnormal halves and below), a third in the normal range
+      for (let i = 0; i < n; i += 3) bits[i] = (bits[i] & 0x80ffffff) | ((95 + (i % 25)) << 23)
+      for (let i = 1; i < n; i += 3) bits[i] = (bits[i] & 0x80ffffff) | ((110 + (i % 35)) << 23)
+      const raw = new Uint8Array(bits.buffer)
+      const odd = new Uint8Array(raw.byteLength + 1).subarray(1)
+      odd.set(raw)
+      const f = new Float32Array(bits.buffer)
+      const want = halves([...f].map(x => Number.isNaN(x) ? NaN : nearest(x)))
+      const got = [...new Uint16Array(encodeFloat16(odd).slice().buffer)]
+      for (let i = 0; i < n; i++) {
+        if (Number.isNaN(f[i])) assert.equal(got[i] & 0x7e00, 0x7e00, `NaN at ${i} stays NaN`)
+        else assert.equal(got[i], want[i], `${n} elements, [${i}] = ${f[i]}`)
+      }
+      const rounded = roundToFloat16(odd)
+      assert.deepEqual(rounded, decodeFloat16(encodeFloat16(odd)), `${n} elements: rounding is encoding then decoding`)
+      assert.deepEqual(encodeFloat16(rounded), encodeFloat16(raw), 'the rounded copy sends the same halves')
+    }
+  })
+
   it('a frame carries float32 tensors as float16 in half the bytes, and they read back as float32', async () => {
     const x = new Float32Array(4096).map((_, i) => Math.cos(i))
     const rounded = float32Tensor('h', [64, 64], new Float32Array(roundToFloat16(new Uint8Array(x.buffer)).buffer))
