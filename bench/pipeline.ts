@@ -20,9 +20,11 @@
  * First the hardware's own ceiling for the first ratio (bench/ceiling.ts: two
  * whole-model processes at once against one, and the whole model against its
  * slowest stage), so the mesh's figure is also shown as a share of what the
- * machine allows. Each swarm figure is measured twice: with the defaults
- * (lossless, the raw outputs returned) and with results reduced to text at
- * the last hop (`--output text`, an opt-in output mode). The last line is
+ * machine allows. Each swarm figure is measured three times: with the
+ * defaults (lossless, the raw outputs returned), with results reduced to
+ * text at the last hop (`--output text`, an opt-in output mode), and with
+ * that and float16 hand-offs as well (`--hand-off fp16`, opt-in per model,
+ * lossy within the error its manifest states). The last line is
  * JSON. The throughput benchmark of earlier issues (per job and batch modes
  * over 4 vehicles) is `npm run bench:throughput`.
  */
@@ -59,7 +61,7 @@ process.stderr.write('ceiling: done\n')
 // defaults (lossless, raw results) and the opt-in levers of issue 13 (results reduced to text at the last hop)
 const runs: Record<string, any> = {}
 for (const [key, extra] of [['pipelined', ['--jobs', values.jobs, '--concurrency', values.concurrency]], ['sequential', ['--jobs', values['sequential-jobs'], '--concurrency', '1']]] as const) {
-  for (const [mode, flags] of [['raw', []], ['text', ['--output', 'text']]] as const) {
+  for (const [mode, flags] of [['raw', []], ['text', ['--output', 'text']], ['fp16', ['--output', 'text', '--hand-off', 'fp16']]] as const) {
     runs[`${key}-${mode}`] = await swarm([...extra, ...flags])
     process.stderr.write(`${key} (${mode}): done\n`)
   }
@@ -73,24 +75,24 @@ const row = (mode: string): any => transport.rows.find((r: { mode: string }) => 
 const [tls, duplex, noise] = [row('TCP + TLS 1.3 + yamux'), row('TLS via a JS duplex'), row('TCP + Noise + yamux')]
 const pairRow = (mode: string): any => transport.pair.find((r: { mode: string }) => r.mode === mode)
 const [pairTls, pairNoise, pairRaw] = [pairRow('TCP + TLS 1.3 + yamux'), pairRow('TCP + Noise + yamux'), pairRow('raw TCP')]
-const [pr, pt, sr, st] = [runs['pipelined-raw'], runs['pipelined-text'], runs['sequential-raw'], runs['sequential-text']]
+const [pr, pt, pf, sr, st, sf] = [runs['pipelined-raw'], runs['pipelined-text'], runs['pipelined-fp16'], runs['sequential-raw'], runs['sequential-text'], runs['sequential-fp16']]
 const rows = [
-  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', target: '>= 1.4', before: '0.45-0.62', raw: ratio(pr), text: ratio(pt), detail: `${pr.jobsPerS} / ${pt.jobsPerS} vs ${pr.localJobsPerS} / ${pt.localJobsPerS} jobs/s, ${values.concurrency} in flight; max diff ${pr.maxAbsDiff} / ${pt.maxAbsDiff}; texts right ${pr.correctText} / ${pt.correctText} of ${pr.jobs}` },
-  { figure: 'sequential job overhead over stage compute, ms (2 hops)', target: '<= 8', before: '24 (38 - 14.7)', raw: overhead(sr), text: overhead(st), detail: `p50 ${sr.p50Ms} / ${st.p50Ms} ms, compute ${sr.computeP50Ms} / ${st.computeP50Ms} ms` },
-  { figure: 'connection / raw TCP on loopback (TLS 1.3, the default)', target: '>= 0.5', before: '0.19-0.26', raw: tls.ratioToRaw, text: tls.ratioToRaw, detail: `both ends in one process: ${tls.mbPerS} MB/s; through @libp2p/tls's duplex ${duplex.mbPerS} MB/s (${duplex.ratioToRaw}x); Noise ${noise.mbPerS} MB/s (${noise.ratioToRaw}x); raw TCP ${transport.rows[0].mbPerS} MB/s` },
-  { figure: '  the same between two processes (each end a core)', target: '>= 0.5', before: '', raw: pairTls.ratioToRaw, text: pairTls.ratioToRaw, detail: `${pairTls.mbPerS} MB/s; Noise ${pairNoise.mbPerS} MB/s (${pairNoise.ratioToRaw}x); raw TCP ${pairRaw.mbPerS} MB/s` }
+  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', target: '>= 1.4', before: '0.45-0.62', raw: ratio(pr), text: ratio(pt), fp16: ratio(pf), detail: `${pr.jobsPerS} / ${pt.jobsPerS} / ${pf.jobsPerS} vs ${pr.localJobsPerS} / ${pt.localJobsPerS} / ${pf.localJobsPerS} jobs/s, ${values.concurrency} in flight; max diff ${pr.maxAbsDiff} / ${pt.maxAbsDiff} / ${pf.maxAbsDiff}; texts right ${pr.correctText} / ${pt.correctText} / ${pf.correctText} of ${pr.jobs}` },
+  { figure: 'sequential job overhead over stage compute, ms (2 hops)', target: '<= 8', before: '24 (38 - 14.7)', raw: overhead(sr), text: overhead(st), fp16: overhead(sf), detail: `p50 ${sr.p50Ms} / ${st.p50Ms} / ${sf.p50Ms} ms, compute ${sr.computeP50Ms} / ${st.computeP50Ms} / ${sf.computeP50Ms} ms` },
+  { figure: 'connection / raw TCP on loopback (TLS 1.3, the default)', target: '>= 0.5', before: '0.19-0.26', raw: tls.ratioToRaw, text: tls.ratioToRaw, fp16: tls.ratioToRaw, detail: `both ends in one process: ${tls.mbPerS} MB/s; through @libp2p/tls's duplex ${duplex.mbPerS} MB/s (${duplex.ratioToRaw}x); Noise ${noise.mbPerS} MB/s (${noise.ratioToRaw}x); raw TCP ${transport.rows[0].mbPerS} MB/s` },
+  { figure: '  the same between two processes (each end a core)', target: '>= 0.5', before: '', raw: pairTls.ratioToRaw, text: pairTls.ratioToRaw, fp16: pairTls.ratioToRaw, detail: `${pairTls.mbPerS} MB/s; Noise ${pairNoise.mbPerS} MB/s (${pairNoise.ratioToRaw}x); raw TCP ${pairRaw.mbPerS} MB/s` }
 ]
 const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
-console.log('figure                                                     before          defaults  --output text  target')
-for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${r.target}\n  (${r.detail})`)
-console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} of the ceiling; the target, ${share(1.4)}`)
+console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
+for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${String(r.fp16).padEnd(18)} ${r.target}\n  (${r.detail})`)
+console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} / ${share(rows[0].fp16)} of the ceiling; the target, ${share(1.4)}`)
 // the ratio on a full machine is bounded by CPU: cores x the whole model's CPU per job over the mesh's
 const cores = availableParallelism()
-console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} ms`)
-console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
+console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; + fp16 ${describeCpu(pf.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} / ${pf.localCpuMsPerJob} ms`)
+console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)} / ${r3(cores * pf.localCpuMsPerJob / pf.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
 // what one hand-off costs, the largest piece of a job's CPU beside the stages
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
-console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
+console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))

@@ -39,6 +39,14 @@ export interface InferRequest {
   returnTo?: string
   /** What the last hop returns in place of the raw outputs (node/runtime/output-modes.ts). @default raw */
   output?: OutputMode
+  /** Send receipts ahead of the answer as they are signed (`receipts` frames; see infer.proto). */
+  earlyReceipts?: boolean
+}
+
+/** Receipts of consecutive stage runs, sent ahead of the answer (InferRequest.earlyReceipts). */
+export interface InferReceipts {
+  job: string
+  receipts: Uint8Array[]
 }
 
 /**
@@ -115,6 +123,7 @@ export type InferMessage =
   | { kind: 'request', request: InferRequest }
   | { kind: 'result', result: InferResult }
   | { kind: 'error', error: InferError }
+  | { kind: 'receipts', receipts: InferReceipts }
 
 /** Longest error message carried. */
 const MAX_MESSAGE_CHARS = 4096
@@ -131,8 +140,9 @@ function wireKind (m: InferMessage): MessageInitShape<typeof InferHeaderSchema>[
   switch (m.kind) {
     case 'request': {
       const r = m.request
-      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [], returnTo: r.returnTo ?? '', ...(r.output !== undefined ? { output: wireOutput(r.output) } : {}) } }
+      return { case: 'request', value: { job: r.job, manifest: r.manifest, stage: r.stage, route: r.route, deadlineMs: r.deadline, leases: r.leases ?? {}, taps: r.taps ?? [], returnTo: r.returnTo ?? '', ...(r.output !== undefined ? { output: wireOutput(r.output) } : {}), earlyReceipts: r.earlyReceipts === true } }
     }
+    case 'receipts': return { case: 'receipts', value: { job: m.receipts.job, receipts: m.receipts.receipts } }
     case 'result': return { case: 'result', value: { job: m.result.job, receipts: m.result.receipts, delivered: m.result.delivered === true } }
     case 'error': {
       const e = m.error
@@ -167,7 +177,8 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
         ...(leases.length > 0 ? { leases: r.leases } : {}),
         ...(r.taps.length > 0 ? { taps: list(r.taps, 'header.taps', MAX_ROUTE_HOPS + 1).map((t, i) => num(t, `header.taps[${i}]`, 0, 1024)) } : {}),
         ...(r.returnTo !== '' ? { returnTo: text(r.returnTo, 'header.returnTo', MAX_PEER_ID_CHARS) } : {}),
-        ...outputIn(r.output)
+        ...outputIn(r.output),
+        ...(r.earlyReceipts ? { earlyReceipts: true } : {})
       }
       return { message: { kind: 'request', request }, tensors, taps }
     }
@@ -185,8 +196,14 @@ export function decodeInferHeader (bytes: Uint8Array): { message: InferMessage, 
       }
       return { message: { kind: 'error', error }, tensors, taps }
     }
+    case 'receipts': {
+      if (tensors.length > 0) throw new MalformedFrameError('header.tensors', 'a receipts frame carries no tensors')
+      const receipts = receiptsIn(h.kind.value.receipts)
+      if (receipts.length === 0) throw new MalformedFrameError('header.receipts', 'a receipts frame without receipts')
+      return { message: { kind: 'receipts', receipts: { job: text(h.kind.value.job, 'header.job', MAX_ID_CHARS), receipts } }, tensors, taps }
+    }
     default:
-      throw new MalformedFrameError('header.kind', 'no request, result or error (a frame kind this version does not know)')
+      throw new MalformedFrameError('header.kind', 'no request, result, error or receipts (a frame kind this version does not know)')
   }
 }
 

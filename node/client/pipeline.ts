@@ -5,9 +5,10 @@
  * answer's receipts (ledger.ts). If a hop fails it replays only the failed
  * stage's input on another, keeping the stages that already ran; runs chosen
  * for checking are run again elsewhere before the result is delivered
- * (verifier.ts). Blame: the first hop answers for everything it sends back,
- * an error naming another peer only keeps this job away from it and counts
- * as an accusation (scheduler/bans.ts).
+ * (verifier.ts). Results come straight from the last hop, the receipts sent
+ * ahead of the chain's answer (direct-return.ts). Blame: the first hop
+ * answers for everything it sends back, an error naming another peer only
+ * keeps this job away from it and counts as an accusation (scheduler/bans.ts).
  */
 import { randomUUID } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
@@ -22,13 +23,15 @@ import { applyOutputMode, isRaw, outputModeProblem } from '../models/output-mode
 import { roundsHandOff } from '../models/manifest.ts'
 import { checkStageInputs } from '../models/specs.ts'
 import { callHop, HopUnreachableError } from '../runtime/hop-call.ts'
+import { openReceipts } from '../runtime/attest.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
 import { NoRouteError, chooseRoute, inNearestCell, networkMs } from '../scheduler/router.ts'
 import { within } from '../util/abortable.ts'
 import type { Candidate, RouteCosts } from '../scheduler/router.ts'
 import type { LinkMeter } from '../link-meter.ts'
-import { raceDirect, withDirectResult } from '../runtime/direct-return.ts'
+import { firstAnswer, raceDirect, withDirectResult } from '../runtime/direct-return.ts'
 import type { ResultInbox } from '../runtime/direct-return.ts'
+import { ACCUSED_EXCLUSION_MS, Exclusions } from './exclusions.ts'
 import { JobLedger } from './ledger.ts'
 import type { LocalStages } from './local-stages.ts'
 import type { StageLocator } from './locator.ts'
@@ -107,7 +110,7 @@ export interface PipelineComponents {
   /** This client's measured links to vehicles (node/link-meter.ts). */
   links?: Pick<LinkMeter, 'get'>
   /** Takes results straight from a job's last hop (direct return); without it they come back along the chain. */
-  inbox?: Pick<ResultInbox, 'expect'>
+  inbox?: Pick<ResultInbox, 'expect' | 'stats'>
 }
 
 export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
@@ -226,11 +229,16 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors, networkMs(route, this.costs(m, tensors), stage)))
       const signal = within(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS, opts.signal)
       let answer
-      // a large result may come straight from the last hop, even before the chain's answer; a small one (a
-      // reduced output) comes back along the chain, which saves the last hop a stream to this client
-      const direct = !reduceThere && (this.costs(m, tensors).outputBytes ?? 0) >= DIRECT_RETURN_MIN_BYTES ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
+      // the result comes straight from the last hop (see DIRECT_RETURN_MIN_BYTES): with the receipts the hops send
+      // ahead as they sign them, the whole chain is here then, before the chain's answer
+      const output = reduceThere ? { mode: mode!, manifest: m.manifest } : undefined
+      const direct = taps.length === 0 || (!reduceThere && (this.costs(m, tensors).outputBytes ?? 0) >= DIRECT_RETURN_MIN_BYTES) ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
+      const ahead: Uint8Array[] = []
+      // receipts sent ahead are verified as they come (openReceipts keeps the outcome for the check below)
+      const onReceipts = (r: Uint8Array[]): void => { ahead.push(...r); void openReceipts(r).catch(() => {}) }
+      let taken = false
       try {
-        answer = await callHop(this.c.dialer, route[0], {
+        const calling = callHop(this.c.dialer, route[0], {
           job,
           manifest: m.cid,
           stage,
@@ -238,9 +246,10 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           route: route.slice(1).map(c => ({ peer: c.peer, addrs: c.addrs })),
           ...(leases !== undefined && Object.keys(leases).length > 0 ? { leases } : {}),
           ...(taps.length > 0 ? { taps } : {}),
-          ...(direct !== undefined ? { returnTo: this.c.peerId.toString() } : {}),
+          ...(direct !== undefined ? { returnTo: this.c.peerId.toString(), earlyReceipts: true } : {}),
           ...(reduceThere ? { output: mode } : {})
-        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1) })
+        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), ...(direct !== undefined ? { onReceipts } : {}) })
+        ;({ frame: answer, taken } = await firstAnswer(calling, direct, ahead, K - stage, async whole => await ledger.accept(whole, stage, tensors, peers, taps, output)))
       } catch (err) {
         direct?.cancel()
         opts.signal?.throwIfAborted()
@@ -250,27 +259,31 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         this.log('job %s attempt %d: first hop %s: %e', job, attempt, first, err)
         continue
       } finally { done() }
-      // delivered straight to us: the last hop's tensors join the chain's receipts; missing or wrong, they are its fault
-      const last = peers[peers.length - 1]
-      const delivered = answer.message.kind === 'result' && answer.message.result.delivered === true
-      if (delivered) {
-        try {
-          answer = withDirectResult(answer, await raceDirect(direct, signal))
-        } catch (err) {
-          lastError = err as Error
-          bans.ban(last, 'slow')
-          this.log('job %s attempt %d: last hop %s: %e', job, attempt, last, err)
+      if (taken) this.c.inbox!.stats.ahead++
+      else {
+        // delivered straight to us: the last hop's tensors join the chain's receipts; missing or wrong, they are its fault
+        const last = peers[peers.length - 1]
+        const delivered = answer.message.kind === 'result' && answer.message.result.delivered === true
+        if (delivered) {
+          try {
+            answer = withDirectResult(answer, await raceDirect(direct, signal))
+          } catch (err) {
+            lastError = err as Error
+            bans.ban(last, 'slow')
+            this.log('job %s attempt %d: last hop %s: %e', job, attempt, last, err)
+            continue
+          } finally { direct?.cancel() }
+        }
+        direct?.cancel()
+        const problem = await ledger.accept(answer, stage, tensors, peers, taps, output)
+        if (problem !== undefined) {
+          lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${(delivered ? last : first).slice(-8)} failed its check: ${problem}`, stage)
+          bans.ban(delivered ? last : first)
+          this.log('job %s attempt %d: %s', job, attempt, lastError.message)
           continue
-        } finally { direct?.cancel() }
+        }
       }
       direct?.cancel()
-      const problem = await ledger.accept(answer, stage, tensors, peers, taps, reduceThere ? { mode: mode!, manifest: m.manifest } : undefined)
-      if (problem !== undefined) {
-        lastError = new InferenceError(InferErrorCode.INVALID_RESULT, `the answer from ${(delivered ? last : first).slice(-8)} failed its check: ${problem}`, stage)
-        bans.ban(delivered ? last : first)
-        this.log('job %s attempt %d: %s', job, attempt, lastError.message)
-        continue
-      }
       const msg = answer.message
       if (msg.kind === 'result') {
         // a vehicle of an earlier version ignores the output mode and answers raw
@@ -367,17 +380,6 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   }
 }
 
-/** How long a job keeps away from a peer another hop said failed it. */
-const ACCUSED_EXCLUSION_MS = 5000
-
-/** Peers one job keeps away from, each until a time. */
-class Exclusions {
-  private readonly until = new Map<string, number>()
-  add (peer: string, ms: number): void { this.until.set(peer, Date.now() + ms) }
-  has (peer: string): boolean { return (this.until.get(peer) ?? 0) > Date.now() }
-  current (): Set<string> { return new Set([...this.until.keys()].filter(p => this.has(p))) }
-}
-
 /** Errors that say a vehicle is going or gone rather than misbehaving. */
 const ABSENT_CODES = new Set<string>([InferErrorCode.DEPARTING, InferErrorCode.NOT_SERVING, InferErrorCode.LEASE_EXPIRED])
 
@@ -385,9 +387,11 @@ const ABSENT_CODES = new Set<string>([InferErrorCode.DEPARTING, InferErrorCode.N
 const PROBE_TIMEOUT_MS = 1500
 
 /**
- * Results smaller than this come back along the chain rather than straight
- * from the last hop: opening a stream costs both ends about 2 ms of CPU on
- * the 2-core bench machine (a one-process echo loop), relaying 64 KiB less.
+ * When taps come back along the chain (runs to check), results smaller than
+ * this come with them rather than straight from the last hop: opening a
+ * stream costs both ends about 2 ms of CPU on the 2-core bench machine (a
+ * one-process echo loop), relaying 64 KiB less. Without taps every result
+ * comes straight, and the receipts sent ahead end the job at once.
  */
 const DIRECT_RETURN_MIN_BYTES = 64 * 1024
 

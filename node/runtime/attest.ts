@@ -89,6 +89,7 @@ export interface AnswerExpectation {
 export async function answerProblem (answer: Frame, x: AnswerExpectation): Promise<string | undefined> {
   const m = answer.message
   if (m.kind === 'request') return 'it answered with a request frame'
+  if (m.kind === 'receipts') return 'it answered with a receipts frame'
   const raw = m.kind === 'result' ? m.result.receipts : m.error.receipts
   let receipts: SignedReceipt[]
   try { receipts = await openReceipts(raw) } catch (err) { return `a receipt is invalid (${(err as Error).message})` }

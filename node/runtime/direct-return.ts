@@ -99,8 +99,12 @@ export class ResultInbox implements Startable {
   private readonly log: Logger
   private readonly waiting = new Map<string, Waiter>()
   private readonly memory = new ByteBudget(2 * MAX_INFER_FRAME_BYTES, 4 * MAX_INFER_FRAME_BYTES)
-  /** Result frames taken, and refused (unasked, from the wrong peer, malformed). */
-  readonly stats = { taken: 0, refused: 0 }
+  /**
+   * Result frames taken, and refused (unasked, from the wrong peer,
+   * malformed); jobs that ended on a result taken here and the receipts the
+   * hops sent ahead, before the chain's answer came (`ahead`).
+   */
+  readonly stats = { taken: 0, refused: 0, ahead: 0 }
 
   constructor (components: ResultInboxComponents) {
     this.c = components
@@ -188,4 +192,48 @@ export function withDirectResult (chain: Frame, direct: Frame): Frame {
     taps: chain.taps,
     payload: new Uint8ArrayList(main.payload, chain.payload)
   }
+}
+
+/**
+ * The last hop's result with the receipts sent ahead of the chain's answer
+ * (InferRequest.earlyReceipts) in front of its own: the whole chain's
+ * receipts and the result, one frame to check like an answer.
+ */
+export function withReceiptsAhead (direct: Frame, ahead: Uint8Array[]): Frame {
+  const main = mainPart(direct)
+  const own = direct.message.kind === 'result' ? direct.message.result.receipts : []
+  return { message: { kind: 'result', result: { job: direct.message.kind === 'result' ? direct.message.result.job : '', receipts: [...ahead, ...own] } }, tensors: main.tensors, taps: [], payload: main.payload }
+}
+
+/**
+ * Whichever comes first: the chain's answer (`calling`), or the last hop's
+ * result (`direct`) once the receipts sent ahead (`ahead`, filled as they
+ * come) and its own make `stages` receipts and `take` accepts them as a
+ * whole (the ledger's check, which keeps what it accepts). `taken` says the
+ * latter: the chain's answer then still arrives, in the background. A result
+ * `take` refuses leaves the chain's answer to decide, as without receipts
+ * ahead.
+ */
+export async function firstAnswer (calling: Promise<Frame>, direct: { frame: Promise<Frame> } | undefined, ahead: Uint8Array[], stages: number, take: (whole: Frame) => Promise<string | undefined>): Promise<{ frame: Frame, taken: boolean }> {
+  if (direct === undefined) return { frame: await calling, taken: false }
+  return await new Promise((resolve, reject) => {
+    let done = false
+    let checking = false
+    let chain: { frame: Frame } | { err: unknown } | undefined
+    const settleChain = (): void => {
+      if (done || checking || chain === undefined) return
+      done = true
+      if ('frame' in chain) resolve({ frame: chain.frame, taken: false })
+      else reject(chain.err)
+    }
+    calling.then(frame => { chain = { frame }; settleChain() }, err => { chain = { err }; settleChain() })
+    direct.frame.then(async f => {
+      if (done || f.message.kind !== 'result' || ahead.length + f.message.result.receipts.length !== stages) return
+      checking = true
+      const whole = withReceiptsAhead(f, ahead)
+      const problem = await take(whole).catch((err: Error) => err.message)
+      checking = false
+      if (problem === undefined) { done = true; resolve({ frame: whole, taken: true }) } else settleChain()
+    }, () => {})
+  })
 }

@@ -11,6 +11,7 @@
  * never meet another's.
  */
 import type { AbortOptions, Stream } from '@libp2p/interface'
+import { MalformedFrameError } from '../../protocols/errors.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import type { Frame, FrameStream } from '../../protocols/framing.ts'
 import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
@@ -75,6 +76,13 @@ export class HopStreams {
     this.idle.set(s.peer, waiting)
   }
 
+  /** Closes the idle streams (to `peer`, or all). */
+  closeIdle (peer?: string): void {
+    for (const [p, waiting] of [...this.idle]) {
+      if (peer === undefined || p === peer) for (const e of [...waiting]) { clearTimeout(e.timer); this.drop(e) }
+    }
+  }
+
   /** Idle streams now, per peer (tests, metrics). */
   idleCount (peer?: string): number {
     return peer !== undefined ? (this.idle.get(peer)?.length ?? 0) : [...this.idle.values()].reduce((n, l) => n + l.length, 0)
@@ -105,6 +113,12 @@ export interface CallOptions extends AbortOptions {
   stream?: HopStream
   /** Called once the request is written, while the answer is awaited (work that should not hold up the request). */
   onSent?: () => void
+  /**
+   * Receipts the hop sends ahead of its answer (the request asked for them:
+   * InferRequest.earlyReceipts), in the order they come; unasked for, or
+   * more frames than the hops of the route, they fail the call.
+   */
+  onReceipts?: (receipts: Uint8Array[]) => void
 }
 
 /** Takes an infer stream to `hop`: an idle one, else a new one (callHop does it itself unless given one). */
@@ -130,7 +144,14 @@ export async function callHop (dialer: PeerDialer, hop: Hop, request: InferReque
   try {
     await s.frames.write({ kind: 'request', request }, tensors, opts)
     opts.onSent?.()
-    const answer = await s.frames.read(opts)
+    let answer = await s.frames.read(opts)
+    for (let early = 0; answer.message.kind === 'receipts'; early++) {
+      if (request.earlyReceipts !== true || opts.onReceipts === undefined) throw new MalformedFrameError('header.kind', 'receipts sent ahead of the answer, which the request did not ask for')
+      if (early >= request.route.length + 1) throw new MalformedFrameError('header.kind', `more receipts frames than the ${request.route.length + 1} hops of the route`)
+      if (answer.message.receipts.job !== request.job) throw new MalformedFrameError('header.job', `receipts for job ${answer.message.receipts.job.slice(0, 8)}, not ${request.job.slice(0, 8)}`)
+      opts.onReceipts(answer.message.receipts.receipts)
+      answer = await s.frames.read(opts)
+    }
     pool.release(s)
     return answer
   } catch (err) {

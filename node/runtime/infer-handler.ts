@@ -281,6 +281,12 @@ export class InferHandler implements Startable {
     const nextStage = stage + 1
     let answer: Frame
     let signing: Promise<void> | undefined
+    // receipts sent ahead of the answer when the request asked (ours once signed, then later hops' as they come), in order
+    let ahead: Promise<void> = Promise.resolve()
+    const sendAhead = (receipts: Uint8Array[]): void => {
+      const after = signing
+      ahead = ahead.then(async () => { await after; await fs.write({ kind: 'receipts', receipts: { job: req.job, receipts } }, []) }).catch(err => { this.log('job %s: receipts ahead: %e', req.job, err) })
+    }
     try {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
@@ -292,11 +298,17 @@ export class InferHandler implements Startable {
         outDigest = digestOf(outputs)
         mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: handOffRun!.input, output: outDigest, ms: Math.round(handOffRun!.ms * 100) / 100 }))
       }
+      const onSent = (): void => {
+        signing = sign()
+        signing.catch(() => {})
+        if (req.earlyReceipts === true) sendAhead(mine.receipts)
+      }
       try {
-        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}), onSent: () => { signing = sign(); signing.catch(() => {}) } })
+        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}), onSent, ...(req.earlyReceipts === true ? { onReceipts: sendAhead } : {}) })
       } finally {
         // the receipt goes back with an answer and with a hand-back alike
         await (signing ?? sign())
+        await ahead
       }
     } catch (err) {
       // hand back what we tried to forward so the caller continues from the next stage elsewhere

@@ -29,7 +29,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file infer.proto.
  */
 export const file_infer: GenFile = /*@__PURE__*/
-  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIu4BCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIfCgR0YXBzGA4gAygLMhEuZmxlZXRtZXNoLnYxLlRhcBIvCgd0ZW5zb3JzGA8gAygLMh4uZmxlZXRtZXNoLnYxLlRlbnNvckRlc2NyaXB0b3JCBgoEa2luZCIjCgNUYXASDQoFc3RhZ2UYASABKA0SDQoFY291bnQYAiABKA0iIgoDSG9wEgwKBHBlZXIYASABKAkSDQoFYWRkcnMYAiADKAkipQIKDEluZmVyUmVxdWVzdBILCgNqb2IYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSDQoFc3RhZ2UYAyABKA0SIAoFcm91dGUYBCADKAsyES5mbGVldG1lc2gudjEuSG9wEhMKC2RlYWRsaW5lX21zGAUgASgBEjYKBmxlYXNlcxgGIAMoCzImLmZsZWV0bWVzaC52MS5JbmZlclJlcXVlc3QuTGVhc2VzRW50cnkSDAoEdGFwcxgHIAMoDRIRCglyZXR1cm5fdG8YCCABKAkSKAoGb3V0cHV0GAkgASgLMhguZmxlZXRtZXNoLnYxLk91dHB1dE1vZGUaLQoLTGVhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJLCgtJbmZlclJlc3VsdBILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAyADKAwSEQoJZGVsaXZlcmVkGAQgASgISgQIAhADUgRob3BzIpEBCgpJbmZlckVycm9yEgsKA2pvYhgBIAEoCRIqCgRjb2RlGAIgASgOMhwuZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JDb2RlEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhZ2UYBCABKA0SDAoEcGVlchgFIAEoCRIQCghyZWNlaXB0cxgHIAMoDEoECAYQB1IEaG9wcyrdAgoOSW5mZXJFcnJvckNvZGUSIAocSU5GRVJfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGklORkVSX0VSUk9SX0NPREVfQkFEX0lOUFVUEAESIAocSU5GRVJfRVJST1JfQ09ERV9OT1RfU0VSVklORxACEh8KG0lORkVSX0VSUk9SX0NPREVfUlVOX0ZBSUxFRBADEiQKIElORkVSX0VSUk9SX0NPREVfSE9QX1VOUkVBQ0hBQkxFEAQSHAoYSU5GRVJfRVJST1JfQ09ERV9USU1FT1VUEAUSHgoaSU5GRVJfRVJST1JfQ09ERV9ERVBBUlRJTkcQBhIZChVJTkZFUl9FUlJPUl9DT0RFX0JVU1kQBxIiCh5JTkZFUl9FUlJPUl9DT0RFX0xFQVNFX0VYUElSRUQQCBIjCh9JTkZFUl9FUlJPUl9DT0RFX0lOVkFMSURfUkVTVUxUEAliBnByb3RvMw", [file_output, file_tensor]);
+  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIp8CCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIvCghyZWNlaXB0cxgEIAEoCzIbLmZsZWV0bWVzaC52MS5JbmZlclJlY2VpcHRzSAASHwoEdGFwcxgOIAMoCzIRLmZsZWV0bWVzaC52MS5UYXASLwoHdGVuc29ycxgPIAMoCzIeLmZsZWV0bWVzaC52MS5UZW5zb3JEZXNjcmlwdG9yQgYKBGtpbmQiIwoDVGFwEg0KBXN0YWdlGAEgASgNEg0KBWNvdW50GAIgASgNIiIKA0hvcBIMCgRwZWVyGAEgASgJEg0KBWFkZHJzGAIgAygJIr0CCgxJbmZlclJlcXVlc3QSCwoDam9iGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEg0KBXN0YWdlGAMgASgNEiAKBXJvdXRlGAQgAygLMhEuZmxlZXRtZXNoLnYxLkhvcBITCgtkZWFkbGluZV9tcxgFIAEoARI2CgZsZWFzZXMYBiADKAsyJi5mbGVldG1lc2gudjEuSW5mZXJSZXF1ZXN0LkxlYXNlc0VudHJ5EgwKBHRhcHMYByADKA0SEQoJcmV0dXJuX3RvGAggASgJEigKBm91dHB1dBgJIAEoCzIYLmZsZWV0bWVzaC52MS5PdXRwdXRNb2RlEhYKDmVhcmx5X3JlY2VpcHRzGAogASgIGi0KC0xlYXNlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLgoNSW5mZXJSZWNlaXB0cxILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAiADKAwiSwoLSW5mZXJSZXN1bHQSCwoDam9iGAEgASgJEhAKCHJlY2VpcHRzGAMgAygMEhEKCWRlbGl2ZXJlZBgEIAEoCEoECAIQA1IEaG9wcyKRAQoKSW5mZXJFcnJvchILCgNqb2IYASABKAkSKgoEY29kZRgCIAEoDjIcLmZsZWV0bWVzaC52MS5JbmZlckVycm9yQ29kZRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWdlGAQgASgNEgwKBHBlZXIYBSABKAkSEAoIcmVjZWlwdHMYByADKAxKBAgGEAdSBGhvcHMq3QIKDkluZmVyRXJyb3JDb2RlEiAKHElORkVSX0VSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpJTkZFUl9FUlJPUl9DT0RFX0JBRF9JTlBVVBABEiAKHElORkVSX0VSUk9SX0NPREVfTk9UX1NFUlZJTkcQAhIfChtJTkZFUl9FUlJPUl9DT0RFX1JVTl9GQUlMRUQQAxIkCiBJTkZFUl9FUlJPUl9DT0RFX0hPUF9VTlJFQUNIQUJMRRAEEhwKGElORkVSX0VSUk9SX0NPREVfVElNRU9VVBAFEh4KGklORkVSX0VSUk9SX0NPREVfREVQQVJUSU5HEAYSGQoVSU5GRVJfRVJST1JfQ09ERV9CVVNZEAcSIgoeSU5GRVJfRVJST1JfQ09ERV9MRUFTRV9FWFBJUkVEEAgSIwofSU5GRVJfRVJST1JfQ09ERV9JTlZBTElEX1JFU1VMVBAJYgZwcm90bzM", [file_output, file_tensor]);
 
 /**
  * @generated from message fleetmesh.v1.InferHeader
@@ -56,6 +56,12 @@ export type InferHeader = Message<"fleetmesh.v1.InferHeader"> & {
      */
     value: InferError;
     case: "error";
+  } | {
+    /**
+     * @generated from field: fleetmesh.v1.InferReceipts receipts = 4;
+     */
+    value: InferReceipts;
+    case: "receipts";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -200,6 +206,17 @@ export type InferRequest = Message<"fleetmesh.v1.InferRequest"> & {
    * @generated from field: fleetmesh.v1.OutputMode output = 9;
    */
   output?: OutputMode | undefined;
+
+  /**
+   * Send the receipts of the stages run here (and relay those of later hops)
+   * as soon as they are signed, in InferReceipts frames ahead of the answer:
+   * a client whose result comes straight from the last hop (return_to) then
+   * holds the whole chain without waiting for the answer along it. A hop of
+   * an earlier version ignores it, and the client waits for the answer.
+   *
+   * @generated from field: bool early_receipts = 10;
+   */
+  earlyReceipts: boolean;
 };
 
 /**
@@ -208,6 +225,34 @@ export type InferRequest = Message<"fleetmesh.v1.InferRequest"> & {
  */
 export const InferRequestSchema: GenMessage<InferRequest> = /*@__PURE__*/
   messageDesc(file_infer, 3);
+
+/**
+ * Receipts of stage runs further along the chain, sent ahead of the answer
+ * (InferRequest.early_receipts); no tensors. The answer still carries every
+ * receipt, as without them.
+ *
+ * @generated from message fleetmesh.v1.InferReceipts
+ */
+export type InferReceipts = Message<"fleetmesh.v1.InferReceipts"> & {
+  /**
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * Signed HopReceipt envelopes of consecutive stages, in order.
+   *
+   * @generated from field: repeated bytes receipts = 2;
+   */
+  receipts: Uint8Array[];
+};
+
+/**
+ * Describes the message fleetmesh.v1.InferReceipts.
+ * Use `create(InferReceiptsSchema)` to create a new message.
+ */
+export const InferReceiptsSchema: GenMessage<InferReceipts> = /*@__PURE__*/
+  messageDesc(file_infer, 4);
 
 /**
  * @generated from message fleetmesh.v1.InferResult
@@ -239,7 +284,7 @@ export type InferResult = Message<"fleetmesh.v1.InferResult"> & {
  * Use `create(InferResultSchema)` to create a new message.
  */
 export const InferResultSchema: GenMessage<InferResult> = /*@__PURE__*/
-  messageDesc(file_infer, 4);
+  messageDesc(file_infer, 5);
 
 /**
  * @generated from message fleetmesh.v1.InferError
@@ -288,7 +333,7 @@ export type InferError = Message<"fleetmesh.v1.InferError"> & {
  * Use `create(InferErrorSchema)` to create a new message.
  */
 export const InferErrorSchema: GenMessage<InferError> = /*@__PURE__*/
-  messageDesc(file_infer, 5);
+  messageDesc(file_infer, 6);
 
 /**
  * @generated from enum fleetmesh.v1.InferErrorCode

@@ -94,9 +94,14 @@ describe('kept infer streams', function () {
   it('an idle kept stream is closed: by its caller after its idle time, by the vehicle after its own', async () => {
     const pool = hopStreams(mesh.client.components.dialer)
     const model = { cid: sharded.manifestCid, manifest: sharded.manifest }
+    // streams kept by earlier jobs idle for IDLE_STREAM_MS: closed first
+    pool.closeIdle()
+    assert.equal(pool.idleCount(), 0)
     pool.idleMs = 300
     try {
       await mesh.client.infer(model, [x(8)], { verify: 'off' })
+      // the job ends on the last hop's result and the receipts sent ahead; its stream is kept once the chain's answer is read
+      for (let i = 0; i < 50 && pool.idleCount(mesh.vehicles[0].peerId) === 0; i++) await new Promise(resolve => setTimeout(resolve, 5))
       assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 1, 'kept after the job')
       await new Promise(resolve => setTimeout(resolve, 600))
       assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 0, 'closed by the client after 300 ms idle')

@@ -46,10 +46,12 @@ describe('direct return: the last hop answers the client itself', function () {
   after(async () => { await mesh?.stop(); await whole?.release() })
 
   it('the result comes straight from the last hop and equals the whole model', async () => {
-    const before = mesh.client.inbox.stats.taken
+    const { taken: before, ahead } = mesh.client.inbox.stats
     const x = image('03.png')
     const r = await mesh.client.infer(model(), [x])
     assert.equal(mesh.client.inbox.stats.taken, before + 1, 'the result frame came over the result protocol')
+    // the first two hops sent their receipts ahead (the second's relayed by the first): the job ended without the chain's answer
+    assert.equal(mesh.client.inbox.stats.ahead, ahead + 1, 'ended on the result and the receipts sent ahead')
     assert.ok(maxAbsDiff((await runSession(whole, [x]))[0], r.outputs[0]) <= 1e-4)
     assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'SPEED LIMIT 50')
     assert.equal(r.attempts, 1)

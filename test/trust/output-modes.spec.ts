@@ -39,8 +39,8 @@ describe('output modes: the last hop returns text or the top k, not the probabil
   afterEach(async () => { await rogue?.stop(); rogue = undefined })
   after(async () => { await mesh?.stop(); await whole?.release() })
 
-  it('text: the answer is the decoded text, a few bytes, back along the chain', async () => {
-    const taken = mesh.client.inbox.stats.taken
+  it('text: the answer is the decoded text, a few bytes, straight from the last hop', async () => {
+    const { taken, ahead } = mesh.client.inbox.stats
     const x = image('03.png')
     const r = await mesh.client.infer(model(), [x], { output: { kind: 'ctc-text' } })
     assert.deepEqual(r.outputs.map(t => `${t.name}:${t.dtype}`), ['text:uint8', 'confidence:float32'])
@@ -49,7 +49,8 @@ describe('output modes: the last hop returns text or the top k, not the probabil
     // the same text as the whole model's probabilities decoded here
     const reference = applyOutputMode(sharded.manifest, { kind: 'ctc-text' }, await runSession(whole, [x]))
     assert.equal(outputsDiff(reference, r.outputs) <= 1e-4, true)
-    assert.equal(mesh.client.inbox.stats.taken, taken, 'a small result needs no stream of its own from the last hop')
+    assert.equal(mesh.client.inbox.stats.taken, taken + 1, 'the text came over the result protocol')
+    assert.equal(mesh.client.inbox.stats.ahead, ahead + 1, 'the job ended on it and the first hop\'s receipt sent ahead, before the chain\'s answer')
     assert.equal(r.attempts, 1)
   })
 
