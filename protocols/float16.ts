@@ -5,7 +5,7 @@
  * conversions run in a small WebAssembly SIMD module (float16-kernel.ts), a
  * chunk at a time through its memory. A 0.9 MB hand-off is rounded by the
  * hop that sends it and decoded by the one that runs it, on the path of
- * every job: bench/float16.ts times both against SHA-256 of the same bytes.
+ * every job: bench/kernels.ts times both against SHA-256 of the same bytes.
  */
 import { float16Kernel } from './float16-kernel.ts'
 

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs'
 import { PNG } from 'pngjs'
 import type { Tensor } from '../../protocols/tensor.ts'
+import { rowMaxima } from './argmax.ts'
 
 export const REC_HEIGHT = 48
 export const REC_WIDTH = 320
@@ -70,12 +71,11 @@ export function ctcDecodeRow (probs: Tensor, dict: string[], row: number): CtcRe
   const [N, T, C] = probs.dims
   if (C !== dict.length) throw new TypeError(`model has ${C} classes but the dictionary has ${dict.length}`)
   if (row < 0 || row >= N) throw new RangeError(`row ${row} of ${N}`)
-  const p = new Float32Array(probs.data.buffer, probs.data.byteOffset + row * T * C * 4, T * C)
+  const { index, value } = rowMaxima(probs.data.subarray(row * T * C * 4, (row + 1) * T * C * 4), T, C)
   let text = ''; let prev = -1; let conf = 0; let n = 0
   for (let t = 0; t < T; t++) {
-    let best = 0; let bv = -Infinity
-    for (let c = 0; c < C; c++) { const v = p[t * C + c]; if (v > bv) { bv = v; best = c } }
-    if (best !== 0 && best !== prev) { text += dict[best]; conf += bv; n++ }
+    const best = index[t]
+    if (best !== 0 && best !== prev) { text += dict[best]; conf += value[t]; n++ }
     prev = best
   }
   return { text: text.trim(), confidence: n > 0 ? conf / n : 0 }
