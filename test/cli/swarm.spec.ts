@@ -91,8 +91,11 @@ describe('fleetmesh CLI (multi-process)', function () {
     // recovery (kill -> first completion of an item that was on the killed vehicle) is typically bounded
     // by the time an item takes anyway, not by a lease or read timeout; a ratio, so a busy machine does
     // not flake. The median, because with a kill every 2 s of 6 vehicles an item can land on the next
-    // victim: a clean-clone CI run measured recovery p95 52 s (p50 unknown) against 6.5 s here
-    assert.ok(summary.recoveryP50Ms > 0 && summary.recoveryP50Ms < Math.max(3000, 2 * summary.p95Ms), s)
+    // victim: a clean-clone CI run measured recovery p95 52 s (p50 unknown) against 6.5 s here. When
+    // every holder of a stage is down at once, an item waits for a restart, and restarts slow down with
+    // the machine while the kills keep their pace: bounded by the swarm's own start too (a run four
+    // times slower than usual: recovery p50 13.9 s, 2 x item p95 10.7 s, start 23.5 s)
+    assert.ok(summary.recoveryP50Ms > 0 && summary.recoveryP50Ms < Math.max(3000, 2 * summary.p95Ms, summary.startupMs), s)
     assert.ok(summary.meshVsLocal > 0, s)
     assert.match(r.stderr, /killed with SIGKILL/)
     // restarted vehicles are children too: none is left behind
