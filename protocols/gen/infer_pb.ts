@@ -17,19 +17,21 @@
 // @generated from file infer.proto (package fleetmesh.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { InferError } from "./infer_error_pb.ts";
+import { file_infer_error } from "./infer_error_pb.ts";
 import type { OutputMode } from "./output_pb.ts";
 import { file_output } from "./output_pb.ts";
 import type { TensorDescriptor } from "./tensor_pb.ts";
 import { file_tensor } from "./tensor_pb.ts";
-import type { Message, UnknownEnum } from "@bufbuild/protobuf";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file infer.proto.
  */
 export const file_infer: GenFile = /*@__PURE__*/
-  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIp8CCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIvCghyZWNlaXB0cxgEIAEoCzIbLmZsZWV0bWVzaC52MS5JbmZlclJlY2VpcHRzSAASHwoEdGFwcxgOIAMoCzIRLmZsZWV0bWVzaC52MS5UYXASLwoHdGVuc29ycxgPIAMoCzIeLmZsZWV0bWVzaC52MS5UZW5zb3JEZXNjcmlwdG9yQgYKBGtpbmQiIwoDVGFwEg0KBXN0YWdlGAEgASgNEg0KBWNvdW50GAIgASgNIiIKA0hvcBIMCgRwZWVyGAEgASgJEg0KBWFkZHJzGAIgAygJIr0CCgxJbmZlclJlcXVlc3QSCwoDam9iGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEg0KBXN0YWdlGAMgASgNEiAKBXJvdXRlGAQgAygLMhEuZmxlZXRtZXNoLnYxLkhvcBITCgtkZWFkbGluZV9tcxgFIAEoARI2CgZsZWFzZXMYBiADKAsyJi5mbGVldG1lc2gudjEuSW5mZXJSZXF1ZXN0LkxlYXNlc0VudHJ5EgwKBHRhcHMYByADKA0SEQoJcmV0dXJuX3RvGAggASgJEigKBm91dHB1dBgJIAEoCzIYLmZsZWV0bWVzaC52MS5PdXRwdXRNb2RlEhYKDmVhcmx5X3JlY2VpcHRzGAogASgIGi0KC0xlYXNlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLgoNSW5mZXJSZWNlaXB0cxILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAiADKAwiSwoLSW5mZXJSZXN1bHQSCwoDam9iGAEgASgJEhAKCHJlY2VpcHRzGAMgAygMEhEKCWRlbGl2ZXJlZBgEIAEoCEoECAIQA1IEaG9wcyKRAQoKSW5mZXJFcnJvchILCgNqb2IYASABKAkSKgoEY29kZRgCIAEoDjIcLmZsZWV0bWVzaC52MS5JbmZlckVycm9yQ29kZRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWdlGAQgASgNEgwKBHBlZXIYBSABKAkSEAoIcmVjZWlwdHMYByADKAxKBAgGEAdSBGhvcHMq3QIKDkluZmVyRXJyb3JDb2RlEiAKHElORkVSX0VSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpJTkZFUl9FUlJPUl9DT0RFX0JBRF9JTlBVVBABEiAKHElORkVSX0VSUk9SX0NPREVfTk9UX1NFUlZJTkcQAhIfChtJTkZFUl9FUlJPUl9DT0RFX1JVTl9GQUlMRUQQAxIkCiBJTkZFUl9FUlJPUl9DT0RFX0hPUF9VTlJFQUNIQUJMRRAEEhwKGElORkVSX0VSUk9SX0NPREVfVElNRU9VVBAFEh4KGklORkVSX0VSUk9SX0NPREVfREVQQVJUSU5HEAYSGQoVSU5GRVJfRVJST1JfQ09ERV9CVVNZEAcSIgoeSU5GRVJfRVJST1JfQ09ERV9MRUFTRV9FWFBJUkVEEAgSIwofSU5GRVJfRVJST1JfQ09ERV9JTlZBTElEX1JFU1VMVBAJYgZwcm90bzM", [file_output, file_tensor]);
+  fileDesc("CgtpbmZlci5wcm90bxIMZmxlZXRtZXNoLnYxIp8CCgtJbmZlckhlYWRlchItCgdyZXF1ZXN0GAEgASgLMhouZmxlZXRtZXNoLnYxLkluZmVyUmVxdWVzdEgAEisKBnJlc3VsdBgCIAEoCzIZLmZsZWV0bWVzaC52MS5JbmZlclJlc3VsdEgAEikKBWVycm9yGAMgASgLMhguZmxlZXRtZXNoLnYxLkluZmVyRXJyb3JIABIvCghyZWNlaXB0cxgEIAEoCzIbLmZsZWV0bWVzaC52MS5JbmZlclJlY2VpcHRzSAASHwoEdGFwcxgOIAMoCzIRLmZsZWV0bWVzaC52MS5UYXASLwoHdGVuc29ycxgPIAMoCzIeLmZsZWV0bWVzaC52MS5UZW5zb3JEZXNjcmlwdG9yQgYKBGtpbmQiIwoDVGFwEg0KBXN0YWdlGAEgASgNEg0KBWNvdW50GAIgASgNIiIKA0hvcBIMCgRwZWVyGAEgASgJEg0KBWFkZHJzGAIgAygJIr0CCgxJbmZlclJlcXVlc3QSCwoDam9iGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEg0KBXN0YWdlGAMgASgNEiAKBXJvdXRlGAQgAygLMhEuZmxlZXRtZXNoLnYxLkhvcBITCgtkZWFkbGluZV9tcxgFIAEoARI2CgZsZWFzZXMYBiADKAsyJi5mbGVldG1lc2gudjEuSW5mZXJSZXF1ZXN0LkxlYXNlc0VudHJ5EgwKBHRhcHMYByADKA0SEQoJcmV0dXJuX3RvGAggASgJEigKBm91dHB1dBgJIAEoCzIYLmZsZWV0bWVzaC52MS5PdXRwdXRNb2RlEhYKDmVhcmx5X3JlY2VpcHRzGAogASgIGi0KC0xlYXNlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLgoNSW5mZXJSZWNlaXB0cxILCgNqb2IYASABKAkSEAoIcmVjZWlwdHMYAiADKAwiSwoLSW5mZXJSZXN1bHQSCwoDam9iGAEgASgJEhAKCHJlY2VpcHRzGAMgAygMEhEKCWRlbGl2ZXJlZBgEIAEoCEoECAIQA1IEaG9wc2IGcHJvdG8z", [file_infer_error, file_output, file_tensor]);
 
 /**
  * @generated from message fleetmesh.v1.InferHeader
@@ -285,140 +287,4 @@ export type InferResult = Message<"fleetmesh.v1.InferResult"> & {
  */
 export const InferResultSchema: GenMessage<InferResult> = /*@__PURE__*/
   messageDesc(file_infer, 5);
-
-/**
- * @generated from message fleetmesh.v1.InferError
- */
-export type InferError = Message<"fleetmesh.v1.InferError"> & {
-  /**
-   * @generated from field: string job = 1;
-   */
-  job: string;
-
-  /**
-   * @generated from field: fleetmesh.v1.InferErrorCode code = 2;
-   */
-  code: InferErrorCode;
-
-  /**
-   * @generated from field: string message = 3;
-   */
-  message: string;
-
-  /**
-   * The stage that failed.
-   *
-   * @generated from field: uint32 stage = 4;
-   */
-  stage: number;
-
-  /**
-   * The peer that failed to run it, as the reporting hop says: only the
-   * hop's own failures are evidence against anyone.
-   *
-   * @generated from field: string peer = 5;
-   */
-  peer: string;
-
-  /**
-   * Signed receipts of the stages that did run before the failure, in order.
-   *
-   * @generated from field: repeated bytes receipts = 7;
-   */
-  receipts: Uint8Array[];
-};
-
-/**
- * Describes the message fleetmesh.v1.InferError.
- * Use `create(InferErrorSchema)` to create a new message.
- */
-export const InferErrorSchema: GenMessage<InferError> = /*@__PURE__*/
-  messageDesc(file_infer, 6);
-
-/**
- * @generated from enum fleetmesh.v1.InferErrorCode
- */
-export const InferErrorCode = {
-  /**
-   * An error this version does not know: treated as retryable.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED: 0,
-
-  /**
-   * The request or its tensors do not fit the stage (not retryable).
-   *
-   * @generated from enum value: INFER_ERROR_CODE_BAD_INPUT = 1;
-   */
-  BAD_INPUT: 1,
-
-  /**
-   * This peer does not serve that stage (any more).
-   *
-   * @generated from enum value: INFER_ERROR_CODE_NOT_SERVING = 2;
-   */
-  NOT_SERVING: 2,
-
-  /**
-   * The runtime failed on valid input.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_RUN_FAILED = 3;
-   */
-  RUN_FAILED: 3,
-
-  /**
-   * The next hop could not be reached or dropped the stream.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_HOP_UNREACHABLE = 4;
-   */
-  HOP_UNREACHABLE: 4,
-
-  /**
-   * The deadline passed.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_TIMEOUT = 5;
-   */
-  TIMEOUT: 5,
-
-  /**
-   * The peer is leaving the mesh; tensors handed back continue elsewhere.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_DEPARTING = 6;
-   */
-  DEPARTING: 6,
-
-  /**
-   * Too much work queued.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_BUSY = 7;
-   */
-  BUSY: 7,
-
-  /**
-   * The request names a lease this peer no longer holds.
-   *
-   * @generated from enum value: INFER_ERROR_CODE_LEASE_EXPIRED = 8;
-   */
-  LEASE_EXPIRED: 8,
-
-  /**
-   * The next hop's answer failed its check (a receipt does not match what
-   * was sent or what came back).
-   *
-   * @generated from enum value: INFER_ERROR_CODE_INVALID_RESULT = 9;
-   */
-  INVALID_RESULT: 9,
-} as const;
-
-/**
- * @generated from enum fleetmesh.v1.InferErrorCode
- */
-export type InferErrorCode = (typeof InferErrorCode)[keyof typeof InferErrorCode] | UnknownEnum;
-
-/**
- * Describes the enum fleetmesh.v1.InferErrorCode.
- */
-export const InferErrorCodeSchema: GenEnum<InferErrorCode> = /*@__PURE__*/
-  enumDesc(file_infer, 0);
 
