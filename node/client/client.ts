@@ -38,6 +38,7 @@ import { OfferInbox } from './offer-inbox.ts'
 import { PipelineRunner } from './pipeline.ts'
 import type { InferOptions, InferResult, PipelineEvents } from './pipeline.ts'
 import type { OutputMode } from '../../protocols/infer.ts'
+import type { CoalesceStats } from './coalesce.ts'
 import { ModelNames } from './names.ts'
 import { ModelResolver } from './resolver.ts'
 import type { ResolvedModel } from './resolver.ts'
@@ -89,6 +90,12 @@ export interface ClientInit {
   localStages?: number
   /** Reduce every job's result at its last hop (text, top-k); a job's own `output` wins. @default raw */
   output?: OutputMode
+  /**
+   * Jobs of one model that wait for room in the mesh go together as one job
+   * of up to this many items, along the batch dimension (node/client/coalesce.ts);
+   * 1 turns this off. @default 4
+   */
+  coalesce?: number
 }
 
 export interface ModelInfo {
@@ -155,7 +162,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       links: this.links,
       inbox: this.inbox,
       reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
-    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}) })
+    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}), ...(init.coalesce !== undefined ? { coalesce: init.coalesce } : {}) })
     this.offers = new OfferInbox(c)
     for (const type of ['route', 'job'] as const) this.pipeline.addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: e.detail }) })
   }
@@ -181,6 +188,8 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   get peerId (): string { return this.host.peerId.toString() }
   get privateKey (): PrivateKey { return this.components.privateKey }
   get metrics (): FleetMetrics { return this.components.metrics }
+  /** Jobs that went together (coalesce): mesh jobs sent for them, and the jobs they carried. */
+  get coalesced (): CoalesceStats { return this.pipeline.coalescer.stats }
 
   /** A model by manifest CID, manifest file path, or name (`name` or `name@version`). */
   async resolve (model: string, opts: AbortOptions = {}): Promise<ResolvedModel> {

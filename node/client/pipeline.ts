@@ -33,6 +33,7 @@ import { firstAnswer, raceDirect, withDirectResult } from '../runtime/direct-ret
 import type { ResultInbox } from '../runtime/direct-return.ts'
 import { ACCUSED_EXCLUSION_MS, Exclusions } from './exclusions.ts'
 import { JobLedger } from './ledger.ts'
+import { Coalescer } from './coalesce.ts'
 import type { LocalStages } from './local-stages.ts'
 import type { StageLocator } from './locator.ts'
 import type { ResolvedModel } from './resolver.ts'
@@ -55,16 +56,12 @@ export interface InferOptions {
   verify?: VerifyMode
   /** Count this job's stage runs as checks of another job (a re-check), not as plain runs. */
   recheck?: boolean
-  /**
-   * Run this many first stages in this process, so vehicles see only
-   * intermediate activations, never the inputs. @default the client's (0)
-   */
+  /** Run this many first stages in this process, so vehicles see only activations, never the inputs. @default the client's (0) */
   localStages?: number
-  /**
-   * Reduce the result at the last hop (node/models/output-modes.ts): text for
-   * a CTC text model, the top k of each row for a classifier. @default raw
-   */
+  /** Reduce the result at the last hop (node/models/output-modes.ts): text for a CTC text model, the top k of a classifier. @default raw */
   output?: OutputMode
+  /** Whether this job may wait for room in the mesh and go with others (coalesce.ts). @default true, when the client coalesces */
+  coalesce?: boolean
 }
 
 export interface InferResult {
@@ -118,13 +115,15 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   private readonly log: Logger
   private readonly localStages: number
   private readonly output: OutputMode | undefined
+  readonly coalescer: Coalescer<InferResult>
 
-  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode } = {}) {
+  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number } = {}) {
     super()
     this.c = components
     this.localStages = init.localStages ?? 0
     this.output = init.output
     this.log = components.logger.forComponent('fleetmesh:pipeline')
+    this.coalescer = new Coalescer(async (m, i, o) => await this.run(m, i, o), init.coalesce)
   }
 
   /** Runs one job through the mesh. */
@@ -132,7 +131,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     // a re-check is part of an earlier job, not a job of its own
     if (opts.recheck === true) return await this.run(m, inputs, opts)
     try {
-      const r = await this.run(m, inputs, opts)
+      const r = await this.coalescer.infer(m, inputs, opts)
       this.c.metrics.job('ok', r)
       this.safeDispatchEvent('job', { detail: { outcome: 'ok', result: r } })
       return r

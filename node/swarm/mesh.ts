@@ -53,6 +53,8 @@ export interface SwarmInit {
   output?: OutputMode
   /** Lossy hand-offs for the model (shardModel's `handOff`). */
   handOff?: 'fp16'
+  /** The client's coalescing (ClientInit `coalesce`). @default 4 */
+  coalesce?: number
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
   /**
@@ -138,7 +140,7 @@ export class LocalSwarm {
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(cells !== undefined ? { cells } : {}) })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(this.init.coalesce !== undefined ? { coalesce: this.init.coalesce } : {}), ...(cells !== undefined ? { cells } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
     say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 

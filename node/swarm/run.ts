@@ -55,6 +55,8 @@ export interface SwarmRunOptions {
   output?: OutputMode
   /** Lossy hand-offs for the model (shardModel's `handOff`). */
   handOff?: 'fp16'
+  /** The client's coalescing (ClientInit `coalesce`). */
+  coalesce?: number
   signal: AbortSignal
 }
 
@@ -79,7 +81,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean
@@ -135,6 +137,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       summary = baseSummary(swarm, tally, run.submitted, tally.completed / run.seconds, localJobsPerS, run.errors)
       const cpuMsPerJob = await cpu?.perJob(run.submitted)
       if (cpuMsPerJob !== undefined) Object.assign(summary, { cpuMsPerJob, localCpuMsPerJob })
+      summary.coalesced = { groups: swarm.client.coalesced.groups, items: swarm.client.coalesced.items }
       if (day) {
         // departures still draining report within their bound
         const until = Date.now() + DRAIN_BOUND_MS + 1000
@@ -145,6 +148,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out('')
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
       io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
+      if (summary.coalesced.items > summary.coalesced.groups) io.out(`         ${summary.coalesced.items} jobs went as ${summary.coalesced.groups} mesh jobs (jobs waiting for room go together: --coalesce)`)
       // over a few jobs the figure is mostly warming up (compilers, first connections, first checks)
       if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${describeCpu(cpuMsPerJob)}; whole model in one process: ${localCpuMsPerJob} ms`)
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)

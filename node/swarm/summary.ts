@@ -21,12 +21,14 @@ export interface SwarmSummary {
   p95Ms: number
   jobsPerS: number
   routes: number
-  /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing). */
+  /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing; a job that went with others counts its group's runs). */
   computeP50Ms: number
   localJobsPerS: number
   /** Per-job runs: CPU ms per job of the vehicles' stage threads and main threads, the client and the bootstrap (swarm/cpu.ts), and the whole model's in one process. */
   cpuMsPerJob?: CpuPerJob
   localCpuMsPerJob?: number
+  /** Per-job runs: jobs that went together (the client's coalesce): mesh jobs sent for them, and the jobs they carried. */
+  coalesced?: { groups: number, items: number }
   startupMs: number
   totalMs: number
   errors: string[]

@@ -68,6 +68,23 @@ describe('output modes: the last hop returns text or the top k, not the probabil
     assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('05.png'))
   })
 
+  it('jobs waiting for room go together (coalesce): fewer mesh jobs, each its own text, each raw result the whole model\'s', async () => {
+    const files = ['01.png', '02.png', '03.png', '04.png', '05.png', '06.png', '07.png', '08.png']
+    const before = { ...mesh.client.coalesced }
+    const texts = await Promise.all(files.map(async f => await mesh.client.infer(model(), [image(f)], { output: { kind: 'ctc-text' } })))
+    texts.forEach((r, i) => { assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(files[i]), files[i]) })
+    const raws = await Promise.all(files.slice(0, 4).map(async f => await mesh.client.infer(model(), [image(f)])))
+    for (const [i, r] of raws.entries()) {
+      assert.deepEqual(r.outputs[0].dims, [1, 40, 6625])
+      const d = outputsDiff(await runSession(whole, [image(files[i])]), r.outputs)
+      assert.ok(d <= 1e-4, `${files[i]}: differs from the whole model's by ${d}`)
+    }
+    const after = mesh.client.coalesced
+    assert.equal(after.items - before.items, 12)
+    // two go at once (one per stage), the others wait and go together
+    assert.ok(after.groups - before.groups <= 8, `${after.items - before.items} jobs went as ${after.groups - before.groups} mesh jobs`)
+  })
+
   it('a mode the model has no task for is refused before anything runs', async () => {
     const plain = { cid: sharded.manifestCid, manifest: { ...sharded.manifest, task: undefined } }
     await assert.rejects(mesh.client.infer(plain, [image('01.png')], { output: { kind: 'ctc-text' } }), (err: InferenceError) => err.code === 'BAD_INPUT' && /needs a CTC text model/.test(err.message))

@@ -69,6 +69,7 @@ export const swarmCommand: Command = {
       verify: checks.verify ?? 'sample',
       ...(checks.localStages !== undefined ? { localStages: checks.localStages } : {}),
       ...(checks.output !== undefined ? { output: checks.output } : {}),
+      ...(checks.coalesce !== undefined ? { coalesce: checks.coalesce } : {}),
       ...(handOffOption(o) !== undefined ? { handOff: handOffOption(o) } : {}),
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
