@@ -15,6 +15,8 @@ import type { AnalyzeOptions, ModelAnalysis } from './partition/index.ts'
 export interface ShardOptions extends AnalyzeOptions {
   /** Stage count, or a function choosing it from the analysis (`--stages auto`). */
   stages: number | ((a: ModelAnalysis) => number)
+  /** How far from an even share a cut may move to carry fewer bytes (planCuts). @default 0.3 */
+  tolerance?: number
   name: string
   version?: string
   task?: TaskInfo
@@ -47,7 +49,7 @@ export interface ShardedModel {
 /** Partitions a model into `stages` stages and builds its manifest. */
 export async function shardModel (model: Uint8Array, opts: ShardOptions): Promise<ShardedModel> {
   const analysis = await analyzeModel(model, opts)
-  const plan = planCuts(analysis, typeof opts.stages === 'function' ? opts.stages(analysis) : opts.stages)
+  const plan = planCuts(analysis, typeof opts.stages === 'function' ? opts.stages(analysis) : opts.stages, opts.tolerance)
   const built = buildStages(analysis, plan.cuts)
   const totalCost = plan.balancedBy === 'ms' ? built.reduce((x, b) => x + b.estMs, 0) : analysis.totalFlops
   const shards = new Map<string, Uint8Array>()

@@ -41,7 +41,7 @@ export async function makeJobs (src: ModelSource, sharded: ShardedModel, count: 
  * Runs the whole model in this process on every distinct input (setting each
  * job's reference) and returns the local speed in jobs per second and its CPU ms per job.
  */
-export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<{ jobsPerS: number, cpuMsPerJob: number }> {
+export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<LocalSpeed> {
   const whole = await createSession(model)
   try {
     const refs = new Map<string, Tensor>()
@@ -50,15 +50,43 @@ export async function addReferences (model: Uint8Array, jobs: Job[]): Promise<{ 
       if (ref === undefined) { ref = (await runSession(whole, [j.input]))[0]; refs.set(j.label, ref) }
       j.reference = ref
     }
-    // timed on a warm session (its first runs are slow): 50 to 100 runs over the distinct inputs (fewer varied by 10%)
-    const distinct = [...new Map(jobs.map(j => [j.label, j.input])).values()]
-    const runs = Math.min(100, Math.max(50, distinct.length))
-    const t0 = performance.now()
-    // onnxruntime runs the session on this thread: its CPU time is the whole model's
-    const cpu0 = threadCpuMs()
-    for (let i = 0; i < runs; i++) await runSession(whole, [distinct[i % distinct.length]])
-    return { jobsPerS: runs / ((performance.now() - t0) / 1000), cpuMsPerJob: Math.round((threadCpuMs() - cpu0) / runs * 10) / 10 }
+    return await timeRuns(whole, jobs)
   } finally { await whole.release() }
+}
+
+/** The whole model in this process: jobs per second, and CPU ms per job. */
+export interface LocalSpeed { jobsPerS: number, cpuMsPerJob: number }
+
+/** The whole model's speed over the jobs' distinct inputs (again after a run: see bracketSpeeds). */
+export async function wholeModelSpeed (model: Uint8Array, jobs: Job[]): Promise<LocalSpeed> {
+  const whole = await createSession(model)
+  try {
+    await runSession(whole, [jobs[0].input])
+    return await timeRuns(whole, jobs)
+  } finally { await whole.release() }
+}
+
+/**
+ * Timed on a warm session (its first runs are slow): 50 to 100 runs over the
+ * jobs' distinct inputs (fewer varied by 10%).
+ */
+async function timeRuns (whole: Awaited<ReturnType<typeof createSession>>, jobs: Job[]): Promise<LocalSpeed> {
+  const distinct = [...new Map(jobs.map(j => [j.label, j.input])).values()]
+  const runs = Math.min(100, Math.max(50, distinct.length))
+  const t0 = performance.now()
+  // onnxruntime runs the session on this thread: its CPU time is the whole model's
+  const cpu0 = threadCpuMs()
+  for (let i = 0; i < runs; i++) await runSession(whole, [distinct[i % distinct.length]])
+  return { jobsPerS: runs / ((performance.now() - t0) / 1000), cpuMsPerJob: Math.round((threadCpuMs() - cpu0) / runs * 10) / 10 }
+}
+
+/**
+ * The local side of a ratio timed before and after the mesh's run, as one:
+ * on a shared machine the speed drifts, and the mesh's run sat between them.
+ * Equal runs each time, so the speed is the runs over the summed time.
+ */
+export function bracketSpeeds (before: LocalSpeed, after: LocalSpeed): LocalSpeed {
+  return { jobsPerS: 2 / (1 / before.jobsPerS + 1 / after.jobsPerS), cpuMsPerJob: Math.round((before.cpuMsPerJob + after.cpuMsPerJob) * 5) / 10 }
 }
 
 /** This thread's CPU time in ms (the process's on a Node without process.threadCpuUsage, before 22.19). */

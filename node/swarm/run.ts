@@ -11,7 +11,7 @@ import type { ModelSource } from '../models/catalog.ts'
 import type { ShardedModel } from '../models/shard.ts'
 import { runBatch } from './chaos.ts'
 import { dayFigures, scenarioSchedules } from './day.ts'
-import { Tally, addReferences, makeJobs } from './jobs.ts'
+import { Tally, addReferences, bracketSpeeds, makeJobs, wholeModelSpeed } from './jobs.ts'
 import { CpuMeter, describeCpu } from './cpu.ts'
 import { LocalSwarm } from './mesh.ts'
 import type { Say } from './mesh.ts'
@@ -96,7 +96,8 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.say('idle', `per vehicle ${control.perVehicle.in} B/s in, ${control.perVehicle.out} B/s out (max ${control.maxVehicle.in} / ${control.maxVehicle.out}); bootstrap ${control.bootstrap.in} / ${control.bootstrap.out}; ${control.connectionsPerVehicle} connections${control.cpuPctPerVehicle !== undefined ? `, ${control.cpuPctPerVehicle}% of a core` : ''} per vehicle${control.rssMbPerProcess !== undefined ? `, ${control.rssMbPerProcess} MB per process of ${control.vehiclesPerProcess}` : ''}`)
     }
     const jobs = await makeJobs(o.model, swarm.sharded, day ? 10 : o.jobs)
-    const { jobsPerS: localJobsPerS, cpuMsPerJob: localCpuMsPerJob } = await addReferences(swarm.modelBytes, jobs)
+    const localBefore = await addReferences(swarm.modelBytes, jobs)
+    let { jobsPerS: localJobsPerS, cpuMsPerJob: localCpuMsPerJob } = localBefore
     if (o.http !== undefined) {
       gateway = new Gateway({ client: swarm.client, listen: o.http, ...(o.tls !== undefined ? { tls: o.tls } : {}) })
       // the swarm's own fleet authority issues a bearer token for it
@@ -134,8 +135,15 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
         ...(day ? { infer: { maxAttempts: 30, timeoutMs: 120_000 } } : {}),
         say: io.say
       })
-      summary = baseSummary(swarm, tally, run.submitted, tally.completed / run.seconds, localJobsPerS, run.errors)
       const cpuMsPerJob = await cpu?.perJob(run.submitted)
+      // long runs time the whole model again after the mesh's run: the machine's speed drifts
+      const after = !day && run.submitted >= CPU_LINE_MIN_JOBS ? await wholeModelSpeed(swarm.modelBytes, jobs) : undefined
+      if (after !== undefined) {
+        ;({ jobsPerS: localJobsPerS, cpuMsPerJob: localCpuMsPerJob } = bracketSpeeds(localBefore, after))
+        io.say('local', `the whole model in this process: ${localBefore.jobsPerS.toFixed(1)} jobs/s before the mesh's jobs, ${after.jobsPerS.toFixed(1)} after`)
+      }
+      summary = baseSummary(swarm, tally, run.submitted, tally.completed / run.seconds, localJobsPerS, run.errors)
+      if (after !== undefined) summary.localBeforeAfter = [localBefore, after].map(l => ({ jobsPerS: Math.round(l.jobsPerS * 100) / 100, cpuMsPerJob: l.cpuMsPerJob }))
       if (cpuMsPerJob !== undefined) Object.assign(summary, { cpuMsPerJob, localCpuMsPerJob })
       summary.coalesced = { groups: swarm.client.coalesced.groups, items: swarm.client.coalesced.items }
       if (day) {

@@ -24,6 +24,8 @@ export interface SwarmSummary {
   /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing; a job that went with others counts its group's runs). */
   computeP50Ms: number
   localJobsPerS: number
+  /** Runs of 100 jobs or more: the whole model timed before and after the mesh's jobs (localJobsPerS and localCpuMsPerJob are both as one). */
+  localBeforeAfter?: Array<{ jobsPerS: number, cpuMsPerJob: number }>
   /** Per-job runs: CPU ms per job of the vehicles' stage threads and main threads, the client and the bootstrap (swarm/cpu.ts), and the whole model's in one process. */
   cpuMsPerJob?: CpuPerJob
   localCpuMsPerJob?: number

@@ -10,8 +10,8 @@
  *    probe through onnxruntime with every intermediate tensor added as a graph
  *    output, which gives the dtype and shape of every tensor (there is no shape
  *    inference in JS). Node costs are estimated FLOPs from those shapes.
- * 2. `planCuts` picks K-1 cut positions in topological order: near each
- *    balanced FLOP target it takes the cut with the fewest bytes crossing it.
+ * 2. `planCuts` picks K-1 cut positions in topological order: within 30% of
+ *    each balanced target it takes the cut with the fewest bytes crossing it.
  * 3. `buildStages` writes one ONNX model per stage. A stage's inputs are the
  *    tensors it reads that earlier stages (or the caller) produce, including
  *    tensors read by If/Loop/Scan bodies; what crosses a cut may be several
