@@ -10,13 +10,13 @@
  *   target at least 0.5x; shown with both ends in one process and between two
  *   processes.
  *
- *   node bench/pipeline.ts [--jobs 200] [--concurrency 8] [--sequential-jobs 200]
+ *   node bench/pipeline.ts [--jobs 200] [--concurrency 4] [--sequential-jobs 200]
  *
- * Pipelined runs keep 8 jobs in flight: the client's jobs waiting for room in
- * the mesh go together (node/client/coalesce.ts), spread evenly over one
- * group per stage, so 8 in flight on 2 stages go as groups of 4. The text
- * run is repeated without coalescing (`--coalesce 1`) and with half as many
- * jobs in flight, side by side.
+ * Pipelined runs keep 4 jobs in flight, as before: the client's jobs waiting
+ * for room in the mesh go together (node/client/coalesce.ts), spread evenly
+ * over one group per stage, so 4 in flight on 2 stages go as groups of 2.
+ * The text run is repeated without coalescing (`--coalesce 1`) and with
+ * twice as many jobs in flight (groups of 4), side by side.
  *
  * The sequential runs take 200 jobs one after another by default: over the
  * 50 of earlier runs, the p50 still held the first jobs, which run before
@@ -43,7 +43,7 @@ import { describeCpu } from '../node/swarm/cpu.ts'
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
 const CEILING = fileURLToPath(new URL('./ceiling.ts', import.meta.url))
-const { values } = parseArgs({ options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '8' }, 'sequential-jobs': { type: 'string', default: '200' } } })
+const { values } = parseArgs({ options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' } } })
 
 /** Runs a script with Node and returns the JSON of its last line. */
 async function lastJson (args: string[]): Promise<any> {
@@ -68,13 +68,13 @@ process.stderr.write('ceiling: done\n')
 const runs: Record<string, any> = {}
 const pipelined = ['--jobs', values.jobs, '--concurrency', values.concurrency]
 const text = ['--output', 'text']
-const halfInFlight = String(Math.max(1, Math.floor(Number(values.concurrency) / 2)))
+const twiceInFlight = String(2 * Number(values.concurrency))
 const plan: Array<[string, string[]]> = [
   ['pipelined-raw', pipelined],
   ['pipelined-text', [...pipelined, ...text]],
-  // the coalescing lever side by side: off, and with half the jobs in flight (groups of two instead of four)
+  // the coalescing lever side by side: off, and with twice the jobs in flight (larger groups)
   ['pipelined-text-alone', [...pipelined, ...text, '--coalesce', '1']],
-  ['pipelined-text-half', ['--jobs', values.jobs, '--concurrency', halfInFlight, ...text]],
+  ['pipelined-text-twice', ['--jobs', values.jobs, '--concurrency', twiceInFlight, ...text]],
   ['pipelined-fp16', [...pipelined, ...text, '--hand-off', 'fp16']]
 ]
 for (const [mode, flags] of [['raw', []], ['text', text], ['fp16', [...text, '--hand-off', 'fp16']]] as const) plan.push([`sequential-${mode}`, ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...flags]])
@@ -107,12 +107,12 @@ console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} /
 const cores = availableParallelism()
 console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; + fp16 ${describeCpu(pf.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} / ${pf.localCpuMsPerJob} ms`)
 console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)} / ${r3(cores * pf.localCpuMsPerJob / pf.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
-// jobs waiting for room go together (node/client/coalesce.ts): the same run without it, and with half the jobs in flight
-const [alone, half] = [runs['pipelined-text-alone'], runs['pipelined-text-half']]
+// jobs waiting for room go together (node/client/coalesce.ts): the same run without it, and with twice the jobs in flight
+const [alone, twice] = [runs['pipelined-text-alone'], runs['pipelined-text-twice']]
 const groups = (r: any): string => r.coalesced !== undefined ? `${r.coalesced.items} jobs as ${r.coalesced.groups} mesh jobs` : ''
-console.log(`  coalescing, --output text: ${values.concurrency} in flight ${ratio(pt)} (${pt.jobsPerS} jobs/s, CPU ${pt.cpuMsPerJob.total} ms a job, ${groups(pt)}); without it (--coalesce 1) ${ratio(alone)} (${alone.jobsPerS} jobs/s, CPU ${alone.cpuMsPerJob.total}); ${halfInFlight} in flight ${ratio(half)} (${half.jobsPerS} jobs/s, CPU ${half.cpuMsPerJob.total}, ${groups(half)})`)
+console.log(`  coalescing, --output text: ${values.concurrency} in flight ${ratio(pt)} (${pt.jobsPerS} jobs/s, CPU ${pt.cpuMsPerJob.total} ms a job, ${groups(pt)}); without it (--coalesce 1) ${ratio(alone)} (${alone.jobsPerS} jobs/s, CPU ${alone.cpuMsPerJob.total}); ${twiceInFlight} in flight ${ratio(twice)} (${twice.jobsPerS} jobs/s, CPU ${twice.cpuMsPerJob.total}, ${groups(twice)})`)
 // what one hand-off costs, the largest piece of a job's CPU beside the stages
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
-console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextHalfInFlight: ratio(half), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
+console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, transportVsRawTcp: tls.ratioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))

@@ -20,7 +20,7 @@ try {
   port.on('message', (m: WorkerRequest) => {
     if ('release' in m) { void session.release().finally(() => { port.postMessage({ id: m.id, outputs: [] }); port.close() }); return }
     runSession(session, m.inputs).then(outputs => {
-      // the outputs are fresh buffers (fromOrt copies them out of onnxruntime): moved, not copied
+      // the outputs are buffers of their own (fromOrt): moved, not copied
       port.postMessage({ id: m.id, outputs } satisfies WorkerReply, outputs.map(t => t.data.buffer as ArrayBuffer))
     }, (err: Error) => { port.postMessage({ id: m.id, error: err.message } satisfies WorkerReply) })
   })
