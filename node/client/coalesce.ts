@@ -129,7 +129,7 @@ export class Coalescer<R extends { outputs: Tensor[], ms: number }> {
     const depth = this.depth(lane.m)
     for (;;) {
       lane.waiting = lane.waiting.filter(w => !w.done)
-      const size = Math.min(this.maxItems, Math.ceil((lane.waiting.length + lane.items) / depth))
+      const size = Math.min(this.maxItems, maxBatch(lane.m), Math.ceil((lane.waiting.length + lane.items) / depth))
       if (lane.inFlight >= depth || lane.waiting.length === 0 || lane.waiting.length < size) return
       this.send(key, lane, lane.waiting.splice(0, size))
     }
@@ -183,6 +183,11 @@ export class Coalescer<R extends { outputs: Tensor[], ms: number }> {
       for (const w of group) w.signal?.removeEventListener('abort', check)
     }
   }
+}
+
+/** The most items a job of the model may carry (its inputs' largest batch dimension, when the manifest caps it). */
+function maxBatch (m: ResolvedModel): number {
+  return Math.min(...m.manifest.inputs.map(s => s.max?.[0] ?? Infinity))
 }
 
 /** A text result's row as a job of its own would have it: no padding past its own text. */

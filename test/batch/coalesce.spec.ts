@@ -13,9 +13,9 @@ import type { Tensor } from '../../protocols/tensor.ts'
 
 interface Result { outputs: Tensor[], ms: number, sent: number }
 
-const model = (stages: number, batch: number | null = null): ResolvedModel => ({
-  cid: `model-${stages}-${batch}`,
-  manifest: { inputs: [{ name: 'x', dtype: 'float32', shape: [batch, 2] }], stages: Array.from({ length: stages }, () => ({})) } as unknown as Manifest
+const model = (stages: number, batch: number | null = null, maxBatch?: number): ResolvedModel => ({
+  cid: `model-${stages}-${batch}-${maxBatch}`,
+  manifest: { inputs: [{ name: 'x', dtype: 'float32', shape: [batch, 2], ...(maxBatch !== undefined ? { max: [maxBatch, 2] } : {}) }], stages: Array.from({ length: stages }, () => ({})) } as unknown as Manifest
 })
 const item = (v: number, rows = 1): Tensor[] => [float32Tensor('x', [rows, 2], new Float32Array(rows * 2).fill(v))]
 const valueOf = (r: { outputs: Tensor[] }): number[] => [...asFloat32(r.outputs[0])]
@@ -79,6 +79,16 @@ describe('coalescing: jobs waiting for room in the mesh go together', () => {
     assert.ok(t.groups.every(g => g.length <= 4))
     assert.deepEqual(t.groups.flat().sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i + 1), 'every job ran exactly once')
     assert.deepEqual(c.stats, { groups: t.groups.length, items: 10, split: 0 })
+  })
+
+  it('a group never carries more items than the model\'s manifest allows in one job', async () => {
+    const t = mesh()
+    const c = new Coalescer(t.run, 8)
+    const m = model(1, null, 3)
+    const ps = Array.from({ length: 8 }, async (_, i) => await c.infer(m, item(i + 1), {}))
+    for (let i = 0; i < 10; i++) await t.finish()
+    await Promise.all(ps)
+    assert.deepEqual(t.groups.map(g => g.length), [1, 3, 3, 1])
   })
 
   it('keeps groups alike: the jobs outstanding are shared evenly over the stages', async () => {
