@@ -20,9 +20,11 @@
  * mode, attempts and timeout (which the group then has). A job whose signal
  * aborts leaves its group; the others go on. A group that fails, or whose
  * result does not split into its rows, runs its jobs one by one, so no job
- * fails for another's input.
+ * fails for another's input; unless the mesh failed it (no vehicle serving,
+ * timeouts), which every job of the group is told.
  */
 import { MICRO_BATCH } from '../../protocols/capacity.ts'
+import { InferErrorCode } from '../../protocols/infer.ts'
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { formatOutputMode, TEXT_OUTPUT } from '../models/output-modes.ts'
@@ -32,6 +34,9 @@ import type { ResolvedModel } from './resolver.ts'
 /** The options jobs that go together may have (the others each of their own); a group has its jobs' own, a signal of its own. */
 interface JobOptions { signal?: AbortSignal, output?: OutputMode, maxAttempts?: number, timeoutMs?: number }
 const SHARED = new Set(['signal', 'output', 'maxAttempts', 'timeoutMs'])
+
+/** Failures of the mesh rather than of a group's inputs: every job of the group gets them. */
+const MESH_CODES = new Set<string>([InferErrorCode.NOT_SERVING, InferErrorCode.TIMEOUT, InferErrorCode.HOP_UNREACHABLE, InferErrorCode.DEPARTING, InferErrorCode.BUSY, InferErrorCode.LEASE_EXPIRED])
 
 /** What a lane runs: one job (maybe a group), as the pipeline does. */
 export type RunJob<R extends { outputs: Tensor[], ms: number }> = (m: ResolvedModel, inputs: Tensor[], opts: JobOptions) => Promise<R>
@@ -174,8 +179,10 @@ export class Coalescer<R extends { outputs: Tensor[], ms: number }> {
       const r = await this.run(lane.m, concatBatch(group.map(w => w.inputs)), opts(all.signal))
       const parts = splitBatch(r.outputs, group.map(() => 1))
       group.forEach((w, i) => { this.settle(w, () => { w.resolve({ ...r, outputs: trimText(parts[i]), ms: performance.now() - w.t0 }) }) })
-    } catch {
+    } catch (err) {
       if (all.signal.aborted) return
+      // the mesh itself failed them (no vehicle, timeouts): alone they would meet the same, in twice the time
+      if (MESH_CODES.has((err as { code?: string }).code ?? '')) { for (const w of group) this.settle(w, () => { w.reject(err) }); return }
       // no job fails for another's input: each runs on its own (their own errors are theirs)
       this.stats.split++
       await Promise.all(group.filter(w => !w.done).map(alone))

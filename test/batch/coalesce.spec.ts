@@ -148,6 +148,20 @@ describe('coalescing: jobs waiting for room in the mesh go together', () => {
     assert.equal(c.stats.split, 1)
   })
 
+  it('a group the mesh fails (nothing serving, timeouts) fails every job of it at once, not again one by one', async () => {
+    const notServing = Object.assign(new Error('no vehicle serves stage 1'), { code: 'NOT_SERVING' })
+    const t = mesh(rows => rows.length > 1 ? notServing : undefined)
+    const c = new Coalescer(t.run, 4)
+    const m = model(1)
+    const first = c.infer(m, item(1), {})
+    const ps = [2, 3].map(async v => await c.infer(m, item(v), {}).then(() => 'ok', (err: Error) => err.message))
+    await t.finish()
+    await first
+    await t.finish()
+    assert.deepEqual(await Promise.all(ps), ['no vehicle serves stage 1', 'no vehicle serves stage 1'])
+    assert.deepEqual(t.groups.slice(1), [[2, 3]], 'not run again alone')
+  })
+
   it('a result whose rows are not the group\'s is not split: its jobs run alone', async () => {
     // a last hop that answers a group with one row
     const t = mesh(undefined, (out, rows) => rows.length > 1 ? [float32Tensor('y', [1, 2], asFloat32(out[0]).slice(0, 2))] : out)
