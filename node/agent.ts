@@ -78,6 +78,8 @@ export interface AgentInit {
    * Undefined only for an open fleet.
    */
   credentials?: Credentials
+  /** Compress hand-offs where it pays, for next hops that read them so (protocols/compression.ts). @default true */
+  compress?: boolean
   /** Testing only: this vehicle lies about its stage outputs (see node/runtime/liar.ts). */
   lie?: LieMode
 }
@@ -160,6 +162,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
         ? { knownVehicle: (peer: string) => this.directory.get(peer)?.heartbeat.addrs ?? (membership.hasRole(peer, 'vehicle') ? [] : undefined) }
         : {}),
       deliver: resultSender({ dialer: c.dialer, connections: host, logger: c.logger, ...(membership !== undefined ? { membership } : {}) }),
+      ...(init.compress !== undefined ? { compress: init.compress } : {}),
       ...(init.lie !== undefined ? { lie: liar(init.lie) } : {})
     })
     for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {

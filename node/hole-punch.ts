@@ -25,7 +25,7 @@ import type { ComponentLogger, Connection, CounterGroup, IdentifyResult, Libp2pE
 import type { ConnectionManager, Registrar, TransportManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { MalformedFrameError } from '../protocols/errors.ts'
-import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, SHARD_PROTOCOL } from '../protocols/ids.ts'
+import { INFER_PROTOCOLS, OFFER_PROTOCOL, PUNCH_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, SHARD_PROTOCOL } from '../protocols/ids.ts'
 import { MAX_PUNCH_MESSAGE_BYTES, minute, second } from '../protocols/limits.ts'
 import { decodePunchMessage, encodePunchMessage } from '../protocols/punch.ts'
 import type { PunchMessage } from '../protocols/punch.ts'
@@ -37,7 +37,7 @@ export const PUNCH_RETRY_MS = 5 * minute
 /** Pause between one side's dial attempts: a SYN that met a closed NAT is answered with a reset, and the next one may cross. */
 const REDIAL_MS = 60
 /** Streams of real work: a relayed connection that carries one is closed only after they end. */
-const WORK_PROTOCOLS = new Set([INFER_PROTOCOL, INFER_REUSE_PROTOCOL, SHARD_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, OFFER_PROTOCOL])
+const WORK_PROTOCOLS = new Set([...INFER_PROTOCOLS, SHARD_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, OFFER_PROTOCOL])
 
 export interface HolePunchInit {
   /**

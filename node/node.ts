@@ -8,7 +8,7 @@
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey, StreamMiddleware } from '@libp2p/interface'
-import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
+import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
 import { nodeComponents } from './components.ts'
@@ -55,6 +55,7 @@ const GATED: Array<[string | ((fleet: string) => string), { inbound?: Role[], ou
   ...GOSSIP_PROTOCOLS.map(p => [p, {}] as [string, object]),
   [INFER_PROTOCOL, { outbound: ['vehicle'] }],
   [INFER_REUSE_PROTOCOL, { outbound: ['vehicle'] }],
+  [INFER_COMPRESSED_PROTOCOL, { outbound: ['vehicle'] }],
   [SHARD_PROTOCOL, {}],
   [OFFER_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
   [RESULT_PROTOCOL, { inbound: ['vehicle'], outbound: ['client', 'publisher'] }],
@@ -77,6 +78,7 @@ const STREAM_RATES: Array<[string | ((fleet: string) => string), number, number]
   ...GOSSIP_PROTOCOLS.map(p => [p, 2, 10] as [string, number, number]),
   [INFER_PROTOCOL, 100, 200],
   [INFER_REUSE_PROTOCOL, 100, 200],
+  [INFER_COMPRESSED_PROTOCOL, 100, 200],
   // above the shard byte budget (node/models/shard-exchange.ts) in 1 MiB ranges, which is what limits shard serving
   [SHARD_PROTOCOL, 20, 100],
   [OFFER_PROTOCOL, 20, 50],

@@ -12,8 +12,9 @@ import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from './erro
 import { decodeInferHeader, encodeInferHeader } from './infer.ts'
 import type { InferMessage, Tap } from './infer.ts'
 import { MAX_HEADER_BYTES, MAX_INFER_FRAME_BYTES } from './limits.ts'
-import { checkDescriptors, describeTensors, tensorsFromPayload } from './tensor.ts'
-import type { Tensor, TensorDescriptor } from './tensor.ts'
+import { TensorEncoding } from './gen/tensor_pb.ts'
+import { checkDescriptors, decodedLength, describeTensors, tensorsFromPayload } from './tensor.ts'
+import type { EncodeOptions, Tensor, TensorDescriptor } from './tensor.ts'
 
 /** A frame as read: its message, its tensor descriptors, the taps at the payload's end and the payload, still encoded. */
 export interface Frame {
@@ -52,11 +53,9 @@ export function frameTaps (f: Frame): Map<number, Tensor[]> {
   return out
 }
 
-export interface WriteOptions extends AbortOptions {
+export interface WriteOptions extends AbortOptions, EncodeOptions {
   /** Tap tensors (stage outputs) to carry after the frame's own tensors. */
   taps?: Array<{ stage: number, tensors: Tensor[] }>
-  /** Carry the frame's own float32 tensors as float16 (a hand-off of a model published with fp16 hand-offs). */
-  float16?: boolean
 }
 
 export interface ReadOptions extends AbortOptions {
@@ -125,7 +124,9 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
     if (length === 0) throw new MalformedFrameError('header', 'empty')
     const { message, tensors, taps } = decodeInferHeader((await bytes.read({ ...opts, bytes: length })).subarray())
     const size = checkDescriptors(tensors, limit)
-    if (opts.reserve !== undefined && !opts.reserve(size)) throw new OverBudgetError(size)
+    // what the frame holds once read and decoded: its payload, and the tensors float16 or compression make anew
+    const held = size + tensors.reduce((s, d) => s + (d.encoding === TensorEncoding.RAW ? 0 : decodedLength(d)), 0)
+    if (opts.reserve !== undefined && !opts.reserve(held)) throw new OverBudgetError(held)
     const payload = size > 0 ? await bytes.read({ ...opts, bytes: size }) : new Uint8ArrayList()
     return { message, tensors, taps, payload }
   }
@@ -134,7 +135,7 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
     next: async (opts = {}) => await readFrame(opts, true),
     async write (message, tensors, opts = {}) {
       const extra = opts.taps ?? []
-      const own = describeTensors(tensors, { float16: opts.float16 === true })
+      const own = describeTensors(tensors, { float16: opts.float16 === true, compress: opts.compress === true })
       const tapped = describeTensors(extra.flatMap(t => t.tensors))
       const size = own.bytes + tapped.bytes
       if (size > limit) throw new FrameTooLargeError('payload', size, limit)

@@ -11,6 +11,14 @@ export const DEFAULT_FLEET = 'dev'
 export const INFER_PROTOCOL = '/fleetmesh/infer/2.0.0'
 /** The same frames on a stream that carries jobs one after another: after its answer it takes the caller's next request. */
 export const INFER_REUSE_PROTOCOL = '/fleetmesh/infer/2.1.0'
+/** The same kept stream, whose requests may carry tensors compressed (TENSOR_ENCODING_ZSTD, protocols/compression.ts). */
+export const INFER_COMPRESSED_PROTOCOL = '/fleetmesh/infer/2.2.0'
+/** The infer protocols a caller offers, the one it prefers first. */
+export const INFER_PROTOCOLS = [INFER_COMPRESSED_PROTOCOL, INFER_REUSE_PROTOCOL, INFER_PROTOCOL]
+/** Whether an infer stream of this protocol takes the caller's next request after its answer. */
+export function keptInfer (protocol: string | undefined): boolean { return protocol === INFER_REUSE_PROTOCOL || protocol === INFER_COMPRESSED_PROTOCOL }
+/** Whether the peer on an infer stream of this protocol reads compressed tensors. */
+export function readsCompressed (protocol: string | undefined): boolean { return protocol === INFER_COMPRESSED_PROTOCOL }
 export const SHARD_PROTOCOL = '/fleetmesh/shard/2.0.0'
 export const OFFER_PROTOCOL = '/fleetmesh/offer/2.0.0'
 /** Direct return: the last hop sends a job's result frame straight to the client. */

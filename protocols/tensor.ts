@@ -6,6 +6,7 @@
  */
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameTooLargeError, MalformedFrameError } from './errors.ts'
+import { compressIfItPays, decompressExactly } from './compression.ts'
 import { decodeFloat16, encodeFloat16, roundToFloat16 } from './float16.ts'
 import { DataType, TensorEncoding } from './gen/tensor_pb.ts'
 import { MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS } from './limits.ts'
@@ -105,38 +106,58 @@ export interface TensorDescriptor {
   encodedLength: number
 }
 
+/** How tensors may be encoded for a frame. */
+export interface EncodeOptions {
+  /** Carry float32 tensors as binary16 (fp16 hand-offs). */
+  float16?: boolean
+  /** Compress the other tensors where it pays (protocols/compression.ts); only for a peer that reads TENSOR_ENCODING_ZSTD. */
+  compress?: boolean
+}
+
 /**
  * Descriptors for a frame header and the payload parts, in order (no copies,
  * except that `float16` carries float32 tensors as binary16: half the bytes,
- * exact for values already rounded to float16).
+ * exact for values already rounded to float16, and `compress` compresses a
+ * tensor losslessly where that pays).
  */
-export function describeTensors (tensors: Tensor[], opts: { float16?: boolean } = {}): { descriptors: TensorDescriptor[], parts: Uint8Array[], bytes: number } {
+export function describeTensors (tensors: Tensor[], opts: EncodeOptions = {}): { descriptors: TensorDescriptor[], parts: Uint8Array[], bytes: number } {
   if (tensors.length > MAX_TENSORS) throw new FrameTooLargeError('tensors.count', tensors.length, MAX_TENSORS)
   let bytes = 0
   const parts: Uint8Array[] = []
   const descriptors = tensors.map((t, i) => {
     validateTensor(t, `tensors[${i}]`)
     const half = opts.float16 === true && t.dtype === 'float32'
-    const data = half ? encodeFloat16(t.data) : t.data
+    const packed = !half && opts.compress === true ? compressIfItPays(t.data) : undefined
+    const data = half ? encodeFloat16(t.data) : packed ?? t.data
     parts.push(data)
     bytes += data.byteLength
-    return { name: t.name, dtype: dtypeCode(t.dtype), dims: t.dims, encoding: half ? TensorEncoding.FLOAT16 : TensorEncoding.RAW, encodedLength: data.byteLength }
+    const encoding = half ? TensorEncoding.FLOAT16 : packed !== undefined ? TensorEncoding.ZSTD : TensorEncoding.RAW
+    return { name: t.name, dtype: dtypeCode(t.dtype), dims: t.dims, encoding, encodedLength: data.byteLength }
   })
   return { descriptors, parts, bytes }
 }
 
-/** Whether every tensor of these descriptors travels as it is in memory (no float16). */
+/** Whether every tensor of these descriptors travels as it is in memory (no float16, no compression). */
 export function allRaw (descriptors: TensorDescriptor[]): boolean {
   return descriptors.every(d => d.encoding === TensorEncoding.RAW)
 }
 
+/** The bytes a checked descriptor's tensor takes once decoded (dims x item size). */
+export function decodedLength (d: TensorDescriptor): number {
+  return elementCount(d.dims) * itemSize(dtypeOfCode(d.dtype)!)
+}
+
+const ENCODINGS = new Set<number>([TensorEncoding.RAW, TensorEncoding.FLOAT16, TensorEncoding.ZSTD])
+
 /**
  * Checks descriptors read from a header and returns the payload length they
- * declare; every error names the tensor and field.
+ * declare; every error names the tensor and field. The tensors decoded may
+ * not exceed `limit` either (float16 doubles, a compressed tensor grows).
  */
 export function checkDescriptors (descriptors: TensorDescriptor[], limit: number): number {
   if (descriptors.length > MAX_TENSORS) throw new FrameTooLargeError('tensors.count', descriptors.length, MAX_TENSORS)
   let total = 0
+  let decoded = 0
   descriptors.forEach((d, i) => {
     const f = `tensors[${i}]`
     if (d.name.length === 0) throw new MalformedFrameError(`${f}.name`, 'empty')
@@ -144,12 +165,19 @@ export function checkDescriptors (descriptors: TensorDescriptor[], limit: number
     const dtype = dtypeOfCode(d.dtype)
     if (dtype === undefined) throw new MalformedFrameError(`${f}.dtype`, `unknown data type ${d.dtype}`)
     if (d.dims.length > MAX_RANK) throw new MalformedFrameError(`${f}.dims`, `rank ${d.dims.length} exceeds ${MAX_RANK}`)
-    if (d.encoding !== TensorEncoding.RAW && d.encoding !== TensorEncoding.FLOAT16) throw new MalformedFrameError(`${f}.encoding`, `unknown encoding ${d.encoding}`)
+    if (!ENCODINGS.has(d.encoding)) throw new MalformedFrameError(`${f}.encoding`, `unknown encoding ${d.encoding}`)
     if (d.encoding === TensorEncoding.FLOAT16 && dtype !== 'float32') throw new MalformedFrameError(`${f}.encoding`, `float16 carries float32 tensors only, not ${dtype}`)
-    const want = elementCount(d.dims) * (d.encoding === TensorEncoding.FLOAT16 ? 2 : itemSize(dtype))
-    if (d.encodedLength !== want) throw new MalformedFrameError(`${f}.data`, `declares ${d.encodedLength} bytes, dims [${d.dims}] of ${dtype} need ${want}`)
+    const raw = elementCount(d.dims) * itemSize(dtype)
+    if (d.encoding === TensorEncoding.ZSTD) {
+      if (d.encodedLength <= 0 || d.encodedLength >= raw) throw new MalformedFrameError(`${f}.data`, `declares ${d.encodedLength} compressed bytes; dims [${d.dims}] of ${dtype} take ${raw} raw, and compressed must be fewer`)
+    } else {
+      const want = d.encoding === TensorEncoding.FLOAT16 ? raw / 2 : raw
+      if (d.encodedLength !== want) throw new MalformedFrameError(`${f}.data`, `declares ${d.encodedLength} bytes, dims [${d.dims}] of ${dtype} need ${want}`)
+    }
     total += d.encodedLength
     if (total > limit) throw new FrameTooLargeError('payload', total, limit)
+    decoded += raw
+    if (decoded > limit) throw new FrameTooLargeError('tensors decoded', decoded, limit)
   })
   return total
 }
@@ -161,6 +189,7 @@ export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Ui
   return descriptors.map(d => {
     let data = list.subarray(o, o + d.encodedLength)
     if (d.encoding === TensorEncoding.FLOAT16) data = decodeFloat16(data)
+    else if (d.encoding === TensorEncoding.ZSTD) data = decompressExactly(data, decodedLength(d), `tensor ${d.name}`)
     // a copy (not Buffer#slice, which is a view) when misaligned for typed-array views
     else if (data.byteOffset % 8 !== 0) data = new Uint8Array(data)
     o += d.encodedLength

@@ -96,6 +96,8 @@ export interface ClientInit {
    * 1 turns this off. @default 4
    */
   coalesce?: number
+  /** Compress the tensors of jobs where it pays, for vehicles that read them so (protocols/compression.ts). @default true */
+  compress?: boolean
 }
 
 export interface ModelInfo {
@@ -162,7 +164,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       links: this.links,
       inbox: this.inbox,
       reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
-    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}), ...(init.coalesce !== undefined ? { coalesce: init.coalesce } : {}) })
+    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}), ...(init.coalesce !== undefined ? { coalesce: init.coalesce } : {}), ...(init.compress !== undefined ? { compress: init.compress } : {}) })
     this.offers = new OfferInbox(c)
     for (const type of ['route', 'job'] as const) this.pipeline.addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: e.detail }) })
   }

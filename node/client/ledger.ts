@@ -6,6 +6,7 @@
  * an answer that does not hold together is the first hop's fault, because
  * an honest first hop checks what it relays.
  */
+import { MalformedFrameError } from '../../protocols/errors.ts'
 import { frameTaps, frameTensors } from '../../protocols/framing.ts'
 import type { Frame } from '../../protocols/framing.ts'
 import type { HopTiming, OutputMode } from '../../protocols/infer.ts'
@@ -23,6 +24,8 @@ export class JobLedger {
   private readonly outputs = new Map<number, Tensor[]>()
   /** Stages this client ran itself, with their times. */
   private readonly ranHere: HopTiming[] = []
+  /** The digest of tensors sent, made while their answer is awaited (sentDigest). */
+  private sent?: { tensors: Tensor[], digest: Uint8Array }
 
   constructor (job: string, manifest: string, stages: number, inputs: Tensor[]) {
     this.job = job
@@ -38,15 +41,28 @@ export class JobLedger {
    * Returns why it does not hold together, or undefined.
    */
   async accept (answer: Frame, first: number, sent: Tensor[], peers: string[], taps: number[], output?: { mode: OutputMode, manifest: Pick<Manifest, 'outputs'> }): Promise<string | undefined> {
-    const problem = await answerProblem(answer, { job: this.job, manifest: this.manifest, stage: first, stages: this.stages, sent: digestOf(sent), peers, taps, ...(output !== undefined ? { output } : {}) })
-    if (problem !== undefined) return problem
-    const m = answer.message
-    const receipts = await openReceipts(m.kind === 'result' ? m.result.receipts : m.kind === 'error' ? m.error.receipts : [])
-    receipts.forEach((r, i) => { this.receipts[first + i] = r })
-    for (const [stage, tensors] of frameTaps(answer)) this.outputs.set(stage, tensors)
-    const main = frameTensors(answer)
-    if (receipts.length > 0 && main.length > 0) this.outputs.set(first + receipts.length - 1, main)
-    return undefined
+    try {
+      const problem = await answerProblem(answer, { job: this.job, manifest: this.manifest, stage: first, stages: this.stages, sent: this.sentDigest(sent), peers, taps, ...(output !== undefined ? { output } : {}) })
+      if (problem !== undefined) return problem
+      const m = answer.message
+      const receipts = await openReceipts(m.kind === 'result' ? m.result.receipts : m.kind === 'error' ? m.error.receipts : [])
+      const tapped = frameTaps(answer)
+      const main = frameTensors(answer)
+      receipts.forEach((r, i) => { this.receipts[first + i] = r })
+      for (const [stage, tensors] of tapped) this.outputs.set(stage, tensors)
+      if (receipts.length > 0 && main.length > 0) this.outputs.set(first + receipts.length - 1, main)
+      return undefined
+    } catch (err) {
+      // tensors that do not decode (a compressed one that is not what its dims say) are the answer's problem
+      if (err instanceof MalformedFrameError) return err.message
+      throw err
+    }
+  }
+
+  /** The digest receipts give `tensors` (the request's), made once per request: call it while the answer is awaited. */
+  sentDigest (tensors: Tensor[]): Uint8Array {
+    if (this.sent?.tensors !== tensors) this.sent = { tensors, digest: digestOf(tensors) }
+    return this.sent.digest
   }
 
   /** The first stages ran in this process (`me`), handing on `outputs`: no receipts, nothing to check. */

@@ -115,13 +115,15 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   private readonly log: Logger
   private readonly localStages: number
   private readonly output: OutputMode | undefined
+  private readonly compress: boolean
   readonly coalescer: Coalescer<InferResult>
 
-  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number } = {}) {
+  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number, compress?: boolean } = {}) {
     super()
     this.c = components
     this.localStages = init.localStages ?? 0
     this.output = init.output
+    this.compress = init.compress ?? true
     this.log = components.logger.forComponent('fleetmesh:pipeline')
     this.coalescer = new Coalescer(async (m, i, o) => await this.run(m, i, o), init.coalesce)
   }
@@ -247,7 +249,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           ...(taps.length > 0 ? { taps } : {}),
           ...(direct !== undefined ? { returnTo: this.c.peerId.toString(), earlyReceipts: true } : {}),
           ...(reduceThere ? { output: mode } : {})
-        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), ...(direct !== undefined ? { onReceipts } : {}) })
+        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), compress: this.compress, onSent: () => { ledger.sentDigest(tensors) }, ...(direct !== undefined ? { onReceipts } : {}) })
         ;({ frame: answer, taken } = await firstAnswer(calling, direct, ahead, K - stage, async whole => await ledger.accept(whole, stage, tensors, peers, taps, output)))
       } catch (err) {
         direct?.cancel()

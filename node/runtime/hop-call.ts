@@ -14,7 +14,7 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 import { MalformedFrameError } from '../../protocols/errors.ts'
 import { frameStream } from '../../protocols/framing.ts'
 import type { Frame, FrameStream } from '../../protocols/framing.ts'
-import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
+import { INFER_PROTOCOLS, keptInfer, readsCompressed } from '../../protocols/ids.ts'
 import type { Hop, InferRequest } from '../../protocols/infer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
@@ -51,7 +51,7 @@ export class HopStreams {
 
   constructor (dialer: PeerDialer) { this.dialer = dialer }
 
-  /** An idle stream to `hop`'s peer, else a new one (reusable when the peer speaks INFER_REUSE_PROTOCOL). */
+  /** An idle stream to `hop`'s peer, else a new one (reusable when the peer speaks INFER_REUSE_PROTOCOL or later). */
   async open (hop: Hop, opts: AbortOptions = {}): Promise<HopStream> {
     const waiting = this.idle.get(hop.peer) ?? []
     for (let e = waiting.pop(); e !== undefined; e = waiting.pop()) {
@@ -59,14 +59,14 @@ export class HopStreams {
       if (e.s.stream.status === 'open' && e.s.stream.writeStatus === 'writable' && e.s.stream.readStatus === 'readable') return e.s
     }
     this.idle.delete(hop.peer)
-    const stream = await this.dialer.dialProtocol(hop.peer, [INFER_REUSE_PROTOCOL, INFER_PROTOCOL], { ...opts, addrs: hop.addrs })
+    const stream = await this.dialer.dialProtocol(hop.peer, INFER_PROTOCOLS, { ...opts, addrs: hop.addrs })
     return { peer: hop.peer, stream, frames: frameStream(stream) }
   }
 
   /** After its whole answer was read: kept for the next job to that peer, or closed. */
   release (s: HopStream): void {
     const waiting = this.idle.get(s.peer) ?? []
-    if (s.stream.protocol !== INFER_REUSE_PROTOCOL || s.stream.status !== 'open' || waiting.length >= IDLE_PER_PEER) {
+    if (!keptInfer(s.stream.protocol) || s.stream.status !== 'open' || waiting.length >= IDLE_PER_PEER) {
       void s.stream.close().catch(() => {})
       return
     }
@@ -109,6 +109,8 @@ export function hopStreams (dialer: PeerDialer): HopStreams {
 export interface CallOptions extends AbortOptions {
   /** Carry float32 tensors as float16 (fp16 hand-offs). */
   float16?: boolean
+  /** Compress the request's tensors where it pays, if the hop reads them so (INFER_COMPRESSED_PROTOCOL). */
+  compress?: boolean
   /** A stream to the hop taken before (see openHop), used instead of taking one. */
   stream?: HopStream
   /** Called once the request is written, while the answer is awaited (work that should not hold up the request). */
@@ -142,7 +144,7 @@ export async function callHop (dialer: PeerDialer, hop: Hop, request: InferReque
     throw new HopUnreachableError(hop.peer, err as Error)
   }
   try {
-    await s.frames.write({ kind: 'request', request }, tensors, opts)
+    await s.frames.write({ kind: 'request', request }, tensors, { ...opts, compress: opts.compress === true && readsCompressed(s.stream.protocol) })
     opts.onSent?.()
     let answer = await s.frames.read(opts)
     for (let early = 0; answer.message.kind === 'receipts'; early++) {

@@ -14,7 +14,7 @@ import type { ComponentLogger, Libp2p, Logger, PeerId, PrivateKey, Startable, St
 import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from '../../protocols/errors.ts'
 import { frameStream, frameTensors, nextWhileKept } from '../../protocols/framing.ts'
 import type { Frame, FrameStream, WriteOptions } from '../../protocols/framing.ts'
-import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
+import { INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
 import type { Hop, InferError, InferRequest, InferResult } from '../../protocols/infer.ts'
 import { INFER_HOP_TIMEOUT_MS, INFER_IDLE_MS, MAX_INFER_FRAME_BYTES } from '../../protocols/limits.ts'
@@ -64,6 +64,8 @@ export interface InferHandlerInit {
   lie?: OutputFilter
   /** Request payload bytes one peer may have on this node at once, and all peers together. @default 128 MiB, 512 MiB */
   memory?: { perPeer: number, overall: number }
+  /** Compress hand-offs where it pays, for next hops that read them so (protocols/compression.ts). @default true */
+  compress?: boolean
 }
 
 /** Route addresses used per hop when the route's own are used. */
@@ -102,11 +104,13 @@ export class InferHandler implements Startable {
     const opts = { maxInboundStreams: max, maxOutboundStreams: max, runOnLimitedConnection: true }
     await this.c.registrar.handle(INFER_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString(), false) }, opts)
     await this.c.registrar.handle(INFER_REUSE_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString(), true) }, opts)
+    await this.c.registrar.handle(INFER_COMPRESSED_PROTOCOL, (stream, connection) => { void this.handle(stream, connection.remotePeer.toString(), true) }, opts)
   }
 
   async stop (): Promise<void> {
     await this.c.registrar.unhandle(INFER_PROTOCOL)
     await this.c.registrar.unhandle(INFER_REUSE_PROTOCOL)
+    await this.c.registrar.unhandle(INFER_COMPRESSED_PROTOCOL)
   }
 
   /**
@@ -226,7 +230,15 @@ export class InferHandler implements Startable {
     const manifest = this.c.runtime.manifestOf(req.manifest)!
     const last = manifest.stages.length - 1
     let stage = req.stage
-    let tensors = frameTensors(frame)
+    let tensors: Tensor[]
+    try {
+      tensors = frameTensors(frame)
+    } catch (err) {
+      // a compressed tensor that does not decompress to its dims (protocols/compression.ts)
+      if (!(err instanceof MalformedFrameError)) throw err
+      await fail(InferErrorCode.BAD_INPUT, err.message, req.stage, this.me)
+      return
+    }
     let inDigest: Uint8Array | undefined
     let route = req.route
     const mine: Reply = { receipts: [], taps: [] }
@@ -304,7 +316,7 @@ export class InferHandler implements Startable {
         if (req.earlyReceipts === true) sendAhead(mine.receipts)
       }
       try {
-        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), ...(stream !== undefined ? { stream } : {}), onSent, ...(req.earlyReceipts === true ? { onReceipts: sendAhead } : {}) })
+        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), compress: this.init.compress !== false, ...(stream !== undefined ? { stream } : {}), onSent, ...(req.earlyReceipts === true ? { onReceipts: sendAhead } : {}) })
       } finally {
         // the receipt goes back with an answer and with a hand-back alike
         await (signing ?? sign())

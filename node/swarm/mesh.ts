@@ -55,6 +55,8 @@ export interface SwarmInit {
   handOff?: 'fp16'
   /** The client's coalescing (ClientInit `coalesce`). @default 4 */
   coalesce?: number
+  /** Whether the client and the vehicles compress tensors where it pays (`--compress`). @default true */
+  compress?: boolean
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
   /**
@@ -140,7 +142,7 @@ export class LocalSwarm {
     say('boot', `bootstrap ${shortPeer(bootInfo.peer)} on ${this.bootAddr.replace(/\/p2p\/.*/, '')} (pid ${boot.pid})`)
 
     // this process: the client peer, which also seeds the shards
-    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(this.init.coalesce !== undefined ? { coalesce: this.init.coalesce } : {}), ...(cells !== undefined ? { cells } : {}) })
+    const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(this.init.coalesce !== undefined ? { coalesce: this.init.coalesce } : {}), ...(this.init.compress !== undefined ? { compress: this.init.compress } : {}), ...(cells !== undefined ? { cells } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
     say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
@@ -225,7 +227,7 @@ export class LocalSwarm {
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
     const cell = this.cellOf(i)
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...extra])
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...(this.init.compress === false ? ['--compress', 'off'] : []), ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

@@ -31,8 +31,12 @@ export interface Rogue {
 
 export type RogueBehaviour = (fs: FrameStream, frame: Frame & { message: { kind: 'request' } }, rogue: Rogue) => Promise<void>
 
-/** A fleet member with the vehicle role, connected to the mesh's client and vehicles, answering infer requests with `behaviour`. */
-export async function startRogue (mesh: TestMesh, behaviour: RogueBehaviour): Promise<Rogue> {
+/**
+ * A fleet member with the vehicle role, connected to the mesh's client and
+ * vehicles, answering infer requests with `behaviour` on `protocol` (the
+ * first infer version by default).
+ */
+export async function startRogue (mesh: TestMesh, behaviour: RogueBehaviour, protocol = INFER_PROTOCOL): Promise<Rogue> {
   const { host, components } = await testNode({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client(['vehicle']) })
   const rogue: Rogue = {
     host,
@@ -59,7 +63,7 @@ export async function startRogue (mesh: TestMesh, behaviour: RogueBehaviour): Pr
       await host.stop()
     }
   }
-  await host.handle(INFER_PROTOCOL, async (stream: Stream) => {
+  await host.handle(protocol, async (stream: Stream) => {
     const fs = frameStream(stream)
     try {
       const frame = await fs.read()

@@ -6,7 +6,7 @@ import { LIE_MODES, isLieMode } from '../../runtime/liar.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, cellsOption, clientChecks, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, cellsOption, clientChecks, compressOption, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 import { DEFAULT_CELL } from '../../../protocols/ids.ts'
 import type { HostInit } from '../../host.ts'
@@ -119,6 +119,7 @@ export const nodeCommand: Command = {
       models,
       cell: cellsOption(o, 'cell')?.[0] ?? DEFAULT_CELL,
       intraOpThreads: intOption(o.threads, 'threads', 1, 64),
+      compress: compressOption(o),
       ...(isLieMode(o.lie) ? { lie: o.lie } : {})
     })
     agent.onEvent(print)

@@ -1,0 +1,107 @@
+/**
+ * Tensors compressed between peers where it pays (protocols/compression.ts,
+ * infer 2.2.0): a job's input reaches the first vehicle in a few KB, only a
+ * peer that reads compressed tensors gets them, results stay the whole
+ * model's bit for bit, and a member that sends a tensor inflating past its
+ * dims gets BAD_INPUT from a vehicle that goes on serving. Real libp2p
+ * nodes, real onnxruntime.
+ */
+import assert from 'node:assert/strict'
+import { zstdCompressSync } from 'node:zlib'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { FleetClient } from '../../node/client/client.ts'
+import { textOf } from '../../node/client/inputs.ts'
+import { createSession, runSession } from '../../node/models/ort.ts'
+import type { ShardedModel } from '../../node/models/shard.ts'
+import { frameStream, frameTensors } from '../../protocols/framing.ts'
+import { TensorEncoding } from '../../protocols/gen/tensor_pb.ts'
+import { INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL } from '../../protocols/ids.ts'
+import { InferErrorCode } from '../../protocols/infer.ts'
+import type { InferRequest } from '../../protocols/infer.ts'
+import { sameTensor } from '../../protocols/tensor.ts'
+import type { TensorDescriptor } from '../../protocols/tensor.ts'
+import { startMesh } from '../utils/mesh.ts'
+import type { TestMesh } from '../utils/mesh.ts'
+import { testNode } from '../utils/node.ts'
+import { startRogue } from '../utils/rogue.ts'
+import { sampleLine, sampleTexts, shardedRec } from '../utils/samples.ts'
+
+describe('tensors compressed between peers where it pays', function () {
+  this.timeout(120_000)
+  let sharded: ShardedModel
+  let mesh: TestMesh
+  let whole: Awaited<ReturnType<typeof createSession>>
+  let labels: Map<string, string>
+  const model = (): { cid: string, manifest: ShardedModel['manifest'] } => ({ cid: sharded.manifestCid, manifest: sharded.manifest })
+
+  before(async () => {
+    const built = await shardedRec(2)
+    sharded = built.sharded
+    whole = await createSession(built.rec)
+    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off' })
+    labels = await sampleTexts()
+  })
+
+  after(async () => { await mesh?.stop(); await whole?.release() })
+
+  /** What a rogue holding stage 0 on `protocol` receives from `client` (it refuses the run, the honest vehicles do the job). */
+  const firstHopSees = async (client: FleetClient, protocol: string, file: string): Promise<TensorDescriptor> => {
+    const seen: TensorDescriptor[][] = []
+    const rogue = await startRogue(mesh, async (fs, frame) => {
+      seen.push(frame.tensors)
+      await fs.write({ kind: 'error', error: { job: frame.message.request.job, code: InferErrorCode.RUN_FAILED, message: 'not today', stage: 0, peer: '', receipts: [] } }, [])
+    }, protocol)
+    try {
+      rogue.claim(sharded.manifestCid, [0])
+      if (client !== mesh.client) client.directory.record(rogue.peer, mesh.client.directory.get(rogue.peer)!.heartbeat)
+      const x = sampleLine(file)
+      const r = await client.infer(model(), [x], { prefer: new Set([rogue.peer, mesh.vehicles[1].peerId]) })
+      assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(file), 'the job completed on the honest vehicles')
+      assert.ok(sameTensor((await runSession(whole, [x]))[0], r.outputs[0]), 'the whole model\'s result, bit for bit')
+      assert.equal(seen.length, 1, 'the rogue was asked first')
+      return seen[0][0]
+    } finally {
+      client.directory.forget(rogue.peer)
+      await rogue.stop()
+    }
+  }
+
+  it('a job\'s input reaches a first hop that reads compressed tensors in a few KB; the result is the whole model\'s', async () => {
+    const d = await firstHopSees(mesh.client, INFER_COMPRESSED_PROTOCOL, '05.png')
+    assert.equal(d.encoding, TensorEncoding.ZSTD)
+    assert.ok(d.encodedLength < 184_320 / 20, `${d.encodedLength} bytes for 184,320`)
+  })
+
+  it('a peer of an earlier version, or a client with compression off, gets the raw bytes', async () => {
+    const old = await firstHopSees(mesh.client, INFER_PROTOCOL, '06.png')
+    assert.deepEqual([old.encoding, old.encodedLength], [TensorEncoding.RAW, 184_320])
+    const plain = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'test', credentials: await mesh.fleet!.client(), verify: 'off', compress: false })
+    try {
+      await plain.directory.waitFor(() => plain.directory.holders(sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
+      const d = await firstHopSees(plain, INFER_COMPRESSED_PROTOCOL, '07.png')
+      assert.deepEqual([d.encoding, d.encodedLength], [TensorEncoding.RAW, 184_320])
+    } finally { await plain.close() }
+  })
+
+  it('a member\'s tensor that inflates past its dims gets BAD_INPUT; a compressed input sent straight to a vehicle runs right', async () => {
+    const { host } = await testNode({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client() })
+    try {
+      await host.dial(mesh.vehicles[0].host.getMultiaddrs())
+      const x = sampleLine('08.png')
+      const request = (job: string): InferRequest => ({ job, manifest: sharded.manifestCid, stage: 0, deadline: Date.now() + 30_000, route: [{ peer: mesh.vehicles[1].peerId, addrs: [] }] })
+      const fs = frameStream(await host.dialProtocol(mesh.vehicles[0].host.peerId, INFER_COMPRESSED_PROTOCOL))
+      // 8 MiB of zeros in a few hundred bytes, under a descriptor that claims x's dims (184,320 bytes)
+      const bomb = zstdCompressSync(new Uint8Array(8 << 20))
+      const descriptor: TensorDescriptor = { name: 'x', dtype: 1, dims: x.dims, encoding: TensorEncoding.ZSTD, encodedLength: bomb.byteLength }
+      await fs.relay({ kind: 'request', request: request('bomb') }, { tensors: [descriptor], taps: [], payload: new Uint8ArrayList(bomb) })
+      const refused = await fs.read({ signal: AbortSignal.timeout(10_000) })
+      assert.equal(refused.message.kind === 'error' && refused.message.error.code, InferErrorCode.BAD_INPUT)
+      assert.match(refused.message.kind === 'error' ? refused.message.error.message : '', /tensor x: decompresses to more than the 184320 bytes/)
+      // the same stream, an honest compressed input: the vehicle runs it and the next one answers
+      await fs.write({ kind: 'request', request: request('fine') }, [x], { compress: true })
+      const answer = await fs.read({ signal: AbortSignal.timeout(30_000) })
+      assert.equal(answer.message.kind, 'result')
+      assert.ok(sameTensor((await runSession(whole, [x]))[0], frameTensors(answer)[0]), 'the whole model\'s result')
+    } finally { await host.stop() }
+  })
+})
