@@ -13,6 +13,8 @@
 import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
 import { DEFAULT_CELL, DEFAULT_FLEET } from '../protocols/ids.ts'
+import { compressionFor } from '../protocols/compression.ts'
+import type { CompressMode } from '../protocols/compression.ts'
 import { CapacityAdvertiser } from './capacity/advertiser.ts'
 import { CellRendezvous, hostConnections } from './capacity/cells.ts'
 import { FleetDirectory, neighbours } from './capacity/directory.ts'
@@ -78,8 +80,8 @@ export interface AgentInit {
    * Undefined only for an open fleet.
    */
   credentials?: Credentials
-  /** Compress hand-offs where it pays, for next hops that read them so (protocols/compression.ts). @default true */
-  compress?: boolean
+  /** Where hand-offs are compressed, for next hops that read them so (protocols/compression.ts). @default 'auto' */
+  compress?: CompressMode
   /** Testing only: this vehicle lies about its stage outputs (see node/runtime/liar.ts). */
   lie?: LieMode
 }
@@ -162,7 +164,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
         ? { knownVehicle: (peer: string) => this.directory.get(peer)?.heartbeat.addrs ?? (membership.hasRole(peer, 'vehicle') ? [] : undefined) }
         : {}),
       deliver: resultSender({ dialer: c.dialer, connections: host, logger: c.logger, ...(membership !== undefined ? { membership } : {}) }),
-      ...(init.compress !== undefined ? { compress: init.compress } : {}),
+      compression: peer => compressionFor(init.compress ?? 'auto', { sameHost: c.dialer.sameHost(peer), bytesPerMs: this.links.get(peer)?.bytesPerMs }),
       ...(init.lie !== undefined ? { lie: liar(init.lie) } : {})
     })
     for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {

@@ -135,7 +135,7 @@ export function frameStream (stream: Stream, limit = MAX_INFER_FRAME_BYTES): Fra
     next: async (opts = {}) => await readFrame(opts, true),
     async write (message, tensors, opts = {}) {
       const extra = opts.taps ?? []
-      const own = describeTensors(tensors, { float16: opts.float16 === true, compress: opts.compress === true })
+      const own = describeTensors(tensors, { float16: opts.float16 === true, ...(opts.compress !== undefined ? { compress: opts.compress } : {}) })
       const tapped = describeTensors(extra.flatMap(t => t.tensors))
       const size = own.bytes + tapped.bytes
       if (size > limit) throw new FrameTooLargeError('payload', size, limit)

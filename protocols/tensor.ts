@@ -110,8 +110,12 @@ export interface TensorDescriptor {
 export interface EncodeOptions {
   /** Carry float32 tensors as binary16 (fp16 hand-offs). */
   float16?: boolean
-  /** Compress the other tensors where it pays (protocols/compression.ts); only for a peer that reads TENSOR_ENCODING_ZSTD. */
-  compress?: boolean
+  /**
+   * Compress the other tensors that shrink to this share of their size or
+   * less (protocols/compression.ts `compressionFor`); only for a peer that
+   * reads TENSOR_ENCODING_ZSTD. Undefined: none.
+   */
+  compress?: number
 }
 
 /**
@@ -127,7 +131,7 @@ export function describeTensors (tensors: Tensor[], opts: EncodeOptions = {}): {
   const descriptors = tensors.map((t, i) => {
     validateTensor(t, `tensors[${i}]`)
     const half = opts.float16 === true && t.dtype === 'float32'
-    const packed = !half && opts.compress === true ? compressIfItPays(t.data) : undefined
+    const packed = !half && opts.compress !== undefined ? compressIfItPays(t.data, opts.compress) : undefined
     const data = half ? encodeFloat16(t.data) : packed ?? t.data
     parts.push(data)
     bytes += data.byteLength

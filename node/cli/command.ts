@@ -15,6 +15,8 @@ import { parseLocalStages } from '../client/local-stages.ts'
 import { VERIFY_MODES, isVerifyMode } from '../client/verifier.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { DEFAULT_FLEET, checkCellName, checkFleetName } from '../../protocols/ids.ts'
+import { COMPRESS_MODES } from '../../protocols/compression.ts'
+import type { CompressMode } from '../../protocols/compression.ts'
 import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
@@ -206,14 +208,14 @@ export const CLIENT_CHECK_OPTIONS: Record<string, OptionSpec> = {
   near: { type: 'string', arg: '<geohash>', description: 'route near this geohash cell: in it, else in its 8 neighbours (instead of --cells)' },
   output: { type: 'string', arg: '<mode>', description: 'what the last vehicle returns: raw (the model\'s outputs), text (CTC text models: the decoded text, not the 1 MB of probabilities) or top-k=K (the K largest entries of each row, for classifiers)', default: 'raw' },
   coalesce: { type: 'string', arg: '<n>', description: 'jobs of one model that wait for room in the mesh go together, up to n as one job along the batch dimension (their results split back); 1 turns this off', default: '4' },
-  compress: { type: 'string', arg: '<mode>', description: 'tensors sent to vehicles (inputs, hand-offs): auto compresses each where it pays (lossless Zstandard: inputs made from images shrink 20-70x), off sends them as they are', default: 'auto' }
+  compress: { type: 'string', arg: '<mode>', description: 'tensors sent to vehicles (inputs, hand-offs), losslessly with Zstandard: auto where the link makes it pay (not on this host; inputs made from images shrink 20-70x), always (on every link), off', default: 'auto' }
 }
 
-/** `--compress auto|off`: whether tensors sent to vehicles are compressed where it pays. */
-export function compressOption (o: Record<string, unknown>): boolean {
-  if (o.compress === undefined || o.compress === 'auto') return true
-  if (o.compress === 'off') return false
-  throw new UsageError(`--compress must be auto or off, got ${String(o.compress)}`)
+/** `--compress auto|always|off`: where tensors sent to vehicles are compressed. */
+export function compressOption (o: Record<string, unknown>): CompressMode {
+  const mode = o.compress ?? 'auto'
+  if (!COMPRESS_MODES.includes(mode as CompressMode)) throw new UsageError(`--compress must be one of ${COMPRESS_MODES.join(', ')}, got ${String(mode)}`)
+  return mode as CompressMode
 }
 
 /** `--cells a,b` (checked names), or undefined. */
@@ -223,8 +225,8 @@ export function cellsOption (o: Record<string, unknown>, flag = 'cells'): string
 }
 
 /** The client settings of CLIENT_CHECK_OPTIONS. */
-export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode, coalesce?: number, compress: boolean } {
-  const out: { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode, coalesce?: number, compress: boolean } = { compress: compressOption(o) }
+export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode, coalesce?: number, compress: CompressMode } {
+  const out: { verify?: VerifyMode, localStages?: number, cells?: string[], output?: OutputMode, coalesce?: number, compress: CompressMode } = { compress: compressOption(o) }
   if (o.coalesce !== undefined) out.coalesce = intOption(o.coalesce, 'coalesce', 1, 16)
   if (typeof o.output === 'string') {
     try { const mode = parseOutputMode(o.output); if (mode !== undefined) out.output = mode } catch (err) { throw new UsageError(`--output: ${(err as Error).message}`) }

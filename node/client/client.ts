@@ -38,6 +38,8 @@ import { OfferInbox } from './offer-inbox.ts'
 import { PipelineRunner } from './pipeline.ts'
 import type { InferOptions, InferResult, PipelineEvents } from './pipeline.ts'
 import type { OutputMode } from '../../protocols/infer.ts'
+import { compressionFor } from '../../protocols/compression.ts'
+import type { CompressMode } from '../../protocols/compression.ts'
 import type { CoalesceStats } from './coalesce.ts'
 import { ModelNames } from './names.ts'
 import { ModelResolver } from './resolver.ts'
@@ -96,8 +98,8 @@ export interface ClientInit {
    * 1 turns this off. @default 4
    */
   coalesce?: number
-  /** Compress the tensors of jobs where it pays, for vehicles that read them so (protocols/compression.ts). @default true */
-  compress?: boolean
+  /** Where jobs' tensors are compressed, for vehicles that read them so (protocols/compression.ts). @default 'auto' */
+  compress?: CompressMode
 }
 
 export interface ModelInfo {
@@ -163,8 +165,9 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
       local: this.local,
       links: this.links,
       inbox: this.inbox,
+      compression: peer => compressionFor(init.compress ?? 'auto', { sameHost: c.dialer.sameHost(peer), bytesPerMs: this.links.get(peer)?.bytesPerMs }),
       reachable: async (peer, signal) => { await ping.ping(peerIdFromString(peer), { signal }); return true }
-    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}), ...(init.coalesce !== undefined ? { coalesce: init.coalesce } : {}), ...(init.compress !== undefined ? { compress: init.compress } : {}) })
+    }, { ...(init.localStages !== undefined ? { localStages: init.localStages } : {}), ...(init.output !== undefined ? { output: init.output } : {}), ...(init.coalesce !== undefined ? { coalesce: init.coalesce } : {}) })
     this.offers = new OfferInbox(c)
     for (const type of ['route', 'job'] as const) this.pipeline.addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: e.detail }) })
   }

@@ -1,14 +1,12 @@
 /**
- * The pipeline runner: one job through the mesh with failover. It picks a
- * route (one peer per stage) from the stage locator, sends the input to the
- * first hop within a budget its route's timings promise, and checks the
- * answer's receipts (ledger.ts). If a hop fails it replays only the failed
- * stage's input on another, keeping the stages that already ran; runs chosen
- * for checking are run again elsewhere before the result is delivered
- * (verifier.ts). Results come straight from the last hop, the receipts sent
- * ahead of the chain's answer (direct-return.ts). Blame: the first hop
- * answers for everything it sends back, an error naming another peer only
- * keeps this job away from it and counts as an accusation (scheduler/bans.ts).
+ * The pipeline runner: one job through the mesh with failover. It picks a route (one peer per stage) from
+ * the stage locator, sends the input to the first hop within a budget its route's timings promise, and
+ * checks the answer's receipts (ledger.ts). If a hop fails it replays only the failed stage's input on
+ * another, keeping the stages that already ran; runs chosen for checking are run again elsewhere before
+ * the result is delivered (verifier.ts). Results come straight from the last hop, the receipts sent ahead
+ * of the chain's answer (direct-return.ts). Blame: the first hop answers for everything it sends back, an
+ * error naming another peer only keeps this job away from it and counts as an accusation
+ * (scheduler/bans.ts).
  */
 import { randomUUID } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
@@ -106,6 +104,8 @@ export interface PipelineComponents {
   reachable?: (peer: string, signal: AbortSignal) => Promise<boolean>
   /** This client's measured links to vehicles (node/link-meter.ts). */
   links?: Pick<LinkMeter, 'get'>
+  /** The share of its size a tensor sent to `peer` must shrink to, to go compressed (protocols/compression.ts `compressionFor`); undefined: as it is. */
+  compression?: (peer: string) => number | undefined
   /** Takes results straight from a job's last hop (direct return); without it they come back along the chain. */
   inbox?: Pick<ResultInbox, 'expect' | 'stats'>
 }
@@ -115,15 +115,13 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   private readonly log: Logger
   private readonly localStages: number
   private readonly output: OutputMode | undefined
-  private readonly compress: boolean
   readonly coalescer: Coalescer<InferResult>
 
-  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number, compress?: boolean } = {}) {
+  constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number } = {}) {
     super()
     this.c = components
     this.localStages = init.localStages ?? 0
     this.output = init.output
-    this.compress = init.compress ?? true
     this.log = components.logger.forComponent('fleetmesh:pipeline')
     this.coalescer = new Coalescer(async (m, i, o) => await this.run(m, i, o), init.coalesce)
   }
@@ -249,7 +247,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           ...(taps.length > 0 ? { taps } : {}),
           ...(direct !== undefined ? { returnTo: this.c.peerId.toString(), earlyReceipts: true } : {}),
           ...(reduceThere ? { output: mode } : {})
-        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), compress: this.compress, onSent: () => { ledger.sentDigest(tensors) }, ...(direct !== undefined ? { onReceipts } : {}) })
+        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), compress: () => this.c.compression?.(first), onSent: () => { ledger.sentDigest(tensors) }, ...(direct !== undefined ? { onReceipts } : {}) })
         ;({ frame: answer, taken } = await firstAnswer(calling, direct, ahead, K - stage, async whole => await ledger.accept(whole, stage, tensors, peers, taps, output)))
       } catch (err) {
         direct?.cancel()

@@ -109,8 +109,12 @@ export function hopStreams (dialer: PeerDialer): HopStreams {
 export interface CallOptions extends AbortOptions {
   /** Carry float32 tensors as float16 (fp16 hand-offs). */
   float16?: boolean
-  /** Compress the request's tensors where it pays, if the hop reads them so (INFER_COMPRESSED_PROTOCOL). */
-  compress?: boolean
+  /**
+   * The share of its size a request's tensor must shrink to, to go
+   * compressed (compressionFor), asked once the stream is open (the link is
+   * known then), if the hop reads them so (INFER_COMPRESSED_PROTOCOL).
+   */
+  compress?: () => number | undefined
   /** A stream to the hop taken before (see openHop), used instead of taking one. */
   stream?: HopStream
   /** Called once the request is written, while the answer is awaited (work that should not hold up the request). */
@@ -144,7 +148,9 @@ export async function callHop (dialer: PeerDialer, hop: Hop, request: InferReque
     throw new HopUnreachableError(hop.peer, err as Error)
   }
   try {
-    await s.frames.write({ kind: 'request', request }, tensors, { ...opts, compress: opts.compress === true && readsCompressed(s.stream.protocol) })
+    const { compress, ...rest } = opts
+    const ratio = readsCompressed(s.stream.protocol) ? compress?.() : undefined
+    await s.frames.write({ kind: 'request', request }, tensors, { ...rest, ...(ratio !== undefined ? { compress: ratio } : {}) })
     opts.onSent?.()
     let answer = await s.frames.read(opts)
     for (let early = 0; answer.message.kind === 'receipts'; early++) {

@@ -64,8 +64,8 @@ export interface InferHandlerInit {
   lie?: OutputFilter
   /** Request payload bytes one peer may have on this node at once, and all peers together. @default 128 MiB, 512 MiB */
   memory?: { perPeer: number, overall: number }
-  /** Compress hand-offs where it pays, for next hops that read them so (protocols/compression.ts). @default true */
-  compress?: boolean
+  /** The share of its size a hand-off to `peer` must shrink to, to go compressed (protocols/compression.ts `compressionFor`); undefined: as it is. */
+  compression?: (peer: string) => number | undefined
 }
 
 /** Route addresses used per hop when the route's own are used. */
@@ -316,7 +316,7 @@ export class InferHandler implements Startable {
         if (req.earlyReceipts === true) sendAhead(mine.receipts)
       }
       try {
-        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), compress: this.init.compress !== false, ...(stream !== undefined ? { stream } : {}), onSent, ...(req.earlyReceipts === true ? { onReceipts: sendAhead } : {}) })
+        answer = await callHop(this.c.dialer, this.hopFor(next), { ...req, stage: nextStage, route: route.slice(1) }, outputs, { signal, float16: roundsHandOff(manifest, stage), compress: () => this.init.compression?.(next.peer), ...(stream !== undefined ? { stream } : {}), onSent, ...(req.earlyReceipts === true ? { onReceipts: sendAhead } : {}) })
       } finally {
         // the receipt goes back with an answer and with a hand-back alike
         await (signing ?? sign())

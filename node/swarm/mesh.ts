@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { OutputMode } from '../../protocols/infer.ts'
+import type { CompressMode } from '../../protocols/compression.ts'
 import { CELL_SIZE } from '../capacity/cells.ts'
 import { FleetClient } from '../client/client.ts'
 import { publishSharded } from '../client/publish.ts'
@@ -55,8 +56,8 @@ export interface SwarmInit {
   handOff?: 'fp16'
   /** The client's coalescing (ClientInit `coalesce`). @default 4 */
   coalesce?: number
-  /** Whether the client and the vehicles compress tensors where it pays (`--compress`). @default true */
-  compress?: boolean
+  /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
+  compress?: CompressMode
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
   /**
@@ -227,7 +228,7 @@ export class LocalSwarm {
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
     const cell = this.cellOf(i)
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...(this.init.compress === false ? ['--compress', 'off'] : []), ...extra])
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...(this.init.compress !== undefined ? ['--compress', this.init.compress] : []), ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

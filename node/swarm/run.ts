@@ -4,6 +4,7 @@
  * and stop every process it started, also when interrupted or failing.
  */
 import type { OutputMode } from '../../protocols/infer.ts'
+import type { CompressMode } from '../../protocols/compression.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { Gateway } from '../gateway/server.ts'
 import { issueToken } from '../gateway/tokens.ts'
@@ -57,8 +58,8 @@ export interface SwarmRunOptions {
   handOff?: 'fp16'
   /** The client's coalescing (ClientInit `coalesce`). */
   coalesce?: number
-  /** Whether the client and the vehicles compress tensors where it pays (`--compress`). @default true */
-  compress?: boolean
+  /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
+  compress?: CompressMode
   signal: AbortSignal
 }
 

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict'
 import { zstdCompressSync } from 'node:zlib'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FleetClient } from '../../node/client/client.ts'
+import { COMPRESS_MAX_RATIO } from '../../protocols/compression.ts'
 import { textOf } from '../../node/client/inputs.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
@@ -38,7 +39,8 @@ describe('tensors compressed between peers where it pays', function () {
     const built = await shardedRec(2)
     sharded = built.sharded
     whole = await createSession(built.rec)
-    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off' })
+    // everything here is on one host, where `auto` never compresses: `always`, as over links not measured yet
+    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off', compress: 'always' })
     labels = await sampleTexts()
   })
 
@@ -72,15 +74,45 @@ describe('tensors compressed between peers where it pays', function () {
     assert.ok(d.encodedLength < 184_320 / 20, `${d.encodedLength} bytes for 184,320`)
   })
 
-  it('a peer of an earlier version, or a client with compression off, gets the raw bytes', async () => {
+  it('a peer of an earlier version, a client with compression off, or on auto to a peer on its own host gets the raw bytes', async () => {
     const old = await firstHopSees(mesh.client, INFER_PROTOCOL, '06.png')
     assert.deepEqual([old.encoding, old.encodedLength], [TensorEncoding.RAW, 184_320])
-    const plain = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'test', credentials: await mesh.fleet!.client(), verify: 'off', compress: false })
-    try {
-      await plain.directory.waitFor(() => plain.directory.holders(sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
-      const d = await firstHopSees(plain, INFER_COMPRESSED_PROTOCOL, '07.png')
-      assert.deepEqual([d.encoding, d.encodedLength], [TensorEncoding.RAW, 184_320])
-    } finally { await plain.close() }
+    for (const compress of ['off', 'auto'] as const) {
+      const plain = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'test', credentials: await mesh.fleet!.client(), verify: 'off', compress })
+      try {
+        await plain.directory.waitFor(() => plain.directory.holders(sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
+        const d = await firstHopSees(plain, INFER_COMPRESSED_PROTOCOL, '07.png')
+        assert.deepEqual([d.encoding, d.encodedLength], [TensorEncoding.RAW, 184_320], compress)
+      } finally { await plain.close() }
+    }
+  })
+
+  it('a vehicle compresses its hand-off to a next hop it has measured a slow link to, not to one not measured yet', async () => {
+    /** The first request a rogue holding stage 1 gets: vehicle 0's hand-off (a replay from the client may follow). */
+    const handOffSeen = async (slow: boolean, file: string): Promise<TensorDescriptor | undefined> => {
+      const seen: TensorDescriptor[] = []
+      const rogue = await startRogue(mesh, async (fs, frame) => {
+        seen.push(frame.tensors[0])
+        await fs.write({ kind: 'error', error: { job: frame.message.request.job, code: InferErrorCode.RUN_FAILED, message: 'not today', stage: 1, peer: '', receipts: [] } }, [])
+      }, INFER_COMPRESSED_PROTOCOL)
+      try {
+        rogue.claim(sharded.manifestCid, [1])
+        // 2.5 MB/s (20 Mbit/s), as a shard fetched from that peer would have measured
+        if (slow) mesh.vehicles[0].links.observeTransfer(rogue.peer, 2_500_000, 1000)
+        const r = await mesh.client.infer(model(), [sampleLine(file)], { prefer: new Set([mesh.vehicles[0].peerId, rogue.peer]) })
+        assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(file))
+        return seen[0]
+      } finally {
+        mesh.client.directory.forget(rogue.peer)
+        await rogue.stop()
+      }
+    }
+    const raw = sharded.manifest.stages[0].handOffBytes
+    const unmeasured = await handOffSeen(false, '09.png')
+    assert.deepEqual([unmeasured?.encoding, unmeasured?.encodedLength], [TensorEncoding.RAW, raw], 'an activation does not shrink to a quarter')
+    const slow = await handOffSeen(true, '10.png')
+    assert.equal(slow?.encoding, TensorEncoding.ZSTD)
+    assert.ok(slow.encodedLength < raw * 0.9, `${slow.encodedLength} of ${raw} bytes`)
   })
 
   it('a member\'s tensor that inflates past its dims gets BAD_INPUT; a compressed input sent straight to a vehicle runs right', async () => {
@@ -98,7 +130,7 @@ describe('tensors compressed between peers where it pays', function () {
       assert.equal(refused.message.kind === 'error' && refused.message.error.code, InferErrorCode.BAD_INPUT)
       assert.match(refused.message.kind === 'error' ? refused.message.error.message : '', /tensor x: decompresses to more than the 184320 bytes/)
       // the same stream, an honest compressed input: the vehicle runs it and the next one answers
-      await fs.write({ kind: 'request', request: request('fine') }, [x], { compress: true })
+      await fs.write({ kind: 'request', request: request('fine') }, [x], { compress: COMPRESS_MAX_RATIO })
       const answer = await fs.read({ signal: AbortSignal.timeout(30_000) })
       assert.equal(answer.message.kind, 'result')
       assert.ok(sameTensor((await runSession(whole, [x]))[0], frameTensors(answer)[0]), 'the whole model\'s result')

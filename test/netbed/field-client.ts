@@ -22,7 +22,7 @@ import { parseOutputMode } from '../../node/models/output-modes.ts'
 import { Tally, addReferences } from '../../node/swarm/jobs.ts'
 import type { Job } from '../../node/swarm/jobs.ts'
 
-const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' }, groups: { type: 'string' }, output: { type: 'string', default: 'raw' } } })
+const { values: o } = parseArgs({ options: { bootstrap: { type: 'string' }, credentials: { type: 'string' }, model: { type: 'string' }, jobs: { type: 'string', default: '10' }, groups: { type: 'string' }, output: { type: 'string', default: 'raw' }, compress: { type: 'string', default: 'auto' } } })
 const output = parseOutputMode(String(o.output))
 const src = BUILTIN_MODELS['pp-ocrv4-rec']
 const samples = new URL('../../samples/text-lines/', import.meta.url)
@@ -33,7 +33,7 @@ const jobs: Job[] = Array.from({ length: Number(o.jobs) }, (_, i) => {
 })
 await addReferences(await readFile(src.path), jobs)
 
-const client = await FleetClient.connect({ bootstrap: [String(o.bootstrap)], credentials: await loadCredentials(String(o.credentials)), ...(output !== undefined ? { output } : {}) })
+const client = await FleetClient.connect({ bootstrap: [String(o.bootstrap)], credentials: await loadCredentials(String(o.credentials)), ...(output !== undefined ? { output } : {}), compress: o.compress as 'auto' | 'always' | 'off' })
 const say = (x: object): void => { console.log(JSON.stringify(x)) }
 try {
   const model = await client.resolve(String(o.model), { signal: AbortSignal.timeout(60_000) })

@@ -33,6 +33,8 @@ export interface FieldInit {
   output?: string
   /** The model's hand-offs (`shard --hand-off`). @default 'lossless' */
   handOff?: 'lossless' | 'fp16'
+  /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
+  compress?: 'auto' | 'always' | 'off'
   log?: (line: string) => void
 }
 
@@ -105,7 +107,7 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
     const vehicles = [...bed.depot(1), ...bed.depot(2)]
     // one vehicle imports the shard files; the others fetch them by CID from the mesh
     vehicles.forEach((v, i) => {
-      start(v.name, ['node', '--bootstrap', BOOT, '--credentials', 'vehicles.json', '--data', `data-${v.name}`, '--model', i === 0 ? 'rec2/manifest.json' : cid, '--stages', String(i % 2), '--json'], CLI, init.debugVehicles !== undefined ? { ...process.env, DEBUG: init.debugVehicles } : process.env)
+      start(v.name, ['node', '--bootstrap', BOOT, '--credentials', 'vehicles.json', '--data', `data-${v.name}`, '--model', i === 0 ? 'rec2/manifest.json' : cid, '--stages', String(i % 2), '--compress', init.compress ?? 'auto', '--json'], CLI, init.debugVehicles !== undefined ? { ...process.env, DEBUG: init.debugVehicles } : process.env)
     })
     const hostOf: Record<string, string> = {}
     for (const v of vehicles) {
@@ -117,7 +119,7 @@ export async function runField (init: FieldInit): Promise<FieldResult> {
     const startupMs = performance.now() - t0
 
     const groups = { d1: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d1')), d2: Object.keys(hostOf).filter(p => hostOf[p].startsWith('d2')) }
-    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs), '--output', init.output ?? 'raw', ...(init.compareBest === true ? ['--groups', JSON.stringify(groups)] : [])], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
+    start('client', ['--bootstrap', BOOT, '--credentials', 'me.json', '--model', cid, '--jobs', String(init.jobs), '--output', init.output ?? 'raw', '--compress', init.compress ?? 'auto', ...(init.compareBest === true ? ['--groups', JSON.stringify(groups)] : [])], join(ROOT, 'test/netbed/field-client.ts'), init.debugClient !== undefined ? { ...process.env, DEBUG: init.debugClient } : process.env)
     const summary = await waitFor('client', l => l.type === 'summary', 120_000 + init.jobs * (init.compareBest === true ? 90_000 : 30_000), 'summary') as FieldResult['summary']
     const jobs = (lines.get('client') ?? []).filter(l => l.type === 'job') as JobLine[]
     const done = jobs.filter(j => j.route !== undefined)

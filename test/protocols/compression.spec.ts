@@ -9,7 +9,7 @@ import { zstdCompressSync } from 'node:zlib'
 import { streamPair } from '@libp2p/utils'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { COMPRESS_MIN_BYTES, compressIfItPays, decompressExactly } from '../../protocols/compression.ts'
+import { COMPRESS_MAX_RATIO, COMPRESS_MIN_BYTES, compressIfItPays, compressionFor, decompressExactly } from '../../protocols/compression.ts'
 import { FrameTooLargeError, MalformedFrameError, OverBudgetError } from '../../protocols/errors.ts'
 import { frameStream, frameTensors } from '../../protocols/framing.ts'
 import { TensorEncoding } from '../../protocols/gen/tensor_pb.ts'
@@ -22,7 +22,7 @@ import { sampleLine } from '../utils/samples.ts'
 const req: InferMessage = { kind: 'request', request: { job: 'z', manifest: 'bafk', stage: 0, route: [], deadline: 1 } }
 
 /** Writes `tensors` with `compress` on one end of a stream pair; the frame read on the other. */
-async function carried (tensors: Tensor[], opts: { compress?: boolean, float16?: boolean } = {}): Promise<Awaited<ReturnType<ReturnType<typeof frameStream>['read']>>> {
+async function carried (tensors: Tensor[], opts: { compress?: number, float16?: boolean } = {}): Promise<Awaited<ReturnType<ReturnType<typeof frameStream>['read']>>> {
   const [a, b] = await streamPair()
   const reading = frameStream(b).read({ signal: AbortSignal.timeout(5000) })
   await frameStream(a).write(req, tensors, opts)
@@ -36,7 +36,7 @@ const zstdDescriptor = (elements: number, encodedLength: number): TensorDescript
 describe('tensors compressed where it pays', () => {
   it('a text line\'s input travels in a few KB and reads back bit for bit', async () => {
     const x = sampleLine('01.png')
-    const frame = await carried([x], { compress: true })
+    const frame = await carried([x], { compress: COMPRESS_MAX_RATIO })
     const [d] = frame.tensors
     assert.equal(d.encoding, TensorEncoding.ZSTD)
     assert.ok(d.encodedLength < x.data.byteLength / 20, `${d.encodedLength} of ${x.data.byteLength} bytes`)
@@ -51,14 +51,30 @@ describe('tensors compressed where it pays', () => {
     const noise = { name: 'h', dtype: 'float32' as const, dims: [1, 115_200], data: new Uint8Array(randomBytes(460_800)) }
     const small = float32Tensor('s', [1024], new Float32Array(1024))
     assert.ok(small.data.byteLength < COMPRESS_MIN_BYTES)
-    const frame = await carried([noise, small], { compress: true })
+    const frame = await carried([noise, small], { compress: COMPRESS_MAX_RATIO })
     assert.deepEqual(frame.tensors.map(d => d.encoding), [TensorEncoding.RAW, TensorEncoding.RAW])
     const x = sampleLine('02.png')
     assert.equal((await carried([x])).tensors[0].encoding, TensorEncoding.RAW, 'compression is asked for, never assumed')
-    assert.equal((await carried([x], { compress: true, float16: true })).tensors[0].encoding, TensorEncoding.FLOAT16, 'float16 wins')
+    assert.equal((await carried([x], { compress: COMPRESS_MAX_RATIO, float16: true })).tensors[0].encoding, TensorEncoding.FLOAT16, 'float16 wins')
     // half compressible: the sample says no before the whole is tried
     const half = new Uint8Array(200_000); half.set(randomBytes(100_000), 0)
     assert.equal(compressIfItPays(half), undefined)
+  })
+
+  it('the link decides how far a tensor must shrink: not at all on this host or a fast link, far when not measured, a little on a slow one', () => {
+    assert.equal(compressionFor('auto', { sameHost: true }), undefined)
+    assert.equal(compressionFor('auto', { sameHost: false, bytesPerMs: 400_000 }), undefined, 'a link faster than compressing')
+    assert.equal(compressionFor('auto', { sameHost: false }), COMPRESS_MAX_RATIO, 'not measured yet')
+    assert.equal(compressionFor('auto', { sameHost: false, bytesPerMs: 2_500 }), 0.9, '20 Mbit/s')
+    assert.equal(compressionFor('auto', { sameHost: false, bytesPerMs: 100_000 }), 0.5)
+    assert.equal(compressionFor('always', { sameHost: true }), COMPRESS_MAX_RATIO)
+    assert.equal(compressionFor('off', { sameHost: false, bytesPerMs: 2_500 }), undefined)
+    // an activation-like tensor (two bytes in four vary, as a real hand-off comes to 0.62-0.74): compressed over the slow link only
+    const noise = randomBytes(200_000)
+    const act = new Uint8Array(400_000); for (let i = 0; i < act.length; i += 4) { act[i] = noise[i >> 1]; act[i + 1] = noise[(i >> 1) + 1]; act[i + 3] = 0x3f }
+    assert.equal(compressIfItPays(act, compressionFor('auto', { sameHost: false })), undefined)
+    const packed = compressIfItPays(act, compressionFor('auto', { sameHost: false, bytesPerMs: 2_500 }))
+    assert.ok(packed !== undefined && packed.byteLength < act.byteLength * 0.9, `${packed?.byteLength} bytes`)
   })
 
   it('a compressed length at or above the raw one, or zero, is malformed; what all tensors decode to is bounded too', () => {

@@ -18,6 +18,7 @@ import type { VerifyMode } from '../../node/client/verifier.ts'
 import { loadOrCreateKey } from '../../node/host.ts'
 import { localFleet } from '../../node/membership/credentials.ts'
 import type { LocalFleet } from '../../node/membership/credentials.ts'
+import type { CompressMode } from '../../protocols/compression.ts'
 
 export interface TestMesh {
   dir: string
@@ -45,6 +46,8 @@ export interface MeshOptions {
   verify?: VerifyMode
   /** Vehicles that lie about their outputs (testing the result checks). */
   lie?: (i: number) => LieMode | undefined
+  /** Where the client and the vehicles compress tensors. @default 'auto' (never on loopback) */
+  compress?: CompressMode
 }
 
 export async function startMesh (sharded: ShardedModel | undefined, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
@@ -53,7 +56,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   const members = opts.open === true ? undefined : await localFleet(fleet, loadOrCreateKey)
   const bootKey = join(dir, 'boot.key')
   const boot = await startBootstrap({ keyFile: bootKey, listen: ['/ip4/127.0.0.1/tcp/0'], fleet, ...(members !== undefined ? { credentials: await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }) } : {}) })
-  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}), ...(opts.verify !== undefined ? { verify: opts.verify } : {}) })
+  const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}), ...(opts.verify !== undefined ? { verify: opts.verify } : {}), ...(opts.compress !== undefined ? { compress: opts.compress } : {}) })
   // the client publishes the model (a name record, announcements) and seeds its shards
   const published = sharded !== undefined ? await publishSharded(client, sharded) : undefined
   const events: TestMesh['events'] = []
@@ -68,7 +71,8 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
       models: sharded !== undefined && placement[i] !== undefined ? [{ model: sharded.manifestCid, stages: placement[i] }] : [],
       ...(opts.room !== undefined ? { room: opts.room } : {}),
       ...(opts.source?.(i) !== undefined ? { vehicle: opts.source(i) } : {}),
-      ...(opts.lie?.(i) !== undefined ? { lie: opts.lie(i) } : {})
+      ...(opts.lie?.(i) !== undefined ? { lie: opts.lie(i) } : {}),
+      ...(opts.compress !== undefined ? { compress: opts.compress } : {})
     })
     v.onEvent(e => { events.push({ ...e, vehicle: i }) })
     await v.start()

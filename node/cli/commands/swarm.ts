@@ -70,7 +70,7 @@ export const swarmCommand: Command = {
       ...(checks.localStages !== undefined ? { localStages: checks.localStages } : {}),
       ...(checks.output !== undefined ? { output: checks.output } : {}),
       ...(checks.coalesce !== undefined ? { coalesce: checks.coalesce } : {}),
-      ...(!checks.compress ? { compress: false } : {}),
+      ...(checks.compress !== 'auto' ? { compress: checks.compress } : {}),
       ...(handOffOption(o) !== undefined ? { handOff: handOffOption(o) } : {}),
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
