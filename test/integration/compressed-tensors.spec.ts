@@ -9,7 +9,11 @@
 import assert from 'node:assert/strict'
 import { zstdCompressSync } from 'node:zlib'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { FleetClient } from '../../node/client/client.ts'
+import { JobLedger } from '../../node/client/ledger.ts'
+import { digestOf } from '../../node/runtime/attest.ts'
 import { COMPRESS_MAX_RATIO } from '../../protocols/compression.ts'
 import { textOf } from '../../node/client/inputs.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
@@ -19,7 +23,8 @@ import { TensorEncoding } from '../../protocols/gen/tensor_pb.ts'
 import { INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL } from '../../protocols/ids.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
 import type { InferRequest } from '../../protocols/infer.ts'
-import { sameTensor } from '../../protocols/tensor.ts'
+import { sealReceipt } from '../../protocols/receipt.ts'
+import { describeTensors, float32Tensor, sameTensor } from '../../protocols/tensor.ts'
 import type { TensorDescriptor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
@@ -135,5 +140,24 @@ describe('tensors compressed between peers where it pays', function () {
       assert.equal(answer.message.kind, 'result')
       assert.ok(sameTensor((await runSession(whole, [x]))[0], frameTensors(answer)[0]), 'the whole model\'s result')
     } finally { await host.stop() }
+  })
+})
+
+describe('a compressed tensor in an answer that does not decode', () => {
+  it('is the answer\'s problem (the client bans and re-routes), not an exception that ends the job', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const peer = peerIdFromPrivateKey(key).toString()
+    const inputs = [float32Tensor('x', [1, 64], new Float32Array(64).fill(1))]
+    const out0 = float32Tensor('h', [1, 16_384], new Float32Array(16_384).fill(2))
+    const out1 = float32Tensor('y', [1, 8], new Float32Array(8).fill(3))
+    const seal = async (stage: number, input: Uint8Array, output: Uint8Array): Promise<Uint8Array> => await sealReceipt({ job: 'j', manifest: 'm', stage, input, output, ms: 1 }, key)
+    const receipts = [await seal(0, digestOf(inputs), digestOf([out0])), await seal(1, digestOf([out0]), digestOf([out1]))]
+    // stage 0's tap (asked for a check) claims 64 KB but inflates to 8 MiB
+    const bomb = zstdCompressSync(new Uint8Array(8 << 20))
+    const main = describeTensors([out1]).descriptors[0]
+    const tap: TensorDescriptor = { name: 'h', dtype: main.dtype, dims: out0.dims, encoding: TensorEncoding.ZSTD, encodedLength: bomb.byteLength }
+    const answer = { message: { kind: 'result' as const, result: { job: 'j', receipts } }, tensors: [main, tap], taps: [{ stage: 0, count: 1 }], payload: new Uint8ArrayList(out1.data, bomb) }
+    const problem = await new JobLedger('j', 'm', 2, inputs).accept(answer, 0, inputs, [peer, peer], [0])
+    assert.match(problem ?? '', /tensor h: decompresses to more than the 65536 bytes/)
   })
 })
