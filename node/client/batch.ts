@@ -22,7 +22,7 @@ import { DEFAULT_LEASE_TTL_MS, decodeOfferMessage, encodeOfferMessage } from '..
 import type { Offer } from '../../protocols/offer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { hostAddrs } from '../host.ts'
-import { chooseMicroBatch, concatBatch, splitBatch } from './microbatch.ts'
+import { chooseMicroBatch, concatBatch, splitBatch, trimText } from './microbatch.ts'
 import type { OwnCredentials } from '../membership/membership.ts'
 import type { IncomingOffer, OfferInbox } from './offer-inbox.ts'
 import type { InferResult, PipelineRunner } from './pipeline.ts'
@@ -224,7 +224,8 @@ export class BatchRunner extends TypedEventEmitter<BatchEvents> {
             }
           })
           if (measuring && group.length === 1) measured(r)
-          const split = group.length === 1 ? [r.outputs] : splitBatch(r.outputs, group.map(i => items[i][0].dims[0]))
+          // a text row as the item alone would have it, without the group's padding
+          const split = group.length === 1 ? [r.outputs] : splitBatch(r.outputs, group.map(i => items[i][0].dims[0])).map(trimText)
           group.forEach((i, k) => {
             if (results[i] !== undefined && !(results[i] instanceof Error)) { duplicates++; return }
             const ri = { ...r, outputs: split[k] }

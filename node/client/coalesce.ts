@@ -27,8 +27,8 @@ import { MICRO_BATCH } from '../../protocols/capacity.ts'
 import { InferErrorCode } from '../../protocols/infer.ts'
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
-import { formatOutputMode, TEXT_OUTPUT } from '../models/output-modes.ts'
-import { concatBatch, splitBatch } from './microbatch.ts'
+import { formatOutputMode } from '../models/output-modes.ts'
+import { concatBatch, splitBatch, trimText } from './microbatch.ts'
 import type { ResolvedModel } from './resolver.ts'
 
 /** The options jobs that go together may have (the others each of their own); a group has its jobs' own, a signal of its own. */
@@ -195,14 +195,4 @@ export class Coalescer<R extends { outputs: Tensor[], ms: number }> {
 /** The most items a job of the model may carry (its inputs' largest batch dimension, when the manifest caps it). */
 function maxBatch (m: ResolvedModel): number {
   return Math.min(...m.manifest.inputs.map(s => s.max?.[0] ?? Infinity))
-}
-
-/** A text result's row as a job of its own would have it: no padding past its own text. */
-function trimText (outputs: Tensor[]): Tensor[] {
-  return outputs.map(t => {
-    if (t.name !== TEXT_OUTPUT || t.dtype !== 'uint8' || t.dims.length !== 2) return t
-    let end = t.data.byteLength
-    while (end > 0 && t.data[end - 1] === 0) end--
-    return { ...t, dims: [1, end], data: t.data.slice(0, end) }
-  })
 }

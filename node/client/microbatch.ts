@@ -5,6 +5,7 @@
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { Offer } from '../../protocols/offer.ts'
 import { MICRO_BATCH } from '../../protocols/capacity.ts'
+import { TEXT_OUTPUT } from '../models/output-modes.ts'
 
 /** Concatenates items (each a list of named tensors) along dimension 0. */
 export function concatBatch (items: Tensor[][]): Tensor[] {
@@ -38,6 +39,16 @@ export function splitBatch (outputs: Tensor[], sizes: number[]): Tensor[][] {
     })
   }
   return items
+}
+
+/** A text result's row as a job of its own would have it: no padding past its own text. */
+export function trimText (outputs: Tensor[]): Tensor[] {
+  return outputs.map(t => {
+    if (t.name !== TEXT_OUTPUT || t.dtype !== 'uint8' || t.dims.length !== 2) return t
+    let end = t.data.byteLength
+    while (end > 0 && t.data[end - 1] === 0) end--
+    return { ...t, dims: [1, end], data: t.data.slice(0, end) }
+  })
 }
 
 /**

@@ -17,7 +17,7 @@ export interface BatchRunOptions {
   say: Say
 }
 
-type BatchFigures = Pick<SwarmSummary, 'kills' | 'killsMidPipeline' | 'restarts' | 'duplicates' | 'recoveryP50Ms' | 'recoveryP95Ms' | 'meshVsLocal' | 'leases' | 'leasesLost' | 'microBatch'> & { jobsPerS: number, localJobsPerS: number, errors: string[] }
+type BatchFigures = Pick<SwarmSummary, 'kills' | 'killsMidPipeline' | 'restarts' | 'duplicates' | 'recoveryP50Ms' | 'recoveryP95Ms' | 'meshVsLocal' | 'leases' | 'leasesLost' | 'microBatch' | 'microBatchMeshMs'> & { jobsPerS: number, localJobsPerS: number, errors: string[] }
 
 export async function runBatch (swarm: LocalSwarm, items: Job[], tally: Tally, o: BatchRunOptions): Promise<BatchFigures> {
   const { say, signal } = o
@@ -97,6 +97,7 @@ export async function runBatch (swarm: LocalSwarm, items: Job[], tally: Tally, o
     meshVsLocal: Math.round(meshItemsPerS / localItemsPerS * 1000) / 1000,
     leases: result.leases,
     leasesLost: result.leasesLost,
-    microBatch: result.microBatch
+    microBatch: result.microBatch,
+    ...(result.meshMs !== undefined ? { microBatchMeshMs: result.meshMs } : {})
   }
 }

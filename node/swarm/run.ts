@@ -119,7 +119,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out('')
       io.out(`summary: ${summary.completed}/${items.length} items completed, ${summary.failed} failed, ${summary.duplicates} duplicates, ${tally.wrong} wrong, max |diff| ${tally.worstDiff.toExponential(2)}`)
       if (o.scenario === 'chaos') io.out(`         ${summary.kills} kills (${summary.killsMidPipeline} mid-pipeline), ${summary.restarts} restarts, ${summary.leases} leases (${summary.leasesLost} lost); recovery p50 ${summary.recoveryP50Ms} ms, p95 ${summary.recoveryP95Ms} ms (kill -> next completed item that had been on the killed vehicle)`)
-      else io.out(`         ${summary.leases} leases, micro-batches of ${summary.microBatch}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
+      else io.out(`         ${summary.leases} leases, micro-batches of ${summary.microBatch}${summary.microBatchMeshMs !== undefined ? ` (auto: the first jobs cost ${summary.microBatchMeshMs} ms each beside their stages)` : ''}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
       io.out(`         mesh ${summary.jobsPerS} items/s vs whole model in one process ${summary.localJobsPerS} items/s: ratio ${summary.meshVsLocal}`)
       failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || tally.wrong > 0
     } else {

@@ -62,6 +62,8 @@ export interface SwarmSummary {
   leases?: number
   leasesLost?: number
   microBatch?: number
+  /** Batch mode, `--micro-batch auto` deciding again: what the first jobs cost beside their stages' compute (median ms). */
+  microBatchMeshMs?: number
 }
 
 const r2 = (x: number): number => Math.round(x * 100) / 100

@@ -4,6 +4,8 @@ import { BatchRunner } from '../../node/client/batch.ts'
 import type { ResolvedModel } from '../../node/client/resolver.ts'
 import { chooseMicroBatch, concatBatch, splitBatch } from '../../node/client/microbatch.ts'
 import { asFloat32, float32Tensor } from '../../protocols/tensor.ts'
+import type { Tensor } from '../../protocols/tensor.ts'
+import { TEXT_OUTPUT } from '../../node/models/output-modes.ts'
 import type { Offer } from '../../protocols/offer.ts'
 
 describe('micro-batches', () => {
@@ -38,7 +40,7 @@ describe('micro-batches', () => {
 
 describe('micro-batches on auto, decided again from the first jobs', () => {
   /** A batch of `n` items on a 2-stage model whose vehicles run no cheaper batched, through a stand-in for the mesh that costs `meshMs` a job beside 10 ms per item per stage. */
-  const run = async (meshMs: number, n = 40): Promise<{ groups: number[], r: Awaited<ReturnType<BatchRunner['run']>> }> => {
+  const run = async (meshMs: number, n = 40, outputs = (inputs: Tensor[]): Tensor[] => inputs): Promise<{ groups: number[], r: Awaited<ReturnType<BatchRunner['run']>> }> => {
     const groups: number[] = []
     const [a] = await streamPair()
     const offer: Offer = { type: 'offer', job: 'j', maxInFlight: 4, stages: [0, 1].map(stage => ({ stage, msPerItem: 10, batchMsPerItem: 10 })) }
@@ -52,7 +54,7 @@ describe('micro-batches on auto, decided again from the first jobs', () => {
           const items = inputs[0].dims[0]
           groups.push(items)
           await new Promise(resolve => setImmediate(resolve))
-          return { manifest: 'm', outputs: inputs, route: ['v', 'v'], hops: [0, 1].map(stage => ({ peer: 'v', stage, ms: 10 * items })), ms: meshMs + 20 * items, attempts: 1 }
+          return { manifest: 'm', outputs: outputs(inputs), route: ['v', 'v'], hops: [0, 1].map(stage => ({ peer: 'v', stage, ms: 10 * items })), ms: meshMs + 20 * items, attempts: 1 }
         }
       }
     }, model, { offerWaitMs: 200 })
@@ -67,6 +69,20 @@ describe('micro-batches on auto, decided again from the first jobs', () => {
     assert.ok(groups.filter(g => g === 4).length >= 7, `${groups}`)
     assert.deepEqual([r.done, r.failed, r.duplicates, r.microBatch, r.meshMs], [40, 0, 0, 4, 20])
     r.results.forEach((x, i) => { assert.ok(!(x instanceof Error) && x !== undefined && asFloat32(x.outputs[0])[0] === i, `item ${i}`) })
+  })
+
+  it('an item\'s text comes back as it would alone, without its group\'s padding', async () => {
+    // the last hop's text for a group: one row per item, padded to the longest (item i reads i % 5 + 1 letters)
+    const texts = (inputs: Tensor[]): Tensor[] => {
+      const rows = asFloat32(inputs[0]).filter((_, k) => k % 4 === 0).map(v => v % 5 + 1)
+      const width = Math.max(...rows)
+      const data = new Uint8Array(rows.length * width)
+      rows.forEach((len, r) => { data.fill(97, r * width, r * width + len) })
+      return [{ name: TEXT_OUTPUT, dtype: 'uint8', dims: [rows.length, width], data }]
+    }
+    const { groups, r } = await run(20, 40, texts)
+    assert.ok(groups.some(g => g === 4))
+    r.results.forEach((x, i) => { assert.ok(!(x instanceof Error) && x !== undefined && x.outputs[0].dims[1] === i % 5 + 1, `item ${i}: [${x instanceof Error ? x.message : x?.outputs[0].dims}]`) })
   })
 
   it('a mesh that costs little keeps items alone', async () => {
