@@ -55,8 +55,10 @@ export interface BatchOptions {
   itemTimeoutMs?: number
   /**
    * Items run together along the batch dimension. 'auto': MICRO_BATCH when the
-   * leased vehicles run the stages cheaper per item batched (their offers say),
-   * else 1. @default 'auto'
+   * leased vehicles run the stages cheaper per item batched (their offers say);
+   * else the first MESH_SAMPLES items go alone and measure what the mesh costs
+   * a job beside its stages, and MICRO_BATCH when that makes groups pay
+   * (chooseMicroBatch), else 1. @default 'auto'
    */
   microBatch?: number | 'auto'
 }

@@ -22,7 +22,7 @@ export const swarmCommand: Command = {
     batch: { type: 'boolean', description: 'run the jobs as one batch job (announcement, offers, leases, windowed pipelines)' },
     chaos: { type: 'boolean', description: 'run the jobs as one batch (announce, offers, leases) while vehicles are killed with SIGKILL every few seconds and most are restarted' },
     'kill-every': { type: 'string', arg: '<s>', description: 'with --chaos: seconds between kills', default: '3' },
-    'micro-batch': { type: 'string', arg: '<n|auto>', description: 'with --batch/--chaos: items run together; auto uses the vehicles\' batched timings', default: 'auto' },
+    'micro-batch': { type: 'string', arg: '<n|auto>', description: 'with --batch/--chaos: items run together; auto decides from the vehicles\' batched timings and what the first 8 jobs cost beside their stages', default: 'auto' },
     scenario: { type: 'string', arg: '<name>', description: 'none, or day: vehicles follow simulated commuter days (leave, come back) while jobs keep running', default: 'none' },
     duration: { type: 'string', arg: '<s>', description: 'with --scenario day: wall-clock seconds one simulated day takes', default: '60' },
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
