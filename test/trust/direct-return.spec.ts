@@ -46,15 +46,20 @@ describe('direct return: the last hop answers the client itself', function () {
   after(async () => { await mesh?.stop(); await whole?.release() })
 
   it('the result comes straight from the last hop and equals the whole model', async () => {
-    const { taken: before, ahead } = mesh.client.inbox.stats
     const x = image('03.png')
-    const r = await mesh.client.infer(model(), [x])
-    assert.equal(mesh.client.inbox.stats.taken, before + 1, 'the result frame came over the result protocol')
-    // the first two hops sent their receipts ahead (the second's relayed by the first): the job ended without the chain's answer
-    assert.equal(mesh.client.inbox.stats.ahead, ahead + 1, 'ended on the result and the receipts sent ahead')
-    assert.ok(maxAbsDiff((await runSession(whole, [x]))[0], r.outputs[0]) <= 1e-4)
-    assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'SPEED LIMIT 50')
-    assert.equal(r.attempts, 1)
+    // the first two hops send their receipts ahead (the second's relayed by the first), so a job can end without
+    // the chain's answer; which comes first is a race on one event loop here, so up to three jobs are tried
+    let early = false
+    for (let i = 0; i < 3 && !early; i++) {
+      const { taken: before, ahead } = mesh.client.inbox.stats
+      const r = await mesh.client.infer(model(), [x])
+      // the result frame came over the result protocol, and the job ended on it
+      early = mesh.client.inbox.stats.taken === before + 1 && mesh.client.inbox.stats.ahead === ahead + 1
+      assert.ok(maxAbsDiff((await runSession(whole, [x]))[0], r.outputs[0]) <= 1e-4)
+      assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'SPEED LIMIT 50')
+      assert.equal(r.attempts, 1)
+    }
+    assert.ok(early, 'a job ended on the result that came straight from the last hop and the receipts sent ahead')
   })
 
   it('results of jobs one after another come on one kept stream from the last hop', async () => {
