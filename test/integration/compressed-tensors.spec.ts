@@ -16,8 +16,7 @@ import { JobLedger } from '../../node/client/ledger.ts'
 import { digestOf } from '../../node/runtime/attest.ts'
 import { COMPRESS_MAX_RATIO } from '../../protocols/compression.ts'
 import { textOf } from '../../node/client/inputs.ts'
-import { createSession, runSession } from '../../node/models/ort.ts'
-import type { ShardedModel } from '../../node/models/shard.ts'
+import { runSession } from '../../node/models/ort.ts'
 import { frameStream, frameTensors } from '../../protocols/framing.ts'
 import { TensorEncoding } from '../../protocols/gen/tensor_pb.ts'
 import { INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL } from '../../protocols/ids.ts'
@@ -26,45 +25,29 @@ import type { InferRequest } from '../../protocols/infer.ts'
 import { sealReceipt } from '../../protocols/receipt.ts'
 import { describeTensors, float32Tensor, sameTensor } from '../../protocols/tensor.ts'
 import type { TensorDescriptor } from '../../protocols/tensor.ts'
-import { startMesh } from '../utils/mesh.ts'
-import type { TestMesh } from '../utils/mesh.ts'
 import { testNode } from '../utils/node.ts'
 import { startRogue } from '../utils/rogue.ts'
-import { sampleLine, sampleTexts, shardedRec } from '../utils/samples.ts'
+import { sampleLine, recMesh } from '../utils/samples.ts'
 
 describe('tensors compressed between peers where it pays', function () {
   this.timeout(120_000)
-  let sharded: ShardedModel
-  let mesh: TestMesh
-  let whole: Awaited<ReturnType<typeof createSession>>
-  let labels: Map<string, string>
-  const model = (): { cid: string, manifest: ShardedModel['manifest'] } => ({ cid: sharded.manifestCid, manifest: sharded.manifest })
-
-  before(async () => {
-    const built = await shardedRec(2)
-    sharded = built.sharded
-    whole = await createSession(built.rec)
-    // everything here is on one host, where `auto` never compresses: `always`, as over links not measured yet
-    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off', compress: 'always' })
-    labels = await sampleTexts()
-  })
-
-  after(async () => { await mesh?.stop(); await whole?.release() })
+  // everything here is on one host, where `auto` never compresses: `always`, as over links not measured yet
+  const rec = recMesh(2, [[0], [1]], { mesh: { verify: 'off', compress: 'always' } })
 
   /** What a rogue holding stage 0 on `protocol` receives from `client` (it refuses the run, the honest vehicles do the job). */
   const firstHopSees = async (client: FleetClient, protocol: string, file: string): Promise<TensorDescriptor> => {
     const seen: TensorDescriptor[][] = []
-    const rogue = await startRogue(mesh, async (fs, frame) => {
+    const rogue = await startRogue(rec.mesh, async (fs, frame) => {
       seen.push(frame.tensors)
       await fs.write({ kind: 'error', error: { job: frame.message.request.job, code: InferErrorCode.RUN_FAILED, message: 'not today', stage: 0, peer: '', receipts: [] } }, [])
     }, protocol)
     try {
-      rogue.claim(sharded.manifestCid, [0])
-      if (client !== mesh.client) client.directory.record(rogue.peer, mesh.client.directory.get(rogue.peer)!.heartbeat)
+      rogue.claim(rec.sharded.manifestCid, [0])
+      if (client !== rec.mesh.client) client.directory.record(rogue.peer, rec.mesh.client.directory.get(rogue.peer)!.heartbeat)
       const x = sampleLine(file)
-      const r = await client.infer(model(), [x], { prefer: new Set([rogue.peer, mesh.vehicles[1].peerId]) })
-      assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(file), 'the job completed on the honest vehicles')
-      assert.ok(sameTensor((await runSession(whole, [x]))[0], r.outputs[0]), 'the whole model\'s result, bit for bit')
+      const r = await client.infer(rec.model(), [x], { prefer: new Set([rogue.peer, rec.mesh.vehicles[1].peerId]) })
+      assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get(file), 'the job completed on the honest vehicles')
+      assert.ok(sameTensor((await runSession(rec.whole, [x]))[0], r.outputs[0]), 'the whole model\'s result, bit for bit')
       assert.equal(seen.length, 1, 'the rogue was asked first')
       return seen[0][0]
     } finally {
@@ -74,18 +57,18 @@ describe('tensors compressed between peers where it pays', function () {
   }
 
   it('a job\'s input reaches a first hop that reads compressed tensors in a few KB; the result is the whole model\'s', async () => {
-    const d = await firstHopSees(mesh.client, INFER_COMPRESSED_PROTOCOL, '05.png')
+    const d = await firstHopSees(rec.mesh.client, INFER_COMPRESSED_PROTOCOL, '05.png')
     assert.equal(d.encoding, TensorEncoding.ZSTD)
     assert.ok(d.encodedLength < 184_320 / 20, `${d.encodedLength} bytes for 184,320`)
   })
 
   it('a peer of an earlier version, a client with compression off, or on auto to a peer on its own host gets the raw bytes', async () => {
-    const old = await firstHopSees(mesh.client, INFER_PROTOCOL, '06.png')
+    const old = await firstHopSees(rec.mesh.client, INFER_PROTOCOL, '06.png')
     assert.deepEqual([old.encoding, old.encodedLength], [TensorEncoding.RAW, 184_320])
     for (const compress of ['off', 'auto'] as const) {
-      const plain = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: 'test', credentials: await mesh.fleet!.client(), verify: 'off', compress })
+      const plain = await FleetClient.connect({ bootstrap: rec.mesh.bootAddrs, fleet: 'test', credentials: await rec.mesh.fleet!.client(), verify: 'off', compress })
       try {
-        await plain.directory.waitFor(() => plain.directory.holders(sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
+        await plain.directory.waitFor(() => plain.directory.holders(rec.sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
         const d = await firstHopSees(plain, INFER_COMPRESSED_PROTOCOL, '07.png')
         assert.deepEqual([d.encoding, d.encodedLength], [TensorEncoding.RAW, 184_320], compress)
       } finally { await plain.close() }
@@ -96,23 +79,23 @@ describe('tensors compressed between peers where it pays', function () {
     /** The first request a rogue holding stage 1 gets: vehicle 0's hand-off (a replay from the client may follow). */
     const handOffSeen = async (slow: boolean, file: string): Promise<TensorDescriptor | undefined> => {
       const seen: TensorDescriptor[] = []
-      const rogue = await startRogue(mesh, async (fs, frame) => {
+      const rogue = await startRogue(rec.mesh, async (fs, frame) => {
         seen.push(frame.tensors[0])
         await fs.write({ kind: 'error', error: { job: frame.message.request.job, code: InferErrorCode.RUN_FAILED, message: 'not today', stage: 1, peer: '', receipts: [] } }, [])
       }, INFER_COMPRESSED_PROTOCOL)
       try {
-        rogue.claim(sharded.manifestCid, [1])
+        rogue.claim(rec.sharded.manifestCid, [1])
         // 2.5 MB/s (20 Mbit/s), as a shard fetched from that peer would have measured
-        if (slow) mesh.vehicles[0].links.observeTransfer(rogue.peer, 2_500_000, 1000)
-        const r = await mesh.client.infer(model(), [sampleLine(file)], { prefer: new Set([mesh.vehicles[0].peerId, rogue.peer]) })
-        assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(file))
+        if (slow) rec.mesh.vehicles[0].links.observeTransfer(rogue.peer, 2_500_000, 1000)
+        const r = await rec.mesh.client.infer(rec.model(), [sampleLine(file)], { prefer: new Set([rec.mesh.vehicles[0].peerId, rogue.peer]) })
+        assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get(file))
         return seen[0]
       } finally {
-        mesh.client.directory.forget(rogue.peer)
+        rec.mesh.client.directory.forget(rogue.peer)
         await rogue.stop()
       }
     }
-    const raw = sharded.manifest.stages[0].handOffBytes
+    const raw = rec.sharded.manifest.stages[0].handOffBytes
     const unmeasured = await handOffSeen(false, '09.png')
     assert.deepEqual([unmeasured?.encoding, unmeasured?.encodedLength], [TensorEncoding.RAW, raw], 'an activation does not shrink to a quarter')
     const slow = await handOffSeen(true, '10.png')
@@ -121,12 +104,12 @@ describe('tensors compressed between peers where it pays', function () {
   })
 
   it('a member\'s tensor that inflates past its dims gets BAD_INPUT; a compressed input sent straight to a vehicle runs right', async () => {
-    const { host } = await testNode({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client() })
+    const { host } = await testNode({ bootstrap: rec.mesh.bootAddrs, credentials: await rec.mesh.fleet!.client() })
     try {
-      await host.dial(mesh.vehicles[0].host.getMultiaddrs())
+      await host.dial(rec.mesh.vehicles[0].host.getMultiaddrs())
       const x = sampleLine('08.png')
-      const request = (job: string): InferRequest => ({ job, manifest: sharded.manifestCid, stage: 0, deadline: Date.now() + 30_000, route: [{ peer: mesh.vehicles[1].peerId, addrs: [] }] })
-      const fs = frameStream(await host.dialProtocol(mesh.vehicles[0].host.peerId, INFER_COMPRESSED_PROTOCOL))
+      const request = (job: string): InferRequest => ({ job, manifest: rec.sharded.manifestCid, stage: 0, deadline: Date.now() + 30_000, route: [{ peer: rec.mesh.vehicles[1].peerId, addrs: [] }] })
+      const fs = frameStream(await host.dialProtocol(rec.mesh.vehicles[0].host.peerId, INFER_COMPRESSED_PROTOCOL))
       // 8 MiB of zeros in a few hundred bytes, under a descriptor that claims x's dims (184,320 bytes)
       const bomb = zstdCompressSync(new Uint8Array(8 << 20))
       const descriptor: TensorDescriptor = { name: 'x', dtype: 1, dims: x.dims, encoding: TensorEncoding.ZSTD, encodedLength: bomb.byteLength }
@@ -138,7 +121,7 @@ describe('tensors compressed between peers where it pays', function () {
       await fs.write({ kind: 'request', request: request('fine') }, [x], { compress: COMPRESS_MAX_RATIO })
       const answer = await fs.read({ signal: AbortSignal.timeout(30_000) })
       assert.equal(answer.message.kind, 'result')
-      assert.ok(sameTensor((await runSession(whole, [x]))[0], frameTensors(answer)[0]), 'the whole model\'s result')
+      assert.ok(sameTensor((await runSession(rec.whole, [x]))[0], frameTensors(answer)[0]), 'the whole model\'s result')
     } finally { await host.stop() }
   })
 })

@@ -9,117 +9,100 @@ import { textOf } from '../../node/client/inputs.ts'
 import type { InferenceError } from '../../node/client/pipeline.ts'
 import { createSession, runSession } from '../../node/models/ort.ts'
 import { applyOutputMode, outputsDiff } from '../../node/models/output-modes.ts'
-import type { ShardedModel } from '../../node/models/shard.ts'
 import { frameTensors } from '../../protocols/framing.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
-import { startMesh } from '../utils/mesh.ts'
-import type { TestMesh } from '../utils/mesh.ts'
 import { startRogue } from '../utils/rogue.ts'
 import type { Rogue } from '../utils/rogue.ts'
-import { sampleLine as image, sampleTexts, shardedRec } from '../utils/samples.ts'
+import { sampleLine as image, recMesh } from '../utils/samples.ts'
 
 describe('output modes: the last hop returns text or the top k, not the probabilities', function () {
   this.timeout(120_000)
-  let sharded: ShardedModel
-  let mesh: TestMesh
-  let whole: Awaited<ReturnType<typeof createSession>>
+  const rec = recMesh(2, [[0], [1]], { mesh: { verify: 'off' } })
   let rogue: Rogue | undefined
-  let labels: Map<string, string>
-  const model = (): { cid: string, manifest: ShardedModel['manifest'] } => ({ cid: sharded.manifestCid, manifest: sharded.manifest })
   const bytes = (ts: Tensor[]): number => ts.reduce((n, t) => n + t.data.byteLength, 0)
 
-  before(async () => {
-    const built = await shardedRec(2)
-    sharded = built.sharded
-    whole = await createSession(built.rec)
-    mesh = await startMesh(sharded, [[0], [1]], { verify: 'off' })
-    labels = await sampleTexts()
-  })
-
   afterEach(async () => { await rogue?.stop(); rogue = undefined })
-  after(async () => { await mesh?.stop(); await whole?.release() })
-
   it('text: the answer is the decoded text, a few bytes, straight from the last hop', async () => {
-    const { taken, ahead } = mesh.client.inbox.stats
+    const { taken, ahead } = rec.mesh.client.inbox.stats
     const x = image('03.png')
-    const r = await mesh.client.infer(model(), [x], { output: { kind: 'ctc-text' } })
+    const r = await rec.mesh.client.infer(rec.model(), [x], { output: { kind: 'ctc-text' } })
     assert.deepEqual(r.outputs.map(t => `${t.name}:${t.dtype}`), ['text:uint8', 'confidence:float32'])
     assert.ok(bytes(r.outputs) < 256, `the result is ${bytes(r.outputs)} bytes`)
-    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('03.png'))
+    assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get('03.png'))
     // the same text as the whole model's probabilities decoded here
-    const reference = applyOutputMode(sharded.manifest, { kind: 'ctc-text' }, await runSession(whole, [x]))
+    const reference = applyOutputMode(rec.sharded.manifest, { kind: 'ctc-text' }, await runSession(rec.whole, [x]))
     assert.equal(outputsDiff(reference, r.outputs) <= 1e-4, true)
-    assert.equal(mesh.client.inbox.stats.taken, taken + 1, 'the text came over the result protocol')
-    assert.equal(mesh.client.inbox.stats.ahead, ahead + 1, 'the job ended on it and the first hop\'s receipt sent ahead, before the chain\'s answer')
+    assert.equal(rec.mesh.client.inbox.stats.taken, taken + 1, 'the text came over the result protocol')
+    assert.equal(rec.mesh.client.inbox.stats.ahead, ahead + 1, 'the job ended on it and the first hop\'s receipt sent ahead, before the chain\'s answer')
     assert.equal(r.attempts, 1)
   })
 
   it('top-k: the k largest probabilities of every time step, equal to the whole model\'s', async () => {
     const x = image('05.png')
-    const r = await mesh.client.infer(model(), [x], { output: { kind: 'top-k', k: 5 } })
+    const r = await rec.mesh.client.infer(rec.model(), [x], { output: { kind: 'top-k', k: 5 } })
     const [values, indices] = r.outputs
     assert.deepEqual(values.dims, [1, 40, 5])
     assert.equal(indices.dtype, 'int64')
-    const reference = applyOutputMode(sharded.manifest, { kind: 'top-k', k: 5 }, await runSession(whole, [x]))
+    const reference = applyOutputMode(rec.sharded.manifest, { kind: 'top-k', k: 5 }, await runSession(rec.whole, [x]))
     assert.ok(outputsDiff(reference, r.outputs) <= 1e-4, `top-5 differs from the whole model's by ${outputsDiff(reference, r.outputs)}`)
     const v = new Float32Array(values.data.buffer, values.data.byteOffset, 200)
     for (let i = 0; i < 200; i++) if (i % 5 !== 0) assert.ok(v[i] <= v[i - 1], 'largest first')
     // the first index of each time step is the greedy choice: the text reads the same
-    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('05.png'))
+    assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get('05.png'))
   })
 
   it('jobs waiting for room go together (coalesce): fewer mesh jobs, each its own text, each raw result the whole model\'s', async () => {
     const files = ['01.png', '02.png', '03.png', '04.png', '05.png', '06.png', '07.png', '08.png']
-    const before = { ...mesh.client.coalesced }
-    const texts = await Promise.all(files.map(async f => await mesh.client.infer(model(), [image(f)], { output: { kind: 'ctc-text' } })))
-    texts.forEach((r, i) => { assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get(files[i]), files[i]) })
-    const raws = await Promise.all(files.slice(0, 4).map(async f => await mesh.client.infer(model(), [image(f)])))
+    const before = { ...rec.mesh.client.coalesced }
+    const texts = await Promise.all(files.map(async f => await rec.mesh.client.infer(rec.model(), [image(f)], { output: { kind: 'ctc-text' } })))
+    texts.forEach((r, i) => { assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get(files[i]), files[i]) })
+    const raws = await Promise.all(files.slice(0, 4).map(async f => await rec.mesh.client.infer(rec.model(), [image(f)])))
     for (const [i, r] of raws.entries()) {
       assert.deepEqual(r.outputs[0].dims, [1, 40, 6625])
-      const d = outputsDiff(await runSession(whole, [image(files[i])]), r.outputs)
+      const d = outputsDiff(await runSession(rec.whole, [image(files[i])]), r.outputs)
       assert.ok(d <= 1e-4, `${files[i]}: differs from the whole model's by ${d}`)
     }
-    const after = mesh.client.coalesced
+    const after = rec.mesh.client.coalesced
     assert.equal(after.items - before.items, 12)
     // two go at once (one per stage), the others wait and go together
     assert.ok(after.groups - before.groups <= 8, `${after.items - before.items} jobs went as ${after.groups - before.groups} mesh jobs`)
   })
 
   it('a mode the model has no task for is refused before anything runs', async () => {
-    const plain = { cid: sharded.manifestCid, manifest: { ...sharded.manifest, task: undefined } }
-    await assert.rejects(mesh.client.infer(plain, [image('01.png')], { output: { kind: 'ctc-text' } }), (err: InferenceError) => err.code === 'BAD_INPUT' && /needs a CTC text model/.test(err.message))
+    const plain = { cid: rec.sharded.manifestCid, manifest: { ...rec.sharded.manifest, task: undefined } }
+    await assert.rejects(rec.mesh.client.infer(plain, [image('01.png')], { output: { kind: 'ctc-text' } }), (err: InferenceError) => err.code === 'BAD_INPUT' && /needs a CTC text model/.test(err.message))
   })
 
   it('a last hop of an earlier version, which ignores the mode and answers raw, is taken: the client reduces the answer', async () => {
-    const stage1 = await createSession(sharded.shards.get(sharded.manifest.stages[1].cid)!)
+    const stage1 = await createSession(rec.sharded.shards.get(rec.sharded.manifest.stages[1].cid)!)
     try {
-      rogue = await startRogue(mesh, async (fs, frame, r) => {
+      rogue = await startRogue(rec.mesh, async (fs, frame, r) => {
         const req = frame.message.request
         const input = frameTensors(frame)
         const out = await runSession(stage1, input)
         await fs.write({ kind: 'result', result: { job: req.job, receipts: [await r.receipt(req, req.stage, input, out)] } }, out)
       })
-      rogue.claim(sharded.manifestCid, [1])
-      const r = await mesh.client.infer(model(), [image('06.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, mesh.vehicles[0].peerId]) })
+      rogue.claim(rec.sharded.manifestCid, [1])
+      const r = await rec.mesh.client.infer(rec.model(), [image('06.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, rec.mesh.vehicles[0].peerId]) })
       assert.equal(r.route[1], rogue.peer, 'the old vehicle\'s raw answer was taken')
       assert.deepEqual(r.outputs.map(t => t.name), ['text', 'confidence'])
-      assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('06.png'))
-      assert.equal(mesh.client.locator.bans.isBanned(rogue.peer), false)
+      assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get('06.png'))
+      assert.equal(rec.mesh.client.locator.bans.isBanned(rogue.peer), false)
     } finally { await stage1.release() }
   })
 
   it('a last hop asked for text that answers with the probabilities (attested) is refused and banned', async () => {
-    rogue = await startRogue(mesh, async (fs, frame, r) => {
+    rogue = await startRogue(rec.mesh, async (fs, frame, r) => {
       const req = frame.message.request
       const input = frameTensors(frame)
       const out = [{ name: 'softmax', dtype: 'float32' as const, dims: [1, 40, 6625], data: new Uint8Array(40 * 6625 * 4) }]
       await fs.write({ kind: 'result', result: { job: req.job, receipts: [await r.receipt(req, req.stage, input, out)] } }, out)
     })
-    rogue.claim(sharded.manifestCid, [1])
-    const r = await mesh.client.infer(model(), [image('02.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, mesh.vehicles[0].peerId]) })
+    rogue.claim(rec.sharded.manifestCid, [1])
+    const r = await rec.mesh.client.infer(rec.model(), [image('02.png')], { output: { kind: 'ctc-text' }, prefer: new Set([rogue.peer, rec.mesh.vehicles[0].peerId]) })
     assert.ok(rogue.requests.some(q => q.output?.kind === 'ctc-text'), 'the rogue was asked for text')
     assert.notEqual(r.route[1], rogue.peer)
-    assert.equal(textOf(sharded.manifest, r.outputs)?.text, labels.get('02.png'))
-    assert.ok(mesh.client.locator.bans.isBanned(rogue.peer) || mesh.client.locator.bans.isSuspect(rogue.peer), 'the rogue is held to account')
+    assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get('02.png'))
+    assert.ok(rec.mesh.client.locator.bans.isBanned(rogue.peer) || rec.mesh.client.locator.bans.isSuspect(rogue.peer), 'the rogue is held to account')
   })
 })
