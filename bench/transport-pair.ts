@@ -3,16 +3,19 @@
  * second table): the sender in the calling process, the receiver in a child
  * (this file run with `--receiver`), as two vehicles are. Each end then has a
  * core of its own, where bench/transport.ts's first table puts both ends'
- * work on one thread. Raw TCP, TLS 1.3 on the socket and Noise take turns,
- * `rounds` times; a fresh sending host per round, so each round makes its
- * own connection. Also round trips (pairRoundTrips): a small message's, and
- * a hand-off's, with the CPU each side spends on one.
+ * work on one thread. Each mode (raw TCP, TLS 1.3 on the socket, Noise) gets
+ * one connection and stream, kept as a vehicle keeps them: its first
+ * transfer is timed apart (cold: a new connection, code not yet optimised,
+ * socket buffers not yet grown), then the kept links take turns `rounds`
+ * times. Also round trips (pairRoundTrips): a small message's, and a
+ * hand-off's, with the CPU each side spends on one.
  */
 import { fork } from 'node:child_process'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
+import type { Host } from '../node/host.ts'
 
 const CHUNK = 256 * 1024
 export const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
@@ -22,26 +25,37 @@ const ENCRYPTION = { 'TCP + TLS 1.3 + yamux': 'tls', 'TCP + Noise + yamux': 'noi
 
 interface Receiver { port: number, addrs: Record<string, string> }
 
-/** The receiving side: sinks that answer one byte after each `total` bytes. */
-async function receive (total: number): Promise<void> {
-  const answerAfter = (onBytes: (n: number) => boolean): (n: number) => boolean => {
-    let got = 0
-    return (n) => { got += n; if (got < total) return false; got -= total; return onBytes(n) }
-  }
+/** Counts bytes arriving and calls `answer` after every `total` of them. */
+export function answerAfter (total: number, answer: () => unknown): (n: number) => void {
+  let got = 0
+  return (n) => { got += n; if (got >= total) { got -= total; answer() } }
+}
+
+/** A TCP server on loopback whose sockets answer one byte after every `total` bytes. */
+export async function rawSink (total: number): Promise<net.Server> {
   const server = net.createServer(s => {
-    const count = answerAfter(() => s.write(new Uint8Array(1)))
+    const count = answerAfter(total, () => s.write(new Uint8Array(1)))
     s.on('data', (d: Buffer) => { count(d.byteLength) })
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return server
+}
+
+/** A fleetmesh host on loopback speaking `encryption` whose streams answer one byte after every `total` bytes. */
+export async function libp2pSink (encryption: 'tls' | 'tls-duplex' | 'noise', total: number): Promise<Host> {
+  const host = await createHost({ listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true })
+  await host.handle(PROTOCOL, async (stream) => {
+    const count = answerAfter(total, () => stream.send(new Uint8Array(1)))
+    for await (const d of stream) count(d.byteLength)
+  })
+  return host
+}
+
+/** The receiving side: sinks that answer one byte after each `total` bytes. */
+async function receive (total: number): Promise<void> {
+  const server = await rawSink(total)
   const addrs: Record<string, string> = {}
-  for (const [mode, encryption] of Object.entries(ENCRYPTION)) {
-    const host = await createHost({ listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true })
-    await host.handle(PROTOCOL, async (stream) => {
-      const count = answerAfter(() => stream.send(new Uint8Array(1)))
-      for await (const d of stream) count(d.byteLength)
-    })
-    addrs[mode] = host.getMultiaddrs()[0].toString()
-  }
+  for (const [mode, encryption] of Object.entries(ENCRYPTION) as Array<[PairMode, 'tls' | 'noise']>) addrs[mode] = (await libp2pSink(encryption, total)).getMultiaddrs()[0].toString()
   // the parent asks for this process's CPU time around its round trips
   process.on('message', (m) => { if (m === 'cpu') process.send!(process.cpuUsage()) })
   process.send!({ port: (server.address() as net.AddressInfo).port, addrs } satisfies Receiver)
@@ -64,24 +78,39 @@ export async function timedTransfer (write: (c: Uint8Array) => boolean, drained:
   return total / 1e6 / ((performance.now() - t0) / 1000)
 }
 
-async function sendRaw (port: number, total: number): Promise<number> {
+/** A kept connection (and stream) that moves `total` bytes per transfer, answered by one byte: MB/s per transfer. */
+export interface Link { transfer: () => Promise<number>, close: () => Promise<void> }
+
+/** A raw TCP socket to `port`. */
+export async function rawLink (port: number, total: number): Promise<Link> {
   const sock = net.connect(port, '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
-  const answered = new Promise(resolve => sock.once('data', resolve))
-  const mbPerS = await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), answered, total)
-  sock.destroy()
-  return mbPerS
+  return {
+    transfer: async () => await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), new Promise(resolve => sock.once('data', resolve)), total),
+    close: async () => { sock.destroy() }
+  }
 }
 
-async function sendLibp2p (encryption: 'tls' | 'noise', addr: string, total: number): Promise<number> {
+/** A stream of a fleetmesh connection, from a host of its own speaking `encryption`, to `addr`. */
+export async function libp2pLink (encryption: 'tls' | 'tls-duplex' | 'noise', addr: string, total: number): Promise<Link> {
   const host = await createHost({ listen: [], fleet: 'bench', encryption: [encryption], privateAddresses: true })
-  try {
-    const stream = await host.dialProtocol(multiaddr(addr), PROTOCOL)
-    const answer = stream[Symbol.asyncIterator]().next()
-    const mbPerS = await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), answer, total)
-    await stream.close()
-    return mbPerS
-  } finally { await host.stop() }
+  const stream = await host.dialProtocol(multiaddr(addr), PROTOCOL)
+  const answers = stream[Symbol.asyncIterator]()
+  return {
+    transfer: async () => await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), answers.next(), total),
+    close: async () => { await stream.close(); await host.stop() }
+  }
+}
+
+/** MB/s per mode: each link's first transfer (cold), then `rounds` transfers of the kept links in turn. */
+export async function linkThroughput<M extends string> (links: Array<[M, Link]>, rounds: number): Promise<{ cold: Record<M, number>, runs: Record<M, number[]> }> {
+  const cold = {} as Record<M, number>
+  const runs = {} as Record<M, number[]>
+  for (const [m, link] of links) { cold[m] = Math.round(await link.transfer()); runs[m] = [] }
+  for (let r = 0; r < rounds; r++) {
+    for (const [m, link] of links) runs[m].push(await link.transfer())
+  }
+  return { cold, runs }
 }
 
 /** Runs `fn` with a receiving child process that answers a byte after every `total` bytes (and tells its CPU time in ms), and ends the child. */
@@ -100,16 +129,14 @@ async function withReceiver<T> (total: number, fn: (receiver: Receiver, cpuMs: (
   } finally { child.kill() }
 }
 
-/** MB/s per mode and round, sender here and receiver in a child process. */
-export async function pairThroughput (rounds: number, total: number): Promise<Record<PairMode, number[]>> {
+/** MB/s per mode, sender here and receiver in a child process: each mode's cold transfer and its kept link's rounds. */
+export async function pairThroughput (rounds: number, total: number): Promise<{ cold: Record<PairMode, number>, runs: Record<PairMode, number[]> }> {
   return await withReceiver(total, async (receiver) => {
-    const runs = Object.fromEntries(PAIR_MODES.map(m => [m, [] as number[]])) as Record<PairMode, number[]>
-    for (let r = 0; r < rounds; r++) {
-      for (const m of PAIR_MODES) {
-        runs[m].push(m === 'raw TCP' ? await sendRaw(receiver.port, total) : await sendLibp2p(ENCRYPTION[m], receiver.addrs[m], total))
-      }
-    }
-    return runs
+    const links: Array<[PairMode, Link]> = []
+    try {
+      for (const m of PAIR_MODES) links.push([m, m === 'raw TCP' ? await rawLink(receiver.port, total) : await libp2pLink(ENCRYPTION[m], receiver.addrs[m], total)])
+      return await linkThroughput(links, rounds)
+    } finally { await Promise.all(links.map(async ([, l]) => { await l.close() })) }
   })
 }
 

@@ -2,7 +2,8 @@
  * Transport benchmark: bytes per second over one stream of a fleetmesh
  * connection (TCP; TLS 1.3 on the socket (node/native-tls.ts), the same TLS
  * through @libp2p/tls's duplex, or Noise; yamux with the windows host.ts sets)
- * against a raw Node TCP socket, on loopback, 256 KiB writes: first with both
+ * against a raw Node TCP socket, on loopback, 256 KiB writes, over kept
+ * connections (each link's first transfer, cold, is reported apart): first with both
  * ends in this process (both ends' work on one thread), then between two
  * processes (bench/transport-pair.ts: each end on a core of its own, as two
  * vehicles are). The modes take turns, `--rounds` times, so a busy machine
@@ -13,31 +14,30 @@
  *
  *   node bench/transport.ts [--mb 256] [--rounds 3]
  */
-import net from 'node:net'
+import type net from 'node:net'
 import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 import type { Host } from '../node/host.ts'
-import { PROTOCOL, pairRoundTrips, pairThroughput, timedTransfer } from './transport-pair.ts'
+import { libp2pLink, libp2pSink, linkThroughput, pairRoundTrips, pairThroughput, rawLink, rawSink } from './transport-pair.ts'
+import type { Link } from './transport-pair.ts'
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, rounds: { type: 'string', default: '3' } } })
 const TOTAL = Number(values.mb) * 1024 * 1024
 type Encryption = 'tls' | 'tls-duplex' | 'noise'
 
-/** MB/s through a raw TCP socket. */
-async function raw (): Promise<number> {
-  let got = 0
-  let done!: () => void
-  const finished = new Promise<void>(resolve => { done = resolve })
-  const server = net.createServer(s => { s.on('data', (d: Buffer) => { got += d.byteLength; if (got >= TOTAL) done() }) })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  const sock = net.connect(port, '127.0.0.1')
-  await new Promise(resolve => sock.once('connect', resolve))
-  const mbPerS = await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), finished, TOTAL)
-  sock.destroy()
-  server.close()
-  return mbPerS
+/** A raw TCP socket to a server in this process. */
+async function localRaw (): Promise<Link> {
+  const server = await rawSink(TOTAL)
+  const link = await rawLink((server.address() as net.AddressInfo).port, TOTAL)
+  return { transfer: link.transfer, close: async () => { await link.close(); server.close() } }
+}
+
+/** A stream between two fleetmesh hosts in this process speaking `encryption`. */
+async function localLibp2p (encryption: Encryption): Promise<Link> {
+  const sink = await libp2pSink(encryption, TOTAL)
+  const link = await libp2pLink(encryption, sink.getMultiaddrs()[0].toString(), TOTAL)
+  return { transfer: link.transfer, close: async () => { await link.close(); await sink.stop() } }
 }
 
 /** Milliseconds per new connection (dial, handshake, muxer), `n` in a row, between two fleetmesh hosts speaking `encryption`. */
@@ -75,36 +75,18 @@ async function firstContactCpuMs (encryption: Encryption, n = 20): Promise<numbe
   }
 }
 
-/** MB/s over one libp2p stream between two fleetmesh hosts speaking `encryption`. */
-async function libp2p (encryption: Encryption): Promise<number> {
-  const opts = { listen: ['/ip4/127.0.0.1/tcp/0'], fleet: 'bench', encryption: [encryption], privateAddresses: true }
-  const [a, b]: Host[] = [await createHost(opts), await createHost(opts)]
-  try {
-    let got = 0
-    let done!: () => void
-    const finished = new Promise<void>(resolve => { done = resolve })
-    await b.handle(PROTOCOL, async (stream) => {
-      for await (const d of stream) { got += d.byteLength; if (got >= TOTAL) done() }
-    })
-    const stream = await a.dialProtocol(multiaddr(b.getMultiaddrs()[0].toString()), PROTOCOL)
-    const mbPerS = await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), finished, TOTAL)
-    await stream.close()
-    return mbPerS
-  } finally {
-    await Promise.all([a.stop(), b.stop()])
-  }
-}
-
-const modes: Array<[string, () => Promise<number>]> = [
-  ['raw TCP', raw],
-  ['TCP + TLS 1.3 + yamux', async () => await libp2p('tls')],
-  ['TLS via a JS duplex', async () => await libp2p('tls-duplex')],
-  ['TCP + Noise + yamux', async () => await libp2p('noise')]
+const modes: Array<[string, () => Promise<Link>]> = [
+  ['raw TCP', localRaw],
+  ['TCP + TLS 1.3 + yamux', async () => await localLibp2p('tls')],
+  ['TLS via a JS duplex', async () => await localLibp2p('tls-duplex')],
+  ['TCP + Noise + yamux', async () => await localLibp2p('noise')]
 ]
-const runs = new Map<string, number[]>(modes.map(([m]) => [m, []]))
-for (let r = 0; r < Number(values.rounds); r++) {
-  for (const [m, fn] of modes) runs.get(m)!.push(await fn())
-}
+const links: Array<[string, Link]> = []
+let one
+try {
+  for (const [m, make] of modes) links.push([m, await make()])
+  one = await linkThroughput(links, Number(values.rounds))
+} finally { await Promise.all(links.map(async ([, l]) => { await l.close() })) }
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
 const handshakes: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
 const firstContact: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
@@ -114,18 +96,20 @@ for (let r = 0; r < Number(values.rounds); r++) {
     firstContact[e].push(await firstContactCpuMs(e))
   }
 }
-/** Per mode: the median MB/s, its ratio to raw TCP's median, and every round. */
-const table = (byMode: Array<[string, number[]]>): Array<{ mode: string, mbPerS: number, ratioToRaw: number, runs: number[] }> => {
-  const raw = median(byMode.find(([m]) => m === 'raw TCP')![1])
-  return byMode.map(([mode, xs]) => ({ mode, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / raw * 1000) / 1000, runs: xs.map(Math.round) }))
+/** Per mode: the median MB/s of the kept link, its ratio to raw TCP's median, every round, and the link's first (cold) transfer. */
+const table = (t: { cold: Record<string, number>, runs: Record<string, number[]> }): Array<{ mode: string, mbPerS: number, ratioToRaw: number, runs: number[], coldMbPerS: number, coldRatioToRaw: number }> => {
+  const raw = median(t.runs['raw TCP'])
+  return Object.entries(t.runs).map(([mode, xs]) => ({ mode, mbPerS: Math.round(median(xs)), ratioToRaw: Math.round(median(xs) / raw * 1000) / 1000, runs: xs.map(Math.round), coldMbPerS: t.cold[mode], coldRatioToRaw: Math.round(t.cold[mode] / t.cold['raw TCP'] * 1000) / 1000 }))
 }
-const rows = table([...runs.entries()])
-console.log(`one stream on loopback, ${values.mb} MB in 256 KiB writes, both ends in one process, median of ${values.rounds} rounds taken in turn`)
-for (const r of rows) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
-const pairRuns = await pairThroughput(Math.max(3, Number(values.rounds)), TOTAL)
-const pair = table(Object.entries(pairRuns))
-console.log(`the same between two processes (the receiver in a child process), median of ${pairRuns['raw TCP'].length} rounds`)
-for (const r of pair) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')})`)
+const print = (rs: ReturnType<typeof table>): void => {
+  for (const r of rs) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')}); cold ${r.coldMbPerS} MB/s, ${r.coldRatioToRaw.toFixed(3)}x`)
+}
+const rows = table(one!)
+console.log(`one kept stream on loopback, ${values.mb} MB per transfer in 256 KiB writes, both ends in one process: median of ${values.rounds} transfers taken in turn, after each link's first (cold) one`)
+print(rows)
+const pair = table(await pairThroughput(Math.max(3, Number(values.rounds)), TOTAL))
+console.log('the same between two processes (the receiver in a child process)')
+print(pair)
 const roundTrips = await pairRoundTrips(3000)
 console.log('a 100-byte message answered by one byte, between two processes, one kept connection and stream (median ms; CPU ms per round trip, sender / receiver)')
 for (const r of roundTrips) console.log(`${r.mode.padEnd(24)} ${r.ms.toFixed(3).padStart(7)} ms  cpu ${r.senderCpuMs.toFixed(3)} / ${r.receiverCpuMs.toFixed(3)} ms`)
