@@ -11,7 +11,7 @@
  *   processes, on kept connections as the mesh keeps them (a new connection's
  *   first transfer is shown beside).
  *
- *   node bench/pipeline.ts [--jobs 200] [--concurrency 4] [--sequential-jobs 200] [--sequential-rounds 3]
+ *   node bench/pipeline.ts [--jobs 200] [--concurrency 4] [--sequential-jobs 200] [--rounds 3]
  *
  * Pipelined runs keep 4 jobs in flight, as before: the client's jobs waiting
  * for room in the mesh go together (node/client/coalesce.ts), spread evenly
@@ -22,9 +22,12 @@
  * The sequential runs take 200 jobs one after another by default: over the
  * 50 of earlier runs, the p50 still held the first jobs, which run before
  * V8 has compiled the path they take (`--output text`, two alternating
- * pairs: 17.7/16.0 ms of overhead over 50 jobs, 12.8/13.6 over 200). Each
- * sequential mode runs `--sequential-rounds` times, the modes in turn, and
- * the figure is the median run's: one run's overhead moves by 1-2 ms here.
+ * pairs: 17.7/16.0 ms of overhead over 50 jobs, 12.8/13.6 over 200).
+ *
+ * Each headline swarm (pipelined and sequential, each mode) runs `--rounds`
+ * times, the modes in turn, and its figure is the median run's: from one run
+ * to the next the whole model alone moved from 34 to 44 jobs/s here, and a
+ * sequential run's overhead by 1-2 ms. Every run's figure is printed.
  *
  * First the hardware's own ceiling for the first ratio (bench/ceiling.ts: two
  * whole-model processes at once against one, and the whole model against its
@@ -46,7 +49,7 @@ import { describeCpu } from '../node/swarm/cpu.ts'
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
 const CEILING = fileURLToPath(new URL('./ceiling.ts', import.meta.url))
-const { values } = parseArgs({ options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' }, 'sequential-rounds': { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' }, rounds: { type: 'string', default: '3' } } })
 
 /** Runs a script with Node and returns the JSON of its last line. */
 async function lastJson (args: string[]): Promise<any> {
@@ -72,17 +75,17 @@ const runs: Record<string, any> = {}
 const pipelined = ['--jobs', values.jobs, '--concurrency', values.concurrency]
 const text = ['--output', 'text']
 const twiceInFlight = String(2 * Number(values.concurrency))
-const plan: Array<[string, string[]]> = [
-  ['pipelined-raw', pipelined],
-  ['pipelined-text', [...pipelined, ...text]],
-  // the coalescing lever side by side: off, and with twice the jobs in flight (larger groups)
-  ['pipelined-text-alone', [...pipelined, ...text, '--coalesce', '1']],
-  ['pipelined-text-twice', ['--jobs', values.jobs, '--concurrency', twiceInFlight, ...text]],
-  ['pipelined-fp16', [...pipelined, ...text, '--hand-off', 'fp16']]
-]
-const sequentialRounds = Number(values['sequential-rounds'])
-for (let r = 1; r <= sequentialRounds; r++) {
-  for (const [mode, flags] of [['raw', []], ['text', text], ['fp16', [...text, '--hand-off', 'fp16']]] as const) plan.push([`sequential-${mode}-${r}`, ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...flags]])
+const rounds = Number(values.rounds)
+const plan: Array<[string, string[]]> = []
+const modes = [['raw', []], ['text', text], ['fp16', [...text, '--hand-off', 'fp16']]] as const
+for (let r = 1; r <= rounds; r++) {
+  for (const [mode, flags] of modes) plan.push([`pipelined-${mode}-${r}`, [...pipelined, ...flags]])
+}
+// the coalescing lever side by side: off, and with twice the jobs in flight (larger groups)
+plan.push(['pipelined-text-alone', [...pipelined, ...text, '--coalesce', '1']])
+plan.push(['pipelined-text-twice', ['--jobs', values.jobs, '--concurrency', twiceInFlight, ...text]])
+for (let r = 1; r <= rounds; r++) {
+  for (const [mode, flags] of modes) plan.push([`sequential-${mode}-${r}`, ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...flags]])
 }
 for (const [key, args] of plan) {
   runs[key] = await swarm(args)
@@ -97,19 +100,22 @@ const row = (mode: string): any => transport.rows.find((r: { mode: string }) => 
 const [tls, duplex, noise] = [row('TCP + TLS 1.3 + yamux'), row('TLS via a JS duplex'), row('TCP + Noise + yamux')]
 const pairRow = (mode: string): any => transport.pair.find((r: { mode: string }) => r.mode === mode)
 const [pairTls, pairNoise, pairRaw] = [pairRow('TCP + TLS 1.3 + yamux'), pairRow('TCP + Noise + yamux'), pairRow('raw TCP')]
-/** The sequential runs of `mode`, every round's overhead, and the run whose overhead is the median. */
-const sequential = (mode: string): { overheads: number[], median: any } => {
-  const rs = Array.from({ length: sequentialRounds }, (_, i) => runs[`sequential-${mode}-${i + 1}`])
-  return { overheads: rs.map(overhead), median: [...rs].sort((a, b) => overhead(a) - overhead(b))[Math.floor(rs.length / 2)] }
+/** The runs `kind-mode-1..rounds`, each one's figure, and the run whose figure is the median. */
+const medianRun = (kind: string, mode: string, figure: (r: any) => number): { figures: number[], median: any } => {
+  const rs = Array.from({ length: rounds }, (_, i) => runs[`${kind}-${mode}-${i + 1}`])
+  return { figures: rs.map(figure), median: [...rs].sort((a, b) => figure(a) - figure(b))[Math.floor(rs.length / 2)] }
 }
-const [seqRaw, seqText, seqFp16] = [sequential('raw'), sequential('text'), sequential('fp16')]
-const [pr, pt, pf, sr, st, sf] = [runs['pipelined-raw'], runs['pipelined-text'], runs['pipelined-fp16'], seqRaw.median, seqText.median, seqFp16.median]
+const [pipeRaw, pipeText, pipeFp16] = ['raw', 'text', 'fp16'].map(m => medianRun('pipelined', m, ratio))
+const [seqRaw, seqText, seqFp16] = ['raw', 'text', 'fp16'].map(m => medianRun('sequential', m, overhead))
+const [pr, pt, pf, sr, st, sf] = [pipeRaw.median, pipeText.median, pipeFp16.median, seqRaw.median, seqText.median, seqFp16.median]
 const rows = [
-  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', target: '>= 1.4', before: '0.45-0.62', raw: ratio(pr), text: ratio(pt), fp16: ratio(pf), detail: `${pr.jobsPerS} / ${pt.jobsPerS} / ${pf.jobsPerS} vs ${pr.localJobsPerS} / ${pt.localJobsPerS} / ${pf.localJobsPerS} jobs/s, ${values.concurrency} in flight; max diff ${pr.maxAbsDiff} / ${pt.maxAbsDiff} / ${pf.maxAbsDiff}; texts right ${pr.correctText} / ${pt.correctText} / ${pf.correctText} of ${pr.jobs}` },
-  { figure: 'sequential job overhead over stage compute, ms (2 hops)', target: '<= 8', before: '24 (38 - 14.7)', raw: overhead(sr), text: overhead(st), fp16: overhead(sf), detail: `median of ${sequentialRounds} runs each (${seqRaw.overheads.join(', ')} / ${seqText.overheads.join(', ')} / ${seqFp16.overheads.join(', ')} ms); its p50 ${sr.p50Ms} / ${st.p50Ms} / ${sf.p50Ms} ms, compute ${sr.computeP50Ms} / ${st.computeP50Ms} / ${sf.computeP50Ms} ms` },
+  { figure: 'mesh / whole model in one process (2 vehicles, 1 stage each)', target: '>= 1.4', before: '0.45-0.62', raw: ratio(pr), text: ratio(pt), fp16: ratio(pf), detail: `median of ${rounds} runs each (${pipeRaw.figures.join(', ')} / ${pipeText.figures.join(', ')} / ${pipeFp16.figures.join(', ')}); its ${pr.jobsPerS} / ${pt.jobsPerS} / ${pf.jobsPerS} vs ${pr.localJobsPerS} / ${pt.localJobsPerS} / ${pf.localJobsPerS} jobs/s, ${values.concurrency} in flight; max diff ${pr.maxAbsDiff} / ${pt.maxAbsDiff} / ${pf.maxAbsDiff}; texts right ${pr.correctText} / ${pt.correctText} / ${pf.correctText} of ${pr.jobs}` },
+  { figure: 'sequential job overhead over stage compute, ms (2 hops)', target: '<= 8', before: '24 (38 - 14.7)', raw: overhead(sr), text: overhead(st), fp16: overhead(sf), detail: `median of ${rounds} runs each (${seqRaw.figures.join(', ')} / ${seqText.figures.join(', ')} / ${seqFp16.figures.join(', ')} ms); its p50 ${sr.p50Ms} / ${st.p50Ms} / ${sf.p50Ms} ms, compute ${sr.computeP50Ms} / ${st.computeP50Ms} / ${sf.computeP50Ms} ms` },
   { figure: 'connection / raw TCP on loopback (TLS 1.3, the default)', target: '>= 0.5', before: '0.19-0.26', raw: tls.ratioToRaw, text: tls.ratioToRaw, fp16: tls.ratioToRaw, detail: `a kept connection, both ends in one process: ${tls.mbPerS} MB/s (its first, cold transfer ${tls.coldMbPerS} MB/s, ${tls.coldRatioToRaw}x a new raw socket's); through @libp2p/tls's duplex ${duplex.mbPerS} MB/s (${duplex.ratioToRaw}x); Noise ${noise.mbPerS} MB/s (${noise.ratioToRaw}x); raw TCP ${transport.rows[0].mbPerS} MB/s` },
   { figure: '  the same between two processes (each end a core)', target: '>= 0.5', before: '', raw: pairTls.ratioToRaw, text: pairTls.ratioToRaw, fp16: pairTls.ratioToRaw, detail: `${pairTls.mbPerS} MB/s (cold ${pairTls.coldMbPerS} MB/s, ${pairTls.coldRatioToRaw}x); Noise ${pairNoise.mbPerS} MB/s (${pairNoise.ratioToRaw}x); raw TCP ${pairRaw.mbPerS} MB/s` }
 ]
+const every = Object.values(runs)
+console.log(`every swarm (${every.length}) compared every result with the whole model: ${every.filter(r => r.completed === r.jobs && r.failed === 0).length} completed all their jobs, largest max diff ${Math.max(...every.map(r => r.maxAbsDiff))}, texts right ${every.reduce((n, r) => n + r.correctText, 0)} of ${every.reduce((n, r) => n + r.jobs, 0)}`)
 const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
 console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
@@ -127,4 +133,4 @@ console.log(`  coalescing, --output text: ${values.concurrency} in flight ${rati
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
-console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, sequentialOverheadRunsMs: { raw: seqRaw.overheads, text: seqText.overheads, fp16: seqFp16.overheads }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
+console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
