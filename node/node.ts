@@ -7,7 +7,7 @@
  * each peer may open each protocol's streams only so fast.
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import type { PrivateKey, StreamMiddleware } from '@libp2p/interface'
+import type { PeerId, PrivateKey, StreamMiddleware } from '@libp2p/interface'
 import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
@@ -24,6 +24,7 @@ import type { OwnCredentials } from './membership/membership.ts'
 import { TopicGuard } from './membership/topics.ts'
 import type { FleetMetrics } from './metrics.ts'
 import { streamRateLimit } from './peer-limits.ts'
+import { RedialBackoff } from './redial-backoff.ts'
 
 export interface NodeInit extends Omit<HostInit, 'privateKey' | 'metricsRegistry' | 'connectionGater' | 'recordTrust' | 'start' | 'fleet'> {
   privateKey: PrivateKey
@@ -130,6 +131,10 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     }
   }
   const denylist = new Denylist()
+  // peers that hang up at once are not redialled at once (node/redial-backoff.ts)
+  const backoff = new RedialBackoff()
+  const denied = cred !== undefined ? denylist.gater() : {}
+  const connectionGater = { ...denied, denyDialPeer: (id: PeerId) => backoff.waits(id.toString()) || (denied.denyDialPeer?.(id) ?? false) }
   const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, cells, ...hostInit } = init
   const guard = { fleet: fleetName, ...(cells !== undefined ? { cells: cells.map(checkCellName) } : {}) }
   const host = await createHost({
@@ -140,8 +145,10 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     privateKey,
     metricsRegistry: metrics.registry,
     start: false,
-    ...(cred !== undefined ? { connectionGater: denylist.gater(), recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
+    connectionGater,
+    ...(cred !== undefined ? { recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
   })
+  host.addEventListener('connection:close', (evt) => { backoff.closed(evt.detail.remotePeer.toString(), evt.detail.timeline.open) })
   const components = nodeComponents(host, privateKey, metrics)
   if (cred === undefined) {
     guardStreams(host, fleetName, metrics)
