@@ -68,7 +68,7 @@ describe('hole punching with predicted ports', function () {
 
   const circuitOfCar = async (): Promise<string> => (await until(() => car.host.getMultiaddrs().find(a => a.toString().includes('/p2p-circuit/')), 20_000, 'relayed address')).toString()
   const relayedTo = async (from: Node): Promise<Connection> => {
-    // the relay's dial was now and then reset here: the outsider below, refused by the relay, was redialled
+    // the relay's dial was now and then reset here: the outsider, refused by the relay, was redialled
     // dozens of times a second and used up the connections a second the relay takes from 127.0.0.1
     // (node/redial-backoff.ts now backs off; test/network/redial-backoff.spec.ts)
     const conn = await from.host.dial(multiaddr(await circuitOfCar()), { signal: signal() })
