@@ -148,7 +148,13 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     connectionGater,
     ...(cred !== undefined ? { recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
   })
-  host.addEventListener('connection:close', (evt) => { backoff.closed(evt.detail.remotePeer.toString(), evt.detail.timeline.open) })
+  host.addEventListener('connection:close', (evt) => {
+    const c = evt.detail
+    // a hang-up: a connection this node dialled, its last to the peer; one replaced by another (a relayed one
+    // by a punched one, a duplicate) is not
+    if (c.direction !== 'outbound' || host.getConnections(c.remotePeer).some(o => o !== c && o.status === 'open')) return
+    backoff.closed(c.remotePeer.toString(), c.timeline.open)
+  })
   const components = nodeComponents(host, privateKey, metrics)
   if (cred === undefined) {
     guardStreams(host, fleetName, metrics)

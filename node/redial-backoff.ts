@@ -12,7 +12,9 @@
  * node's dial reset at connect; in the field, every car behind one
  * carrier-grade NAT.
  *
- * Here, after `free` connections in a row to a peer that each closed within
+ * Here, after `free` hang-ups in a row by a peer (node/node.ts counts a
+ * connection this node dialled that was its last to the peer: one replaced
+ * by another, as a relayed one by a punched one, is not), each within
  * `shortMs` of opening, dials to it are refused for `baseMs`, doubling up to
  * `maxMs`; a connection that lasts clears the count. Only this node's own
  * dials wait: the peer may still dial in, and hole punches dial the
