@@ -7,7 +7,7 @@
  * each peer may open each protocol's streams only so fast.
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import type { PeerId, PrivateKey, StreamMiddleware } from '@libp2p/interface'
+import type { PrivateKey, StreamMiddleware } from '@libp2p/interface'
 import { AUTONAT_PROTOCOL, DCUTR_PROTOCOL, GOSSIP_PROTOCOLS, INFER_COMPRESSED_PROTOCOL, INFER_PROTOCOL, INFER_REUSE_PROTOCOL, OFFER_PROTOCOL, PUNCH_PROTOCOL, RELAY_HOP_PROTOCOL, RESULT_PROTOCOL, RESULT_REUSE_PROTOCOL, RELAY_STOP_PROTOCOL, SHARD_PROTOCOL, checkCellName, enrollProtocol, kadProtocol, memberProtocol } from '../protocols/ids.ts'
 import { openCertificate } from '../protocols/membership.ts'
 import type { Role } from '../protocols/membership.ts'
@@ -133,8 +133,6 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
   const denylist = new Denylist()
   // peers that hang up at once are not redialled at once (node/redial-backoff.ts)
   const backoff = new RedialBackoff()
-  const denied = cred !== undefined ? denylist.gater() : {}
-  const connectionGater = { ...denied, denyDialPeer: (id: PeerId) => backoff.waits(id.toString()) || (denied.denyDialPeer?.(id) ?? false) }
   const { privateKey, metrics, credentials, credentialsFile, proofTimeoutMs, cells, ...hostInit } = init
   const guard = { fleet: fleetName, ...(cells !== undefined ? { cells: cells.map(checkCellName) } : {}) }
   const host = await createHost({
@@ -145,16 +143,10 @@ export async function createNode (fleetName: string, init: NodeInit): Promise<Fl
     privateKey,
     metricsRegistry: metrics.registry,
     start: false,
-    connectionGater,
+    connectionGater: backoff.gater(cred !== undefined ? denylist.gater() : {}),
     ...(cred !== undefined ? { recordTrust: { trust: cred.trust, revoked: (p: string) => denylist.revoked.has(p) } } : {})
   })
-  host.addEventListener('connection:close', (evt) => {
-    const c = evt.detail
-    // a hang-up: a connection this node dialled, its last to the peer; one replaced by another (a relayed one
-    // by a punched one, a duplicate) is not
-    if (c.direction !== 'outbound' || host.getConnections(c.remotePeer).some(o => o !== c && o.status === 'open')) return
-    backoff.closed(c.remotePeer.toString(), c.timeline.open)
-  })
+  backoff.watch(host)
   const components = nodeComponents(host, privateKey, metrics)
   if (cred === undefined) {
     guardStreams(host, fleetName, metrics)

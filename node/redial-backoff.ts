@@ -12,15 +12,15 @@
  * node's dial reset at connect; in the field, every car behind one
  * carrier-grade NAT.
  *
- * Here, after `free` hang-ups in a row by a peer (node/node.ts counts a
- * connection this node dialled that was its last to the peer: one replaced
- * by another, as a relayed one by a punched one, is not), each within
+ * Here, after `free` hang-ups in a row by a peer (`watch`: a connection this
+ * node dialled that was its last to the peer; one replaced by another, as a
+ * relayed one by a punched one, or a duplicate, is not), each within
  * `shortMs` of opening, dials to it are refused for `baseMs`, doubling up to
  * `maxMs`; a connection that lasts clears the count. Only this node's own
  * dials wait: the peer may still dial in, and hole punches dial the
  * transport directly.
  */
-import type { ConnectionGater, PeerId } from '@libp2p/interface'
+import type { ConnectionGater, Libp2p, PeerId } from '@libp2p/interface'
 
 export interface RedialBackoffInit {
   /** A connection closed within this of opening is a hang-up. @default 2000 */
@@ -63,8 +63,17 @@ export class RedialBackoff {
   /** Milliseconds until `peer` may be dialled again (0: now). */
   waitMs (peer: string): number { return Math.max(0, (this.peers.get(peer)?.until ?? 0) - this.now()) }
 
-  /** The part of a connection gater that holds back dials to peers in back-off. */
-  gater (): Pick<ConnectionGater, 'denyDialPeer'> {
-    return { denyDialPeer: (id: PeerId) => this.waits(id.toString()) }
+  /** Counts `host`'s hang-ups as its connections close. */
+  watch (host: Pick<Libp2p, 'addEventListener' | 'getConnections'>): void {
+    host.addEventListener('connection:close', (evt) => {
+      const c = evt.detail
+      if (c.direction !== 'outbound' || host.getConnections(c.remotePeer).some(o => o !== c && o.status === 'open')) return
+      this.closed(c.remotePeer.toString(), c.timeline.open)
+    })
+  }
+
+  /** `inner` (a connection gater, perhaps empty) that also holds back dials to peers in back-off. */
+  gater (inner: ConnectionGater = {}): ConnectionGater {
+    return { ...inner, denyDialPeer: async (id: PeerId) => this.waits(id.toString()) || (await inner.denyDialPeer?.(id) ?? false) }
   }
 }

@@ -42,6 +42,28 @@ describe('peers that hang up at once are not redialled at once', function () {
     assert.equal(b.waitMs('p'), 0, 'the oldest peer was forgotten')
   })
 
+  it('a hang-up is a connection this node dialled that left it none to the peer: not one dialled in, nor one replaced', () => {
+    let now = 1_000_000
+    const b = new RedialBackoff({ free: 0 }, () => now)
+    let onClose!: (evt: { detail: unknown }) => void
+    let open: unknown[] = []
+    b.watch({ addEventListener: (_: string, f: any) => { onClose = f }, getConnections: () => open } as any)
+    const conn = (direction: string, status = 'closed'): unknown => ({ direction, status, remotePeer: { toString: () => 'p' }, timeline: { open: now - 10 } })
+    const close = (c: unknown): void => { onClose({ detail: c }) }
+    close(conn('inbound'))
+    assert.equal(b.waits('p'), false, 'a connection the peer dialled')
+    const direct = conn('outbound', 'open')
+    const relayed = conn('outbound')
+    open = [relayed, direct]
+    close(relayed)
+    assert.equal(b.waits('p'), false, 'a connection replaced by another that stays open')
+    open = [direct]
+    close(direct)
+    assert.equal(b.waits('p'), true, 'the last one, dialled here, closed at once')
+    now += 1000
+    assert.equal(b.waits('p'), false)
+  })
+
   it('a node the fleet refuses dials its bootstrap a few times in seconds, not dozens a second', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'fm-redial-'))
     const stops: Array<() => Promise<void>> = []
