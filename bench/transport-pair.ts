@@ -102,15 +102,19 @@ export async function libp2pLink (encryption: 'tls' | 'tls-duplex' | 'noise', ad
   }
 }
 
-/** MB/s per mode: each link's first transfer (cold), then `rounds` transfers of the kept links in turn. */
-export async function linkThroughput<M extends string> (links: Array<[M, Link]>, rounds: number): Promise<{ cold: Record<M, number>, runs: Record<M, number[]> }> {
-  const cold = {} as Record<M, number>
-  const runs = {} as Record<M, number[]>
-  for (const [m, link] of links) { cold[m] = Math.round(await link.transfer()); runs[m] = [] }
-  for (let r = 0; r < rounds; r++) {
-    for (const [m, link] of links) runs[m].push(await link.transfer())
-  }
-  return { cold, runs }
+/** MB/s per mode over links `open` makes: each link's first transfer (cold), then `rounds` transfers of the kept links in turn; every link closed after. */
+export async function linkThroughput<M extends string> (open: Array<[M, () => Promise<Link>]>, rounds: number): Promise<{ cold: Record<M, number>, runs: Record<M, number[]> }> {
+  const links: Array<[M, Link]> = []
+  try {
+    for (const [m, make] of open) links.push([m, await make()])
+    const cold = {} as Record<M, number>
+    const runs = {} as Record<M, number[]>
+    for (const [m, link] of links) { cold[m] = Math.round(await link.transfer()); runs[m] = [] }
+    for (let r = 0; r < rounds; r++) {
+      for (const [m, link] of links) runs[m].push(await link.transfer())
+    }
+    return { cold, runs }
+  } finally { await Promise.all(links.map(async ([, l]) => { await l.close() })) }
 }
 
 /** Runs `fn` with a receiving child process that answers a byte after every `total` bytes (and tells its CPU time in ms), and ends the child. */
@@ -131,13 +135,7 @@ async function withReceiver<T> (total: number, fn: (receiver: Receiver, cpuMs: (
 
 /** MB/s per mode, sender here and receiver in a child process: each mode's cold transfer and its kept link's rounds. */
 export async function pairThroughput (rounds: number, total: number): Promise<{ cold: Record<PairMode, number>, runs: Record<PairMode, number[]> }> {
-  return await withReceiver(total, async (receiver) => {
-    const links: Array<[PairMode, Link]> = []
-    try {
-      for (const m of PAIR_MODES) links.push([m, m === 'raw TCP' ? await rawLink(receiver.port, total) : await libp2pLink(ENCRYPTION[m], receiver.addrs[m], total)])
-      return await linkThroughput(links, rounds)
-    } finally { await Promise.all(links.map(async ([, l]) => { await l.close() })) }
-  })
+  return await withReceiver(total, async (receiver) => await linkThroughput(PAIR_MODES.map(m => [m, async () => m === 'raw TCP' ? await rawLink(receiver.port, total) : await libp2pLink(ENCRYPTION[m], receiver.addrs[m], total)]), rounds))
 }
 
 /** A message's round trip: median wall ms and each side's CPU ms per round trip. */

@@ -81,12 +81,7 @@ const modes: Array<[string, () => Promise<Link>]> = [
   ['TLS via a JS duplex', async () => await localLibp2p('tls-duplex')],
   ['TCP + Noise + yamux', async () => await localLibp2p('noise')]
 ]
-const links: Array<[string, Link]> = []
-let one
-try {
-  for (const [m, make] of modes) links.push([m, await make()])
-  one = await linkThroughput(links, Number(values.rounds))
-} finally { await Promise.all(links.map(async ([, l]) => { await l.close() })) }
+const one = await linkThroughput(modes, Number(values.rounds))
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
 const handshakes: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
 const firstContact: Record<Encryption, number[]> = { tls: [], 'tls-duplex': [], noise: [] }
@@ -104,7 +99,7 @@ const table = (t: { cold: Record<string, number>, runs: Record<string, number[]>
 const print = (rs: ReturnType<typeof table>): void => {
   for (const r of rs) console.log(`${r.mode.padEnd(24)} ${String(r.mbPerS).padStart(6)} MB/s  ${r.ratioToRaw.toFixed(3)}x raw  (${r.runs.join(', ')}); cold ${r.coldMbPerS} MB/s, ${r.coldRatioToRaw.toFixed(3)}x`)
 }
-const rows = table(one!)
+const rows = table(one)
 console.log(`one kept stream on loopback, ${values.mb} MB per transfer in 256 KiB writes, both ends in one process: median of ${values.rounds} transfers taken in turn, after each link's first (cold) one`)
 print(rows)
 const pair = table(await pairThroughput(Math.max(3, Number(values.rounds)), TOTAL))
