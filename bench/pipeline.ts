@@ -44,6 +44,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { describeCpu } from '../node/swarm/cpu.ts'
 
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
@@ -65,6 +66,19 @@ async function lastJson (args: string[]): Promise<any> {
 }
 
 const swarm = async (extra: string[]): Promise<any> => await lastJson([MAIN, 'swarm', '--json', '--nodes', '2', '--stages', '2', '--fleet', 'bench', ...extra])
+
+/**
+ * How this machine's idle cores wait, which a sequential job feels: each of
+ * its messages goes to a process that slept. Linux's cpuidle driver, and for
+ * `haltpoll` (a VM guest) how long an idle vCPU polls before it halts.
+ */
+function idlePolicy (): { driver?: string, haltPollNs?: number } {
+  const read = (f: string): string | undefined => { try { return readFileSync(f, 'utf8').trim() } catch { return undefined } }
+  const driver = read('/sys/devices/system/cpu/cpuidle/current_driver')
+  const poll = read('/sys/module/haltpoll/parameters/guest_halt_poll_ns')
+  return { ...(driver !== undefined ? { driver } : {}), ...(poll !== undefined && driver === 'haltpoll' ? { haltPollNs: Number(poll) } : {}) }
+}
+const idle = idlePolicy()
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
 const r1 = (x: number): number => Math.round(x * 10) / 10
@@ -118,6 +132,7 @@ const every = Object.values(runs)
 console.log(`every swarm (${every.length}) compared every result with the whole model: ${every.filter(r => r.completed === r.jobs && r.failed === 0).length} completed all their jobs, largest max diff ${Math.max(...every.map(r => r.maxAbsDiff))}, texts right ${every.reduce((n, r) => n + r.correctText, 0)} of ${every.reduce((n, r) => n + r.jobs, 0)}`)
 const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
+if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once: a message to a process that slept waits for its core to come back)' : ''}` : ''}`)
 console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
 for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${String(r.fp16).padEnd(18)} ${r.target}\n  (${r.detail})`)
 console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} / ${share(rows[0].fp16)} of the ceiling; the target, ${share(1.4)}`)
@@ -133,4 +148,4 @@ console.log(`  coalescing, --output text: ${values.concurrency} in flight ${rati
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
-console.log(JSON.stringify({ bench: 'pipeline', ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
+console.log(JSON.stringify({ bench: 'pipeline', idle, ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
