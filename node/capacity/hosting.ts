@@ -74,7 +74,12 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   private readonly claimed = new Map<string, { manifest: string, stage: number }>()
   private readonly announced = new Map<string, Manifest>()
   private roomTask?: RepeatingTask
-  private readonly onModel = (evt: CustomEvent<{ announcement: ModelAnnouncement, from: string }>): void => { void this.modelAnnounced(evt.detail.announcement, evt.detail.from) }
+  private roomStart?: ReturnType<typeof setTimeout>
+  /** Aborts what this service started (fetches, their retries) as it stops. */
+  private lifetime = new AbortController()
+  /** Work in progress that writes to the store or loads stages: stop waits for it, so nothing is written after. */
+  private readonly working = new Set<Promise<unknown>>()
+  private readonly onModel = (evt: CustomEvent<{ announcement: ModelAnnouncement, from: string }>): void => { void this.tracked(this.modelAnnounced(evt.detail.announcement, evt.detail.from)) }
 
   constructor (components: HostingComponents, init: HostingInit = {}) {
     super()
@@ -85,13 +90,26 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   }
 
   start (): void {
+    if (this.lifetime.signal.aborted) this.lifetime = new AbortController()
     if (this.room > 0) this.c.jobs?.addEventListener('model', this.onModel)
   }
 
-  stop (): void {
+  /** Stops choosing and fetching, and waits for the work in progress to end (a fetch aborted keeps its progress on disk). */
+  async stop (): Promise<void> {
     this.c.jobs?.removeEventListener('model', this.onModel)
+    this.lifetime.abort(new Error('stage hosting stopped'))
+    clearTimeout(this.roomStart)
     for (const t of this.tasks) t.stop()
     this.tasks.clear()
+    this.roomTask = undefined
+    // work that was under way may start more before it sees the abort
+    while (this.working.size > 0) await Promise.allSettled([...this.working])
+  }
+
+  /** `work`, counted as in progress until it settles (see stop). */
+  private async tracked<T> (work: Promise<T>): Promise<T> {
+    this.working.add(work)
+    try { return await work } finally { this.working.delete(work) }
   }
 
   /** Stages chosen and being loaded, for heartbeats. */
@@ -103,7 +121,9 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
    * are provided in the DHT); only the chosen stages are held. A stage whose
    * shard cannot be had yet is reported and retried in the background.
    */
-  async host (m: HostedModel): Promise<void> {
+  async host (m: HostedModel): Promise<void> { await this.tracked(this.hostNow(m)) }
+
+  private async hostNow (m: HostedModel): Promise<void> {
     const { manifestCid, manifest, seeded } = await this.manifestOf(m.model)
     await this.c.exchange.provide(manifestCid)
     for (const cid of seeded) await this.c.exchange.provide(cid)
@@ -139,26 +159,33 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   private async fetchPatiently (cid: string, forMs: number): Promise<Uint8Array> {
     const until = Date.now() + forMs
     for (let attempt = 1; ; attempt++) {
-      const signal = AbortSignal.timeout(Math.max(1000, Math.min(15_000, until - Date.now())))
+      const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1000, Math.min(15_000, until - Date.now()))), this.lifetime.signal])
       try {
-        // the attempt ends with its time, whatever it waits on
-        return await step(this.c.exchange.get(cid, { signal }), signal)
+        // the attempt ends with its time, whatever it waits on; the fetch itself (its writes) is waited for by stop
+        this.lifetime.signal.throwIfAborted()
+        const getting = this.c.exchange.get(cid, { signal })
+        this.tracked(getting).catch(() => {})
+        return await step(getting, signal)
       } catch (err) {
-        if (Date.now() >= until) throw err
+        if (Date.now() >= until || this.lifetime.signal.aborted) throw err
         this.log('fetch of %s, attempt %d: %e', cid, attempt, err)
         if (attempt === 1) this.error(`${(err as Error).message}; retrying`)
-        await new Promise(resolve => setTimeout(resolve, Math.min(2000, 250 * attempt)))
+        await step(new Promise(resolve => setTimeout(resolve, Math.min(2000, 250 * attempt))), this.lifetime.signal)
       }
     }
   }
 
   /** Gets a stage's shard, loads it, provides it. */
-  private async load (manifestCid: string, manifest: Manifest, i: number): Promise<void> {
+  private async load (manifestCid: string, manifest: Manifest, i: number): Promise<void> { await this.tracked(this.loadNow(manifestCid, manifest, i)) }
+
+  private async loadNow (manifestCid: string, manifest: Manifest, i: number): Promise<void> {
+    this.lifetime.signal.throwIfAborted()
     const entry = manifest.stages[i]
     const t0 = performance.now()
     const local = await this.c.exchange.store.get(entry.cid)
     const shard = local ?? await this.fetchPatiently(entry.cid, 30_000)
     this.safeDispatchEvent('shard', { detail: { manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 } })
+    this.lifetime.signal.throwIfAborted()
     await this.c.runtime.load(manifestCid, manifest, i, shard)
     await this.c.exchange.provide(entry.cid)
     this.safeDispatchEvent('serving', { detail: { manifest: manifestCid, name: manifest.name, stage: i } })
@@ -166,6 +193,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
   }
 
   private retry (manifestCid: string, manifest: Manifest, i: number): void {
+    if (this.lifetime.signal.aborted) return
     const task = repeatingTask(async () => {
       try {
         await this.load(manifestCid, manifest, i)
@@ -224,7 +252,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     if (this.announced.has(a.manifest)) return
     try {
       const providers = a.addrs.length > 0 ? [{ id: peerIdFromString(from), addrs: a.addrs }] : undefined
-      const manifest = decodeManifest(await this.c.exchange.get(a.manifest, { signal: AbortSignal.timeout(15_000), ...(providers !== undefined ? { providers } : {}) }))
+      const manifest = decodeManifest(await this.c.exchange.get(a.manifest, { signal: AbortSignal.any([AbortSignal.timeout(15_000), this.lifetime.signal]), ...(providers !== undefined ? { providers } : {}) }))
       if (this.announced.has(a.manifest)) return
       this.announced.set(a.manifest, manifest)
       await this.c.exchange.provide(a.manifest)
@@ -237,7 +265,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
       // jitter the first look, so earlier choosers' claims are heard before we choose
       this.roomTask = repeatingTask(async () => { await this.useRoom() }, CHOOSE_INTERVAL_MS)
       this.tasks.add(this.roomTask)
-      setTimeout(() => { this.roomTask?.start(); this.roomTask?.run() }, Math.random() * 1500)
+      this.roomStart = setTimeout(() => { this.roomTask?.start(); this.roomTask?.run() }, Math.random() * 1500)
     }
   }
 
