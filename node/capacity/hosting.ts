@@ -261,11 +261,12 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
       this.error(`model ${a.name}@${a.version}: ${(err as Error).message}`)
       return
     }
-    if (this.roomTask === undefined) {
+    // (a fetch that won its race with stop starts nothing)
+    if (this.roomTask === undefined && !this.lifetime.signal.aborted) {
       // jitter the first look, so earlier choosers' claims are heard before we choose
       this.roomTask = repeatingTask(async () => { await this.useRoom() }, CHOOSE_INTERVAL_MS)
       this.tasks.add(this.roomTask)
-      this.roomStart = setTimeout(() => { this.roomTask?.start(); this.roomTask?.run() }, Math.random() * 1500)
+      this.roomStart = setTimeout(() => { if (!this.lifetime.signal.aborted) { this.roomTask?.start(); this.roomTask?.run() } }, Math.random() * 1500)
     }
   }
 
