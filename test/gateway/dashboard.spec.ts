@@ -81,6 +81,8 @@ describe('live dashboard in headless Chromium', function () {
     // the always-on source: 100% charge, 3 kW, wifi; each holds one stage
     for (const r of rows) assert.deepEqual([r.cells[2], r.cells[4], r.cells[5]], ['100%', '3 kW', 'wifi'])
     assert.deepEqual(rows.map(r => r.cells[7]).sort(), ['0', '1', '2'])
+    // the models table is drawn from the same stream, maybe a message after the vehicles
+    await page.waitForFunction(() => { const trs = [...document.querySelectorAll('#models tr.stage')]; return trs.length === 3 && trs.every(tr => Number(tr.getAttribute('data-holders')) > 0) }, undefined, { timeout: 10_000 })
     const holders = await page.$$eval('#models tr.stage', trs => trs.map(tr => Number(tr.getAttribute('data-holders'))))
     assert.deepEqual(holders, [1, 1, 1])
     assert.equal(await text('#jobs-total'), '0')
