@@ -26,7 +26,7 @@ import type { TestMesh } from '../utils/mesh.ts'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 // the page functions below run in the browser
-declare const document: { getElementById: (id: string) => { textContent: string | null } | null, querySelector: (s: string) => { getAttribute: (a: string) => string | null } | null, querySelectorAll: (s: string) => { length: number } }
+declare const document: { getElementById: (id: string) => { textContent: string | null } | null, querySelector: (s: string) => { getAttribute: (a: string) => string | null } | null, querySelectorAll: (s: string) => ArrayLike<{ getAttribute: (a: string) => string | null }> }
 
 describe('live dashboard in headless Chromium', function () {
   this.timeout(120_000)
@@ -82,7 +82,7 @@ describe('live dashboard in headless Chromium', function () {
     for (const r of rows) assert.deepEqual([r.cells[2], r.cells[4], r.cells[5]], ['100%', '3 kW', 'wifi'])
     assert.deepEqual(rows.map(r => r.cells[7]).sort(), ['0', '1', '2'])
     // the models table is drawn from the same stream, maybe a message after the vehicles
-    await page.waitForFunction(() => { const trs = [...document.querySelectorAll('#models tr.stage')]; return trs.length === 3 && trs.every(tr => Number(tr.getAttribute('data-holders')) > 0) }, undefined, { timeout: 10_000 })
+    await page.waitForFunction(() => { const trs = Array.from(document.querySelectorAll('#models tr.stage')); return trs.length === 3 && trs.every(tr => Number(tr.getAttribute('data-holders')) > 0) }, undefined, { timeout: 10_000 })
     const holders = await page.$$eval('#models tr.stage', trs => trs.map(tr => Number(tr.getAttribute('data-holders'))))
     assert.deepEqual(holders, [1, 1, 1])
     assert.equal(await text('#jobs-total'), '0')
