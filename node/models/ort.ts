@@ -2,6 +2,8 @@
  * onnxruntime-node helpers: session options tuned for small shared machines,
  * and conversion between wire tensors and ORT tensors.
  */
+// first: onnxruntime's telemetry stays off unless the operator turned it on (see that module)
+import './ort-telemetry.ts'
 import * as ort from 'onnxruntime-node'
 import type { DType, Tensor } from '../../protocols/tensor.ts'
 
