@@ -68,9 +68,11 @@ async function lastJson (args: string[]): Promise<any> {
 const swarm = async (extra: string[]): Promise<any> => await lastJson([MAIN, 'swarm', '--json', '--nodes', '2', '--stages', '2', '--fleet', 'bench', ...extra])
 
 /**
- * How this machine's idle cores wait, which a sequential job feels: each of
- * its messages goes to a process that slept. Linux's cpuidle driver, and for
- * `haltpoll` (a VM guest) how long an idle vCPU polls before it halts.
+ * How this machine's idle cores wait: Linux's cpuidle driver, and for
+ * `haltpoll` (a VM guest) how long an idle vCPU polls before it halts. Each
+ * message of a sequential job goes to a process that slept; printed so runs
+ * on different machines can be told apart (on this VM, idle vCPUs polling
+ * instead of halting moved the sequential overhead by less than its noise).
  */
 function idlePolicy (): { driver?: string, haltPollNs?: number } {
   const read = (f: string): string | undefined => { try { return readFileSync(f, 'utf8').trim() } catch { return undefined } }
@@ -132,7 +134,7 @@ const every = Object.values(runs)
 console.log(`every swarm (${every.length}) compared every result with the whole model: ${every.filter(r => r.completed === r.jobs && r.failed === 0).length} completed all their jobs, largest max diff ${Math.max(...every.map(r => r.maxAbsDiff))}, texts right ${every.reduce((n, r) => n + r.correctText, 0)} of ${every.reduce((n, r) => n + r.jobs, 0)}`)
 const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
-if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once: a message to a process that slept waits for its core to come back)' : ''}` : ''}`)
+if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once; with polling on, the sequential overhead moved less than its noise: README)' : ''}` : ''}`)
 console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
 for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${String(r.fp16).padEnd(18)} ${r.target}\n  (${r.detail})`)
 console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} / ${share(rows[0].fp16)} of the ceiling; the target, ${share(1.4)}`)
