@@ -118,6 +118,8 @@ export interface Check { diff: number, text?: string, correct: boolean, wrong: b
 export class Tally {
   readonly latencies: number[] = []
   readonly computeMs: number[] = []
+  /** Each job's latency less its own summed stage compute. */
+  readonly overheadMs: number[] = []
   readonly routes = new Set<string>()
   completed = 0
   correct = 0
@@ -147,7 +149,9 @@ export class Tally {
     const wrong = diff > resultTolerance(this.manifest) || (text !== undefined && !correct)
     this.worstDiff = Math.max(this.worstDiff, diff)
     this.latencies.push(r.ms)
-    this.computeMs.push(r.hops.reduce((sum, h) => sum + h.ms, 0))
+    const compute = r.hops.reduce((sum, h) => sum + h.ms, 0)
+    this.computeMs.push(compute)
+    this.overheadMs.push(r.ms - compute)
     this.routes.add(r.route.join('>'))
     this.completed++
     if (correct) this.correct++
@@ -171,4 +175,5 @@ export class Tally {
   get hasText (): boolean { return this.manifest.task !== undefined }
   p (pct: number): number { return Math.round(percentile(this.latencies, pct) * 10) / 10 }
   computeP50 (): number { return Math.round(percentile(this.computeMs, 50) * 10) / 10 }
+  overheadP50 (): number { return Math.round(percentile(this.overheadMs, 50) * 10) / 10 }
 }

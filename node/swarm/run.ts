@@ -119,7 +119,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       io.out('')
       io.out(`summary: ${summary.completed}/${items.length} items completed, ${summary.failed} failed, ${summary.duplicates} duplicates, ${tally.wrong} wrong, max |diff| ${tally.worstDiff.toExponential(2)}`)
       if (o.scenario === 'chaos') io.out(`         ${summary.kills} kills (${summary.killsMidPipeline} mid-pipeline), ${summary.restarts} restarts, ${summary.leases} leases (${summary.leasesLost} lost); recovery p50 ${summary.recoveryP50Ms} ms, p95 ${summary.recoveryP95Ms} ms (kill -> next completed item that had been on the killed vehicle)`)
-      else io.out(`         ${summary.leases} leases, micro-batches of ${summary.microBatch}${summary.microBatchMeshMs !== undefined ? ` (auto: the first jobs cost ${summary.microBatchMeshMs} ms each beside their stages)` : ''}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms)`)
+      else io.out(`         ${summary.leases} leases, micro-batches of ${summary.microBatch}${summary.microBatchMeshMs !== undefined ? ` (auto: the first jobs cost ${summary.microBatchMeshMs} ms each beside their stages)` : ''}; latency p50 ${summary.p50Ms} ms (stage compute ${summary.computeP50Ms} ms; beside it ${summary.overheadP50Ms} ms a job)`)
       io.out(`         mesh ${summary.jobsPerS} items/s vs whole model in one process ${summary.localJobsPerS} items/s: ratio ${summary.meshVsLocal}`)
       failed = summary.failed > 0 || (summary.duplicates ?? 0) > 0 || tally.wrong > 0
     } else {
@@ -158,7 +158,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       }
       io.out('')
       io.out(`summary: ${summary.completed}/${summary.jobs} jobs completed${summary.correctText !== null ? `, ${summary.correctText}/${summary.jobs} texts correct` : ''}, max |diff| vs whole model ${tally.worstDiff.toExponential(2)}`)
-      io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms; ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
+      io.out(`         latency p50 ${summary.p50Ms} ms, p95 ${summary.p95Ms} ms (stage compute p50 ${summary.computeP50Ms} ms; beside it ${summary.overheadP50Ms} ms a job); ${summary.jobsPerS} jobs/s over ${summary.routes} distinct route${summary.routes === 1 ? '' : 's'} (whole model in one process: ${summary.localJobsPerS} jobs/s)`)
       if (summary.coalesced.items > summary.coalesced.groups) io.out(`         ${summary.coalesced.items} jobs went as ${summary.coalesced.groups} mesh jobs (jobs waiting for room go together: --coalesce)`)
       // over a few jobs the figure is mostly warming up (compilers, first connections, first checks)
       if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${describeCpu(cpuMsPerJob)}; whole model in one process: ${localCpuMsPerJob} ms`)

@@ -23,6 +23,8 @@ export interface SwarmSummary {
   routes: number
   /** Median over jobs of the summed stage run times (the rest of p50Ms is transfer and queueing; a job that went with others counts its group's runs). */
   computeP50Ms: number
+  /** Median over jobs of each job's latency less its own summed stage runs: what a job spends beside its compute (p50Ms - computeP50Ms mixes two medians). */
+  overheadP50Ms: number
   localJobsPerS: number
   /** Runs of 100 jobs or more: the whole model timed before and after the mesh's jobs (localJobsPerS and localCpuMsPerJob are both as one). */
   localBeforeAfter?: Array<{ jobsPerS: number, cpuMsPerJob: number }>
@@ -85,6 +87,7 @@ export function baseSummary (swarm: LocalSwarm, tally: Tally, jobs: number, jobs
     jobsPerS: r2(jobsPerS),
     routes: tally.routes.size,
     computeP50Ms: tally.computeP50(),
+    overheadP50Ms: tally.overheadP50(),
     localJobsPerS: r2(localJobsPerS),
     startupMs: Math.round(swarm.startupMs),
     totalMs: 0,

@@ -63,4 +63,14 @@ describe('swarm tally', () => {
     assert.deepEqual([b.correct, b.wrong], [false, true])
     assert.deepEqual([tally.completed, tally.correct, tally.wrong], [2, 1, 1])
   })
+
+  it('the time beside the stages is taken job by job: the median of each job\'s latency less its own stage runs', () => {
+    const tally = new Tally(manifest)
+    const job = { label: 'r', input: reference, reference, expected: referenceText }
+    // [latency, stage runs]: beside them 2, 3 and 15 ms; the medians' difference would say 20 - 8 = 12
+    for (const [ms, runs] of [[10, [4, 4]], [30, [20, 7]], [20, [2, 3]]] as const) {
+      tally.add(job, { ...result([reference]), ms, hops: runs.map(r => ({ peer: 'p', stage: 0, ms: r })) })
+    }
+    assert.deepEqual([tally.p(50), tally.computeP50(), tally.overheadP50()], [20, 8, 3])
+  })
 })
