@@ -23,7 +23,10 @@
  * latency less its own summed stage runs (the swarm's overheadP50Ms); until
  * 2026-12-02 it was the latency's p50 less the compute's p50, which mixes two
  * medians (0.1-0.5 ms more in three text runs: 9.3 / 9.0 / 9.0 against
- * 8.8 / 8.7 / 8.9 ms), printed beside it.
+ * 8.8 / 8.7 / 8.9 ms), printed beside it. One more sequential text run
+ * marks each job's path through the processes (`--trace`, swarm/trace.ts)
+ * and prints the median of each step, so the overhead can be read step by
+ * step; it is not one of the headline runs (marking costs a little).
  *
  * The sequential runs take 200 jobs one after another by default: over the
  * 50 of earlier runs, the p50 still held the first jobs, which run before
@@ -52,6 +55,7 @@ import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { describeCpu } from '../node/swarm/cpu.ts'
+import { describePath } from '../node/swarm/trace.ts'
 
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
@@ -109,6 +113,8 @@ plan.push(['pipelined-text-twice', ['--jobs', values.jobs, '--concurrency', twic
 for (let r = 1; r <= rounds; r++) {
   for (const [mode, flags] of modes) plan.push([`sequential-${mode}-${r}`, ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...flags]])
 }
+// where a sequential text job's overhead goes, step by step (not a headline run: the marks cost a little)
+plan.push(['sequential-text-traced', ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...text, '--trace']])
 for (const [key, args] of plan) {
   runs[key] = await swarm(args)
   process.stderr.write(`${key}: done\n`)
@@ -158,4 +164,7 @@ console.log(`  coalescing, --output text: ${values.concurrency} in flight ${rati
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3): ${handOff.ms} ms, CPU ${handOff.senderCpuMs} ms sending and ${handOff.receiverCpuMs} receiving; after 20 ms idle ${idleHandOff.ms} ms`)
+const traced = runs['sequential-text-traced']
+console.log(`  a sequential --output text job, traced (overhead ${overhead(traced)} ms in that run):`)
+for (const line of describePath(traced.path)) console.log(`    ${line}`)
 console.log(JSON.stringify({ bench: 'pipeline', idle, ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))

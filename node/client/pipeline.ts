@@ -25,6 +25,7 @@ import { openReceipts } from '../runtime/attest.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
 import { NoRouteError, chooseRoute, inNearestCell, networkMs } from '../scheduler/router.ts'
 import { within } from '../util/abortable.ts'
+import { mark } from '../util/job-path.ts'
 import type { Candidate, RouteCosts } from '../scheduler/router.ts'
 import type { LinkMeter } from '../link-meter.ts'
 import { firstAnswer, raceDirect, withDirectResult } from '../runtime/direct-return.ts'
@@ -175,6 +176,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     const K = m.manifest.stages.length
     const job = randomUUID()
     const t0 = performance.now()
+    mark(job, 'client.job')
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
     const maxAttempts = opts.maxAttempts ?? 6
     const checks = opts.verify ?? this.c.verifier.mode
@@ -185,10 +187,8 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     // peers this job keeps away from (accused by a hop: for a while; refused the input: for good)
     const exclude = new Exclusions()
     const refusedInput = new Set<string>()
-    const planned = new Set<number>()
-    const checked = new Set<number>()
-    let stage = 0
-    let tensors = inputs
+    const [planned, checked] = [new Set<number>(), new Set<number>()]
+    let [stage, tensors] = [0, inputs]
     const local = opts.localStages ?? this.localStages
     if (local > 0) {
       if (this.c.local === undefined) throw new InferenceError('BAD_INPUT', 'this client cannot run stages itself')
@@ -213,8 +213,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
         await this.c.locator.waitForHolder(m, err.stage, { signal: wait, usable: p => !exclude.has(p) }).catch(() => {})
         continue
       }
-      const peers = route.map(c => c.peer)
-      const first = route[0].peer
+      const [peers, first] = [route.map(c => c.peer), route[0].peer]
       this.safeDispatchEvent('route', { detail: { peers, first: stage, at: Date.now() } })
       opts.onRoute?.(peers, stage)
       // which runs of this attempt get checked, and so which stage outputs must come back as taps
@@ -237,6 +236,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const onReceipts = (r: Uint8Array[]): void => { ahead.push(...r); void openReceipts(r).catch(() => {}) }
       let taken = false
       try {
+        mark(job, 'client.send')
         const calling = callHop(this.c.dialer, route[0], {
           job,
           manifest: m.cid,
@@ -247,8 +247,8 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           ...(taps.length > 0 ? { taps } : {}),
           ...(direct !== undefined ? { returnTo: this.c.peerId.toString(), earlyReceipts: true } : {}),
           ...(reduceThere ? { output: mode } : {})
-        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), compress: () => this.c.compression?.(first), onSent: () => { ledger.sentDigest(tensors) }, ...(direct !== undefined ? { onReceipts } : {}) })
-        ;({ frame: answer, taken } = await firstAnswer(calling, direct, ahead, K - stage, async whole => await ledger.accept(whole, stage, tensors, peers, taps, output)))
+        }, tensors, { signal, float16: stage > 0 && roundsHandOff(m.manifest, stage - 1), compress: () => this.c.compression?.(first), onSent: () => { mark(job, 'client.sent'); ledger.sentDigest(tensors) }, ...(direct !== undefined ? { onReceipts } : {}) })
+        ;({ frame: answer, taken } = await firstAnswer(calling, direct, ahead, K - stage, async whole => { mark(job, 'client.answer'); try { return await ledger.accept(whole, stage, tensors, peers, taps, output) } finally { mark(job, 'client.checked') } }))
       } catch (err) {
         direct?.cancel()
         opts.signal?.throwIfAborted()
@@ -293,6 +293,7 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
           const last = ledger.outputOf(K - 1)!
           const outputs = mode !== undefined && !reduced ? applyOutputMode(m.manifest, mode, last) : last
           if (opts.recheck !== true) this.c.verifier.remember(m, ledger, checked, outputs, mode)
+          mark(job, 'client.done')
           return { manifest: m.cid, outputs, route: ledger.route(), hops: ledger.hops(), ms: performance.now() - t0, attempts: attempt }
         }
         // a run lost its check: continue from the winner's outputs

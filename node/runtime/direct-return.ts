@@ -20,6 +20,7 @@ import { INFER_HOP_TIMEOUT_MS, INFER_IDLE_MS, MAX_INFER_FRAME_BYTES } from '../.
 import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { Membership } from '../membership/membership.ts'
+import { mark } from '../util/job-path.ts'
 import { ByteBudget } from '../peer-limits.ts'
 import { IDLE_STREAM_MS } from './hop-call.ts'
 
@@ -152,6 +153,7 @@ export class ResultInbox implements Startable {
         if (frame === undefined) break
         const m = frame.message
         if (m.kind !== 'result') throw new MalformedFrameError('kind', `expected a result, got a ${m.kind}`)
+        mark(m.result.job, 'client.result')
         const w = this.waiting.get(m.result.job)
         if (w === undefined || w.peer !== peer) throw new MalformedFrameError('header.job', `no job ${m.result.job.slice(0, 8)} waits for a result from ${peer.slice(-8)}`)
         this.waiting.delete(m.result.job)

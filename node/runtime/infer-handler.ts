@@ -28,6 +28,7 @@ import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
 import { callHop, hopStreams, openHop } from './hop-call.ts'
 import type { HopStream } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
+import { mark } from '../util/job-path.ts'
 import type { Admission, StageRuntime } from './stage-runtime.ts'
 
 export interface InferHandlerComponents {
@@ -157,6 +158,7 @@ export class InferHandler implements Startable {
       }
       const req = frame.message.request
       job = req.job
+      mark(job, `stage${req.stage}.received`)
       this.c.metrics.bytes('infer', 'in', frame.payload.byteLength)
       if (n > 0) {
         admission = this.c.runtime.admit()
@@ -250,11 +252,13 @@ export class InferHandler implements Startable {
     const early = this.openEarly(req, departing)
     for (;;) {
       try {
+        mark(req.job, `stage${stage}.run`)
         const running = this.c.runtime.run(req.manifest, stage, tensors, departing)
         running.catch(() => {})
         // the request's digest while the stage runs on its worker thread (a turn later: the run is handed to it first)
         if (inDigest === undefined) { await nextTurn(); inDigest = digestOfFrame(frame, tensors) }
         const r = await running
+        mark(req.job, `stage${stage}.ran`)
         // the last hop reduces the result when asked (output modes): its receipt attests what it returns
         const produced = stage === last && req.output !== undefined ? applyOutputMode(manifest, req.output, r.outputs) : r.outputs
         outputs = this.init.lie?.(req.job, stage, produced) ?? produced
@@ -281,6 +285,7 @@ export class InferHandler implements Startable {
     if (next === undefined) {
       early.drop()
       const result = { job: req.job, receipts: mine.receipts }
+      mark(req.job, `stage${stage}.deliver`)
       // straight to the client when it asked and this node holds a connection to it; else back along the chain
       if (req.returnTo !== undefined && mine.taps.length === 0 && await this.init.deliver?.(req.returnTo, result, outputs) === true) {
         await fs.write({ kind: 'result', result: { ...result, delivered: true } }, [])
@@ -303,6 +308,7 @@ export class InferHandler implements Startable {
       const remaining = Math.max(1, req.deadline - Date.now())
       const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
       const stream = await early.take(next.peer)
+      mark(req.job, `stage${stage}.forward`)
       // this run's receipt is digested and signed once the hand-off is written, while the next hop computes:
       // before, it would hold up the write (and the next hop, woken on this core, would wait for it)
       const sign = async (): Promise<void> => {
@@ -311,6 +317,7 @@ export class InferHandler implements Startable {
         mine.receipts.push(await this.attestor.sign({ job: req.job, manifest: req.manifest, stage, input: handOffRun!.input, output: outDigest, ms: Math.round(handOffRun!.ms * 100) / 100 }))
       }
       const onSent = (): void => {
+        mark(req.job, `stage${stage}.forwarded`)
         signing = sign()
         signing.catch(() => {})
         if (req.earlyReceipts === true) sendAhead(mine.receipts)

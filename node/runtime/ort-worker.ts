@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { createSession, runSession } from '../models/ort.ts'
 import type { SessionTuning } from '../models/ort.ts'
+import { mark, NO_JOB } from '../util/job-path.ts'
 
 interface Init { model: Uint8Array, tuning: SessionTuning }
 export type WorkerRequest = { id: number, inputs: Tensor[] } | { id: number, release: true }
@@ -19,7 +20,9 @@ try {
   const session = await createSession(init.model, init.tuning)
   port.on('message', (m: WorkerRequest) => {
     if ('release' in m) { void session.release().finally(() => { port.postMessage({ id: m.id, outputs: [] }); port.close() }); return }
+    mark(NO_JOB, 'worker.start')
     runSession(session, m.inputs).then(outputs => {
+      mark(NO_JOB, 'worker.end')
       // the outputs are buffers of their own (fromOrt): moved, not copied
       port.postMessage({ id: m.id, outputs } satisfies WorkerReply, outputs.map(t => t.data.buffer as ArrayBuffer))
     }, (err: Error) => { port.postMessage({ id: m.id, error: err.message } satisfies WorkerReply) })

@@ -20,6 +20,7 @@ import { runPerJob } from './per-job.ts'
 import { measureControl } from './traffic.ts'
 import type { ControlTraffic } from './traffic.ts'
 import { baseSummary } from './summary.ts'
+import { describePath, startTrace } from './trace.ts'
 import type { SwarmSummary } from './summary.ts'
 
 export interface SwarmRunOptions {
@@ -60,6 +61,8 @@ export interface SwarmRunOptions {
   coalesce?: number
   /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
   compress?: CompressMode
+  /** Mark each job's path through the processes and report its steps (swarm/trace.ts); jobs one at a time. */
+  trace?: boolean
   signal: AbortSignal
 }
 
@@ -84,7 +87,9 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) })
+  // before the swarm starts: its processes take the trace file from the environment
+  const trace = o.trace === true ? await startTrace() : undefined
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) }).catch(async (err: unknown) => { await trace?.stop(); throw err })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean
@@ -162,6 +167,10 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       if (summary.coalesced.items > summary.coalesced.groups) io.out(`         ${summary.coalesced.items} jobs went as ${summary.coalesced.groups} mesh jobs (jobs waiting for room go together: --coalesce)`)
       // over a few jobs the figure is mostly warming up (compilers, first connections, first checks)
       if (cpuMsPerJob !== undefined && run.submitted >= CPU_LINE_MIN_JOBS) io.out(`         CPU per job ${describeCpu(cpuMsPerJob)}; whole model in one process: ${localCpuMsPerJob} ms`)
+      if (trace !== undefined) {
+        summary.path = await trace.path(run.submitted)
+        for (const line of describePath(summary.path)) io.out(`         ${line}`)
+      }
       io.out(`         mesh ready in ${(summary.startupMs / 1000).toFixed(1)} s`)
       if (o.verify !== 'off' || o.liars > 0) io.out(`         checks (${o.verify}): ${summary.checked} runs checked, ${summary.caught} liar${summary.caught === 1 ? '' : 's'} caught, ${summary.wrongDelivered} wrong results delivered; ${Math.round(summary.verifyOverhead * 1000) / 10}% extra stage runs`)
       if (day) io.out(`         day: ${summary.departures} departures, ${summary.drained} drained within the bound, ${summary.lost} jobs lost, ${summary.wrong} wrong, withdrawal p95 ${summary.withdrawP95Ms} ms (eligibility lost -> last new work routed there)`)
@@ -190,5 +199,6 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
     const keepLogs = crashed
     const { stopped, left } = await swarm.stop(keepLogs)
     io.say('stop', `${stopped} processes stopped${left > 0 ? `, ${left} STILL RUNNING` : ', none left behind'}${keepLogs ? `; logs kept in ${swarm.work}` : ''}`)
+    await trace?.stop()
   }
 }

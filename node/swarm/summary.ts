@@ -6,6 +6,7 @@ import type { LocalSwarm } from './mesh.ts'
 
 import type { ControlTraffic } from './traffic.ts'
 import type { CpuPerJob } from './cpu.ts'
+import type { JobPath } from './trace.ts'
 
 export interface SwarmSummary {
   model: string
@@ -33,6 +34,8 @@ export interface SwarmSummary {
   localCpuMsPerJob?: number
   /** Per-job runs: jobs that went together (the client's coalesce): mesh jobs sent for them, and the jobs they carried. */
   coalesced?: { groups: number, items: number }
+  /** `--trace`: the steps of a job's path through the processes (swarm/trace.ts). */
+  path?: JobPath
   startupMs: number
   totalMs: number
   errors: string[]

@@ -61,6 +61,31 @@ describe('fleetmesh CLI (multi-process)', function () {
     for (const pid of pids) assert.ok(!alive(pid), `process ${pid} left behind`)
   })
 
+  it('swarm --trace: each job\'s path through the client, both vehicles and their sessions\' threads, step by step', async () => {
+    const traces = async (): Promise<string[]> => (await readdir(tmpdir())).filter(f => f.startsWith('fleetmesh-trace-'))
+    const before = await traces()
+    const r = await fleetmesh(['swarm', '--json', '--nodes', '2', '--stages', '2', '--jobs', '8', '--concurrency', '1', '--output', 'text', '--trace', '--fleet', 'cli-trace'])
+    assert.equal(r.code, 0, r.stderr)
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
+    assert.equal(summary.completed, 8)
+    // the first 2 of 8 jobs are warming up
+    assert.equal(summary.path.jobs, 6)
+    const steps: Array<{ from: string, to: string, ms: number, jobs: number }> = summary.path.steps
+    const order = [steps[0].from, ...steps.map(s => s.to)]
+    // what causes what comes in that order, whatever the machine's timing does to the rest
+    const causal = ['client.job', 'client.send', 'stage0.received', 'stage0.run', 'stage0.worker.start', 'stage0.worker.end', 'stage0.ran', 'stage0.forward',
+      'stage1.received', 'stage1.run', 'stage1.worker.start', 'stage1.worker.end', 'stage1.ran', 'stage1.deliver', 'client.result', 'client.answer', 'client.checked', 'client.done']
+    const seen = causal.map(e => order.indexOf(e))
+    assert.ok(seen.every((i, n) => i >= 0 && (n === 0 || i > seen[n - 1])), `path ${order.join(' > ')}`)
+    // the sessions' threads ran the stages: their steps are most of the stage compute the swarm measured on the main threads
+    const compute = steps.filter(s => s.from.endsWith('.worker.start') && s.to.endsWith('.worker.end')).reduce((n, s) => n + s.ms, 0)
+    assert.ok(compute > 0.5 * summary.computeP50Ms && compute <= 1.05 * summary.computeP50Ms, `worker steps ${compute} ms, compute p50 ${summary.computeP50Ms} ms`)
+    assert.ok(summary.path.spanMs >= compute && summary.path.spanMs <= 1.5 * summary.p95Ms, `span ${summary.path.spanMs}, p95 ${summary.p95Ms}`)
+    assert.match(r.stderr, /path of a job, median ms over 6 jobs/)
+    // the trace file is gone with the swarm
+    assert.deepEqual(await traces(), before)
+  })
+
   it('swarm --scenario day: cars leave and come back mid-run, no job is lost or wrong', async () => {
     const r = await fleetmesh(['swarm', '--scenario', 'day', '--duration', '20', '--json', '--fleet', 'cli-day'], { timeoutMs: 150_000 })
     assert.equal(r.code, 0, r.stderr.slice(-3000))
@@ -172,6 +197,9 @@ describe('fleetmesh CLI (multi-process)', function () {
     const unknown = await fleetmesh(['fly'])
     assert.equal(unknown.code, 2)
     assert.match(unknown.stderr, /unknown command "fly"/)
+    const traceMany = await fleetmesh(['swarm', '--trace', '--concurrency', '2'])
+    assert.equal(traceMany.code, 2)
+    assert.match(traceMany.stderr, /--trace follows one job at a time.*--concurrency 1/)
     const badInt = await fleetmesh(['swarm', '--nodes', 'many'])
     assert.equal(badInt.code, 2)
     assert.match(badInt.stderr, /--nodes must be an integer/)

@@ -36,6 +36,7 @@ export const swarmCommand: Command = {
     ...CLIENT_CHECK_OPTIONS,
     'check-rate': { type: 'string', arg: '<p>', description: 'with --verify sample: the lowest share of a proven vehicle\'s stage runs still checked', default: '0.02' },
     liars: { type: 'string', arg: '<n>', description: 'make the last n vehicles lie about their outputs (zeros, perturbations or forged tensors, varying per job) and report wrongDelivered, caught and verifyOverhead', default: '0' },
+    trace: { type: 'boolean', description: 'with --concurrency 1: time each job\'s path through the processes (write, arrival, the session\'s thread, hand-off, result, check) and show the median of each step' },
     json: { type: 'boolean', description: 'progress to stderr; the last line on stdout is the JSON summary' }
   },
   details: 'Every process listens on 127.0.0.1 only. Ctrl-C stops the swarm and every process it started.',
@@ -75,9 +76,11 @@ export const swarmCommand: Command = {
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
       checkRate,
+      trace: o.trace === true,
       signal: abort.signal
     }
     if (opts.nodes > PROCESS_LIMIT && (day || chaos || liars > 0)) throw new UsageError(`past ${PROCESS_LIMIT} vehicles they share processes (10 each), which --scenario day, --chaos and --liars do not support yet`)
+    if (o.trace === true && (opts.scenario !== 'none' || opts.concurrency !== 1)) throw new UsageError('--trace follows one job at a time through the processes: use it with --concurrency 1, without --batch, --chaos or --scenario')
     if (liars >= opts.nodes) throw new UsageError(`--liars ${liars} needs more than ${liars} vehicles (--nodes ${opts.nodes})`)
     const T0 = performance.now()
     const out = (line: string): void => { (json ? process.stderr : process.stdout).write(line + '\n') }
