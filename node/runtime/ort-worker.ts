@@ -12,19 +12,21 @@ import { mark, NO_JOB } from '../util/job-path.ts'
 
 interface Init { model: Uint8Array, tuning: SessionTuning }
 export type WorkerRequest = { id: number, inputs: Tensor[] } | { id: number, release: true }
-export type WorkerReply = { id: number, outputs: Tensor[] } | { id: number, error: string } | { ready: true, outputNames: readonly string[] } | { failed: string }
+export type WorkerReply = { id: number, outputs: Tensor[], ms: number } | { id: number, error: string } | { ready: true, outputNames: readonly string[] } | { failed: string }
 
 const port = parentPort!
 const init = workerData as Init
 try {
   const session = await createSession(init.model, init.tuning)
   port.on('message', (m: WorkerRequest) => {
-    if ('release' in m) { void session.release().finally(() => { port.postMessage({ id: m.id, outputs: [] }); port.close() }); return }
+    if ('release' in m) { void session.release().finally(() => { port.postMessage({ id: m.id, outputs: [], ms: 0 }); port.close() }); return }
     mark(NO_JOB, 'worker.start')
+    const t0 = performance.now()
     runSession(session, m.inputs).then(outputs => {
+      const ms = performance.now() - t0
       mark(NO_JOB, 'worker.end')
       // the outputs are buffers of their own (fromOrt): moved, not copied
-      port.postMessage({ id: m.id, outputs } satisfies WorkerReply, outputs.map(t => t.data.buffer as ArrayBuffer))
+      port.postMessage({ id: m.id, outputs, ms } satisfies WorkerReply, outputs.map(t => t.data.buffer as ArrayBuffer))
     }, (err: Error) => { port.postMessage({ id: m.id, error: err.message } satisfies WorkerReply) })
   })
   port.postMessage({ ready: true, outputNames: session.outputNames } satisfies WorkerReply)

@@ -12,16 +12,23 @@ import { createSession, runSession } from '../models/ort.ts'
 import type { SessionTuning } from '../models/ort.ts'
 import type { WorkerReply, WorkerRequest } from './ort-worker.ts'
 
-/** What the stage runtime needs of a session. */
+/**
+ * What the stage runtime needs of a session. A run reports its outputs and
+ * how long the session itself ran, measured on the thread that ran it (a
+ * worker's run leaves out handing the tensors over to it and back).
+ */
 export interface StageSession {
-  run: (inputs: Tensor[]) => Promise<Tensor[]>
+  run: (inputs: Tensor[]) => Promise<{ outputs: Tensor[], ms: number }>
   release: () => Promise<void>
 }
 
 /** A session on this thread. */
 export async function threadSession (model: Uint8Array, tuning: SessionTuning): Promise<StageSession> {
   const session = await createSession(model, tuning)
-  return { run: async (inputs) => await runSession(session, inputs), release: async () => { await session.release() } }
+  return {
+    run: async (inputs) => { const t0 = performance.now(); const outputs = await runSession(session, inputs); return { outputs, ms: performance.now() - t0 } },
+    release: async () => { await session.release() }
+  }
 }
 
 // .ts when run from source, .js when built
@@ -30,7 +37,7 @@ const WORKER = new URL(`./ort-worker${extname(fileURLToPath(import.meta.url))}`,
 /** A session on a worker thread of its own; inputs are copied to it, outputs moved back. */
 export async function workerSession (model: Uint8Array, tuning: SessionTuning): Promise<StageSession> {
   const worker = new Worker(WORKER, { workerData: { model, tuning } })
-  const waiting = new Map<number, { resolve: (t: Tensor[]) => void, reject: (e: Error) => void }>()
+  const waiting = new Map<number, { resolve: (r: { outputs: Tensor[], ms: number }) => void, reject: (e: Error) => void }>()
   let next = 0
   let dead: Error | undefined
   const failAll = (err: Error): void => { dead = err; for (const w of waiting.values()) w.reject(err); waiting.clear() }
@@ -48,14 +55,14 @@ export async function workerSession (model: Uint8Array, tuning: SessionTuning): 
     if (w === undefined) return
     waiting.delete(m.id)
     if ('error' in m) w.reject(new Error(m.error))
-    else w.resolve(m.outputs)
+    else w.resolve({ outputs: m.outputs, ms: m.ms })
   })
   worker.on('error', failAll)
   worker.on('exit', code => { failAll(new Error(`the session's worker thread exited (${code})`)) })
-  const call = async (req: Omit<WorkerRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<Tensor[]> => {
+  const call = async (req: Omit<WorkerRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<{ outputs: Tensor[], ms: number }> => {
     if (dead !== undefined) throw dead
     const id = next++
-    return await new Promise<Tensor[]>((resolve, reject) => {
+    return await new Promise((resolve, reject) => {
       waiting.set(id, { resolve, reject })
       worker.postMessage({ ...req, id }, transfer)
     })

@@ -183,6 +183,15 @@ export function buildUnsupportedOpModel (): Uint8Array {
 }
 
 /**
+ * y = Shape(x), x float32 [n]: the run costs next to nothing whatever x's
+ * size, where handing x to another thread costs a copy of it.
+ */
+export function buildShapeModel (n: number): Uint8Array {
+  const y = create(ValueInfoProtoSchema, { name: 'y', type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType: TensorProto_DataType.INT64 }) } }) })
+  return model(create(GraphProtoSchema, { name: 'shape', node: [op('Shape', ['x'], ['y'])], input: [input('x', [n])], output: [y] }), 13)
+}
+
+/**
  * The test MLP with its initializers moved to an external data file:
  * returns the model bytes and the data file's bytes (to be written as `dataName` beside it).
  */
