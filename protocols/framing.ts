@@ -29,9 +29,9 @@ function mainCount (f: Pick<Frame, 'tensors' | 'taps'>): number {
   return f.tensors.length - f.taps.reduce((s, t) => s + t.count, 0)
 }
 
-/** The tensors of a frame that was read (its taps left out). */
-export function frameTensors (f: Frame): Tensor[] {
-  return tensorsFromPayload(f.tensors.slice(0, mainCount(f)), f.payload)
+/** The tensors of a frame that was read (its taps left out); `shared`: see tensorsFromPayload. */
+export function frameTensors (f: Frame, opts: { shared?: boolean } = {}): Tensor[] {
+  return tensorsFromPayload(f.tensors.slice(0, mainCount(f)), f.payload, opts)
 }
 
 /** The descriptors and bytes of a frame's own tensors (taps left out), still encoded. */

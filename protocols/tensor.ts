@@ -186,12 +186,18 @@ export function checkDescriptors (descriptors: TensorDescriptor[], limit: number
   return total
 }
 
-/** Tensors from checked descriptors and their payload. Each tensor's bytes are 8-byte aligned (copied if needed). */
-export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Uint8ArrayList | Uint8Array): Tensor[] {
+/**
+ * Tensors from checked descriptors and their payload. Each tensor's bytes are
+ * 8-byte aligned (copied if needed). With `shared`, a tensor that travelled
+ * as it is gets its bytes copied once into memory of its own that threads
+ * share (a SharedArrayBuffer), so a stage session on a worker thread reads
+ * them where they are instead of from a second copy (session-worker.ts).
+ */
+export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Uint8ArrayList | Uint8Array, opts: { shared?: boolean } = {}): Tensor[] {
   const list = payload instanceof Uint8ArrayList ? payload : new Uint8ArrayList(payload)
   let o = 0
   return descriptors.map(d => {
-    let data = list.subarray(o, o + d.encodedLength)
+    let data = opts.shared === true && d.encoding === TensorEncoding.RAW ? sharedCopy(list, o, o + d.encodedLength) : list.subarray(o, o + d.encodedLength)
     if (d.encoding === TensorEncoding.FLOAT16) data = decodeFloat16(data)
     else if (d.encoding === TensorEncoding.ZSTD) data = decompressExactly(data, decodedLength(d), `tensor ${d.name}`)
     // a copy (not Buffer#slice, which is a view) when misaligned for typed-array views
@@ -199,4 +205,22 @@ export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Ui
     o += d.encodedLength
     return { name: d.name, dtype: dtypeOfCode(d.dtype)!, dims: [...d.dims], data }
   })
+}
+
+/** Bytes `start`..`end` of `list`, copied into a SharedArrayBuffer of their own. */
+function sharedCopy (list: Uint8ArrayList, start: number, end: number): Uint8Array {
+  const out = new Uint8Array(new SharedArrayBuffer(end - start))
+  let at = 0
+  let pos = 0
+  for (const buf of list) {
+    const next = at + buf.byteLength
+    if (next > start && at < end) {
+      const part = buf.subarray(Math.max(start, at) - at, Math.min(end, next) - at)
+      out.set(part, pos)
+      pos += part.byteLength
+    }
+    at = next
+    if (at >= end) break
+  }
+  return out
 }

@@ -234,7 +234,8 @@ export class InferHandler implements Startable {
     let stage = req.stage
     let tensors: Tensor[]
     try {
-      tensors = frameTensors(frame)
+      // in memory the stage's worker thread shares: handed to it without another copy
+      tensors = frameTensors(frame, { shared: true })
     } catch (err) {
       // a compressed tensor that does not decompress to its dims (protocols/compression.ts)
       if (!(err instanceof MalformedFrameError)) throw err

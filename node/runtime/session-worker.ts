@@ -69,9 +69,10 @@ export async function workerSession (model: Uint8Array, tuning: SessionTuning): 
   }
   return {
     async run (inputs) {
-      // each input in a buffer of its own, moved to the worker (a view into a larger frame buffer would copy all of it)
-      const own = inputs.map(t => ({ name: t.name, dtype: t.dtype, dims: t.dims, data: new Uint8Array(t.data) }))
-      return await call({ inputs: own }, own.map(t => t.data.buffer as ArrayBuffer))
+      // shared memory (a request's tensors, frameTensors' `shared`) goes as it is; any other input in a buffer of
+      // its own, moved to the worker (a view into a larger frame buffer would copy all of it)
+      const own = inputs.map(t => t.data.buffer instanceof SharedArrayBuffer ? t : { name: t.name, dtype: t.dtype, dims: t.dims, data: new Uint8Array(t.data) })
+      return await call({ inputs: own }, own.flatMap(t => t.data.buffer instanceof SharedArrayBuffer ? [] : [t.data.buffer as ArrayBuffer]))
     },
     async release () {
       if (dead === undefined) await call({ release: true }).catch(() => {})

@@ -123,6 +123,30 @@ describe('tensor bytes at any offset', () => {
     assert.deepEqual([...asFloat32(t)], [...values])
     assert.deepEqual(tensorToOip({ ...t, data: pool.subarray(3, 15) }).data, [1.5, -2, 3])
   })
+
+  it('shared: raw tensors spread over many chunks come out whole, in memory threads share; encoded ones as before', () => {
+    const a = float32Tensor('a', [1000], Float32Array.from({ length: 1000 }, (_, i) => i / 7))
+    const b = float32Tensor('b', [3], new Float32Array([1, 2, 3]))
+    const c = float32Tensor('c', [500], Float32Array.from({ length: 500 }, (_, i) => -i))
+    const { descriptors, parts } = describeTensors([a, b, c], { float16: false })
+    // the payload as a stream hands it up: odd-sized chunks that cut through tensors
+    const bytes = new Uint8Array(Buffer.concat(parts))
+    const list = new Uint8ArrayList()
+    for (let at = 0; at < bytes.byteLength; at += 333) list.append(bytes.subarray(at, Math.min(at + 333, bytes.byteLength)))
+    const shared = tensorsFromPayload(descriptors, list, { shared: true })
+    const plain = tensorsFromPayload(descriptors, list)
+    for (const [i, t] of shared.entries()) {
+      assert.ok(t.data.buffer instanceof SharedArrayBuffer, t.name)
+      assert.equal(t.data.byteLength, t.data.buffer.byteLength)
+      assert.deepEqual([...asFloat32(t)], [...asFloat32(plain[i])], t.name)
+    }
+    assert.ok(!(plain[0].data.buffer instanceof SharedArrayBuffer))
+    // float16 travels encoded: decoded into memory of its own, as without `shared`
+    const half = describeTensors([a], { float16: true })
+    const [h] = tensorsFromPayload(half.descriptors, new Uint8ArrayList(...half.parts), { shared: true })
+    assert.ok(!(h.data.buffer instanceof SharedArrayBuffer))
+    assert.ok(Math.abs(asFloat32(h)[700] - 100) < 0.1)
+  })
 })
 
 describe('Open Inference Protocol JSON tensors', () => {
