@@ -45,9 +45,13 @@ if (process.env[TRACE_ENV] !== undefined && process.env[TRACE_ENV] !== '') trace
 /** Writes this thread's marks to the file now. */
 export function flushTrace (): void { flush() }
 
-/** Marks that `job` reached `event` here, now. Events are dotted names, e.g. `stage0.ran`. */
+/**
+ * Marks that `job` reached `event` here, now. Events are dotted names, e.g.
+ * `stage0.ran`. A job id comes from a peer's request: whitespace and control
+ * characters in it become `?`, so it cannot add lines or fields to the trace.
+ */
 export function mark (job: string, event: string): void {
-  if (file !== undefined) lines.push(`${process.hrtime.bigint()} ${process.pid} ${threadId} ${job} ${event}`)
+  if (file !== undefined) lines.push(`${process.hrtime.bigint()} ${process.pid} ${threadId} ${job.replace(/[\s\p{Cc}]/gu, '?')} ${event}`)
 }
 
 /** One step of the path: the median ms from one mark to the next, over the jobs that had both. */
