@@ -85,13 +85,17 @@ const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - 
  */
 export function jobPaths (text: string, skip = 0): { jobs: number, spanMs: number, steps: PathStep[] } {
   const marks = parse(text)
-  const free = marks.filter(m => m.job === NO_JOB)
+  const byNs = (a: Mark, b: Mark): number => a.ns < b.ns ? -1 : a.ns > b.ns ? 1 : 0
+  // job-less marks per process, in time order (found by binary search: a long run has many)
+  const free = new Map<string, Mark[]>()
   const byJob = new Map<string, Mark[]>()
-  for (const m of marks) if (m.job !== NO_JOB) byJob.set(m.job, [...(byJob.get(m.job) ?? []), m])
-  const jobs = [...byJob.values()]
-    .map(ms => ms.sort((a, b) => a.ns < b.ns ? -1 : a.ns > b.ns ? 1 : 0))
-    .sort((a, b) => a[0].ns < b[0].ns ? -1 : 1)
-    .slice(skip)
+  for (const m of marks) {
+    const [map, key] = m.job === NO_JOB ? [free, m.pid] : [byJob, m.job]
+    const list = map.get(key)
+    if (list === undefined) map.set(key, [m]); else list.push(m)
+  }
+  for (const list of free.values()) list.sort(byNs)
+  const jobs = [...byJob.values()].map(ms => ms.sort(byNs)).sort((a, b) => byNs(a[0], b[0])).slice(skip)
   const times = jobs.map(ms => {
     const at = new Map<string, bigint>()
     const put = (event: string, ns: bigint): void => { if (!at.has(event)) at.set(event, ns) }
@@ -99,8 +103,11 @@ export function jobPaths (text: string, skip = 0): { jobs: number, spanMs: numbe
     for (const run of ms) {
       const stage = /^(stage\d+)\.run$/.exec(run.event)?.[1]
       const ran = stage !== undefined ? ms.find(x => x.pid === run.pid && x.event === `${stage}.ran` && x.ns >= run.ns) : undefined
-      if (ran === undefined) continue
-      for (const f of free) if (f.pid === run.pid && f.ns >= run.ns && f.ns <= ran.ns) put(`${stage!}.${f.event}`, f.ns)
+      const list = free.get(run.pid)
+      if (ran === undefined || list === undefined) continue
+      let lo = 0
+      for (let hi = list.length; lo < hi;) { const mid = (lo + hi) >> 1; if (list[mid].ns < run.ns) lo = mid + 1; else hi = mid }
+      for (let i = lo; i < list.length && list[i].ns <= ran.ns; i++) put(`${stage!}.${list[i].event}`, list[i].ns)
     }
     return at
   })
@@ -109,7 +116,11 @@ export function jobPaths (text: string, skip = 0): { jobs: number, spanMs: numbe
   for (const at of times) {
     const t0 = [...at.values()].reduce((a, b) => a < b ? a : b)
     let last = t0
-    for (const [event, ns] of at) { offsets.set(event, [...(offsets.get(event) ?? []), Number(ns - t0) / 1e6]); if (ns > last) last = ns }
+    for (const [event, ns] of at) {
+      const list = offsets.get(event)
+      if (list === undefined) offsets.set(event, [Number(ns - t0) / 1e6]); else list.push(Number(ns - t0) / 1e6)
+      if (ns > last) last = ns
+    }
     spans.push(Number(last - t0) / 1e6)
   }
   const path = [...offsets].sort((a, b) => median(a[1]) - median(b[1])).map(([event]) => event)
