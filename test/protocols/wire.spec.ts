@@ -10,7 +10,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { TensorProto_DataType } from 'onnx-buf'
 import { decodeHeartbeat, encodeHeartbeat, openCapacityRecord, sealCapacityRecord } from '../../protocols/capacity.ts'
 import type { CapacityRecord, Heartbeat } from '../../protocols/capacity.ts'
-import { sealRecord } from '../../protocols/envelope.ts'
+import { fastSigner, openRecord, sealRecord } from '../../protocols/envelope.ts'
 import { FrameTooLargeError, MalformedFrameError } from '../../protocols/errors.ts'
 import { CAPACITY_RECORD, MODEL_RECORD } from '../../protocols/ids.ts'
 import { decodeJobsMessage, openModelRecord, sealModelRecord } from '../../protocols/jobs.ts'
@@ -141,6 +141,29 @@ describe('signed records (RecordEnvelope with domain separation)', () => {
     const payload = (await import('@libp2p/peer-record')).RecordEnvelope.createFromProtobuf(await sealCapacityRecord({ peer: publisher, seq: 1, issuedAt: Date.now(), expiresAt: Date.now() + 1000, eligible: true, stages: [], slots: 1, reasons: [] }, key)).payload
     const crossDomain = await sealRecord({ domain: MODEL_RECORD.domain, payloadType: CAPACITY_RECORD.payloadType }, payload, key)
     await assert.rejects(openCapacityRecord(crossDomain), (e: unknown) => e instanceof MalformedFrameError && e.field === 'capacity record.signature')
+  })
+
+  it('records are signed with a KeyObject made once per Ed25519 key: the same bytes as the library signs, other key types as they are', async () => {
+    const { RecordEnvelope } = await import('@libp2p/peer-record')
+    const kind = { domain: 'fleetmesh-test', payloadType: '/fleetmesh/test/1' }
+    const payload = new TextEncoder().encode('what this hop ran')
+    const library = async (key: Awaited<ReturnType<typeof generateKeyPair>>): Promise<Uint8Array> =>
+      (await RecordEnvelope.seal({ domain: kind.domain, codec: new TextEncoder().encode(kind.payloadType), marshal: () => payload, equals: () => false }, key)).marshal()
+    const key = await generateKeyPair('Ed25519')
+    assert.equal(fastSigner(key), fastSigner(key), 'made once per key')
+    assert.notEqual(fastSigner(key).sign, key.sign)
+    // Ed25519 is deterministic: a signature by the same key over the same bytes is the same signature
+    const sealed = await sealRecord(kind, payload, key)
+    assert.deepEqual(sealed, await library(key))
+    assert.deepEqual(await openRecord(kind, sealed, 'record', 1024), { signer: peerIdFromPrivateKey(key).toString(), payload })
+    // two keys never share a signer
+    const other = await generateKeyPair('Ed25519')
+    assert.deepEqual(await sealRecord(kind, payload, other), await library(other))
+    assert.notDeepEqual(await sealRecord(kind, payload, other), sealed)
+    // another key type signs through the library, and still opens
+    const k1 = await generateKeyPair('secp256k1')
+    assert.equal(fastSigner(k1), k1)
+    assert.equal((await openRecord(kind, await sealRecord(kind, payload, k1), 'record', 1024)).signer, peerIdFromPrivateKey(k1).toString())
   })
 })
 
