@@ -180,7 +180,8 @@ export async function createHost (init: HostInit = {}): Promise<Host> {
       ...(bootstrapList.length > 0 ? [bootstrapDiscovery({ list: bootstrapList, timeout: 0 })] : []),
       ...(init.mdns === true ? [mdns({ serviceTag: `_fleetmesh-${fleet}._udp.local`, interval: 5000 })] : [])
     ],
-    ...(init.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: init.metricsRegistry }) } : {}),
+    // the process's own metrics (event loop lag, GC) start with the first scrape (node/metrics.ts `render`)
+    ...(init.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: init.metricsRegistry, collectDefaultMetrics: false }) } : {}),
     services: {
       identify: identify(),
       ping: ping(),

@@ -137,10 +137,16 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
   })
 
   it('vehicles keep the same metrics: stage runs, refusals, bytes moved', async () => {
-    const { text } = await mesh.vehicles[2].components.metrics.render()
+    const metrics = mesh.vehicles[2].components.metrics
+    // the process's own metrics (a 10 ms event loop sampler, a GC observer) start with the first scrape
+    assert.equal(metrics.registry.getSingleMetric('nodejs_eventloop_lag_seconds'), undefined, 'not sampled before anyone scraped')
+    const { text } = await metrics.render()
     assert.match(text, /fleetmesh_stage_run_ms_count\{stage="[^"]+\/2"\} [1-9]\d*/)
     assert.match(text, /fleetmesh_bytes_total\{protocol="infer",direction="in"\} [1-9]\d*/)
     assert.match(text, /libp2p_/)
+    assert.match(text, /process_cpu_user_seconds_total [0-9.e-]+/)
+    assert.match(text, /nodejs_eventloop_lag_seconds [0-9.e-]+/)
+    assert.match((await metrics.render()).text, /nodejs_heap_size_used_bytes [1-9]\d*/, 'a second scrape (registering them twice would throw)')
   })
 
   describe('as Triton\'s own client speaks (tritonclient.http: compressed bodies, model config, repository)', () => {
