@@ -57,9 +57,9 @@ export class FleetMetrics {
 
   /**
    * Prometheus text exposition of every metric in the registry. The first
-   * call starts the process's own metrics (`nodejs_*`, `process_*`): the
-   * event loop's lag is sampled every 10 ms and every GC observed from then
-   * on: that was half the CPU of an idle vehicle nobody scrapes (README, Metrics).
+   * call starts the process's own metrics (`nodejs_*`, `process_*`), which
+   * sample the event loop every 10 ms and observe every GC from then on;
+   * started with the node, they were half an idle vehicle's CPU (README).
    */
   async render (): Promise<{ contentType: string, text: string }> {
     if (!this.processMetrics) {
