@@ -8,6 +8,12 @@
  * - stages: the whole model's time against its slowest stage's, each run
  *   alone (a 2-stage pipeline can beat one process by no more than that).
  *
+ * Beside them, the whole model's time per item when it runs 2, 3 or 4 items
+ * along the batch dimension, in turn with single items: the mesh's client
+ * sends jobs that wait as such groups (node/client/coalesce.ts), while the
+ * ratio's whole model runs one item at a time; this says how much of a
+ * ratio batching alone could give.
+ *
  *   node bench/ceiling.ts [--runs 100] [--stages 2]      both figures
  *   node bench/ceiling.ts --one [--runs 100]             one process's items/s (a JSON line)
  *
@@ -23,6 +29,7 @@ import { parseArgs } from 'node:util'
 import { DEFAULT_MODEL, modelSource, sampleInputs } from '../node/models/catalog.ts'
 import { createSession, runSession } from '../node/models/ort.ts'
 import { shardModel } from '../node/models/shard.ts'
+import { concatBatch } from '../node/client/microbatch.ts'
 import { LocalPipeline } from '../node/runtime/local-pipeline.ts'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' }, stages: { type: 'string', default: '2' }, one: { type: 'boolean', default: false } } })
@@ -69,6 +76,9 @@ const pipeline = await LocalPipeline.load(sharded.manifest, sharded.shards)
 const whole = await createSession(model)
 const stageMs = sharded.manifest.stages.map(() => 0)
 let wholeMs = 0
+const BATCHES = [2, 3, 4]
+const batchedMs = BATCHES.map(() => 0)
+const batched = (i: number, b: number): ReturnType<typeof concatBatch> => concatBatch(Array.from({ length: b }, (_, k) => inputs[(i + k) % inputs.length]))
 for (let i = 0; i < 10; i++) { await pipeline.run(inputs[i % inputs.length]); await runSession(whole, inputs[i % inputs.length]) }
 for (let i = 0; i < runs; i++) {
   const x = inputs[i % inputs.length]
@@ -77,6 +87,12 @@ for (let i = 0; i < runs; i++) {
   const t0 = performance.now()
   await runSession(whole, x)
   wholeMs += (performance.now() - t0) / runs
+  for (const [j, b] of BATCHES.entries()) {
+    const xs = batched(i, b)
+    const t1 = performance.now()
+    await runSession(whole, xs)
+    batchedMs[j] += (performance.now() - t1) / b / runs
+  }
 }
 await pipeline.release()
 await whole.release()
@@ -85,5 +101,6 @@ const stages = wholeMs / Math.max(...stageMs)
 console.log(`whole model alone ${r2(alone)} items/s; two processes at once ${pair.map(r2).join(' + ')} items/s`)
 console.log(`cores:  two processes / one                         ${r2(cores)}`)
 console.log(`stages: whole model ${r2(wholeMs)} ms / slowest stage of ${stageMs.map(r2).join(' + ')} ms   ${r2(stages)}`)
+console.log(`batched: the whole model per item, ${BATCHES.join(' / ')} items at a time ${batchedMs.map(r2).join(' / ')} ms against ${r2(wholeMs)} alone`)
 console.log(`ceiling for ${stageMs.length} vehicles with one stage each: ${r2(Math.min(cores, stages))}x the whole model in one process`)
-console.log(JSON.stringify({ bench: 'ceiling', alone: r2(alone), pair: pair.map(r2), cores: r2(cores), wholeMs: r2(wholeMs), stageMs: stageMs.map(r2), stages: r2(stages), ceiling: r2(Math.min(cores, stages)) }))
+console.log(JSON.stringify({ bench: 'ceiling', alone: r2(alone), pair: pair.map(r2), cores: r2(cores), wholeMs: r2(wholeMs), stageMs: stageMs.map(r2), stages: r2(stages), batchedMs: Object.fromEntries(BATCHES.map((b, j) => [b, r2(batchedMs[j])])), ceiling: r2(Math.min(cores, stages)) }))

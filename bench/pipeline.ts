@@ -11,13 +11,21 @@
  *   processes, on kept connections as the mesh keeps them (a new connection's
  *   first transfer is shown beside).
  *
- *   node bench/pipeline.ts [--jobs 200] [--concurrency 4] [--sequential-jobs 200] [--rounds 3]
+ *   node bench/pipeline.ts [--jobs 1000] [--concurrency 4] [--sequential-jobs 200] [--rounds 3]
  *
  * Pipelined runs keep 4 jobs in flight, as before: the client's jobs waiting
  * for room in the mesh go together (node/client/coalesce.ts), spread evenly
  * over one group per stage, so 4 in flight on 2 stages go as groups of 2.
- * The text run is repeated without coalescing (`--coalesce 1`) and with
- * twice as many jobs in flight (groups of 4), side by side.
+ * The text run is repeated without coalescing (`--coalesce 1`), with half as
+ * many again in flight (groups of 3) and with twice as many (groups of 4),
+ * side by side.
+ *
+ * Pipelined runs take 1,000 jobs by default (200 until 2026-12-03). The
+ * whole model is timed on a warm session; the mesh's first jobs open its
+ * streams and run code V8 has not compiled yet (the first jobs' latency was
+ * 94-118 ms against 61 later), and over 200 jobs (3-4 s) that start held
+ * the ratio down: 1.276 / 1.315 / 1.308 against 1.338 / 1.317 / 1.352 over
+ * 1,000 (three alternating pairs of `--output text` swarms).
  *
  * A sequential run's overhead is the median over its jobs of each job's
  * latency less its own summed stage runs (the swarm's overheadP50Ms); until
@@ -60,7 +68,7 @@ import { describePath } from '../node/swarm/trace.ts'
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
 const CEILING = fileURLToPath(new URL('./ceiling.ts', import.meta.url))
-const { values } = parseArgs({ options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' }, rounds: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { jobs: { type: 'string', default: '1000' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' }, rounds: { type: 'string', default: '3' } } })
 
 /** Runs a script with Node and returns the JSON of its last line. */
 async function lastJson (args: string[]): Promise<any> {
@@ -100,6 +108,7 @@ process.stderr.write('ceiling: done\n')
 const runs: Record<string, any> = {}
 const pipelined = ['--jobs', values.jobs, '--concurrency', values.concurrency]
 const text = ['--output', 'text']
+const halfAgainInFlight = String(Math.round(1.5 * Number(values.concurrency)))
 const twiceInFlight = String(2 * Number(values.concurrency))
 const rounds = Number(values.rounds)
 const plan: Array<[string, string[]]> = []
@@ -107,8 +116,9 @@ const modes = [['raw', []], ['text', text], ['fp16', [...text, '--hand-off', 'fp
 for (let r = 1; r <= rounds; r++) {
   for (const [mode, flags] of modes) plan.push([`pipelined-${mode}-${r}`, [...pipelined, ...flags]])
 }
-// the coalescing lever side by side: off, and with twice the jobs in flight (larger groups)
+// the coalescing lever side by side: off, and with more jobs in flight (larger groups)
 plan.push(['pipelined-text-alone', [...pipelined, ...text, '--coalesce', '1']])
+plan.push(['pipelined-text-half-again', ['--jobs', values.jobs, '--concurrency', halfAgainInFlight, ...text]])
 plan.push(['pipelined-text-twice', ['--jobs', values.jobs, '--concurrency', twiceInFlight, ...text]])
 for (let r = 1; r <= rounds; r++) {
   for (const [mode, flags] of modes) plan.push([`sequential-${mode}-${r}`, ['--jobs', values['sequential-jobs'], '--concurrency', '1', ...flags]])
@@ -148,6 +158,8 @@ const every = Object.values(runs)
 console.log(`every swarm (${every.length}) compared every result with the whole model: ${every.filter(r => r.completed === r.jobs && r.failed === 0).length} completed all their jobs, largest max diff ${Math.max(...every.map(r => r.maxAbsDiff))}, texts right ${every.reduce((n, r) => n + r.correctText, 0)} of ${every.reduce((n, r) => n + r.jobs, 0)}`)
 const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
+// the mesh's groups run along the batch dimension; the ratio's whole model one item at a time
+if (ceiling.batchedMs !== undefined) console.log(`the whole model per item, 2 / 3 / 4 items at a time (as the mesh's groups run): ${ceiling.batchedMs[2]} / ${ceiling.batchedMs[3]} / ${ceiling.batchedMs[4]} ms against ${ceiling.wholeMs} one at a time`)
 if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once; with polling on, the sequential overhead moved less than its noise: README)' : ''}` : ''}`)
 console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
 for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${String(r.fp16).padEnd(18)} ${r.target}\n  (${r.detail})`)
@@ -156,10 +168,10 @@ console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} /
 const cores = availableParallelism()
 console.log(`  CPU per job, pipelined: defaults ${describeCpu(pr.cpuMsPerJob)}; --output text ${describeCpu(pt.cpuMsPerJob)}; + fp16 ${describeCpu(pf.cpuMsPerJob)}; the whole model ${pr.localCpuMsPerJob} / ${pt.localCpuMsPerJob} / ${pf.localCpuMsPerJob} ms`)
 console.log(`  so on ${cores} cores the mesh can reach at most ${r3(cores * pr.localCpuMsPerJob / pr.cpuMsPerJob.total)} / ${r3(cores * pt.localCpuMsPerJob / pt.cpuMsPerJob.total)} / ${r3(cores * pf.localCpuMsPerJob / pf.cpuMsPerJob.total)}; 1.4 needs at most ${r1(cores * pt.localCpuMsPerJob / 1.4)} ms of CPU per job`)
-// jobs waiting for room go together (node/client/coalesce.ts): the same run without it, and with twice the jobs in flight
-const [alone, twice] = [runs['pipelined-text-alone'], runs['pipelined-text-twice']]
+// jobs waiting for room go together (node/client/coalesce.ts): the same run without it, and with more jobs in flight
+const [alone, halfAgain, twice] = [runs['pipelined-text-alone'], runs['pipelined-text-half-again'], runs['pipelined-text-twice']]
 const groups = (r: any): string => r.coalesced !== undefined ? `${r.coalesced.items} jobs as ${r.coalesced.groups} mesh jobs` : ''
-console.log(`  coalescing, --output text: ${values.concurrency} in flight ${ratio(pt)} (${pt.jobsPerS} jobs/s, CPU ${pt.cpuMsPerJob.total} ms a job, ${groups(pt)}); without it (--coalesce 1) ${ratio(alone)} (${alone.jobsPerS} jobs/s, CPU ${alone.cpuMsPerJob.total}); ${twiceInFlight} in flight ${ratio(twice)} (${twice.jobsPerS} jobs/s, CPU ${twice.cpuMsPerJob.total}, ${groups(twice)})`)
+console.log(`  coalescing, --output text: ${values.concurrency} in flight ${ratio(pt)} (${pt.jobsPerS} jobs/s, CPU ${pt.cpuMsPerJob.total} ms a job, ${groups(pt)}); without it (--coalesce 1) ${ratio(alone)} (${alone.jobsPerS} jobs/s, CPU ${alone.cpuMsPerJob.total}); ${halfAgainInFlight} in flight ${ratio(halfAgain)} (${halfAgain.jobsPerS} jobs/s, CPU ${halfAgain.cpuMsPerJob.total}, ${groups(halfAgain)}); ${twiceInFlight} in flight ${ratio(twice)} (${twice.jobsPerS} jobs/s, CPU ${twice.cpuMsPerJob.total}, ${groups(twice)})`)
 // what one hand-off costs, the largest piece of a job's CPU beside the stages
 const handOff = transport.handOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
 const idleHandOff = transport.idleHandOffs.find((r: { mode: string }) => r.mode === 'TCP + TLS 1.3 + yamux')
@@ -167,4 +179,4 @@ console.log(`  a 0.9 MB hand-off and its answer between two processes (TLS 1.3):
 const traced = runs['sequential-text-traced']
 console.log(`  a sequential --output text job, traced (overhead ${overhead(traced)} ms in that run):`)
 for (const line of describePath(traced.path)) console.log(`    ${line}`)
-console.log(JSON.stringify({ bench: 'pipeline', idle, ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
+console.log(JSON.stringify({ bench: 'pipeline', idle, ceiling: ceiling.ceiling, meshShareOfCeiling: r3(rows[0].raw / ceiling.ceiling), meshShareOfCeilingText: r3(rows[0].text / ceiling.ceiling), meshVsLocal: rows[0].raw, meshVsLocalText: rows[0].text, meshVsLocalFp16: rows[0].fp16, meshVsLocalTextUncoalesced: ratio(alone), meshVsLocalTextHalfAgainInFlight: ratio(halfAgain), meshVsLocalTextTwiceInFlight: ratio(twice), sequentialOverheadMs: rows[1].raw, sequentialOverheadMsText: rows[1].text, sequentialOverheadMsFp16: rows[1].fp16, meshVsLocalRuns: { raw: pipeRaw.figures, text: pipeText.figures, fp16: pipeFp16.figures }, sequentialOverheadRunsMs: { raw: seqRaw.figures, text: seqText.figures, fp16: seqFp16.figures }, transportVsRawTcp: tls.ratioToRaw, transportColdVsRawTcp: tls.coldRatioToRaw, noiseVsRawTcp: noise.ratioToRaw, transportVsRawTcpTwoProcesses: pairTls.ratioToRaw, transportColdVsRawTcpTwoProcesses: pairTls.coldRatioToRaw, noiseVsRawTcpTwoProcesses: pairNoise.ratioToRaw, cpuMsPerJob: pr.cpuMsPerJob, cpuMsPerJobText: pt.cpuMsPerJob, cpuMsPerJobFp16: pf.cpuMsPerJob, localCpuMsPerJob: pr.localCpuMsPerJob, ceilingRun: ceiling, runs, transport }))
