@@ -81,7 +81,13 @@ describe('fleetmesh CLI (multi-process)', function () {
     // on the vehicle's main thread, and here they hold the bulk of the compute the swarm measured. (No upper bound
     // against the compute p50: the sum of each step's median over 6 jobs and the median of 8 jobs' summed runs are two
     // statistics, and a loaded machine put them 5% and 21% apart, 30.9 against 29.3 ms and 81.9 against 67.6.)
-    const compute = steps.filter(s => s.from.endsWith('.worker.start') && s.to.endsWith('.worker.end')).reduce((n, s) => n + s.ms, 0)
+    // A mark of another process may fall inside a session's run (the first hop learning its hand-off was written,
+    // `stage0.forwarded`, late on a loaded machine): the run is then the steps from its worker.start to its worker.end.
+    const inSession = (stage: number): number => {
+      const [from, to] = [order.indexOf(`stage${stage}.worker.start`), order.indexOf(`stage${stage}.worker.end`)]
+      return steps.slice(from, to).reduce((n, s) => n + s.ms, 0)
+    }
+    const compute = inSession(0) + inSession(1)
     assert.ok(compute >= 0.75 * summary.computeP50Ms, `worker steps ${compute} ms, compute p50 ${summary.computeP50Ms} ms`)
     assert.ok(summary.path.spanMs >= compute && summary.path.spanMs <= 1.5 * summary.p95Ms, `span ${summary.path.spanMs}, p95 ${summary.p95Ms}`)
     assert.match(r.stderr, /path of a job, median ms over 6 jobs/)
