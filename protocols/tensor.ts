@@ -10,6 +10,7 @@ import { compressIfItPays, decompressExactly } from './compression.ts'
 import { decodeFloat16, encodeFloat16, roundToFloat16 } from './float16.ts'
 import { DataType, TensorEncoding } from './gen/tensor_pb.ts'
 import { MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS } from './limits.ts'
+import { takeShared } from './shared-buffers.ts'
 
 /** Element types fleetmesh carries. */
 export type DType = 'float32' | 'uint8' | 'int8' | 'uint16' | 'int16' | 'int32' | 'int64' | 'bool' | 'float16' | 'float64' | 'uint32' | 'uint64'
@@ -191,7 +192,8 @@ export function checkDescriptors (descriptors: TensorDescriptor[], limit: number
  * 8-byte aligned (copied if needed). With `shared`, a tensor that travelled
  * as it is gets its bytes copied once into memory of its own that threads
  * share (a SharedArrayBuffer), so a stage session on a worker thread reads
- * them where they are instead of from a second copy (session-worker.ts).
+ * them where they are instead of from a second copy (session-worker.ts);
+ * whoever runs them gives that memory back for reuse (shared-buffers.ts).
  */
 export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Uint8ArrayList | Uint8Array, opts: { shared?: boolean } = {}): Tensor[] {
   const list = payload instanceof Uint8ArrayList ? payload : new Uint8ArrayList(payload)
@@ -207,9 +209,9 @@ export function tensorsFromPayload (descriptors: TensorDescriptor[], payload: Ui
   })
 }
 
-/** Bytes `start`..`end` of `list`, copied into a SharedArrayBuffer of their own. */
+/** Bytes `start`..`end` of `list`, copied into a SharedArrayBuffer of their own (one given back before, overwritten whole). */
 function sharedCopy (list: Uint8ArrayList, start: number, end: number): Uint8Array {
-  const out = new Uint8Array(new SharedArrayBuffer(end - start))
+  const out = new Uint8Array(takeShared(end - start))
   let at = 0
   let pos = 0
   for (const buf of list) {

@@ -25,6 +25,7 @@ import { roundsHandOff } from '../models/manifest.ts'
 import { applyOutputMode, outputModeProblem, OutputModeError } from '../models/output-modes.ts'
 import { ByteBudget, TokenBuckets } from '../peer-limits.ts'
 import { Attestor, answerProblem, digestOf, digestOfFrame } from './attest.ts'
+import { giveBackInputs } from '../../protocols/shared-buffers.ts'
 import { callHop, hopStreams, openHop } from './hop-call.ts'
 import type { HopStream } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
@@ -260,6 +261,8 @@ export class InferHandler implements Startable {
         if (inDigest === undefined) { await nextTurn(); inDigest = digestOfFrame(frame, tensors) }
         const r = await running
         mark(req.job, `stage${stage}.ran`)
+        // the request's shared copies are done with (the worker ran, the digest above is taken): reused by later requests
+        if (stage === req.stage) giveBackInputs(tensors, r.outputs)
         // the last hop reduces the result when asked (output modes): its receipt attests what it returns
         const produced = stage === last && req.output !== undefined ? applyOutputMode(manifest, req.output, r.outputs) : r.outputs
         outputs = this.init.lie?.(req.job, stage, produced) ?? produced

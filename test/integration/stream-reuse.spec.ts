@@ -3,7 +3,9 @@
  * one after another travel on the streams of earlier jobs, each result still
  * the whole model's; the old protocol still gets one job a stream; a kept
  * stream takes requests one after another and closes on a bad frame only;
- * callHop's onSent runs once the request is written, not after the answer.
+ * callHop's onSent runs once the request is written, not after the answer;
+ * the shared copies of requests' tensors are reused by later jobs, and an
+ * input handed on to the next stage is not.
  */
 import assert from 'node:assert/strict'
 import type { Stream } from '@libp2p/interface'
@@ -16,6 +18,7 @@ import { PeerDialer } from '../../node/dial.ts'
 import { createHost } from '../../node/host.ts'
 import { IDLE_STREAM_MS, callHop, hopStreams } from '../../node/runtime/hop-call.ts'
 import { frameStream } from '../../protocols/framing.ts'
+import { sharedKept } from '../../protocols/shared-buffers.ts'
 import { INFER_PROTOCOL, INFER_REUSE_PROTOCOL } from '../../protocols/ids.ts'
 import { INFER_IDLE_MS } from '../../protocols/limits.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
@@ -72,6 +75,20 @@ describe('kept infer streams', function () {
     assert.ok(client.count() - c0 <= 1, `10 more jobs: the client opened ${client.count() - c0} infer streams`)
     assert.ok(hop.count() - h0 <= 1, `10 more jobs: the first vehicle opened ${hop.count() - h0} infer streams to the second`)
     assert.equal(hopStreams(mesh.client.components.dialer).idleCount(mesh.vehicles[0].peerId), 1, 'the stream waits for the next job')
+    await whole.release()
+  })
+
+  it('jobs at once each get the whole model\'s result while their requests\' shared copies are reused', async () => {
+    const whole = await createSession(buildTestMlp())
+    const model = { cid: sharded.manifestCid, manifest: sharded.manifest }
+    // stage 0 hands its input x on to stage 1 (a skip connection): that copy must not be reused while it travels
+    assert.ok(sharded.manifest.stages[0].outputs.some(o => o.name === 'x'), 'stage 0 passes x on')
+    for (let round = 0; round < 3; round++) {
+      const seeds = Array.from({ length: 16 }, (_, i) => 100 + round * 16 + i)
+      const results = await Promise.all(seeds.map(async s => await mesh.client.infer(model, [x(s)], { verify: 'off' })))
+      for (const [i, r] of results.entries()) assert.ok(maxAbsDiff(r.outputs[0], (await runSession(whole, [x(seeds[i])]))[0]) <= 1e-4, `job ${seeds[i]} equals the whole model`)
+    }
+    assert.ok(sharedKept().buffers > 0, 'the vehicles gave their requests\' copies back for reuse')
     await whole.release()
   })
 
