@@ -160,7 +160,7 @@ const share = (x: number): string => `${Math.round(100 * x / ceiling.ceiling)}%`
 console.log(`the machine's ceiling for the first ratio: ${ceiling.ceiling}x (two whole-model processes at once / one: ${ceiling.cores}; whole model / slowest stage: ${ceiling.wholeMs} / ${Math.max(...ceiling.stageMs)} ms = ${ceiling.stages})`)
 // the mesh's groups run along the batch dimension; the ratio's whole model one item at a time
 console.log(`the whole model per item, 2 / 3 / 4 items at a time (as the mesh's groups run): ${ceiling.batchedMs[2]} / ${ceiling.batchedMs[3]} / ${ceiling.batchedMs[4]} ms against ${ceiling.wholeMs} one at a time`)
-if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once; with polling on, the sequential overhead moved less than its noise: README)' : ''}` : ''}`)
+if (idle.driver !== undefined) console.log(`idle cores: cpuidle driver ${idle.driver}${idle.haltPollNs !== undefined ? `, a vCPU polls ${idle.haltPollNs} ns before it halts${idle.haltPollNs === 0 ? ' (it halts at once; with polling on, the sequential overhead moved less than its noise: docs/performance.md)' : ''}` : ''}`)
 console.log('figure                                                     before          defaults  --output text  + --hand-off fp16  target')
 for (const r of rows) console.log(`${r.figure.padEnd(58)} ${r.before.padEnd(15)} ${String(r.raw).padEnd(9)} ${String(r.text).padEnd(14)} ${String(r.fp16).padEnd(18)} ${r.target}\n  (${r.detail})`)
 console.log(`  the mesh reaches ${share(rows[0].raw)} / ${share(rows[0].text)} / ${share(rows[0].fp16)} of the ceiling; the target, ${share(1.4)}`)
