@@ -48,5 +48,11 @@ export function giveBackInputs (inputs: Array<{ data: Uint8Array }>, outputs: Ar
   }
 }
 
+/** Forgets every kept buffer (their memory goes back once collected). */
+export function dropKept (): void {
+  kept.length = 0
+  keptBytes = 0
+}
+
 /** What is kept for reuse: buffers and bytes. */
 export function sharedKept (): { buffers: number, bytes: number } { return { buffers: kept.length, bytes: keptBytes } }
