@@ -182,17 +182,22 @@ describe('fleetmesh CLI (multi-process)', function () {
     for (const pid of pidsIn(r.stderr)) assert.ok(!alive(pid), `process ${pid} left behind`)
   })
 
-  it('shard writes stage models and a manifest whose CIDs match (det: several tensors per cut)', async () => {
+  it('shard writes stage models and a manifest whose CIDs match (det: several tensors per cut); --flops plans the same cuts every time', async () => {
     const out = await mkdtemp(join(tmpdir(), 'fm-cli-shard-'))
     try {
-      const r = await fleetmesh(['shard', 'pp-ocrv4-det', '--stages', '3', '--out', out, '--json'])
+      // by FLOPs: measured node times move with the machine's load, and with them the cuts (one tensor at a cut on a loaded CI run)
+      const r = await fleetmesh(['shard', 'pp-ocrv4-det', '--stages', '3', '--flops', '--out', out, '--json'])
       assert.equal(r.code, 0, r.stderr)
       const info = JSON.parse(r.stdout.trim().split('\n').at(-1)!)
       assert.deepEqual((await readdir(out)).sort(), ['manifest.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx'])
       assert.equal(cidOf(await readFile(join(out, 'manifest.json'))), info.manifest)
       const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8'))
       for (const s of manifest.stages) assert.equal(cidOf(await readFile(join(out, `stage-${s.index}.onnx`))), s.cid)
-      assert.ok(manifest.stages[0].outputs.length >= 2)
+      assert.equal(manifest.balancedBy, 'flops')
+      assert.ok(manifest.stages[0].outputs.length >= 2, `stage 0 hands on ${manifest.stages[0].outputs.length} tensor(s)`)
+      const again = await fleetmesh(['shard', 'pp-ocrv4-det', '--stages', '3', '--flops', '--out', join(out, 'again'), '--json'])
+      assert.equal(again.code, 0, again.stderr)
+      assert.equal(JSON.parse(again.stdout.trim().split('\n').at(-1)!).manifest, info.manifest, 'the same cuts, the same manifest CID')
     } finally { await rm(out, { recursive: true, force: true }) }
   })
 

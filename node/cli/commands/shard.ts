@@ -17,9 +17,10 @@ export const shardCommand: Command = {
     version: { type: 'string', arg: '<v>', description: 'model version in the manifest', default: '1' },
     'probe-shape': PROBE_SHAPE_OPTION,
     'hand-off': HAND_OFF_OPTION,
+    flops: { type: 'boolean', description: 'balance by estimated FLOPs instead of measured node times: the same cuts (and manifest CID) every time' },
     json: { type: 'boolean', description: 'print the manifest CID and stage CIDs as JSON' }
   },
-  details: 'Cuts are balanced by estimated FLOPs; near each balanced point the cut with the fewest bytes crossing it wins.\nStages keep symbolic dimensions, so they accept other batch sizes and image sizes than the probe.',
+  details: 'Cuts are balanced by node times measured at the probe shape (onnxruntime\'s profiler), so on a busy machine they can land elsewhere; --flops balances by estimated FLOPs instead. Near each balanced point the cut with the fewest bytes crossing it wins.\nStages keep symbolic dimensions, so they accept other batch sizes and image sizes than the probe.',
   async run (o, pos) {
     if (pos.length !== 1) throw new UsageError('give exactly one model: a path to an .onnx file or a built-in name')
     const out = requireOption(o.out, 'out')
@@ -32,6 +33,7 @@ export const shardCommand: Command = {
       version: String(o.version),
       probeShapes: src.probeShapes,
       baseDir: dirname(src.path),
+      measure: o.flops !== true,
       ...(src.task !== undefined ? { task: src.task } : {}),
       ...handOffSettings(o, src)
     })
