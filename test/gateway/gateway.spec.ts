@@ -16,6 +16,7 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import { textOf } from '../../node/client/inputs.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 const OUT = 'softmax_11.tmp_0'
@@ -260,7 +261,7 @@ describe('Open Inference Protocol gateway and the TypeScript client, on a real m
       mesh.vehicles[2].runtime.setMaxSessions(5)
       // 503 at the gateway when no vehicle serves a stage
       await mesh.vehicles[2].stop()
-      await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 2).length === 0, { signal: AbortSignal.timeout(5000), what: 'stage 2 gone' })
+      await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 2).length === 0, { signal: AbortSignal.timeout(SETTLE_MS), what: 'stage 2 gone' })
       const r = await call('/v2/models/pp-ocrv4-rec/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: x.dims, datatype: 'FP32', data: Array.from(asFloat32(x)) }] }) })
       assert.equal(r.status, 503)
       assert.match((await r.json() as { error: string }).error, /stage 2/)

@@ -28,6 +28,7 @@ import type { TensorDescriptor } from '../../protocols/tensor.ts'
 import { testNode } from '../utils/node.ts'
 import { startRogue } from '../utils/rogue.ts'
 import { sampleLine, recMesh } from '../utils/samples.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 describe('tensors compressed between peers where it pays', function () {
   this.timeout(120_000)
@@ -68,7 +69,7 @@ describe('tensors compressed between peers where it pays', function () {
     for (const compress of ['off', 'auto'] as const) {
       const plain = await FleetClient.connect({ bootstrap: rec.mesh.bootAddrs, fleet: 'test', credentials: await rec.mesh.fleet!.client(), verify: 'off', compress })
       try {
-        await plain.directory.waitFor(() => plain.directory.holders(rec.sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(20_000), what: 'stage 1 served' })
+        await plain.directory.waitFor(() => plain.directory.holders(rec.sharded.manifestCid, 1).length > 0, { signal: AbortSignal.timeout(SETTLE_MS), what: 'stage 1 served' })
         const d = await firstHopSees(plain, INFER_COMPRESSED_PROTOCOL, '07.png')
         assert.deepEqual([d.encoding, d.encodedLength], [TensorEncoding.RAW, 184_320], compress)
       } finally { await plain.close() }

@@ -12,6 +12,7 @@ import { JsonSource } from '../../node/vehicle/sources.ts'
 import { maxAbsDiff } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 const parkedState = { parked: true, pluggedIn: true, socPct: 80, chargerKw: 7.4, computeTempC: 45, nextDepartureAt: null, ownerOptIn: true, network: 'wifi' }
@@ -56,7 +57,7 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
   it('a car that stops being eligible takes no new work within 1 s and is withdrawn', async () => {
     const t0 = Date.now()
     await writeFile(carFile, JSON.stringify({ ...parkedState, pluggedIn: false, updatedAt: Date.now() }))
-    await mesh.client.directory.waitFor(() => mesh.client.directory.all().some(p => p.peer === peer(0) && !p.heartbeat.eligible), { signal: AbortSignal.timeout(5000), what: 'withdrawal' })
+    await mesh.client.directory.waitFor(() => mesh.client.directory.all().some(p => p.peer === peer(0) && !p.heartbeat.eligible), { signal: AbortSignal.timeout(SETTLE_MS), what: 'withdrawal' })
     const withdrawMs = Date.now() - t0
     assert.ok(withdrawMs < 1000, `withdrawal heard after ${withdrawMs} ms`)
     assert.equal(mesh.vehicles[0].runtime.isAccepting, false)

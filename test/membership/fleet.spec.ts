@@ -14,6 +14,7 @@ import { buildTestMlp } from '../utils/onnx-builder.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 import { testNode } from '../utils/node.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 const FLEET = 'members-test'
 
@@ -74,7 +75,7 @@ describe('fleet membership on a real mesh', function () {
       await v.start()
       const chain = v.node.enroller?.chain()
       assert.ok(chain !== undefined && chain.length === 2, 'a certificate from the bootstrap peer, with the bootstrap peer\'s issuer certificate')
-      await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 1).some(h => h.peer === v.peerId), { signal: AbortSignal.timeout(10_000) })
+      await mesh.client.directory.waitFor(() => mesh.client.directory.holders(sharded.manifestCid, 1).some(h => h.peer === v.peerId), { signal: AbortSignal.timeout(SETTLE_MS) })
       // make it the only stage-1 holder the client will pick
       const r = await mesh.client.infer(model(), [x()], { prefer: new Set([v.peerId, mesh.vehicles[0].peerId]) })
       assert.equal(r.route[1], v.peerId)

@@ -20,6 +20,7 @@ import { maxAbsDiff } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 const IMAGES = ['01.png', '02.png', '03.png', '04.png', '05.png', '06.png']
@@ -57,7 +58,7 @@ describe('result checks: a lying vehicle is caught before its results are delive
   const client = async (verify: VerifyMode): Promise<FleetClient> => {
     const c = await FleetClient.connect({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client(), verify })
     clients.push(c)
-    await c.directory.waitFor(() => sharded.manifest.stages.every(s => c.directory.holders(sharded.manifestCid, s.index).length === 3), { signal: AbortSignal.timeout(20_000) })
+    await c.directory.waitFor(() => sharded.manifest.stages.every(s => c.directory.holders(sharded.manifestCid, s.index).length === 3), { signal: AbortSignal.timeout(SETTLE_MS) })
     return c
   }
   /** Runs the images through `c`, preferring the liar wherever it serves; returns how many results were wrong. */

@@ -20,6 +20,7 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 import { startRogue } from '../utils/rogue.ts'
+import { SETTLE_MS } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 
@@ -53,7 +54,7 @@ describe('local stages: vehicles never see the client\'s inputs (real libp2p, re
     })
     const c = await FleetClient.connect({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client(), verify: 'off' })
     try {
-      await c.directory.waitFor(() => c.directory.holders(sharded.manifestCid, 2).length > 0, { signal: AbortSignal.timeout(20_000) })
+      await c.directory.waitFor(() => c.directory.holders(sharded.manifestCid, 2).length > 0, { signal: AbortSignal.timeout(SETTLE_MS) })
       const model = { cid: sharded.manifestCid, manifest: sharded.manifest }
       const input = x()
       const claim = (client: FleetClient, stages: number[]): void => {
@@ -68,7 +69,7 @@ describe('local stages: vehicles never see the client\'s inputs (real libp2p, re
       seen.length = 0
       const fresh = await FleetClient.connect({ bootstrap: mesh.bootAddrs, credentials: await mesh.fleet!.client(), verify: 'off', localStages: 1 })
       try {
-        await fresh.directory.waitFor(() => fresh.directory.holders(sharded.manifestCid, 2).length > 0, { signal: AbortSignal.timeout(20_000) })
+        await fresh.directory.waitFor(() => fresh.directory.holders(sharded.manifestCid, 2).length > 0, { signal: AbortSignal.timeout(SETTLE_MS) })
         claim(fresh, [0, 1])
         const r = await fresh.infer(model, [input], { prefer: new Set([rogue.peer]) })
         assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'STOP', 'the job is still right')

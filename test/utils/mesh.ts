@@ -19,6 +19,7 @@ import { loadOrCreateKey } from '../../node/host.ts'
 import { localFleet } from '../../node/membership/credentials.ts'
 import type { LocalFleet } from '../../node/membership/credentials.ts'
 import type { CompressMode } from '../../protocols/compression.ts'
+import { SETTLE_MS } from './until.ts'
 
 export interface TestMesh {
   dir: string
@@ -78,7 +79,7 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
     await v.start()
     return v
   }))
-  const signal = AbortSignal.timeout(20_000)
+  const signal = AbortSignal.timeout(SETTLE_MS)
   if (sharded !== undefined) await client.directory.waitFor(() => sharded.manifest.stages.every(s => client.directory.holders(sharded.manifestCid, s.index).length > 0), { signal, what: 'every stage served' })
   else await client.directory.waitFor(() => client.directory.all().length >= count, { signal, what: 'every vehicle heard' })
   return {

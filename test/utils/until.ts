@@ -1,4 +1,13 @@
 /**
+ * How long a test waits for the swarm to reach a state it must reach (every
+ * stage served, a withdrawal heard). Passing waits end as soon as the state
+ * holds, so this costs nothing; it is generous because `npm test` runs two
+ * files at once on a shared 2-core machine, where loading shards and
+ * sessions takes several times as long as alone. Speed is measured in bench/.
+ */
+export const SETTLE_MS = 60_000
+
+/**
  * Resolves with what `what()` returns once it is neither undefined nor
  * false, checking every 100 ms (`what` may be async); rejects naming `label`
  * after `ms`.
