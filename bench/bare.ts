@@ -15,16 +15,24 @@
  * swarm does). So the gap between `tcp` and `mesh` is what any redesign of the
  * per-job plumbing could win at most, and `tcp` is the floor's own bound.
  *
- *   node bench/bare.ts [--jobs 1000] [--group 2] [--in-flight 4] [--rounds 3] [--modes tcp,libp2p,mesh] [--no-digest]
+ *   node bench/bare.ts [--jobs 1000] [--group 2] [--in-flight 4] [--rounds 3] [--modes tcp,libp2p,mesh]
+ *                      [--no-digest] [--receipts] [--answers]
  *
  * Every frame is digested (SHA-256) by its sender and its receiver, as a
- * mesh job's receipts need; `--no-digest` leaves that out too. Prints a line
+ * mesh job's receipts need; `--no-digest` leaves that out too. Two switches
+ * add what a mesh job adds on top, to see what each costs: `--receipts` (each
+ * stage signs its input's and output's digests with Ed25519, the signatures
+ * travel on with the frames, and the client checks them against the digests
+ * of what it sent and got) and `--answers` (the last stage answers the one
+ * before it, which relays that to the client, as the chain's answer goes
+ * back). Prints a line
  * per run (jobs/s, the ratio, CPU a job and where, texts right), then one JSON
  * line with each mode's median ratio.
  */
 import { fork, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import net from 'node:net'
 import { dirname } from 'node:path'
@@ -53,9 +61,10 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000
 const src = modelSource(DEFAULT_MODEL)
 
 /** A frame: u32 length, u32 header length, the JSON header (tensors without data, texts), the tensors' bytes in order. */
-interface Header { tensors: Array<Omit<Tensor, 'data'> & { bytes: number }>, texts?: string[] }
-function frame (tensors: Tensor[], texts?: string[]): Uint8Array[] {
-  const head = new TextEncoder().encode(JSON.stringify({ tensors: tensors.map(t => ({ name: t.name, dtype: t.dtype, dims: t.dims, bytes: t.data.byteLength })), texts } satisfies Header))
+interface Receipt { input: string, output: string, signature: string }
+interface Header { tensors: Array<Omit<Tensor, 'data'> & { bytes: number }>, texts?: string[], receipts?: Receipt[] }
+function frame (tensors: Tensor[], texts?: string[], receipts?: Receipt[]): Uint8Array[] {
+  const head = new TextEncoder().encode(JSON.stringify({ tensors: tensors.map(t => ({ name: t.name, dtype: t.dtype, dims: t.dims, bytes: t.data.byteLength })), texts, receipts } satisfies Header))
   const prefix = new DataView(new ArrayBuffer(8))
   prefix.setUint32(0, 4 + head.byteLength + tensors.reduce((n, t) => n + t.data.byteLength, 0))
   prefix.setUint32(4, head.byteLength)
@@ -74,6 +83,9 @@ function * frames (buf: Uint8ArrayList): Generator<{ header: Header, tensors: Te
   }
 }
 
+/** What a link that fails does: a stage process says why and exits (its parent then fails the run); the parent's run fails. */
+let linkFailed = (err: Error): void => { console.error(`bench/bare: a link failed: ${err.message}`); process.exit(1) }
+
 /** One end of a link: send a frame's parts, and the frames that arrive. */
 interface Link { send: (parts: Uint8Array[]) => void, onFrame: (f: (h: Header, t: Tensor[], bytes: Uint8Array) => void) => void, close: () => void }
 function tcpLink (sock: net.Socket): Link {
@@ -81,13 +93,20 @@ function tcpLink (sock: net.Socket): Link {
   const buf = new Uint8ArrayList()
   let handler: (h: Header, t: Tensor[], b: Uint8Array) => void = () => {}
   sock.on('data', (d: Buffer) => { buf.append(d); for (const f of frames(buf)) handler(f.header, f.tensors, f.bytes) })
+  sock.on('error', err => { linkFailed(err) })
   return { send: parts => { sock.cork(); for (const p of parts) sock.write(p); sock.uncork() }, onFrame: f => { handler = f }, close: () => { sock.destroy() } }
 }
-function streamLink (stream: { send: (b: Uint8Array) => boolean, abort: (e: Error) => void, [Symbol.asyncIterator]: () => AsyncIterator<Uint8Array | Uint8ArrayList> }): Link {
+function streamLink (stream: { send: (b: Uint8Array) => boolean, onDrain: () => Promise<void>, abort: (e: Error) => void, [Symbol.asyncIterator]: () => AsyncIterator<Uint8Array | Uint8ArrayList> }): Link {
   const buf = new Uint8ArrayList()
   let handler: (h: Header, t: Tensor[], b: Uint8Array) => void = () => {}
-  void (async () => { for await (const d of stream as AsyncIterable<Uint8Array | Uint8ArrayList>) { buf.append(d); for (const f of frames(buf)) handler(f.header, f.tensors, f.bytes) } })().catch(() => {})
-  return { send: parts => { for (const p of parts) stream.send(p) }, onFrame: f => { handler = f }, close: () => { stream.abort(new Error('done')) } }
+  let closed = false
+  void (async () => { for await (const d of stream as AsyncIterable<Uint8Array | Uint8ArrayList>) { buf.append(d); for (const f of frames(buf)) handler(f.header, f.tensors, f.bytes) } })().catch((err: Error) => { if (!closed) linkFailed(err) })
+  // frames leave in order, each part after the stream has room for it
+  let sending = Promise.resolve()
+  const send = (parts: Uint8Array[]): void => {
+    sending = sending.then(async () => { for (const p of parts) if (!stream.send(p)) await stream.onDrain() }).catch((err: Error) => { if (!closed) linkFailed(err) })
+  }
+  return { send, onFrame: f => { handler = f }, close: () => { closed = true; stream.abort(new Error('done')) } }
 }
 
 /** Listens for the one link that will bring frames; tells the parent where. */
@@ -115,27 +134,42 @@ async function dial (transport: Transport, addr: string, host?: Host): Promise<L
   const h = host ?? await createHost({ listen: [], fleet: 'bench', privateAddresses: true })
   return streamLink(await h.dialProtocol(multiaddr(addr), PROTOCOL))
 }
-const digest = (on: boolean, parts: Uint8Array[]): void => { if (on) { const h = createHash('sha256'); for (const p of parts) h.update(p); h.digest() } }
+const sha256 = (parts: Uint8Array[]): Buffer => { const h = createHash('sha256'); for (const p of parts) h.update(p); return h.digest() }
+const textBytes = (texts: string[]): Uint8Array[] => texts.map(t => new TextEncoder().encode(t))
+const signed = (r: Receipt): Buffer => Buffer.concat([Buffer.from(r.input, 'base64'), Buffer.from(r.output, 'base64')])
+interface Switches { digest: boolean, receipts: boolean, answers: boolean }
 
 /** A stage process: frames in from the link it listens on, its stage run on a worker thread, frames on to `next`. */
 async function stage (): Promise<void> {
-  const init = await new Promise<{ transport: Transport, shard: Uint8Array, inputs: string[], outputs: string[], last: boolean, digest: boolean }>(resolve => process.once('message', m => { resolve(m as never) }))
+  const init = await new Promise<{ transport: Transport, shard: Uint8Array, inputs: string[], outputs: string[], last: boolean } & Switches>(resolve => process.once('message', m => { resolve(m as never) }))
+  const keys = generateKeyPairSync('ed25519')
   const session = await workerSession(init.shard, { intraOpThreads: 1 })
   const dict = init.last ? loadDictionary(dictionaryPath(src.task!.dictionary)) : []
   const { addr, link, host } = await listen(init.transport)
-  process.send!({ addr })
+  process.send!({ addr, key: keys.publicKey.export({ type: 'spki', format: 'der' }) })
   const next = await new Promise<string>(resolve => process.once('message', m => { resolve(m as string) }))
   const out = await dial(init.transport, next, host)
   const into = await link
-  into.onFrame((_, tensors, bytes) => {
-    digest(init.digest, [bytes])
+  // the chain's answer: what comes back from the next stage goes back to the one before
+  if (init.answers && !init.last) out.onFrame(h => { into.send(frame([], h.texts)) })
+  into.onFrame((h, tensors, bytes) => {
+    const inDigest = init.digest || init.receipts ? sha256(init.receipts ? tensors.map(t => t.data) : [bytes]) : undefined
     const feeds = init.inputs.map(n => tensors.find(t => t.name === n)!)
     void session.run(feeds).then(({ outputs }) => {
       const pool = new Map([...tensors, ...outputs].map(t => [t.name, t]))
       const handed = init.outputs.map(n => pool.get(n)!)
-      const parts = init.last ? frame([], Array.from({ length: handed[0].dims[0] }, (_, row) => ctcDecodeRow(handed[0], dict, row).text)) : frame(handed)
+      const texts = init.last ? Array.from({ length: handed[0].dims[0] }, (_, row) => ctcDecodeRow(handed[0], dict, row).text) : undefined
+      const body = texts !== undefined ? textBytes(texts) : handed.map(t => t.data)
+      let receipts = h.receipts
+      if (init.receipts) {
+        const r = { input: inDigest!.toString('base64'), output: sha256(body).toString('base64'), signature: '' }
+        r.signature = sign(null, signed(r), keys.privateKey).toString('base64')
+        receipts = [...(receipts ?? []), r]
+      }
+      const parts = texts !== undefined ? frame([], texts, receipts) : frame(handed, undefined, receipts)
       out.send(parts)
-      digest(init.digest, parts)
+      if (init.digest && !init.receipts) sha256(parts)
+      if (init.answers && init.last) into.send(frame([], ['answered']))
     })
   })
   process.on('disconnect', () => process.exit(0))
@@ -151,7 +185,7 @@ async function wholeModel (runs: number): Promise<number> {
 }
 
 /** Jobs/s and CPU ms a job (all processes) of the two-stage floor over `transport`; every text checked against the whole model's. */
-async function floor (transport: Transport, o: { jobs: number, group: number, inFlight: number, digest: boolean }, sharded: Awaited<ReturnType<typeof shardModel>>, inputs: Tensor[][], expected: string[]): Promise<{ jobsPerS: number, cpu: CpuPerJob | undefined, correct: number }> {
+async function floor (transport: Transport, o: { jobs: number, group: number, inFlight: number } & Switches, sharded: Awaited<ReturnType<typeof shardModel>>, inputs: Tensor[][], expected: string[]): Promise<{ jobsPerS: number, cpu: CpuPerJob | undefined, correct: number }> {
   const children: ChildProcess[] = []
   const host = transport === 'libp2p' ? await createHost({ listen: [], fleet: 'bench', privateAddresses: true }) : undefined
   let back: Awaited<ReturnType<typeof listen>> | undefined
@@ -159,11 +193,14 @@ async function floor (transport: Transport, o: { jobs: number, group: number, in
   try {
     const inbound = back = await listen(transport)
     const addrs: string[] = []
+    const keys: KeyObject[] = []
     for (const [i, s] of sharded.manifest.stages.entries()) {
       const c = fork(here, ['--stage'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
       children.push(c)
-      c.send({ transport, shard: sharded.shards.get(s.cid), inputs: s.inputs.map(x => x.name), outputs: s.outputs.map(x => x.name), last: i === sharded.manifest.stages.length - 1, digest: o.digest })
-      addrs.push(await new Promise<string>((resolve, reject) => { c.once('message', m => { resolve((m as { addr: string }).addr) }); c.once('exit', code => { reject(new Error(`stage ${i} exited (${code})`)) }) }))
+      c.send({ transport, shard: sharded.shards.get(s.cid), inputs: s.inputs.map(x => x.name), outputs: s.outputs.map(x => x.name), last: i === sharded.manifest.stages.length - 1, digest: o.digest, receipts: o.receipts, answers: o.answers })
+      const m = await new Promise<{ addr: string, key: Uint8Array }>((resolve, reject) => { c.once('message', m => { resolve(m as never) }); c.once('exit', code => { reject(new Error(`stage ${i} exited (${code})`)) }) })
+      addrs.push(m.addr)
+      keys.push(createPublicKey({ key: Buffer.from(m.key), format: 'der', type: 'spki' }))
     }
     children.forEach((c, i) => c.send(i + 1 < addrs.length ? addrs[i + 1] : inbound.addr))
     out = await dial(transport, addrs[0], host)
@@ -171,13 +208,27 @@ async function floor (transport: Transport, o: { jobs: number, group: number, in
     const results = await inbound.link
     const groups = Math.ceil(o.jobs / o.group)
     const warm = Math.ceil(200 / o.group)
-    let sent = 0; let done = 0; let correct = 0; let t0 = 0
+    let sent = 0; let done = 0; let correct = 0; let refused = 0; let t0 = 0
     let meter: Promise<CpuMeter | undefined> | undefined
-    const send = (): void => { const g = sent++; to.send(frame(concatBatch(Array.from({ length: o.group }, (_, k) => inputs[(g * o.group + k) % inputs.length])))) }
+    const requests: string[] = []
+    const send = (): void => {
+      const g = sent++
+      const batch = concatBatch(Array.from({ length: o.group }, (_, k) => inputs[(g * o.group + k) % inputs.length]))
+      if (o.receipts) requests.push(sha256(batch.map(t => t.data)).toString('base64'))
+      to.send(frame(batch))
+    }
+    /** Every stage's receipt signed by it, the first naming what was sent, each the one before's output, the last what came back. */
+    const receiptsHold = (h: Header): boolean => {
+      const rs = h.receipts ?? []
+      return rs.length === keys.length && rs[0].input === requests.shift() && rs.every((r, i) => verify(null, signed(r), keys[i], Buffer.from(r.signature, 'base64')) && (i === 0 || r.input === rs[i - 1].output)) &&
+        rs[rs.length - 1].output === sha256(textBytes(h.texts!)).toString('base64')
+    }
     const finished = new Promise<void>((resolve, reject) => {
+      linkFailed = reject
       for (const [i, c] of children.entries()) c.once('exit', code => { reject(new Error(`stage ${i} exited (${code})`)) })
       results.onFrame(h => {
         const g = done++
+        if (o.receipts && !receiptsHold(h)) refused++
         if (g >= warm) h.texts!.forEach((text, k) => { if (text === expected[(g * o.group + k) % inputs.length]) correct++ })
         if (done === warm) { t0 = performance.now(); meter = CpuMeter.start(children.map(c => c.pid!), undefined) }
         if (done === warm + groups) resolve()
@@ -189,6 +240,7 @@ async function floor (transport: Transport, o: { jobs: number, group: number, in
     await Promise.race([finished, new Promise((resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${transport}: ${done} of ${warm + groups} groups back after 300 s`)) }, 300_000) })]).finally(() => { clearTimeout(timer) })
     const s = (performance.now() - t0) / 1000
     const jobs = groups * o.group
+    if (refused > 0) throw new Error(`${refused} groups' receipts did not hold`)
     return { jobsPerS: jobs / s, cpu: await (await meter)?.perJob(jobs), correct }
   } finally {
     out?.close()
@@ -209,8 +261,8 @@ async function mesh (o: { jobs: number, group: number, inFlight: number }): Prom
 
 if (process.argv[2] === '--stage') await stage()
 else {
-  const { values } = parseArgs({ options: { jobs: { type: 'string', default: '1000' }, group: { type: 'string', default: '2' }, 'in-flight': { type: 'string', default: '4' }, rounds: { type: 'string', default: '3' }, modes: { type: 'string', default: MODES.join(',') }, digest: { type: 'boolean', default: true } }, allowNegative: true })
-  const o = { jobs: Number(values.jobs), group: Number(values.group), inFlight: Number(values['in-flight']), digest: values.digest }
+  const { values } = parseArgs({ options: { jobs: { type: 'string', default: '1000' }, group: { type: 'string', default: '2' }, 'in-flight': { type: 'string', default: '4' }, rounds: { type: 'string', default: '3' }, modes: { type: 'string', default: MODES.join(',') }, digest: { type: 'boolean', default: true }, receipts: { type: 'boolean', default: false }, answers: { type: 'boolean', default: false } }, allowNegative: true })
+  const o = { jobs: Number(values.jobs), group: Number(values.group), inFlight: Number(values['in-flight']), digest: values.digest, receipts: values.receipts, answers: values.answers }
   const modes = values.modes.split(',') as Mode[]
   const unknown = modes.find(m => !MODES.includes(m))
   if (unknown !== undefined) { console.error(`unknown mode "${unknown}" (known: ${MODES.join(', ')})`); process.exit(2) }
@@ -221,7 +273,7 @@ else {
   const dict = loadDictionary(dictionaryPath(src.task!.dictionary))
   const expected = await Promise.all(inputs.map(async x => ctcDecodeRow((await runSession(whole, x))[0], dict, 0).text))
   await whole.release()
-  console.log(`the two stages' cut: ${sharded.manifest.stages.map(s => s.outputs.map(t => t.name).join(',')).join(' | ')}; ${o.jobs} jobs, ${o.inFlight} in flight in groups of ${o.group}${o.digest ? ', SHA-256 of every frame at both ends' : ''}`)
+  console.log(`the two stages' cut: ${sharded.manifest.stages.map(s => s.outputs.map(t => t.name).join(',')).join(' | ')}; ${o.jobs} jobs, ${o.inFlight} in flight in groups of ${o.group}${o.digest ? ', SHA-256 of every frame at both ends' : ''}${o.receipts ? ', signed receipts checked by the client' : ''}${o.answers ? ', the chain\'s answers' : ''}`)
   const ratios: Record<Mode, number[]> = { tcp: [], libp2p: [], mesh: [] }
   for (let r = 0; r < Number(values.rounds); r++) {
     for (const mode of modes) {
