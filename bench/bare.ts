@@ -3,8 +3,8 @@
  * the same two stages (cut as the swarm cuts them) in two processes, each
  * session on a worker thread as a vehicle runs it, the last stage decoding
  * text, jobs sent in groups as the swarm's client sends them. Between the
- * processes only a length-prefixed frame of tensors: no libp2p protocol, no
- * scheduler, no receipts, no checks. Each round runs in turn:
+ * processes only length-prefixed frames of tensors (a JSON head): no infer
+ * protocol, no scheduler, no ledger. Each round runs its modes in turn:
  *
  * - `tcp`: the frames over plain loopback TCP sockets;
  * - `libp2p`: the same frames over one kept stream per link of fleetmesh's own
@@ -12,22 +12,21 @@
  * - `mesh`: the real thing, `fleetmesh swarm --nodes 2 --stages 2 --output text`.
  *
  * Each beside the whole model in one process (timed before and after it, as the
- * swarm does). So the gap between `tcp` and `mesh` is what any redesign of the
- * per-job plumbing could win at most, and `tcp` is the floor's own bound.
+ * swarm does). The gap between the floor and `mesh` is what a leaner per-job
+ * data path could win at most.
  *
  *   node bench/bare.ts [--jobs 1000] [--group 2] [--in-flight 4] [--rounds 3] [--modes tcp,libp2p,mesh]
  *                      [--no-digest] [--receipts] [--answers]
  *
  * Every frame is digested (SHA-256) by its sender and its receiver, as a
- * mesh job's receipts need; `--no-digest` leaves that out too. Two switches
- * add what a mesh job adds on top, to see what each costs: `--receipts` (each
- * stage signs its input's and output's digests with Ed25519, the signatures
- * travel on with the frames, and the client checks them against the digests
- * of what it sent and got) and `--answers` (the last stage answers the one
- * before it, which relays that to the client, as the chain's answer goes
- * back). Prints a line
- * per run (jobs/s, the ratio, CPU a job and where, texts right), then one JSON
- * line with each mode's median ratio.
+ * mesh job's receipts need; `--no-digest` leaves that out. Two switches add
+ * more of a mesh job's work, to see what each costs: `--receipts` (each stage
+ * signs its input's and output's digests with Ed25519, the signatures travel
+ * on with the frames, and the client checks them against the digests of what
+ * it sent and got: a run fails if one does not hold) and `--answers` (the last
+ * stage answers the one before it, which relays that to the client, as the
+ * chain's answer goes back). Prints a line per run (jobs/s, the ratio, CPU a
+ * job and where, texts right), then one JSON line with each mode's median ratio.
  */
 import { fork, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
