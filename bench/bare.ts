@@ -59,9 +59,9 @@ type Transport = Exclude<Mode, 'mesh'>
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
 const src = modelSource(DEFAULT_MODEL)
 
-/** A frame: u32 length, u32 header length, the JSON header (tensors without data, texts), the tensors' bytes in order. */
 interface Receipt { input: string, output: string, signature: string }
 interface Header { tensors: Array<Omit<Tensor, 'data'> & { bytes: number }>, texts?: string[], receipts?: Receipt[] }
+/** A frame: u32 length, u32 header length, the JSON header (tensors without data, texts, receipts), the tensors' bytes in order. */
 function frame (tensors: Tensor[], texts?: string[], receipts?: Receipt[]): Uint8Array[] {
   const head = new TextEncoder().encode(JSON.stringify({ tensors: tensors.map(t => ({ name: t.name, dtype: t.dtype, dims: t.dims, bytes: t.data.byteLength })), texts, receipts } satisfies Header))
   const prefix = new DataView(new ArrayBuffer(8))
@@ -69,7 +69,7 @@ function frame (tensors: Tensor[], texts?: string[], receipts?: Receipt[]): Uint
   prefix.setUint32(4, head.byteLength)
   return [new Uint8Array(prefix.buffer), head, ...tensors.map(t => t.data)]
 }
-/** Whole frames out of the bytes read so far (each copied into one buffer of its own, as a vehicle reads a request). */
+/** Whole frames out of the bytes read so far (a frame that spans chunks is copied into one buffer). */
 function * frames (buf: Uint8ArrayList): Generator<{ header: Header, tensors: Tensor[], bytes: Uint8Array }> {
   while (buf.byteLength >= 4 && buf.byteLength >= 4 + buf.getUint32(0)) {
     const bytes = buf.subarray(4, 4 + buf.getUint32(0))
@@ -174,13 +174,18 @@ async function stage (): Promise<void> {
   process.on('disconnect', () => process.exit(0))
 }
 
-/** Items/s of the whole model in a process of its own (bench/ceiling.ts --one). */
-async function wholeModel (runs: number): Promise<number> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('./ceiling.ts', import.meta.url)), '--one', '--runs', String(runs)], { stdio: ['ignore', 'pipe', 'inherit'] })
+/** Runs `script` (relative to this file) with `args` in a process of its own: the JSON line it prints last. */
+async function lastJsonLine (script: string, args: string[]): Promise<any> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise(resolve => child.once('exit', resolve))
-  return JSON.parse(out.trim().split('\n').at(-1)!).itemsPerS
+  const code = await new Promise(resolve => child.once('exit', resolve))
+  try { return JSON.parse(out.trim().split('\n').at(-1)!) } catch { throw new Error(`${script} ${args[0]} exited (${String(code)}) without a JSON line`) }
+}
+
+/** Items/s of the whole model in a process of its own (bench/ceiling.ts --one). */
+async function wholeModel (runs: number): Promise<number> {
+  return (await lastJsonLine('./ceiling.ts', ['--one', '--runs', String(runs)])).itemsPerS
 }
 
 /** Jobs/s and CPU ms a job (all processes) of the two-stage floor over `transport`; every text checked against the whole model's. */
@@ -250,11 +255,7 @@ async function floor (transport: Transport, o: { jobs: number, group: number, in
 }
 
 async function mesh (o: { jobs: number, group: number, inFlight: number }): Promise<{ ratio: number, jobsPerS: number, cpu: CpuPerJob, correct: number }> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../node/cli/main.ts', import.meta.url)), 'swarm', '--nodes', '2', '--stages', '2', '--jobs', String(o.jobs), '--concurrency', String(o.inFlight), '--coalesce', String(o.group), '--output', 'text', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise(resolve => child.once('exit', resolve))
-  const r = JSON.parse(out.trim().split('\n').at(-1)!)
+  const r = await lastJsonLine('../node/cli/main.ts', ['swarm', '--nodes', '2', '--stages', '2', '--jobs', String(o.jobs), '--concurrency', String(o.inFlight), '--coalesce', String(o.group), '--output', 'text', '--json'])
   return { ratio: r.jobsPerS / r.localJobsPerS, jobsPerS: r.jobsPerS, cpu: r.cpuMsPerJob, correct: r.correctText }
 }
 
