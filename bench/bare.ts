@@ -31,6 +31,7 @@
 import { fork, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createHash, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto'
+import { once } from 'node:events'
 import type { KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import net from 'node:net'
@@ -95,15 +96,15 @@ function tcpLink (sock: net.Socket): Link {
   sock.on('error', err => { linkFailed(err) })
   return { send: parts => { sock.cork(); for (const p of parts) sock.write(p); sock.uncork() }, onFrame: f => { handler = f }, close: () => { sock.destroy() } }
 }
-function streamLink (stream: { send: (b: Uint8Array) => boolean, onDrain: () => Promise<void>, abort: (e: Error) => void, [Symbol.asyncIterator]: () => AsyncIterator<Uint8Array | Uint8ArrayList> }): Link {
+function streamLink (stream: EventTarget & { send: (b: Uint8Array) => boolean, abort: (e: Error) => void, [Symbol.asyncIterator]: () => AsyncIterator<Uint8Array | Uint8ArrayList> }): Link {
   const buf = new Uint8ArrayList()
   let handler: (h: Header, t: Tensor[], b: Uint8Array) => void = () => {}
   let closed = false
   void (async () => { for await (const d of stream as AsyncIterable<Uint8Array | Uint8ArrayList>) { buf.append(d); for (const f of frames(buf)) handler(f.header, f.tensors, f.bytes) } })().catch((err: Error) => { if (!closed) linkFailed(err) })
-  // frames leave in order, each part after the stream has room for it
+  // frames leave in order, each part after the stream has room for it (its 'drain' event: see bench/transport-pair.ts on onDrain())
   let sending = Promise.resolve()
   const send = (parts: Uint8Array[]): void => {
-    sending = sending.then(async () => { for (const p of parts) if (!stream.send(p)) await stream.onDrain() }).catch((err: Error) => { if (!closed) linkFailed(err) })
+    sending = sending.then(async () => { for (const p of parts) if (!stream.send(p)) await once(stream, 'drain') }).catch((err: Error) => { if (!closed) linkFailed(err) })
   }
   return { send, onFrame: f => { handler = f }, close: () => { closed = true; stream.abort(new Error('done')) } }
 }

@@ -11,6 +11,7 @@
  * hand-off's, with the CPU each side spends on one.
  */
 import { fork } from 'node:child_process'
+import { once } from 'node:events'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -97,7 +98,9 @@ export async function libp2pLink (encryption: 'tls' | 'tls-duplex' | 'noise', ad
   const stream = await host.dialProtocol(multiaddr(addr), PROTOCOL)
   const answers = stream[Symbol.asyncIterator]()
   return {
-    transfer: async () => await timedTransfer(c => stream.send(c), async () => await stream.onDrain(), answers.next(), total),
+    // the stream's 'drain' event, as the mesh's frames wait for room (protocols/framing.ts): @libp2p/utils 7.4.1's
+    // onDrain() keeps the promise of the first drain, so after it a sender that awaits it no longer waits at all
+    transfer: async () => await timedTransfer(c => stream.send(c), async () => await once(stream, 'drain'), answers.next(), total),
     close: async () => { await stream.close(); await host.stop() }
   }
 }
