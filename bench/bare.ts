@@ -31,7 +31,6 @@
 import { fork, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createHash, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto'
-import { once } from 'node:events'
 import type { KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import net from 'node:net'
@@ -51,6 +50,7 @@ import { workerSession } from '../node/runtime/session-worker.ts'
 import { CpuMeter, describeCpu } from '../node/swarm/cpu.ts'
 import type { CpuPerJob } from '../node/swarm/cpu.ts'
 import type { Tensor } from '../protocols/tensor.ts'
+import { drained } from './transport-pair.ts'
 
 const here = fileURLToPath(import.meta.url)
 const PROTOCOL = '/fleetmesh-bench/bare/1.0.0'
@@ -101,10 +101,10 @@ function streamLink (stream: EventTarget & { send: (b: Uint8Array) => boolean, a
   let handler: (h: Header, t: Tensor[], b: Uint8Array) => void = () => {}
   let closed = false
   void (async () => { for await (const d of stream as AsyncIterable<Uint8Array | Uint8ArrayList>) { buf.append(d); for (const f of frames(buf)) handler(f.header, f.tensors, f.bytes) } })().catch((err: Error) => { if (!closed) linkFailed(err) })
-  // frames leave in order, each part after the stream has room for it (its 'drain' event: see bench/transport-pair.ts on onDrain())
+  // frames leave in order, each part after the stream has room for it
   let sending = Promise.resolve()
   const send = (parts: Uint8Array[]): void => {
-    sending = sending.then(async () => { for (const p of parts) if (!stream.send(p)) await once(stream, 'drain') }).catch((err: Error) => { if (!closed) linkFailed(err) })
+    sending = sending.then(async () => { for (const p of parts) if (!stream.send(p)) await drained(stream) }).catch((err: Error) => { if (!closed) linkFailed(err) })
   }
   return { send, onFrame: f => { handler = f }, close: () => { closed = true; stream.abort(new Error('done')) } }
 }

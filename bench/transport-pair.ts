@@ -11,7 +11,6 @@
  * hand-off's, with the CPU each side spends on one.
  */
 import { fork } from 'node:child_process'
-import { once } from 'node:events'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -92,15 +91,28 @@ export async function rawLink (port: number, total: number): Promise<Link> {
   }
 }
 
+/**
+ * Until a libp2p stream has room again: its 'drain' event, as the mesh's frames wait for room
+ * (protocols/framing.ts); rejects if the stream closes first. Not `stream.onDrain()`: @libp2p/utils
+ * 7.4.1 keeps the promise of a stream's first drain, so after it a sender that awaits it never waits.
+ */
+export async function drained (stream: EventTarget): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const off = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
+    const onDrain = (): void => { off(); resolve() }
+    const onClose = (): void => { off(); reject(new Error('the stream closed while waiting for room to write')) }
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+  })
+}
+
 /** A stream of a fleetmesh connection, from a host of its own speaking `encryption`, to `addr`. */
 export async function libp2pLink (encryption: 'tls' | 'tls-duplex' | 'noise', addr: string, total: number): Promise<Link> {
   const host = await createHost({ listen: [], fleet: 'bench', encryption: [encryption], privateAddresses: true })
   const stream = await host.dialProtocol(multiaddr(addr), PROTOCOL)
   const answers = stream[Symbol.asyncIterator]()
   return {
-    // the stream's 'drain' event, as the mesh's frames wait for room (protocols/framing.ts): @libp2p/utils 7.4.1's
-    // onDrain() keeps the promise of the first drain, so after it a sender that awaits it no longer waits at all
-    transfer: async () => await timedTransfer(c => stream.send(c), async () => await once(stream, 'drain'), answers.next(), total),
+    transfer: async () => await timedTransfer(c => stream.send(c), async () => { await drained(stream) }, answers.next(), total),
     close: async () => { await stream.close(); await host.stop() }
   }
 }
