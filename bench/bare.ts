@@ -48,9 +48,9 @@ import { createSession, runSession } from '../node/models/ort.ts'
 import { shardModel } from '../node/models/shard.ts'
 import { workerSession } from '../node/runtime/session-worker.ts'
 import { CpuMeter, describeCpu } from '../node/swarm/cpu.ts'
+import { drained } from '../node/util/drain.ts'
 import type { CpuPerJob } from '../node/swarm/cpu.ts'
 import type { Tensor } from '../protocols/tensor.ts'
-import { drained } from './transport-pair.ts'
 
 const here = fileURLToPath(import.meta.url)
 const PROTOCOL = '/fleetmesh-bench/bare/1.0.0'

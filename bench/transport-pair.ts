@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/host.ts'
 import type { Host } from '../node/host.ts'
+import { drained } from '../node/util/drain.ts'
 
 const CHUNK = 256 * 1024
 export const PROTOCOL = '/fleetmesh-bench/sink/1.0.0'
@@ -89,21 +90,6 @@ export async function rawLink (port: number, total: number): Promise<Link> {
     transfer: async () => await timedTransfer(c => sock.write(c), async () => await new Promise(resolve => sock.once('drain', resolve)), new Promise(resolve => sock.once('data', resolve)), total),
     close: async () => { sock.destroy() }
   }
-}
-
-/**
- * Until a libp2p stream has room again: its 'drain' event, as the mesh's frames wait for room
- * (protocols/framing.ts); rejects if the stream closes first. Not `stream.onDrain()`: @libp2p/utils
- * 7.4.1 keeps the promise of a stream's first drain, so after it a sender that awaits it never waits.
- */
-export async function drained (stream: EventTarget): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const off = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
-    const onDrain = (): void => { off(); resolve() }
-    const onClose = (): void => { off(); reject(new Error('the stream closed while waiting for room to write')) }
-    stream.addEventListener('drain', onDrain)
-    stream.addEventListener('close', onClose)
-  })
 }
 
 /** A stream of a fleetmesh connection, from a host of its own speaking `encryption`, to `addr`. */

@@ -6,6 +6,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { createHost, STREAM_WINDOW } from '../../node/host.ts'
+import { drained } from '../../node/util/drain.ts'
 import { ECHO, echoHandler, roundTrip } from '../utils/echo.ts'
 
 const PAYLOAD = 6 * 1024 * 1024
@@ -63,7 +64,7 @@ describe('yamux windows against a default-configured peer', function () {
     /** Sends `bytes` more in 64 KiB writes and waits until the receiver has them all. */
     const send = async (bytes: number): Promise<void> => {
       const arrived = new Promise<void>(resolve => { waiting = { bytes: got + bytes, resolve } })
-      for (let sent = 0; sent < bytes; sent += 64 * 1024) if (!s.send(new Uint8Array(64 * 1024))) await s.onDrain()
+      for (let sent = 0; sent < bytes; sent += 64 * 1024) if (!s.send(new Uint8Array(64 * 1024))) await drained(s)
       await arrived
     }
     const window = (): { recvWindow: number, recvWindowCapacity: number } => inbound as unknown as { recvWindow: number, recvWindowCapacity: number }
