@@ -22,7 +22,7 @@ export default [
       '@typescript-eslint/no-redeclare': 'off',
       '@typescript-eslint/consistent-type-imports': ['error', { prefer: 'type-imports', fixStyle: 'separate-type-imports' }],
       // @libp2p/utils 7.4.1's onDrain() resolves at once after a stream's first drain (docs/performance.md):
-      // wait for the 'drain' event instead, as protocols/framing.ts (byteStream) and bench/transport-pair.ts do
+      // wait for the 'drain' event instead, as protocols/framing.ts (byteStream) and node/util/drain.ts do
       'no-restricted-syntax': ['error', { selector: "CallExpression > MemberExpression.callee[property.name='onDrain']", message: "onDrain() stops waiting after a stream's first drain (@libp2p/utils 7.4.1): wait for the stream's 'drain' event" }],
       // onnx-buf's generated names (TensorProto_DataType, ...) are not ours to rename
       camelcase: ['error', { properties: 'never', ignoreImports: true, allow: ['^[A-Z][A-Za-z]*_[A-Za-z_]+$'] }]

@@ -67,13 +67,13 @@ async function receive (total: number): Promise<void> {
 const chunk = new Uint8Array(CHUNK).fill(7)
 
 /**
- * MB/s of `total` bytes written in 256 KiB chunks (waiting for `drained`
+ * MB/s of `total` bytes written in 256 KiB chunks (waiting for `room`
  * whenever `write` says to) until `arrived` settles: the receiver has them all.
  */
-export async function timedTransfer (write: (c: Uint8Array) => boolean, drained: () => Promise<unknown>, arrived: Promise<unknown>, total: number): Promise<number> {
+export async function timedTransfer (write: (c: Uint8Array) => boolean, room: () => Promise<unknown>, arrived: Promise<unknown>, total: number): Promise<number> {
   const t0 = performance.now()
   for (let sent = 0; sent < total; sent += CHUNK) {
-    if (!write(chunk)) await drained()
+    if (!write(chunk)) await room()
   }
   await arrived
   return total / 1e6 / ((performance.now() - t0) / 1000)

@@ -62,7 +62,7 @@ function category (frames: Frame[]): string {
 }
 
 const counts = new Map<string, number>()
-for (const s of samples) counts.set(category(s), (counts.get(category(s)) ?? 0) + 1)
+for (const s of samples) { const k = category(s); counts.set(k, (counts.get(k) ?? 0) + 1) }
 const msPerJob = (n: number): string => (n / Number(values.hz) * 1000 / Number(values.jobs)).toFixed(3)
 console.log(`${samples.length} samples of threads ${values.tids}: ${msPerJob(samples.length)} ms of CPU a job`)
 for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1])) console.log(`${msPerJob(n).padStart(8)} ms  ${(100 * n / samples.length).toFixed(1).padStart(5)}%  ${k}`)
