@@ -117,6 +117,8 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   private readonly localStages: number
   private readonly output: OutputMode | undefined
   readonly coalescer: Coalescer<InferResult>
+  /** Mesh jobs of this client in flight now (a coalesced group counts once). */
+  private running = 0
 
   constructor (components: PipelineComponents, init: { localStages?: number, output?: OutputMode, coalesce?: number } = {}) {
     super()
@@ -124,7 +126,10 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
     this.localStages = init.localStages ?? 0
     this.output = init.output
     this.log = components.logger.forComponent('fleetmesh:pipeline')
-    this.coalescer = new Coalescer(async (m, i, o) => await this.run(m, i, o), init.coalesce)
+    this.coalescer = new Coalescer(async (m, i, o) => {
+      this.running++
+      try { return await this.run(m, i, o) } finally { this.running-- }
+    }, init.coalesce)
   }
 
   /** Runs one job through the mesh. */
@@ -227,10 +232,10 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors, networkMs(route, this.costs(m, tensors), stage)))
       const signal = within(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS, opts.signal)
       let answer
-      // the result comes straight from the last hop (see DIRECT_RETURN_MIN_BYTES): with the receipts the hops send
+      // the result comes straight from the last hop (when returnsDirect): with the receipts the hops send
       // ahead as they sign them, the whole chain is here then, before the chain's answer
       const output = reduceThere ? { mode: mode!, manifest: m.manifest } : undefined
-      const direct = taps.length === 0 || (!reduceThere && (this.costs(m, tensors).outputBytes ?? 0) >= DIRECT_RETURN_MIN_BYTES) ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
+      const direct = this.returnsDirect(m, tensors, peers, taps, reduceThere) ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
       const ahead: Uint8Array[] = []
       // receipts sent ahead are verified as they come (openReceipts keeps the outcome for the check below)
       const onReceipts = (r: Uint8Array[]): void => { ahead.push(...r); void openReceipts(r).catch(() => {}) }
@@ -334,6 +339,22 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   }
 
   /**
+   * Whether the result is to come straight from the last hop (direct return)
+   * rather than back along the chain. Straight, it skips a hop's relaying, but
+   * it takes two messages more (the last hop's result to this client, the first
+   * hops' receipts sent ahead) and the chain still answers. So a small result
+   * (under DIRECT_RETURN_MIN_BYTES, or reduced by the last hop) goes along the
+   * chain when taps do, and when every hop shares this machine with this client
+   * while other jobs of it are in flight: the link saves nothing then, and every
+   * message costs the CPU that the other jobs' stages are waiting for.
+   */
+  private returnsDirect (m: ResolvedModel, tensors: Tensor[], peers: string[], taps: number[], reduceThere: boolean): boolean {
+    const small = reduceThere || (this.costs(m, tensors).outputBytes ?? 0) < DIRECT_RETURN_MIN_BYTES
+    if (!small) return true
+    return taps.length === 0 && !(this.running > 1 && peers.every(p => this.c.dialer.sameHost(p)))
+  }
+
+  /**
    * Whether a run of `stage` by `peer` can be checked: another vehicle holds
    * the stage. In sample mode a run nobody could check is not planned (its
    * taps would travel for nothing) and counts as unverifiable; strict mode
@@ -390,8 +411,9 @@ const PROBE_TIMEOUT_MS = 1500
  * When taps come back along the chain (runs to check), results smaller than
  * this come with them rather than straight from the last hop: opening a
  * stream costs both ends about 2 ms of CPU on the 2-core bench machine (a
- * one-process echo loop), relaying 64 KiB less. Without taps every result
- * comes straight, and the receipts sent ahead end the job at once.
+ * one-process echo loop), relaying 64 KiB less. Without taps they come
+ * straight, and the receipts sent ahead end the job at once, unless other
+ * jobs are in flight on this machine (PipelineRunner's `returnsDirect`).
  */
 const DIRECT_RETURN_MIN_BYTES = 64 * 1024
 

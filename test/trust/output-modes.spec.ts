@@ -37,6 +37,22 @@ describe('output modes: the last hop returns text or the top k, not the probabil
     assert.equal(r.attempts, 1)
   })
 
+  it('small results of jobs in flight together on one machine come back along the chain; a job alone comes straight', async () => {
+    const files = ['01.png', '02.png', '03.png', '04.png', '05.png', '06.png']
+    const before = { taken: rec.mesh.client.inbox.stats.taken, groups: rec.mesh.client.coalesced.groups }
+    const texts = await Promise.all(files.map(async f => await rec.mesh.client.infer(rec.model(), [image(f)], { output: { kind: 'ctc-text' } })))
+    texts.forEach((r, i) => { assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get(files[i]), files[i]) })
+    const groups = rec.mesh.client.coalesced.groups - before.groups
+    const straight = rec.mesh.client.inbox.stats.taken - before.taken
+    // the first mesh job may start alone, and the last may end alone: every other one had company
+    assert.ok(groups >= 3, `${files.length} jobs went as ${groups} mesh jobs`)
+    assert.ok(straight <= 2, `${straight} of ${groups} mesh jobs in flight together came straight from the last hop`)
+    const alone = rec.mesh.client.inbox.stats.taken
+    const r = await rec.mesh.client.infer(rec.model(), [image('07.png')], { output: { kind: 'ctc-text' } })
+    assert.equal(textOf(rec.sharded.manifest, r.outputs)?.text, rec.labels.get('07.png'))
+    assert.equal(rec.mesh.client.inbox.stats.taken, alone + 1, 'a job alone came straight')
+  })
+
   it('top-k: the k largest probabilities of every time step, equal to the whole model\'s', async () => {
     const x = image('05.png')
     const r = await rec.mesh.client.infer(rec.model(), [x], { output: { kind: 'top-k', k: 5 } })
