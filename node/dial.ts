@@ -8,7 +8,7 @@
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
+import type { AbortOptions, Connection, PeerId, Stream } from '@libp2p/interface'
 import type { Host } from './host.ts'
 
 export interface DialOptions extends AbortOptions {
@@ -18,8 +18,15 @@ export interface DialOptions extends AbortOptions {
 
 const LOOPBACK = /^\/(ip4\/127\.|ip6\/::1\/)/
 
+/** Peer ids kept parsed: parsing one from its string (an Ed25519 key from base58) costs tens of microseconds. */
+const PARSED_PEER_IDS = 1024
+
 export class PeerDialer {
   private readonly host: Pick<Host, 'getConnections' | 'peerStore' | 'dialProtocol'>
+  /** The peer ids last parsed from strings, at most PARSED_PEER_IDS, the oldest forgotten first. */
+  private readonly ids = new Map<string, PeerId>()
+  /** Whether a connection's remote address is loopback (an address never changes). */
+  private readonly loopback = new WeakMap<Connection, boolean>()
 
   constructor (host: Pick<Host, 'getConnections' | 'peerStore' | 'dialProtocol'>) {
     this.host = host
@@ -28,13 +35,28 @@ export class PeerDialer {
   /** Whether this node is connected to `peer` over loopback (the same host): a link faster than compressing for it. */
   sameHost (peer: string): boolean {
     let id
-    try { id = peerIdFromString(peer) } catch { return false }
-    return this.host.getConnections(id).some(c => LOOPBACK.test(c.remoteAddr.toString()))
+    try { id = this.idOf(peer) } catch { return false }
+    return this.host.getConnections(id).some(c => {
+      let is = this.loopback.get(c)
+      if (is === undefined) { is = LOOPBACK.test(c.remoteAddr.toString()); this.loopback.set(c, is) }
+      return is
+    })
+  }
+
+  /** `peer` parsed (asked per message: whether to compress, where a result goes); throws on a malformed id. */
+  idOf (peer: string): PeerId {
+    let id = this.ids.get(peer)
+    if (id === undefined) {
+      id = peerIdFromString(peer)
+      if (this.ids.size >= PARSED_PEER_IDS) this.ids.delete(this.ids.keys().next().value!)
+      this.ids.set(peer, id)
+    }
+    return id
   }
 
   /** Opens a stream for `protocol` (the first of these the peer speaks) to `peer` (a peer id or its string). */
   async dialProtocol (peer: string | PeerId, protocol: string | string[], opts: DialOptions = {}): Promise<Stream> {
-    const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
+    const id = typeof peer === 'string' ? this.idOf(peer) : peer
     const addrs = opts.addrs ?? []
     if (addrs.length > 0 && this.host.getConnections(id).length === 0) {
       await this.host.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) }, opts)

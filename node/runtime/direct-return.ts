@@ -8,7 +8,6 @@
  * the peer that is that job's last hop, within a byte budget; it checks the
  * tensors against the last stage's receipt that comes back along the chain.
  */
-import { peerIdFromString } from '@libp2p/peer-id'
 import type { ComponentLogger, Libp2p, Logger, Startable, Stream } from '@libp2p/interface'
 import { MalformedFrameError } from '../../protocols/errors.ts'
 import { frameStream, mainPart, nextWhileKept } from '../../protocols/framing.ts'
@@ -53,7 +52,7 @@ export function resultSender (c: ResultSenderComponents): (peer: string, result:
   }
   return async (peer, result, outputs) => {
     let id
-    try { id = peerIdFromString(peer) } catch { return false }
+    try { id = c.dialer.idOf(peer) } catch { return false }
     if (c.connections.getConnections(id).length === 0) return false
     if (c.membership !== undefined && !c.membership.hasRole(peer, 'client') && !c.membership.hasRole(peer, 'publisher')) return false
     const signal = AbortSignal.timeout(DELIVER_TIMEOUT_MS)
