@@ -20,6 +20,7 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import type { PeerDialer } from '../dial.ts'
 import type { Membership } from '../membership/membership.ts'
 import { mark } from '../util/job-path.ts'
+import { deadline } from '../util/abortable.ts'
 import { ByteBudget } from '../peer-limits.ts'
 import { IDLE_STREAM_MS } from './hop-call.ts'
 
@@ -55,7 +56,7 @@ export function resultSender (c: ResultSenderComponents): (peer: string, result:
     try { id = c.dialer.idOf(peer) } catch { return false }
     if (c.connections.getConnections(id).length === 0) return false
     if (c.membership !== undefined && !c.membership.hasRole(peer, 'client') && !c.membership.hasRole(peer, 'publisher')) return false
-    const signal = AbortSignal.timeout(DELIVER_TIMEOUT_MS)
+    const { signal, clear } = deadline(DELIVER_TIMEOUT_MS)
     let k: KeptResults | undefined
     try {
       let taking = kept.get(peer)
@@ -82,6 +83,8 @@ export function resultSender (c: ResultSenderComponents): (peer: string, result:
       log('job %s: no direct return to %s: %e', result.job, peer, err)
       if (k !== undefined) { forget(peer, k); k.stream.abort(err as Error) } else kept.delete(peer)
       return false
+    } finally {
+      clear()
     }
   }
 }
@@ -143,10 +146,12 @@ export class ResultInbox implements Startable {
         let release: (() => void) | undefined
         const reserve = (bytes: number): boolean => { release = this.memory.reserve(peer, bytes); return release !== undefined }
         let frame: Frame | undefined
+        const reading = deadline(n === 0 ? INFER_HOP_TIMEOUT_MS : INFER_IDLE_MS)
         try {
           // an idle kept stream closes, quietly
-          frame = n === 0 ? await fs.next({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve }) : await nextWhileKept(fs, { signal: AbortSignal.timeout(INFER_IDLE_MS), reserve })
+          frame = n === 0 ? await fs.next({ signal: reading.signal, reserve }) : await nextWhileKept(fs, { signal: reading.signal, reserve })
         } finally {
+          reading.clear()
           release?.()
         }
         if (frame === undefined) break

@@ -30,6 +30,7 @@ import { callHop, hopStreams, openHop } from './hop-call.ts'
 import type { HopStream } from './hop-call.ts'
 import { DepartingError } from './stage-runtime.ts'
 import { mark } from '../util/job-path.ts'
+import { deadline } from '../util/abortable.ts'
 import type { Admission, StageRuntime } from './stage-runtime.ts'
 
 export interface InferHandlerComponents {
@@ -144,9 +145,10 @@ export class InferHandler implements Startable {
     }
     try {
       let frame: Frame | undefined
+      const reading = deadline(n === 0 ? INFER_HOP_TIMEOUT_MS : this.idleMs)
       try {
         // a later request may be long in coming: an idle kept stream closes, quietly
-        frame = n === 0 ? await fs.next({ signal: AbortSignal.timeout(INFER_HOP_TIMEOUT_MS), reserve }) : await nextWhileKept(fs, { signal: AbortSignal.timeout(this.idleMs), reserve })
+        frame = n === 0 ? await fs.next({ signal: reading.signal, reserve }) : await nextWhileKept(fs, { signal: reading.signal, reserve })
         if (frame === undefined) return false
         if (frame.message.kind !== 'request') throw new MalformedFrameError('kind', `expected a request, got a ${frame.message.kind}`)
         if (frame.taps.length > 0) throw new MalformedFrameError('header.taps', 'a request carries no taps')
@@ -156,6 +158,8 @@ export class InferHandler implements Startable {
         await fail(err instanceof OverBudgetError ? InferErrorCode.BUSY : InferErrorCode.BAD_INPUT, err.message, 0, this.me).catch(() => {})
         stream.abort(err)
         return false
+      } finally {
+        reading.clear()
       }
       const req = frame.message.request
       job = req.job
@@ -218,7 +222,8 @@ export class InferHandler implements Startable {
     const ahead = req.route.find(h => h.peer !== this.me)
     if (ahead === undefined) return { take: async () => undefined, drop: () => {} }
     const remaining = Math.max(1, req.deadline - Date.now())
-    const opening = openHop(this.c.dialer, this.hopFor(ahead), { signal: AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))]) }).catch(() => undefined)
+    const bound = deadline(Math.min(remaining, INFER_HOP_TIMEOUT_MS), departing)
+    const opening = openHop(this.c.dialer, this.hopFor(ahead), { signal: bound.signal }).catch(() => undefined).finally(bound.clear)
     // unused, it is as good as idle
     const drop = (): void => { void opening.then(s => { if (s !== undefined) hopStreams(this.c.dialer).release(s) }) }
     return {
@@ -308,9 +313,9 @@ export class InferHandler implements Startable {
       const after = signing
       ahead = ahead.then(async () => { await after; await fs.write({ kind: 'receipts', receipts: { job: req.job, receipts } }, []) }).catch(err => { this.log('job %s: receipts ahead: %e', req.job, err) })
     }
+    const bound = deadline(Math.min(Math.max(1, req.deadline - Date.now()), INFER_HOP_TIMEOUT_MS), departing)
     try {
-      const remaining = Math.max(1, req.deadline - Date.now())
-      const signal = AbortSignal.any([departing, AbortSignal.timeout(Math.min(remaining, INFER_HOP_TIMEOUT_MS))])
+      const signal = bound.signal
       const stream = await early.take(next.peer)
       mark(req.job, `stage${stage}.forward`)
       // this run's receipt is digested and signed once the hand-off is written, while the next hop computes:
@@ -340,6 +345,8 @@ export class InferHandler implements Startable {
       const timedOut = Date.now() >= req.deadline
       await fail(timedOut ? InferErrorCode.TIMEOUT : InferErrorCode.HOP_UNREACHABLE, timedOut ? 'the next hop did not answer before the deadline' : 'the next hop is unreachable', nextStage, next.peer, mine, outputs)
       return
+    } finally {
+      bound.clear()
     }
     this.c.metrics.bytes('infer', 'out', outputs.reduce((s, t) => s + t.data.byteLength, 0))
     const problem = await answerProblem(answer, { job: req.job, manifest: req.manifest, stage: nextStage, stages: last + 1, sent: outDigest!, peers: route.map(h => h.peer), ...(req.taps !== undefined ? { taps: req.taps } : {}), ...(req.output !== undefined ? { output: { mode: req.output, manifest } } : {}) })
