@@ -33,6 +33,7 @@ import type { ResultInbox } from '../runtime/direct-return.ts'
 import { ACCUSED_EXCLUSION_MS, Exclusions } from './exclusions.ts'
 import { JobLedger } from './ledger.ts'
 import { Coalescer } from './coalesce.ts'
+import { returnsDirect } from './return-path.ts'
 import type { LocalStages } from './local-stages.ts'
 import type { StageLocator } from './locator.ts'
 import type { ResolvedModel } from './resolver.ts'
@@ -232,10 +233,10 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
       const attemptDeadline = Math.min(deadline, Date.now() + attemptBudget(route, tensors, networkMs(route, this.costs(m, tensors), stage)))
       const signal = within(Math.max(1, attemptDeadline - Date.now()) + ANSWER_GRACE_MS, opts.signal)
       let answer
-      // the result comes straight from the last hop (when returnsDirect): with the receipts the hops send
+      // the result comes straight from the last hop (return-path.ts): with the receipts the hops send
       // ahead as they sign them, the whole chain is here then, before the chain's answer
       const output = reduceThere ? { mode: mode!, manifest: m.manifest } : undefined
-      const direct = this.returnsDirect(m, tensors, peers, taps, reduceThere) ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
+      const direct = returnsDirect({ resultBytes: this.costs(m, tensors).outputBytes ?? 0, reduced: reduceThere, taps: taps.length > 0, others: this.running - 1, allOnThisMachine: () => peers.every(p => this.c.dialer.sameHost(p)) }) ? this.c.inbox?.expect(job, peers[peers.length - 1]) : undefined
       const ahead: Uint8Array[] = []
       // receipts sent ahead are verified as they come (openReceipts keeps the outcome for the check below)
       const onReceipts = (r: Uint8Array[]): void => { ahead.push(...r); void openReceipts(r).catch(() => {}) }
@@ -339,22 +340,6 @@ export class PipelineRunner extends TypedEventEmitter<PipelineEvents> {
   }
 
   /**
-   * Whether the result is to come straight from the last hop (direct return)
-   * rather than back along the chain. Straight, it skips a hop's relaying, but
-   * it takes two messages more (the last hop's result to this client, the first
-   * hops' receipts sent ahead) and the chain still answers. So a small result
-   * (under DIRECT_RETURN_MIN_BYTES, or reduced by the last hop) goes along the
-   * chain when taps do, and when every hop shares this machine with this client
-   * while other jobs of it are in flight: the link saves nothing then, and every
-   * message costs the CPU that the other jobs' stages are waiting for.
-   */
-  private returnsDirect (m: ResolvedModel, tensors: Tensor[], peers: string[], taps: number[], reduceThere: boolean): boolean {
-    const small = reduceThere || (this.costs(m, tensors).outputBytes ?? 0) < DIRECT_RETURN_MIN_BYTES
-    if (!small) return true
-    return taps.length === 0 && !(this.running > 1 && peers.every(p => this.c.dialer.sameHost(p)))
-  }
-
-  /**
    * Whether a run of `stage` by `peer` can be checked: another vehicle holds
    * the stage. In sample mode a run nobody could check is not planned (its
    * taps would travel for nothing) and counts as unverifiable; strict mode
@@ -406,16 +391,6 @@ const ABSENT_CODES = new Set<string>([InferErrorCode.DEPARTING, InferErrorCode.N
 
 /** How long this client tries to reach a peer a hop said was unreachable. */
 const PROBE_TIMEOUT_MS = 1500
-
-/**
- * When taps come back along the chain (runs to check), results smaller than
- * this come with them rather than straight from the last hop: opening a
- * stream costs both ends about 2 ms of CPU on the 2-core bench machine (a
- * one-process echo loop), relaying 64 KiB less. Without taps they come
- * straight, and the receipts sent ahead end the job at once, unless other
- * jobs are in flight on this machine (PipelineRunner's `returnsDirect`).
- */
-const DIRECT_RETURN_MIN_BYTES = 64 * 1024
 
 /** Caller's grace after a request's deadline, so a hop's TIMEOUT error (naming the late peer) arrives first. */
 const ANSWER_GRACE_MS = 750
