@@ -11,7 +11,7 @@
  *   processes, on kept connections as the mesh keeps them (a new connection's
  *   first transfer is shown beside).
  *
- *   node bench/pipeline.ts [--jobs 1000] [--concurrency 4] [--sequential-jobs 200] [--rounds 3]
+ *   node bench/pipeline.ts [--jobs 1000] [--concurrency 4] [--sequential-jobs 1000] [--rounds 3]
  *
  * Pipelined runs keep 4 jobs in flight, as before: the client's jobs waiting
  * for room in the mesh go together (node/client/coalesce.ts), spread evenly
@@ -36,10 +36,13 @@
  * and prints the median of each step, so the overhead can be read step by
  * step; it is not one of the headline runs (marking costs a little).
  *
- * The sequential runs take 200 jobs one after another by default: over the
- * 50 of earlier runs, the p50 still held the first jobs, which run before
- * V8 has compiled the path they take (`--output text`, two alternating
- * pairs: 17.7/16.0 ms of overhead over 50 jobs, 12.8/13.6 over 200).
+ * The sequential runs take 1,000 jobs one after another by default, as the
+ * pipelined ones do, for the same reason: over the 50 of earlier runs, the
+ * p50 still held the first jobs, which run before V8 has compiled the path
+ * they take (`--output text`, two alternating pairs: 17.7/16.0 ms of
+ * overhead over 50 jobs, 12.8/13.6 over 200), and over 200 it still did
+ * (three alternating pairs on the Zen 5 machine, 2026-12-04: 8.2/8.7/8.1 ms
+ * over 200, 7.4/7.4/7.4 over 1,000).
  *
  * Each headline swarm (pipelined and sequential, each mode) runs `--rounds`
  * times, the modes in turn, and its figure is the median run's: from one run
@@ -68,7 +71,7 @@ import { describePath } from '../node/swarm/trace.ts'
 const MAIN = fileURLToPath(new URL('../node/cli/main.ts', import.meta.url))
 const TRANSPORT = fileURLToPath(new URL('./transport.ts', import.meta.url))
 const CEILING = fileURLToPath(new URL('./ceiling.ts', import.meta.url))
-const { values } = parseArgs({ options: { jobs: { type: 'string', default: '1000' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '200' }, rounds: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { jobs: { type: 'string', default: '1000' }, concurrency: { type: 'string', default: '4' }, 'sequential-jobs': { type: 'string', default: '1000' }, rounds: { type: 'string', default: '3' } } })
 
 /** Runs a script with Node and returns the JSON of its last line. */
 async function lastJson (args: string[]): Promise<any> {
