@@ -12,12 +12,12 @@ import type { Host } from '../../node/host.ts'
 
 describe('PeerDialer: peer ids and loopback, kept', function () {
   this.timeout(30_000)
-  let a: Host | undefined
-  let b: Host | undefined
+  let a: Host
+  let b: Host
+  before(async () => { [a, b] = [await createHost({ fleet: 'dialer-test' }), await createHost({ fleet: 'dialer-test' })] })
   after(async () => { await Promise.all([a?.stop(), b?.stop()]) })
 
   it('says a peer connected over loopback is on this machine, and one it has no connection to is not', async () => {
-    [a, b] = [await createHost({ fleet: 'dialer-test' }), await createHost({ fleet: 'dialer-test' })]
     const dialer = new PeerDialer(a)
     const peer = b.peerId.toString()
     assert.equal(dialer.sameHost(peer), false, 'no connection yet')
@@ -31,7 +31,7 @@ describe('PeerDialer: peer ids and loopback, kept', function () {
   })
 
   it('parses each peer id once, keeps at most 1,024, and refuses a malformed one', async () => {
-    const dialer = new PeerDialer(a!)
+    const dialer = new PeerDialer(a)
     const ids = await Promise.all(Array.from({ length: 1030 }, async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()))
     const first = dialer.idOf(ids[0])
     assert.equal(first.toString(), ids[0])
