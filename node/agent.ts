@@ -44,6 +44,7 @@ import type { GovernorEvents } from './vehicle/governor.ts'
 import type { PolicyConfig } from './vehicle/policy.ts'
 import { AlwaysOnSource } from './vehicle/sources.ts'
 import type { StateSource } from './vehicle/sources.ts'
+import type { StagePriority } from './runtime/thread-priority.ts'
 
 export type { HostedModel }
 
@@ -64,6 +65,8 @@ export interface AgentInit {
   /** Longest time between two heartbeats. @default DEFAULT_KEEPALIVE_MS */
   keepAliveMs?: number
   intraOpThreads?: number
+  /** The CPU priority of its stage sessions' threads (node/runtime/thread-priority.ts). @default 'idle' */
+  stagePriority?: StagePriority
   /** Bound on the shard store; unserved shards are evicted least recently used first. @default unbounded */
   storeMaxBytes?: number
   /** Where the vehicle's state comes from. @default always on */
@@ -126,7 +129,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     const host = this.host = node.host
     this.store = store
     const c = this.components = node.components
-    this.runtime = new StageRuntime(c, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}) })
+    this.runtime = new StageRuntime(c, { ...(init.intraOpThreads !== undefined ? { intraOpThreads: init.intraOpThreads } : {}), ...(init.stagePriority !== undefined ? { priority: init.stagePriority } : {}) })
     this.directory = new FleetDirectory(c, { fleet, ...(init.cell !== undefined ? { cells: [init.cell] } : {}) })
     // links to the vehicles this one may hand work to or get it from, published in heartbeats
     this.cells = new CellRendezvous({ ...c, ...hostConnections(host) }, { fleet, cells: [init.cell ?? DEFAULT_CELL], provide: true })

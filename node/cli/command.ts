@@ -21,6 +21,8 @@ import { loadCredentials } from '../membership/credentials.ts'
 import type { Credentials } from '../membership/credentials.ts'
 import { parseArgs } from 'node:util'
 import { cellsNear } from '../capacity/geohash.ts'
+import { DEFAULT_STAGE_PRIORITY, STAGE_PRIORITIES, isStagePriority } from '../runtime/thread-priority.ts'
+import type { StagePriority } from '../runtime/thread-priority.ts'
 
 export class UsageError extends Error {
   readonly name = 'UsageError'
@@ -168,6 +170,15 @@ export function handOffOption (o: Record<string, unknown>): 'fp16' | undefined {
   if (v === 'fp16') return 'fp16'
   if (v === 'lossless') return undefined
   throw new UsageError(`--hand-off must be lossless or fp16, got ${String(v)}`)
+}
+
+export const STAGE_PRIORITY_OPTION: OptionSpec = { type: 'string', arg: '<idle|low|normal>', description: 'CPU priority of the vehicles\' stage session threads: idle (SCHED_IDLE, the default) lends only the CPU nothing else on the car wants, low is nice 19, normal leaves it', default: DEFAULT_STAGE_PRIORITY }
+
+/** `--stage-priority`. */
+export function stagePriorityOption (o: Record<string, unknown>): StagePriority {
+  const v = o['stage-priority'] ?? DEFAULT_STAGE_PRIORITY
+  if (isStagePriority(v)) return v
+  throw new UsageError(`--stage-priority must be one of ${STAGE_PRIORITIES.join(', ')}, got "${String(v)}"`)
 }
 
 /** shardModel's hand-off settings for `--hand-off` (fp16 measured on the model's sample inputs too, where it has them). */

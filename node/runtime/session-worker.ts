@@ -11,6 +11,8 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import { createSession, runSession } from '../models/ort.ts'
 import type { SessionTuning } from '../models/ort.ts'
 import type { WorkerReply, WorkerRequest } from './ort-worker.ts'
+import { DEFAULT_STAGE_PRIORITY } from './thread-priority.ts'
+import type { AppliedPriority, StagePriority } from './thread-priority.ts'
 
 /**
  * What the stage runtime needs of a session. A run reports its outputs and
@@ -20,6 +22,8 @@ import type { WorkerReply, WorkerRequest } from './ort-worker.ts'
 export interface StageSession {
   run: (inputs: Tensor[]) => Promise<{ outputs: Tensor[], ms: number }>
   release: () => Promise<void>
+  /** The priority its thread runs at (a worker's; a session on this thread keeps this thread's). */
+  priority?: AppliedPriority
 }
 
 /** A session on this thread. */
@@ -34,16 +38,19 @@ export async function threadSession (model: Uint8Array, tuning: SessionTuning): 
 // .ts when run from source, .js when built
 const WORKER = new URL(`./ort-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
 
-/** A session on a worker thread of its own; inputs are copied to it, outputs moved back. */
-export async function workerSession (model: Uint8Array, tuning: SessionTuning): Promise<StageSession> {
-  const worker = new Worker(WORKER, { workerData: { model, tuning } })
+/**
+ * A session on a worker thread of its own, at `priority` (thread-priority.ts);
+ * inputs are copied to it, outputs moved back.
+ */
+export async function workerSession (model: Uint8Array, tuning: SessionTuning, priority: StagePriority = DEFAULT_STAGE_PRIORITY): Promise<StageSession> {
+  const worker = new Worker(WORKER, { workerData: { model, tuning, priority } })
   const waiting = new Map<number, { resolve: (r: { outputs: Tensor[], ms: number }) => void, reject: (e: Error) => void }>()
   let next = 0
   let dead: Error | undefined
   const failAll = (err: Error): void => { dead = err; for (const w of waiting.values()) w.reject(err); waiting.clear() }
-  await new Promise<void>((resolve, reject) => {
+  const applied = await new Promise<AppliedPriority>((resolve, reject) => {
     const onFirst = (m: WorkerReply): void => {
-      if ('ready' in m) resolve()
+      if ('ready' in m) resolve(m.priority)
       else if ('failed' in m) reject(new Error(m.failed))
     }
     worker.once('message', onFirst)
@@ -68,6 +75,7 @@ export async function workerSession (model: Uint8Array, tuning: SessionTuning): 
     })
   }
   return {
+    priority: applied,
     async run (inputs) {
       // shared memory (a request's tensors, frameTensors' `shared`) goes as it is; any other input in a buffer of
       // its own, moved to the worker (a view into a larger frame buffer would copy all of it)

@@ -15,6 +15,7 @@ import type { Manifest, StageEntry } from '../models/manifest.ts'
 import { roundedToFloat16 } from '../../protocols/tensor.ts'
 import { threadSession, workerSession } from './session-worker.ts'
 import type { StageSession } from './session-worker.ts'
+import type { StagePriority } from './thread-priority.ts'
 import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
 import type { FleetMetrics } from '../metrics.ts'
 
@@ -34,6 +35,8 @@ export interface StageRuntimeInit {
    * synchronously on the calling thread). @default true
    */
   worker?: boolean
+  /** The CPU priority of the sessions' worker threads (thread-priority.ts). @default 'idle' */
+  priority?: StagePriority
 }
 
 export interface StageRuntimeEvents {
@@ -100,14 +103,16 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
   async load (manifestCid: string, manifest: Manifest, stage: number, shard: Uint8Array): Promise<void> {
     const entry = manifest.stages[stage]
     if (entry === undefined) throw new RangeError(`manifest ${manifestCid} has no stage ${stage}`)
-    const session = await ((this.init.worker ?? true) ? workerSession : threadSession)(shard, { intraOpThreads: this.init.intraOpThreads ?? 1 })
+    const tuning = { intraOpThreads: this.init.intraOpThreads ?? 1 }
+    const session = (this.init.worker ?? true) ? await workerSession(shard, tuning, this.init.priority) : await threadSession(shard, tuning)
+    if (session.priority?.problem !== undefined) this.log('stage %d of %s: %s', stage, manifest.name, session.priority.problem)
     let timing = { msPerItem: 0, batchMsPerItem: 0 }
     try { timing = await warmUp(session, entry) } catch (err) {
       await session.release()
       throw new Error(`stage ${stage} of ${manifest.name} does not run here: ${(err as Error).message}`)
     }
     this.stages.set(key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, ...timing })
-    this.log('holding %s stage %d (%d ms per item)', manifest.name, stage, timing.msPerItem)
+    this.log('holding %s stage %d (%d ms per item, priority %s)', manifest.name, stage, timing.msPerItem, session.priority?.set ?? 'of this thread')
   }
 
   has (manifest: string, stage: number): boolean { return this.stages.has(key(manifest, stage)) }

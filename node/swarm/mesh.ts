@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { CompressMode } from '../../protocols/compression.ts'
+import type { StagePriority } from '../runtime/thread-priority.ts'
 import { CELL_SIZE } from '../capacity/cells.ts'
 import { FleetClient } from '../client/client.ts'
 import { publishSharded } from '../client/publish.ts'
@@ -58,6 +59,8 @@ export interface SwarmInit {
   coalesce?: number
   /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
   compress?: CompressMode
+  /** The vehicles' stage threads' CPU priority (`--stage-priority`). @default 'idle' */
+  stagePriority?: StagePriority
   /** The last `liars` vehicles lie about their outputs (`node --lie mixed`). @default 0 */
   liars?: number
   /**
@@ -228,7 +231,7 @@ export class LocalSwarm {
   startVehicle (i: number, extra: string[], stages: number[]): PeerProcess {
     const label = `v${i + 1}`
     const cell = this.cellOf(i)
-    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...(this.init.compress !== undefined ? ['--compress', this.init.compress] : []), ...extra])
+    const v = this.spawn(label, ['node', '--bootstrap', this.bootAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--data', join(this.work, label), '--credentials', join(this.work, `${label}.credentials.json`), '--model', this.sharded.manifestCid, '--json', ...(cell !== undefined ? ['--cell', cell] : []), ...(this.init.compress !== undefined ? ['--compress', this.init.compress] : []), ...(this.init.stagePriority !== undefined ? ['--stage-priority', this.init.stagePriority] : []), ...extra])
     this.vehicles[i] = v
     this.watch(v, stages)
     return v

@@ -6,7 +6,7 @@ import { LIE_MODES, isLieMode } from '../../runtime/liar.ts'
 import { DEFAULT_POLICY } from '../../vehicle/policy.ts'
 import type { PolicyConfig } from '../../vehicle/policy.ts'
 import { InvalidScheduleError, SimSource, UsageSourceError, sourceFromSpec } from '../../vehicle/sources.ts'
-import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, cellsOption, clientChecks, compressOption, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, untilSignal } from '../command.ts'
+import { ACCESS_OPTIONS, BOOTSTRAP_OPTION, CLIENT_CHECK_OPTIONS, GATEWAY_OPTIONS, cellsOption, clientChecks, compressOption, UsageError, fleetAccess, gatewayTls, intOption, shortPeer, STAGE_PRIORITY_OPTION, stagePriorityOption, untilSignal } from '../command.ts'
 import type { Command } from '../command.ts'
 import { DEFAULT_CELL } from '../../../protocols/ids.ts'
 import type { HostInit } from '../../host.ts'
@@ -61,6 +61,7 @@ export const nodeCommand: Command = {
     upnp: { type: 'boolean', description: 'ask the home router for a port mapping (UPnP), so the car is reachable without a relay' },
     ...ACCESS_OPTIONS,
     threads: { type: 'string', arg: '<n>', description: 'onnxruntime threads per stage session', default: '1' },
+    'stage-priority': STAGE_PRIORITY_OPTION,
     vehicle: { type: 'string', arg: '<source>', description: 'vehicle state: always | json:<path|url> | sim:<schedule.json> | sim:random:<seed> | teslamate:mqtt://<broker>/<car id> | evcc:mqtt://<broker>/<loadpoint> | mqtt:mqtt://<broker>/?<field>=<topic>&...', default: 'always' },
     'sim-speed': { type: 'string', arg: '<x>', description: 'simulated seconds per second for sim: sources (default: the schedule\'s own, else 1)' },
     policy: { type: 'string', multiple: true, arg: '<k=v,...>', description: 'eligibility policy overrides, e.g. resumeSocPct=60,allowedNetworks=wifi+cellular' },
@@ -80,6 +81,7 @@ export const nodeCommand: Command = {
     const stages = typeof o.stages === 'string' ? o.stages.split(',').map(s => intOption(s.trim(), 'stages', 0, 1024)) : undefined
     if (stages !== undefined && o['auto-stages'] !== undefined) throw new UsageError('use --stages or --auto-stages, not both')
     const autoStages = o['auto-stages'] !== undefined ? intOption(o['auto-stages'], 'auto-stages', 1, 1024) : undefined
+    const stagePriority = stagePriorityOption(o)
     const models = ((o.model as string[] | undefined) ?? []).map(model => ({ model, ...(stages !== undefined ? { stages } : {}), ...(autoStages !== undefined ? { autoStages } : {}) }))
     const log = parseLogOptions(o)
     const logEvent = eventLogger(log.level, log.format, describe)
@@ -119,6 +121,7 @@ export const nodeCommand: Command = {
       models,
       cell: cellsOption(o, 'cell')?.[0] ?? DEFAULT_CELL,
       intraOpThreads: intOption(o.threads, 'threads', 1, 64),
+      stagePriority,
       compress: compressOption(o),
       ...(isLieMode(o.lie) ? { lie: o.lie } : {})
     })

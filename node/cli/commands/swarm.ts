@@ -7,7 +7,7 @@ import { DEFAULT_FLEET } from '../../../protocols/ids.ts'
 import { runSwarm } from '../../swarm/run.ts'
 import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
-import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, HAND_OFF_OPTION, UsageError, checkName, clientChecks, gatewayTls, handOffOption, intOption } from '../command.ts'
+import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, HAND_OFF_OPTION, UsageError, checkName, clientChecks, gatewayTls, handOffOption, intOption, STAGE_PRIORITY_OPTION, stagePriorityOption } from '../command.ts'
 import type { Command } from '../command.ts'
 import { manifestTable } from '../format.ts'
 
@@ -28,6 +28,7 @@ export const swarmCommand: Command = {
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     'hand-off': HAND_OFF_OPTION,
+    'stage-priority': STAGE_PRIORITY_OPTION,
     fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
     ...GATEWAY_OPTIONS,
@@ -73,6 +74,7 @@ export const swarmCommand: Command = {
       ...(checks.coalesce !== undefined ? { coalesce: checks.coalesce } : {}),
       ...(checks.compress !== 'auto' ? { compress: checks.compress } : {}),
       ...(handOffOption(o) !== undefined ? { handOff: handOffOption(o) } : {}),
+      stagePriority: stagePriorityOption(o),
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
       checkRate,
