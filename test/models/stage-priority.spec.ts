@@ -5,7 +5,7 @@
  * a session at the lowest priority still answers.
  */
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { workerSession } from '../../node/runtime/session-worker.ts'
 import { STAGE_PRIORITIES, isStagePriority, threadId } from '../../node/runtime/thread-priority.ts'
 import { buildShapeModel } from '../utils/onnx-builder.ts'
@@ -48,6 +48,18 @@ describe('a stage session\'s thread priority', function () {
       } finally { await session.release() }
     })
   }
+
+  it('onnxruntime\'s own threads (--threads 2) inherit it: made with the session, after the worker lowered itself', async () => {
+    const tasks = (): Set<number> => new Set(readdirSync(`/proc/${process.pid}/task`).map(Number))
+    const before = tasks()
+    const session = await workerSession(buildShapeModel(8), { intraOpThreads: 2 }, 'low')
+    try {
+      const lowered = [...tasks()].filter(t => !before.has(t)).filter(t => { try { return schedOf(t).nice === 19 } catch { return false } })
+      // the worker's thread and onnxruntime's second intra-op thread
+      assert.ok(lowered.length >= 2, `${lowered.length} new thread(s) at nice 19: ${lowered.join(', ')}`)
+      assert.ok(lowered.includes(session.priority!.tid!))
+    } finally { await session.release() }
+  })
 
   it('idle where chrt cannot be run: nice 19, and says why', async () => {
     const path = process.env.PATH
