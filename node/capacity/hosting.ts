@@ -20,6 +20,7 @@ import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
+import type { AppliedPriority } from '../runtime/thread-priority.ts'
 import { chooseStageToHost, spreadTieBreak } from '../scheduler/selection.ts'
 import { step, within } from '../util/abortable.ts'
 import type { FleetDirectory } from './directory.ts'
@@ -36,7 +37,8 @@ export interface HostedModel {
 
 export interface HostingEvents {
   shard: CustomEvent<{ manifest: string, stage: number, cid: string, source: 'local' | 'peer', bytes: number, ms: number }>
-  serving: CustomEvent<{ manifest: string, name: string, stage: number }>
+  /** `priority`: what the stage's session thread runs at (node/runtime/thread-priority.ts). */
+  serving: CustomEvent<{ manifest: string, name: string, stage: number, priority?: AppliedPriority['set'] }>
   chose: CustomEvent<{ manifest: string, stage: number, providers: number }>
   announced: CustomEvent<{ manifest: string, name: string, version: string }>
   error: CustomEvent<{ message: string }>
@@ -186,9 +188,9 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     const shard = local ?? await this.fetchPatiently(entry.cid, 30_000)
     this.safeDispatchEvent('shard', { detail: { manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 } })
     this.lifetime.signal.throwIfAborted()
-    await this.c.runtime.load(manifestCid, manifest, i, shard)
+    const priority = await this.c.runtime.load(manifestCid, manifest, i, shard)
     await this.c.exchange.provide(entry.cid)
-    this.safeDispatchEvent('serving', { detail: { manifest: manifestCid, name: manifest.name, stage: i } })
+    this.safeDispatchEvent('serving', { detail: { manifest: manifestCid, name: manifest.name, stage: i, ...(priority !== undefined ? { priority: priority.set } : {}) } })
     this.safeDispatchEvent('change', {})
   }
 

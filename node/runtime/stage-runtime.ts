@@ -15,7 +15,7 @@ import type { Manifest, StageEntry } from '../models/manifest.ts'
 import { roundedToFloat16 } from '../../protocols/tensor.ts'
 import { threadSession, workerSession } from './session-worker.ts'
 import type { StageSession } from './session-worker.ts'
-import type { StagePriority } from './thread-priority.ts'
+import type { AppliedPriority, StagePriority } from './thread-priority.ts'
 import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
 import type { FleetMetrics } from '../metrics.ts'
 
@@ -99,8 +99,8 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
     this.stages.clear()
   }
 
-  /** Loads a stage's shard into a session, warms it up (measuring its speed) and holds it. */
-  async load (manifestCid: string, manifest: Manifest, stage: number, shard: Uint8Array): Promise<void> {
+  /** Loads a stage's shard into a session, warms it up (measuring its speed) and holds it; returns the priority its thread runs at. */
+  async load (manifestCid: string, manifest: Manifest, stage: number, shard: Uint8Array): Promise<AppliedPriority | undefined> {
     const entry = manifest.stages[stage]
     if (entry === undefined) throw new RangeError(`manifest ${manifestCid} has no stage ${stage}`)
     const tuning = { intraOpThreads: this.init.intraOpThreads ?? 1 }
@@ -113,6 +113,7 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
     }
     this.stages.set(key(manifestCid, stage), { manifestCid, manifest, entry, session, tail: Promise.resolve(), queued: 0, ...timing })
     this.log('holding %s stage %d (%d ms per item, priority %s)', manifest.name, stage, timing.msPerItem, session.priority?.set ?? 'of this thread')
+    return session.priority
   }
 
   has (manifest: string, stage: number): boolean { return this.stages.has(key(manifest, stage)) }

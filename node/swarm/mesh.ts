@@ -101,6 +101,8 @@ export class LocalSwarm {
   readonly peerOf = new Map<string, string>()
   /** Eligibility events of every vehicle, in order. */
   readonly reports: VehicleReport[] = []
+  /** What the vehicles' stage threads run at, as they reported it when they started serving. */
+  readonly stageThreads = new Set<string>()
   sharded!: ShardedModel
   /** The swarm's own fleet: its authority signs every peer's certificate. */
   members!: LocalFleet
@@ -255,7 +257,10 @@ export class LocalSwarm {
       if (day && e?.type === 'eligible' && this.reports.some(x => x.vehicle === v.label && x.e.type === 'ineligible')) say('back', `${v.label} eligible again`)
       if (e?.type === 'listening') say('join', `${v.label} ${shortPeer(e.peer)} joined (pid ${v.pid}), will hold stage${st.length > 1 ? 's' : ''} ${st.join(', ')}${v.args.includes('--lie') ? '; it LIES about its outputs' : ''}`)
       if (e?.type === 'shard') say('fetch', `${v.label} got stage ${e.stage} (${mb(e.bytes)}) ${e.source === 'peer' ? 'peer to peer by CID, sha256 verified' : 'from its store'}, ${Math.round(e.ms)} ms`)
-      if (e?.type === 'serving') say('serve', `${v.label} serving stage ${e.stage}`)
+      if (e?.type === 'serving') {
+        if (typeof e.priority === 'string') this.stageThreads.add(e.priority)
+        say('serve', `${v.label} serving stage ${e.stage}${typeof e.priority === 'string' ? ` (its thread: ${e.priority})` : ''}`)
+      }
       if (e?.type === 'chose') say('chose', `${v.label} chose stage ${e.stage} (${e.providers} other holder${e.providers === 1 ? '' : 's'})`)
     })
   }

@@ -7,6 +7,8 @@ import type { LocalSwarm } from './mesh.ts'
 import type { ControlTraffic } from './traffic.ts'
 import type { CpuPerJob } from './cpu.ts'
 import type { JobPath } from './trace.ts'
+import { DEFAULT_STAGE_PRIORITY } from '../runtime/thread-priority.ts'
+import type { StagePriority } from '../runtime/thread-priority.ts'
 
 export interface SwarmSummary {
   model: string
@@ -36,6 +38,9 @@ export interface SwarmSummary {
   coalesced?: { groups: number, items: number }
   /** `--trace`: the steps of a job's path through the processes (swarm/trace.ts). */
   path?: JobPath
+  /** The CPU priority the vehicles' stage threads were asked to run at (`--stage-priority`), and what they reported running at. */
+  stagePriority: StagePriority
+  stageThreads: string[]
   startupMs: number
   totalMs: number
   errors: string[]
@@ -80,6 +85,8 @@ export function baseSummary (swarm: LocalSwarm, tally: Tally, jobs: number, jobs
     manifest: swarm.sharded.manifestCid,
     nodes: swarm.init.nodes,
     stages: swarm.init.stages,
+    stagePriority: swarm.init.stagePriority ?? DEFAULT_STAGE_PRIORITY,
+    stageThreads: [...swarm.stageThreads].sort(),
     jobs,
     completed: tally.completed,
     failed: jobs - tally.completed,

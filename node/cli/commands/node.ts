@@ -17,7 +17,7 @@ function describe (e: AgentEvent): string {
   switch (e.type) {
     case 'listening': return `vehicle ${e.peer} listening on ${e.addrs.join(' ')}`
     case 'shard': return `stage ${e.stage} shard ${e.cid.slice(-10)} (${(e.bytes / 1e6).toFixed(1)} MB) ${e.source === 'peer' ? 'fetched from the mesh, hash verified' : 'loaded from the local store'} in ${e.ms.toFixed(0)} ms`
-    case 'serving': return `serving ${e.name} stage ${e.stage}`
+    case 'serving': return `serving ${e.name} stage ${e.stage}${e.priority !== undefined ? ` (its thread: ${e.priority})` : ''}`
     case 'announced': return `heard of ${e.name}@${e.version} (${e.manifest.slice(-10)})`
     case 'chose': return `chose stage ${e.stage} (served by ${e.providers} other vehicle${e.providers === 1 ? '' : 's'}: the worst served)`
     case 'error': return `error: ${e.message}`
