@@ -174,9 +174,9 @@ export function handOffOption (o: Record<string, unknown>): 'fp16' | undefined {
 
 export const STAGE_PRIORITY_OPTION: OptionSpec = { type: 'string', arg: '<idle|low|normal>', description: 'CPU priority of the vehicles\' stage session threads: idle (SCHED_IDLE) lends only the CPU nothing else on the car wants, low is nice 19, normal leaves it', default: DEFAULT_STAGE_PRIORITY }
 
-/** `--stage-priority`, else `fallback`. */
-export function stagePriorityOption (o: Record<string, unknown>, fallback: StagePriority = DEFAULT_STAGE_PRIORITY): StagePriority {
-  const v = o['stage-priority'] ?? fallback
+/** `--stage-priority`. */
+export function stagePriorityOption (o: Record<string, unknown>): StagePriority {
+  const v = o['stage-priority'] ?? DEFAULT_STAGE_PRIORITY
   if (isStagePriority(v)) return v
   throw new UsageError(`--stage-priority must be one of ${STAGE_PRIORITIES.join(', ')}, got "${String(v)}"`)
 }

@@ -5,6 +5,7 @@
  */
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { CompressMode } from '../../protocols/compression.ts'
+import { DEFAULT_STAGE_PRIORITY } from '../runtime/thread-priority.ts'
 import type { StagePriority } from '../runtime/thread-priority.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { Gateway } from '../gateway/server.ts'
@@ -62,7 +63,7 @@ export interface SwarmRunOptions {
   coalesce?: number
   /** Where the client and the vehicles compress tensors (`--compress`). @default 'auto' */
   compress?: CompressMode
-  /** The vehicles' stage threads' CPU priority (`--stage-priority`). @default 'idle' */
+  /** The vehicles' stage threads' CPU priority (`--stage-priority`). @default 'idle'; 'normal' for the chaos scenario */
   stagePriority?: StagePriority
   /** Mark each job's path through the processes and report its steps (swarm/trace.ts); jobs one at a time. */
   trace?: boolean
@@ -90,9 +91,12 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const t0 = performance.now()
   // the day starts when the mesh is ready (vehicles wait for a sim-start message)
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
+  // a vehicle starting up takes both cores for a second or more; under chaos one starts every few seconds, and at
+  // SCHED_IDLE the other vehicles' stages would wait out each start (7 against 13-17 items/s, three pairs)
+  const stagePriority = o.stagePriority ?? (o.scenario === 'chaos' ? 'normal' : DEFAULT_STAGE_PRIORITY)
   // before the swarm starts: its processes take the trace file from the environment
   const trace = o.trace === true ? await startTrace() : undefined
-  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), ...(o.stagePriority !== undefined ? { stagePriority: o.stagePriority } : {}), ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) }).catch(async (err: unknown) => { await trace?.stop(); throw err })
+  const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), stagePriority, ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) }).catch(async (err: unknown) => { await trace?.stop(); throw err })
   let gateway: Gateway | undefined
   let crashed = false
   let failed: boolean

@@ -28,7 +28,7 @@ export const swarmCommand: Command = {
     concurrency: { type: 'string', arg: '<n>', description: 'jobs in flight at once', default: '2' },
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     'hand-off': HAND_OFF_OPTION,
-    // no default here: it depends on --chaos (below)
+    // no default here: it depends on the scenario (runSwarm)
     'stage-priority': { ...STAGE_PRIORITY_OPTION, default: undefined, description: `${STAGE_PRIORITY_OPTION.description} (default: idle; normal with --chaos, whose restarting vehicles would otherwise take the cores from the others' stages)` },
     fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
@@ -75,9 +75,7 @@ export const swarmCommand: Command = {
       ...(checks.coalesce !== undefined ? { coalesce: checks.coalesce } : {}),
       ...(checks.compress !== 'auto' ? { compress: checks.compress } : {}),
       ...(handOffOption(o) !== undefined ? { handOff: handOffOption(o) } : {}),
-      // a vehicle starting up takes both cores for a second or more; under --chaos one starts every few seconds, and
-      // at SCHED_IDLE the other vehicles' stages would wait out each start (7 against 13-17 items/s, three pairs)
-      stagePriority: stagePriorityOption(o, chaos ? 'normal' : 'idle'),
+      ...(o['stage-priority'] !== undefined ? { stagePriority: stagePriorityOption(o) } : {}),
       ...(checks.cells !== undefined ? { cells: checks.cells } : {}),
       liars,
       checkRate,
