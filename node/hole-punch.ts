@@ -69,6 +69,8 @@ export class HolePunch implements Startable {
   private readonly anyAddress: boolean
   private readonly delayMs: number
   private readonly running = new Set<string>()
+  /** Peers whose punch this node is answering (dialing them back) now. */
+  private readonly answering = new Set<string>()
   private readonly retryAt = new Map<string, number>()
   /** This node's address as peers it reaches directly see it, per IP family ('ip4', 'ip6'). */
   private readonly observed = new Map<string, string>()
@@ -129,7 +131,7 @@ export class HolePunch implements Startable {
   async punch (relayed: Connection): Promise<PunchOutcome> {
     const peer = relayed.remotePeer
     const key = peer.toString()
-    if (this.running.has(key) || (this.retryAt.get(key) ?? 0) > Date.now() || this.hasDirect(peer)) return 'refused'
+    if (this.running.has(key) || this.answering.has(key) || (this.retryAt.get(key) ?? 0) > Date.now() || this.hasDirect(peer)) return 'refused'
     const family = [...this.observed.keys()][0]
     if (family === undefined) return this.count('no-address')
     this.running.add(key)
@@ -168,10 +170,12 @@ export class HolePunch implements Startable {
     }
     // both sides punching at once (each dialed the other through the relay): the lower peer id's punch goes on
     const ours = this.running.has(key)
-    // a punch that failed is not answered again before PUNCH_RETRY_MS: the addresses a peer names are
-    // dialled many times over, and a member must not be able to aim that at someone else on demand
-    const busy = (ours && this.c.peerId.toString() < key) || (this.retryAt.get(key) ?? 0) > Date.now()
-    this.running.add(key)
+    // a punch that failed is not answered again before PUNCH_RETRY_MS, nor one while this node still dials
+    // back the one before: the addresses a peer names are dialled many times over, and a member must not be
+    // able to aim that at someone else on demand
+    const first = !this.answering.has(key)
+    const busy = !first || (ours && this.c.peerId.toString() < key) || (this.retryAt.get(key) ?? 0) > Date.now()
+    if (first) this.answering.add(key)
     try {
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(PUNCH_WINDOW_MS * 2)])
       const lp = lpStream(stream, { maxDataLength: MAX_PUNCH_MESSAGE_BYTES })
@@ -192,7 +196,7 @@ export class HolePunch implements Startable {
       stream.abort(err as Error)
       this.failed(key)
     } finally {
-      if (!ours) this.running.delete(key)
+      if (first) this.answering.delete(key)
     }
   }
 

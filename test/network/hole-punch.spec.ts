@@ -105,6 +105,37 @@ describe('hole punching with predicted ports', function () {
     assert.equal(await answerOf(again), undefined, 'the car answered a punch from a peer whose punch just failed')
   })
 
+  it('a punch is not answered while the one before from the same peer is still dialled back, whichever peer id is lower', async () => {
+    // two members that punch only by hand, one reachable through the relay; each answers the other's punch
+    // (SYNC: it dials 127.0.0.1:9 for the whole window), then gets a second CONNECT at once. One of the two
+    // answering sides has the higher peer id, which the rule for crossing punches once let answer again
+    const manual = { onlyRelayed: true, holePunch: { addresses: 'any' as const, delayMs: 3_600_000 } }
+    const a = await testNode({ bootstrap: boot.addrs, credentials: await members.client(), relayReservations: true, ...manual })
+    stops.push(async () => { await a.node.stop() })
+    const b = await testNode({ bootstrap: boot.addrs, credentials: await members.client(), ...manual })
+    stops.push(async () => { await b.node.stop() })
+    const circuit = await until(() => a.host.getMultiaddrs().find(x => x.toString().includes('/p2p-circuit/')), 20_000, 'relayed address')
+    const fromB = await b.host.dial(circuit, { signal: signal() })
+    assert.notEqual(fromB.limits, undefined, 'relayed')
+    await until(() => b.node.membership?.certificate(a.host.peerId.toString()), 10_000, 'proof from a')
+    await until(() => a.node.membership?.certificate(b.host.peerId.toString()), 10_000, 'proof from b')
+    const fromA = await until(() => a.host.getConnections(b.host.peerId).find(c => c.limits !== undefined), 10_000, 'the relayed connection at a')
+    const connect = async (conn: Connection): Promise<{ stream: Stream, answer: Uint8Array | undefined }> => {
+      const stream = await conn.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: signal() })
+      await lpStream(stream).write(encodePunchMessage({ type: 'connect', addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }))
+      return { stream, answer: await answerOf(stream) }
+    }
+    for (const [conn, answerer] of [[fromB, 'a'], [fromA, 'b']] as const) {
+      const first = await connect(conn)
+      assert.ok(first.answer !== undefined, `${answerer} answers a first punch`)
+      assert.equal(decodePunchMessage(first.answer).type, 'connect')
+      await lpStream(first.stream).write(encodePunchMessage({ type: 'sync' }))
+      const second = await connect(conn)
+      assert.equal(second.answer, undefined, `${answerer} answered a second punch while it dialled back the first`)
+      first.stream.abort(new Error('done'))
+    }
+  })
+
   it('a member that names something other than a plain TCP address gets no answer and no dial', async () => {
     const relayed = await relayedTo(rogue)
     const before = car.host.getConnections(rogue.host.peerId).length
