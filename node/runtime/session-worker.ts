@@ -35,6 +35,18 @@ export async function threadSession (model: Uint8Array, tuning: SessionTuning): 
   }
 }
 
+/**
+ * What a run posts to its worker thread: tensors in shared memory (a request's
+ * tensors, frameTensors' `shared`) as they are, read where they lie; any other
+ * input copied into a buffer of its own and moved (`transfer`), so the
+ * caller's tensor stays whole and a view into a larger frame buffer does not
+ * carry all of it along.
+ */
+export function handOver (inputs: Tensor[]): { tensors: Tensor[], transfer: ArrayBuffer[] } {
+  const tensors = inputs.map(t => t.data.buffer instanceof SharedArrayBuffer ? t : { name: t.name, dtype: t.dtype, dims: t.dims, data: new Uint8Array(t.data) })
+  return { tensors, transfer: tensors.flatMap(t => t.data.buffer instanceof SharedArrayBuffer ? [] : [t.data.buffer as ArrayBuffer]) }
+}
+
 // .ts when run from source, .js when built
 const WORKER = new URL(`./ort-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
 
@@ -77,10 +89,8 @@ export async function workerSession (model: Uint8Array, tuning: SessionTuning, p
   return {
     priority: applied,
     async run (inputs) {
-      // shared memory (a request's tensors, frameTensors' `shared`) goes as it is; any other input in a buffer of
-      // its own, moved to the worker (a view into a larger frame buffer would copy all of it)
-      const own = inputs.map(t => t.data.buffer instanceof SharedArrayBuffer ? t : { name: t.name, dtype: t.dtype, dims: t.dims, data: new Uint8Array(t.data) })
-      return await call({ inputs: own }, own.flatMap(t => t.data.buffer instanceof SharedArrayBuffer ? [] : [t.data.buffer as ArrayBuffer]))
+      const { tensors, transfer } = handOver(inputs)
+      return await call({ inputs: tensors }, transfer)
     },
     async release () {
       if (dead === undefined) await call({ release: true }).catch(() => {})
