@@ -139,7 +139,11 @@ describe('mesh on loopback (bootstrap + 4 vehicles + client, real libp2p)', func
 
   it('after a vehicle is stopped, the next jobs are routed around it', async () => {
     await mesh.vehicles[0].stop() // A, a stage-0 holder, leaves cleanly
-    await new Promise(resolve => setTimeout(resolve, 300))
+    // its leaving heartbeat reaches the client by gossip: waited for (a busy machine can take longer than a
+    // fixed pause), and it must come within 5 s
+    const dir = mesh.client.directory
+    const gone = (): boolean => { const a = dir.get(peer(0)); return a === undefined || !dir.isFresh(a) }
+    await dir.waitFor(gone, { signal: AbortSignal.timeout(5000), what: "A's leaving heartbeat" })
     for (const f of ['02.png', '04.png', '05.png']) {
       const r = await mesh.client.infer({ cid: sharded.manifestCid, manifest: sharded.manifest }, [image(f)])
       assert.equal(r.attempts, 1, 'its withdrawal was heard: no attempt went to A')
