@@ -14,6 +14,7 @@ import { maxAbsDiff } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
+import { until } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 
@@ -52,8 +53,8 @@ describe('batch jobs (announce, offers, leases) on a real mesh', function () {
     r.results.forEach((x, i) => { assert.ok(!(x instanceof Error) && x !== undefined && maxAbsDiff(refs[i % 10], x.outputs[0]) <= 1e-4) })
     assert.equal(progress.at(-1)?.done, 30)
     assert.ok(progress.every((p, i) => i === 0 || p.done >= progress[i - 1].done))
-    // leases are released when the job ends
-    await new Promise(resolve => setTimeout(resolve, 300))
+    // leases are released when the job ends: the releases travel to the vehicles, waited for (at most 5 s)
+    await until(() => mesh.vehicles.every(v => v.offers.leases.active().length === 0), 5000, 'every lease released').catch(() => {})
     assert.deepEqual(mesh.vehicles.map(v => v.offers.leases.active().length), [0, 0, 0, 0])
   })
 

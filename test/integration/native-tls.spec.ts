@@ -14,6 +14,7 @@ import type { Libp2p } from '@libp2p/interface'
 import { createHost } from '../../node/host.ts'
 import { VerifiedCertificates, tlsConnections } from '../../node/native-tls.ts'
 import { ECHO, echoHandler, roundTrip } from '../utils/echo.ts'
+import { until } from '../utils/until.ts'
 
 const PAYLOAD = 3 * 1024 * 1024
 
@@ -94,7 +95,7 @@ describe('TLS on the TCP socket itself (node/native-tls.ts)', function () {
     nodes.push(host, outsider)
     for (let i = 0; i < 5; i++) await outsider.dial(host.getMultiaddrs()[0], { signal: AbortSignal.timeout(5000) }).then(async c => { await new Promise(resolve => setTimeout(resolve, 100)); return c }).catch(() => undefined)
     assert.ok(refused >= 1, `the gater was asked (${refused})`)
-    await new Promise(resolve => setTimeout(resolve, 300))
+    await until(() => host.getConnections().length === 0, 5000, 'the outsider cut off').catch(() => {})
     assert.deepEqual(host.getConnections().map(c => c.remotePeer.toString()), [], 'no connection of the outsider stays')
   })
 

@@ -25,6 +25,7 @@ import type { Tensor } from '../../protocols/tensor.ts'
 import { buildTestMlp } from '../utils/onnx-builder.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
+import { until } from '../utils/until.ts'
 
 const maxAbsDiff = (a: Tensor, b: Tensor): number => {
   const x = new Float32Array(a.data.buffer, a.data.byteOffset, a.data.byteLength / 4)
@@ -118,9 +119,9 @@ describe('kept infer streams', function () {
     try {
       await mesh.client.infer(model, [x(8)], { verify: 'off' })
       // the job ends on the last hop's result and the receipts sent ahead; its stream is kept once the chain's answer is read
-      for (let i = 0; i < 50 && pool.idleCount(mesh.vehicles[0].peerId) === 0; i++) await new Promise(resolve => setTimeout(resolve, 5))
+      await until(() => pool.idleCount(mesh.vehicles[0].peerId) > 0, 5000, 'the stream kept').catch(() => {})
       assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 1, 'kept after the job')
-      await new Promise(resolve => setTimeout(resolve, 600))
+      await until(() => pool.idleCount(mesh.vehicles[0].peerId) === 0, 5000, 'the idle stream closed').catch(() => {})
       assert.equal(pool.idleCount(mesh.vehicles[0].peerId), 0, 'closed by the client after 300 ms idle')
     } finally {
       pool.idleMs = IDLE_STREAM_MS

@@ -14,7 +14,7 @@ import { buildTestMlp } from '../utils/onnx-builder.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 import { testNode } from '../utils/node.ts'
-import { SETTLE_MS } from '../utils/until.ts'
+import { SETTLE_MS, until } from '../utils/until.ts'
 
 const FLEET = 'members-test'
 
@@ -116,7 +116,7 @@ describe('fleet membership on a real mesh', function () {
       const { encodeHeartbeat } = await import('../../protocols/capacity.ts')
       await new Promise(resolve => setTimeout(resolve, 1500))
       for (let seq = 1; seq <= 3; seq++) await v.host.services.pubsub.publish(capacityTopic(FLEET), encodeHeartbeat({ ts: Date.now(), seq, eligible: true, load: 0, slots: 1, stages: [], models: { 'pp-ocrv4-rec@999': sharded.manifestCid }, addrs: [], membership: vcreds.chain! })).catch(() => {})
-      await new Promise(resolve => setTimeout(resolve, 1000))
+      await until(() => mesh.client.directory.get(v.host.peerId.toString()) !== undefined, 5000, 'the heartbeat').catch(() => {})
       assert.ok(mesh.client.directory.get(v.host.peerId.toString()) !== undefined, 'the heartbeat itself was taken')
       await assert.rejects(mesh.client.resolve('pp-ocrv4-rec@999', { signal: AbortSignal.timeout(3000) }), 'but not the name in it')
     } finally { await v.stop() }

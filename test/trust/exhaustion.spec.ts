@@ -23,6 +23,7 @@ import { describeTensors, float32Tensor } from '../../protocols/tensor.ts'
 import { startMesh } from '../utils/mesh.ts'
 import type { TestMesh } from '../utils/mesh.ts'
 import { testNode } from '../utils/node.ts'
+import { until } from '../utils/until.ts'
 
 const SAMPLES = fileURLToPath(new URL('../../samples/text-lines/', import.meta.url))
 const MiB = 1024 * 1024
@@ -107,7 +108,7 @@ describe('hostile input costs nothing (fleet members as attackers, real libp2p)'
       assert.equal(codes.filter(c => c === 'BUSY').length, 2, `two frames over the budget refused at once: ${codes}`)
       assert.ok(v.infer.memory.heldBy(me) <= v.infer.memory.perPeer, `${v.infer.memory.heldBy(me)} bytes held`)
     } finally { await host.stop() }
-    await new Promise(resolve => setTimeout(resolve, 500))
+    await until(() => v.infer.memory.heldBy(me) === 0, 5000, 'released when the streams go').catch(() => {})
     assert.equal(v.infer.memory.heldBy(me), 0, 'released when the streams go')
   })
 
