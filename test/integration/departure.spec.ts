@@ -23,6 +23,17 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
   let mesh: TestMesh
   let whole: Awaited<ReturnType<typeof createSession>>
   let carFile: string
+  // car A's telematics feed: its state, written now and every 5 s as a real feed refreshes it (the policy
+  // counts a state older than 30 s as stale, and a slow start of the mesh on a busy machine outlasted one write)
+  let car = parkedState
+  let feed: ReturnType<typeof setInterval> | undefined
+  let writing = Promise.resolve()
+  const report = async (state: typeof parkedState): Promise<void> => {
+    car = state
+    // one write at a time, each of the state as it is then: the last write is always the latest state
+    writing = writing.catch(() => {}).then(async () => { await writeFile(carFile, JSON.stringify({ ...car, updatedAt: Date.now() })) })
+    await writing
+  }
   // A (json state): stages 0,1; B: stage 2; C: stages 0,1; D: stage 2
   const placement = [[0, 1], [2], [0, 1], [2]]
   const x = recInputFromImage(readPng(join(SAMPLES, '03.png')))
@@ -36,11 +47,14 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
     const { mkdtemp } = await import('node:fs/promises')
     const { tmpdir } = await import('node:os')
     carFile = join(await mkdtemp(join(tmpdir(), 'fm-car-')), 'car.json')
-    await writeFile(carFile, JSON.stringify({ ...parkedState, updatedAt: Date.now() }))
+    await report(parkedState)
+    feed = setInterval(() => { void report(car).catch(() => {}) }, 5000)
     mesh = await startMesh(sharded, placement, { fleet: 'departure-test', source: i => i === 0 ? new JsonSource(carFile, { pollMs: 100 }) : undefined })
   })
 
   after(async () => {
+    clearInterval(feed)
+    await writing.catch(() => {})
     await mesh?.stop()
     await whole?.release()
     if (carFile !== undefined) await rm(dirname(carFile), { recursive: true, force: true })
@@ -56,7 +70,7 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
 
   it('a car that stops being eligible takes no new work within 1 s and is withdrawn', async () => {
     const t0 = Date.now()
-    await writeFile(carFile, JSON.stringify({ ...parkedState, pluggedIn: false, updatedAt: Date.now() }))
+    await report({ ...parkedState, pluggedIn: false })
     await mesh.client.directory.waitFor(() => mesh.client.directory.all().some(p => p.peer === peer(0) && !p.heartbeat.eligible), { signal: AbortSignal.timeout(SETTLE_MS), what: 'withdrawal' })
     const withdrawMs = Date.now() - t0
     assert.ok(withdrawMs < 1000, `withdrawal heard after ${withdrawMs} ms`)
@@ -88,7 +102,7 @@ describe('vehicles leaving (real libp2p, governor, drain)', function () {
     while (c.runtime.inFlight() === 0 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 10))
     assert.equal(c.runtime.inFlight(), 1)
     // A comes back (plugged in again) so the work has somewhere to go
-    await writeFile(carFile, JSON.stringify({ ...parkedState, updatedAt: Date.now() }))
+    await report(parkedState)
     mesh.vehicles[0].governor.policy.config.minHoldMs = 0
     const drained = await c.runtime.drain(0)
     assert.equal(drained.handedOff, 1)
