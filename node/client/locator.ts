@@ -26,7 +26,7 @@ export interface LocatorInit {
   providerCacheMs?: number
 }
 
-/** Load added to a suspect's candidacy. */
+/** Load added to a suspect's candidacy for routing (Candidate.penalty): it is used last, but given no more time. */
 const SUSPECT_LOAD = 16
 
 export class StageLocator {
@@ -58,7 +58,7 @@ export class StageLocator {
     this.bans.prune()
     return this.c.directory.holders(m.cid, stage)
       .filter(s => !this.bans.isBanned(s.peer))
-      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0) + (this.bans.isSuspect(s.peer) ? SUSPECT_LOAD : 0), msPerItem: s.msPerItem, cell: s.cell, ...(s.links !== undefined ? { links: s.links } : {}) }))
+      .map(s => ({ peer: s.peer, addrs: s.addrs, load: s.load + (this.inflight.get(s.peer) ?? 0), ...(this.bans.isSuspect(s.peer) ? { penalty: SUSPECT_LOAD } : {}), msPerItem: s.msPerItem, cell: s.cell, ...(s.links !== undefined ? { links: s.links } : {}) }))
   }
 
   /** Candidates for one stage (see the module comment). */

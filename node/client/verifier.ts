@@ -26,6 +26,7 @@ import { frameTensors } from '../../protocols/framing.ts'
 import { attemptBudget } from '../scheduler/budget.ts'
 import { Reputation } from '../scheduler/reputation.ts'
 import type { ReputationInit } from '../scheduler/reputation.ts'
+import { routingLoad } from '../scheduler/router.ts'
 import type { Candidate } from '../scheduler/router.ts'
 import type { JobLedger } from './ledger.ts'
 import type { StageLocator } from './locator.ts'
@@ -237,7 +238,7 @@ export class ResultVerifier extends TypedEventEmitter<VerifierEvents> {
   /** Runs `stage` alone on a holder not in `tried` (adding it), trying up to 2; undefined when none answered soundly. */
   private async runElsewhere (m: ResolvedModel, job: string, stage: number, input: Tensor[], tried: Set<string>, signal?: AbortSignal): Promise<Other | undefined> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const cand: Candidate | undefined = this.c.locator.live(m, stage).filter(c => !tried.has(c.peer)).sort((a, b) => a.load - b.load)[0]
+      const cand: Candidate | undefined = this.c.locator.live(m, stage).filter(c => !tried.has(c.peer)).sort((a, b) => routingLoad(a) - routingLoad(b))[0]
       if (cand === undefined) return undefined
       tried.add(cand.peer)
       const deadline = Date.now() + attemptBudget([cand], input)

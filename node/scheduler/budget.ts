@@ -9,7 +9,8 @@ import type { Candidate } from './router.ts'
  * times what the holder's heartbeat says a run takes with its queue (at
  * least 500 ms), plus three times the route's predicted network time (its
  * links' measured RTT and bandwidth: a car on a slow link is not "slow").
- * A peer that claims to be fast and then stalls runs out of it.
+ * A peer that claims to be fast and then stalls runs out of it. A routing
+ * penalty (a suspect's) is no queue and gives the attempt no more time.
  */
 export function attemptBudget (route: Candidate[], inputs: Tensor[], networkMs = 0): number {
   const items = Math.max(1, inputs[0]?.dims[0] ?? 1)

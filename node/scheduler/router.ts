@@ -14,6 +14,11 @@ export interface Candidate {
   addrs: string[]
   /** Items queued at the peer (its latest heartbeat) plus ours in flight there. */
   load: number
+  /**
+   * Load counted for routing only, so the peer is chosen last (a suspect):
+   * not a queue the peer has, so an attempt's time budget leaves it out.
+   */
+  penalty?: number
   /** Measured ms per item for this stage at this peer (0 when unknown). */
   msPerItem: number
   /** The peer's measured links to other peers (its heartbeat). */
@@ -60,10 +65,15 @@ export class NoRouteError extends Error {
   }
 }
 
-/** Compute at a hop: its measured time per item (or the stage's fallback) scaled by its queue. */
+/** Compute at a hop: its measured time per item (or the stage's fallback) scaled by its queue (and any penalty). */
 export function computeMs (c: Candidate, stage: number, costs: RouteCosts): number {
   const ms = c.msPerItem > 0 ? c.msPerItem : (costs.stageMs[stage] ?? 10)
-  return ms * (1 + c.load)
+  return ms * (1 + routingLoad(c))
+}
+
+/** The load a candidate is routed by: its queue and any penalty. */
+export function routingLoad (c: Candidate): number {
+  return c.load + (c.penalty ?? 0)
 }
 
 /** What `a` or `b` measured of the link between them (either direction; `undefined` is the client). */

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict'
 import { placeStages } from '../../node/scheduler/placement.ts'
 import { BanList } from '../../node/scheduler/bans.ts'
+import { attemptBudget } from '../../node/scheduler/budget.ts'
+import { StageLocator } from '../../node/client/locator.ts'
+import type { ResolvedModel } from '../../node/client/resolver.ts'
+import { defaultLogger } from '@libp2p/logger'
+import { float32Tensor } from '../../protocols/tensor.ts'
 import { NoRouteError, chooseRoute } from '../../node/scheduler/router.ts'
 import type { Candidate } from '../../node/scheduler/router.ts'
 
@@ -25,6 +30,26 @@ describe('router', () => {
   it('avoids loaded and slow peers', () => {
     assert.equal(chooseRoute([[c('busy', 5), c('idle', 0)]], costs)[0].peer, 'idle')
     assert.equal(chooseRoute([[c('slow', 0, 80), c('fast', 0, 5)]], costs)[0].peer, 'fast')
+  })
+
+  it('routes a suspect last, but its penalty gives an attempt through it no more time (a queue does)', () => {
+    const suspect: Candidate = { ...c('suspect', 0, 10), penalty: 16 }
+    assert.equal(chooseRoute([[suspect, c('slower', 0, 40)]], costs)[0].peer, 'slower')
+    assert.equal(chooseRoute([[suspect]], costs)[0].peer, 'suspect', 'still used when it is the only one')
+    const x = [float32Tensor('x', [1, 4], new Float32Array(4))]
+    assert.equal(attemptBudget([suspect, c('b')], x), attemptBudget([c('suspect', 0, 10), c('b')], x))
+    assert.ok(attemptBudget([c('queued', 16, 10), c('b')], x) > attemptBudget([c('idle', 0, 10), c('b')], x), 'a real queue does stretch it')
+  })
+
+  it('a suspect reaches the router with its queue as load and its suspicion as a penalty', () => {
+    const holder = (peer: string, load: number): any => ({ peer, addrs: [], load, msPerItem: 10, cell: 'default' })
+    const directory = { holders: () => [holder('accused', 1), holder('other', 0)], waitFor: async () => {}, cells: ['default'] }
+    const locator = new StageLocator({ logger: defaultLogger(), directory: directory as any, exchange: { findProviders: async () => [] } as any })
+    locator.bans.accuse('accused', 'a-rogue')
+    const [accused, other] = locator.live({ cid: 'm' } as unknown as ResolvedModel, 0)
+    assert.equal(accused.load, 1, 'its own queue')
+    assert.ok((accused.penalty ?? 0) > 0 && other.penalty === undefined)
+    assert.equal(chooseRoute([[accused, other]], costs)[0].peer, 'other')
   })
 
   it('spreads equal candidates by random tie-break', () => {
