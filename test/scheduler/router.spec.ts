@@ -3,6 +3,8 @@ import { placeStages } from '../../node/scheduler/placement.ts'
 import { BanList } from '../../node/scheduler/bans.ts'
 import { attemptBudget } from '../../node/scheduler/budget.ts'
 import { StageLocator } from '../../node/client/locator.ts'
+import type { LocatorComponents } from '../../node/client/locator.ts'
+import type { StageHolder } from '../../node/capacity/directory.ts'
 import type { ResolvedModel } from '../../node/client/resolver.ts'
 import { defaultLogger } from '@libp2p/logger'
 import { float32Tensor } from '../../protocols/tensor.ts'
@@ -42,9 +44,9 @@ describe('router', () => {
   })
 
   it('a suspect reaches the router with its queue as load and its suspicion as a penalty', () => {
-    const holder = (peer: string, load: number): any => ({ peer, addrs: [], load, msPerItem: 10, cell: 'default' })
-    const directory = { holders: () => [holder('accused', 1), holder('other', 0)], waitFor: async () => {}, cells: ['default'] }
-    const locator = new StageLocator({ logger: defaultLogger(), directory: directory as any, exchange: { findProviders: async () => [] } as any })
+    const holder = (peer: string, load: number): StageHolder => ({ peer, addrs: [], load, msPerItem: 10, cell: 'default' })
+    const directory: LocatorComponents['directory'] = { holders: () => [holder('accused', 1), holder('other', 0)], waitFor: async () => {}, cells: ['default'] }
+    const locator = new StageLocator({ logger: defaultLogger(), directory, exchange: { findProviders: async () => [] } })
     locator.bans.accuse('accused', 'a-rogue')
     const [accused, other] = locator.live({ cid: 'm' } as unknown as ResolvedModel, 0)
     assert.equal(accused.load, 1, 'its own queue')
