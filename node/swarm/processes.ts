@@ -22,7 +22,7 @@ export interface VehicleHandle {
   /** Vehicles in its process (1 for a process of its own). */
   readonly share: number
   onEvent: (fn: (e: any) => void) => () => void
-  waitFor: <T = any>(match: (e: any) => boolean, timeoutMs: number, what: string) => Promise<T>
+  waitFor: <T = any>(match: (e: any) => boolean, timeoutMs: number, what: string, hint?: string) => Promise<T>
   send: (message: unknown) => void
 }
 
@@ -67,10 +67,10 @@ export class PeerProcess implements VehicleHandle {
     return () => { this.listeners.delete(fn) }
   }
 
-  /** Resolves with the first event that matches; rejects if the process exits first or on timeout. */
-  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string): Promise<T> {
+  /** Resolves with the first event that matches; rejects if the process exits first or on timeout (the error then ends with `hint`, if any). */
+  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string, hint?: string): Promise<T> {
     return await new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => { off(); reject(new Error(`${this.label}: timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
+      const timer = setTimeout(() => { off(); reject(new Error(`${this.label}: timed out after ${timeoutMs} ms waiting for ${what}${hint !== undefined ? `; ${hint}` : ''}`)) }, timeoutMs)
       const off = this.onEvent(e => { if (match(e)) { clearTimeout(timer); off(); resolve(e) } })
       void this.exited.then(code => { clearTimeout(timer); off(); reject(new Error(`${this.label} exited (code ${String(code)}) before ${what}; log: ${this.logFile}`)) })
     })
@@ -107,8 +107,8 @@ export class GroupMember implements VehicleHandle {
   get pid (): number | undefined { return this.group.pid }
   get running (): boolean { return this.group.running }
   onEvent (fn: (e: any) => void): () => void { return this.group.onEvent(e => { if (e?.vehicle === this.label) fn(e) }) }
-  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string): Promise<T> {
-    return await this.group.waitFor<T>(e => e?.vehicle === this.label && match(e), timeoutMs, `${this.label} ${what}`)
+  async waitFor<T = any> (match: (e: any) => boolean, timeoutMs: number, what: string, hint?: string): Promise<T> {
+    return await this.group.waitFor<T>(e => e?.vehicle === this.label && match(e), timeoutMs, `${this.label} ${what}`, hint)
   }
 
   send (message: unknown): void { this.group.send(message) }

@@ -23,6 +23,7 @@ import { measureControl } from './traffic.ts'
 import type { ControlTraffic } from './traffic.ts'
 import { baseSummary } from './summary.ts'
 import { describePath, startTrace } from './trace.ts'
+import { describeBusy, measureSpareCpu, swarmStagePriority, SPARE_WINDOW_MS } from './spare-cpu.ts'
 import type { SwarmSummary } from './summary.ts'
 
 export interface SwarmRunOptions {
@@ -93,7 +94,10 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   const schedules = day ? scenarioSchedules(o.nodes, o.durationS, Date.now() + 3_600_000) : undefined
   // a vehicle starting up takes both cores for a second or more; under chaos one starts every few seconds, and at
   // SCHED_IDLE the other vehicles' stages would wait out each start (7 against 13-17 items/s, three pairs)
-  const stagePriority = o.stagePriority ?? (o.scenario === 'chaos' ? 'normal' : DEFAULT_STAGE_PRIORITY)
+  // otherwise SCHED_IDLE as a car lends, unless other processes keep the cores busy (spare-cpu.ts)
+  const spareAtStart = o.stagePriority === undefined && o.scenario !== 'chaos' ? await measureSpareCpu(SPARE_WINDOW_MS, o.signal) : undefined
+  const stagePriority = o.stagePriority ?? (o.scenario === 'chaos' ? 'normal' : swarmStagePriority(spareAtStart))
+  if (spareAtStart !== undefined && o.stagePriority === undefined && stagePriority !== DEFAULT_STAGE_PRIORITY) io.say('cpu', describeBusy(spareAtStart))
   // before the swarm starts: its processes take the trace file from the environment
   const trace = o.trace === true ? await startTrace() : undefined
   const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), stagePriority, ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) }).catch(async (err: unknown) => { await trace?.stop(); throw err })
@@ -190,6 +194,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
       await new Promise<void>(resolve => { if (o.signal.aborted) resolve(); else o.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
     }
     if (control !== undefined) Object.assign(summary, { controlBytesPerNodePerS: control.perVehicle, control })
+    if (spareAtStart !== undefined) summary.spareCoresAtStart = spareAtStart.spare
     summary.totalMs = Math.round(performance.now() - t0)
     return { summary, ok: !failed }
   } catch (err) {

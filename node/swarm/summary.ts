@@ -38,9 +38,11 @@ export interface SwarmSummary {
   coalesced?: { groups: number, items: number }
   /** `--trace`: the steps of a job's path through the processes (swarm/trace.ts). */
   path?: JobPath
-  /** The CPU priority the vehicles' stage threads were asked to run at (`--stage-priority`), and what they reported running at. */
+  /** The CPU priority the vehicles' stage threads were asked to run at (`--stage-priority`, else chosen), and what they reported running at. */
   stagePriority: StagePriority
   stageThreads: string[]
+  /** Without `--stage-priority` (and not `--chaos`): the idle cores measured before the swarm started, which chose it (swarm/spare-cpu.ts). */
+  spareCoresAtStart?: number
   startupMs: number
   totalMs: number
   errors: string[]

@@ -29,7 +29,7 @@ export const swarmCommand: Command = {
     model: { type: 'string', arg: '<model>', description: 'built-in model name, or a path to an .onnx file', default: DEFAULT_MODEL },
     'hand-off': HAND_OFF_OPTION,
     // no default here: it depends on the scenario (runSwarm)
-    'stage-priority': { ...STAGE_PRIORITY_OPTION, default: undefined, description: `${STAGE_PRIORITY_OPTION.description} (default: idle; normal with --chaos, whose restarting vehicles would otherwise take the cores from the others' stages)` },
+    'stage-priority': { ...STAGE_PRIORITY_OPTION, default: undefined, description: `${STAGE_PRIORITY_OPTION.description} (default: idle; normal with --chaos, whose restarting vehicles would otherwise take the cores from the others' stages, and when less than half a core is idle at the start, where idle threads would get no CPU)` },
     fleet: FLEET_OPTION,
     http: { type: 'string', arg: '<host:port>', description: 'open an Open Inference Protocol gateway on the client peer, e.g. 127.0.0.1:8080' },
     ...GATEWAY_OPTIONS,
