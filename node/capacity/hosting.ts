@@ -20,7 +20,7 @@ import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
-import type { AppliedPriority } from '../runtime/thread-priority.ts'
+import type { AppliedPriority, StagePriority } from '../runtime/thread-priority.ts'
 import { chooseStageToHost, spreadTieBreak } from '../scheduler/selection.ts'
 import { step, within } from '../util/abortable.ts'
 import type { FleetDirectory } from './directory.ts'
@@ -49,7 +49,7 @@ export interface HostingEvents {
 export interface HostingComponents {
   peerId: PeerId
   logger: ComponentLogger
-  runtime: Pick<StageRuntime, 'load' | 'served' | 'isAccepting'>
+  runtime: Pick<StageRuntime, 'load' | 'served' | 'isAccepting' | 'stagePriority'>
   exchange: Pick<ShardExchange, 'get' | 'provide' | 'store'>
   directory: Pick<FleetDirectory, 'supply' | 'all' | 'waitFor'>
   jobs?: Pick<OfferResponder, 'addEventListener' | 'removeEventListener'>
@@ -58,6 +58,8 @@ export interface HostingComponents {
 export interface HostingInit {
   /** Stages this vehicle may hold across models published to the fleet. @default 0 */
   room?: number
+  /** A stage still loading after this long is reported (slowLoad). @default SLOW_LOAD_MS */
+  slowLoadMs?: number
 }
 
 /** How often a stage whose shard could not be had is tried again. */
@@ -66,10 +68,26 @@ export const RETRY_MS = 5000
 const MANIFEST_PATIENCE_MS = 10 * 60_000
 /** How often a vehicle that chooses re-checks which stage the swarm serves worst. */
 export const CHOOSE_INTERVAL_MS = 3000
+/** A stage loads and warms up in a second or two on a car's computer; one still loading after this is reported. */
+export const SLOW_LOAD_MS = 20_000
+
+/**
+ * What a vehicle says of a stage still loading after `ms`: at SCHED_IDLE (the
+ * default) its thread gets a core only when nothing else wants one, so on a
+ * computer other programs keep busy it waits, by design, and the operator
+ * should know why.
+ */
+export function slowLoad (model: string, stage: number, ms: number, priority: StagePriority | undefined): string {
+  const why = priority === 'idle'
+    ? ': its thread runs at SCHED_IDLE and gets a core only when nothing else on this computer wants one (--stage-priority normal shares the cores)'
+    : priority === 'low' ? ': its thread runs at nice 19, behind every other program on this computer (--stage-priority normal shares the cores)' : ''
+  return `stage ${stage} of ${model} still loading after ${ms / 1000} s${why}`
+}
 
 export class StageHosting extends TypedEventEmitter<HostingEvents> implements Startable {
   private readonly c: HostingComponents
   private readonly room: number
+  private readonly slowLoadMs: number
   private readonly log: Logger
   private readonly me: string
   private readonly tasks = new Set<RepeatingTask>()
@@ -87,6 +105,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     super()
     this.c = components
     this.room = init.room ?? 0
+    this.slowLoadMs = init.slowLoadMs ?? SLOW_LOAD_MS
     this.log = components.logger.forComponent('fleetmesh:hosting')
     this.me = components.peerId.toString()
   }
@@ -188,7 +207,10 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     const shard = local ?? await this.fetchPatiently(entry.cid, 30_000)
     this.safeDispatchEvent('shard', { detail: { manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 } })
     this.lifetime.signal.throwIfAborted()
-    const priority = await this.c.runtime.load(manifestCid, manifest, i, shard)
+    const slow = setTimeout(() => { this.error(slowLoad(manifest.name, i, this.slowLoadMs, this.c.runtime.stagePriority())) }, this.slowLoadMs)
+    slow.unref?.()
+    let priority
+    try { priority = await this.c.runtime.load(manifestCid, manifest, i, shard) } finally { clearTimeout(slow) }
     await this.c.exchange.provide(entry.cid)
     this.safeDispatchEvent('serving', { detail: { manifest: manifestCid, name: manifest.name, stage: i, ...(priority !== undefined ? { priority: priority.set } : {}) } })
     this.safeDispatchEvent('change', {})

@@ -15,6 +15,7 @@ import type { Manifest, StageEntry } from '../models/manifest.ts'
 import { roundedToFloat16 } from '../../protocols/tensor.ts'
 import { threadSession, workerSession } from './session-worker.ts'
 import type { StageSession } from './session-worker.ts'
+import { DEFAULT_STAGE_PRIORITY } from './thread-priority.ts'
 import type { AppliedPriority, StagePriority } from './thread-priority.ts'
 import { checkStageInputs, sampleTensor, withCaps } from '../models/specs.ts'
 import type { FleetMetrics } from '../metrics.ts'
@@ -117,6 +118,9 @@ export class StageRuntime extends TypedEventEmitter<StageRuntimeEvents> implemen
   }
 
   has (manifest: string, stage: number): boolean { return this.stages.has(key(manifest, stage)) }
+
+  /** The priority its sessions' threads are asked to run at; undefined when sessions run on this thread. */
+  stagePriority (): StagePriority | undefined { return (this.init.worker ?? true) ? (this.init.priority ?? DEFAULT_STAGE_PRIORITY) : undefined }
 
   /** The manifest of a held stage's model. */
   manifestOf (manifest: string): Manifest | undefined {
