@@ -41,7 +41,8 @@ export interface HostingEvents {
   serving: CustomEvent<{ manifest: string, name: string, stage: number, priority?: AppliedPriority['set'] }>
   chose: CustomEvent<{ manifest: string, stage: number, providers: number }>
   announced: CustomEvent<{ manifest: string, name: string, version: string }>
-  error: CustomEvent<{ message: string }>
+  /** Something went wrong or is slow (`slow`: a stage still loading after slowLoadMs, see slowLoad). */
+  error: CustomEvent<{ message: string, slow?: true }>
   /** Claims or held stages changed (the advertiser says so at once). */
   change: CustomEvent
 }
@@ -207,7 +208,7 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     const shard = local ?? await this.fetchPatiently(entry.cid, 30_000)
     this.safeDispatchEvent('shard', { detail: { manifest: manifestCid, stage: i, cid: entry.cid, source: local !== undefined ? 'local' : 'peer', bytes: shard.byteLength, ms: performance.now() - t0 } })
     this.lifetime.signal.throwIfAborted()
-    const slow = setTimeout(() => { this.error(slowLoad(manifest.name, i, this.slowLoadMs, this.c.runtime.stagePriority())) }, this.slowLoadMs)
+    const slow = setTimeout(() => { this.error(slowLoad(manifest.name, i, this.slowLoadMs, this.c.runtime.stagePriority()), true) }, this.slowLoadMs)
     slow.unref?.()
     let priority
     try { priority = await this.c.runtime.load(manifestCid, manifest, i, shard) } finally { clearTimeout(slow) }
@@ -319,8 +320,8 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
     }
   }
 
-  private error (message: string): void {
+  private error (message: string, slow?: true): void {
     this.log(message)
-    this.safeDispatchEvent('error', { detail: { message } })
+    this.safeDispatchEvent('error', { detail: { message, ...(slow === true ? { slow } : {}) } })
   }
 }

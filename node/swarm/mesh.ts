@@ -264,6 +264,8 @@ export class LocalSwarm {
         if (typeof e.priority === 'string') this.stageThreads.add(e.priority)
         say('serve', `${v.label} serving stage ${e.stage}${typeof e.priority === 'string' ? ` (its thread: ${e.priority})` : ''}`)
       }
+      // a stage slow to load (most likely its thread starved at SCHED_IDLE): said at once, not only at the timeout
+      if (e?.type === 'error' && e.slow === true) say('slow', `${v.label}: ${e.message}`)
       if (e?.type === 'chose') say('chose', `${v.label} chose stage ${e.stage} (${e.providers} other holder${e.providers === 1 ? '' : 's'})`)
     })
   }

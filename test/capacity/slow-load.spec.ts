@@ -38,11 +38,13 @@ describe('a vehicle says when a stage is slow to load', function () {
     } as unknown as HostingComponents, { slowLoadMs: 200 })
     const said: string[] = []
     const serving: number[] = []
-    hosting.addEventListener('error', e => { said.push(e.detail.message) })
+    const marked: boolean[] = []
+    hosting.addEventListener('error', e => { said.push(e.detail.message); marked.push(e.detail.slow === true) })
     hosting.addEventListener('serving', e => { serving.push(e.detail.stage) })
     try {
       await hosting.host({ model: sharded.manifestCid, stages: [0] })
       assert.deepEqual(serving, [0], 'the stage was served once loaded')
+      assert.ok(marked.every(m => m), 'reports marked as slow loads (a swarm says them at once)')
       return said
     } finally { await hosting.stop() }
   }
