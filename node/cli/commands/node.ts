@@ -20,7 +20,7 @@ function describe (e: AgentEvent): string {
     case 'serving': return `serving ${e.name} stage ${e.stage}${e.priority !== undefined ? ` (its thread: ${e.priority})` : ''}`
     case 'announced': return `heard of ${e.name}@${e.version} (${e.manifest.slice(-10)})`
     case 'chose': return `chose stage ${e.stage} (served by ${e.providers} other vehicle${e.providers === 1 ? '' : 's'}: the worst served)`
-    case 'error': return `error: ${e.message}`
+    case 'error': return `${e.slow === true ? 'slow' : 'error'}: ${e.message}`
     case 'eligible': return `eligible: taking work (${e.maxSessions} session${e.maxSessions === 1 ? '' : 's'} at once, ${Math.round(e.powerBudgetW)} W budget)`
     case 'ineligible': return `not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`
     case 'departed': return `drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back${e.drained ? '' : ', some did not close in time'}`
