@@ -20,6 +20,7 @@ import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
 import type { StageRuntime } from '../runtime/stage-runtime.ts'
+import { IDLE_WAITS } from '../runtime/thread-priority.ts'
 import type { AppliedPriority, StagePriority } from '../runtime/thread-priority.ts'
 import { chooseStageToHost, spreadTieBreak } from '../scheduler/selection.ts'
 import { step, within } from '../util/abortable.ts'
@@ -80,8 +81,8 @@ export const SLOW_LOAD_MS = 20_000
  */
 export function slowLoad (model: string, stage: number, ms: number, priority: StagePriority | undefined): string {
   const why = priority === 'idle'
-    ? ': its thread runs at SCHED_IDLE and gets a core only when nothing else on this computer wants one (--stage-priority normal shares the cores)'
-    : priority === 'low' ? ': its thread runs at nice 19, behind every other program on this computer (--stage-priority normal shares the cores)' : ''
+    ? `: ${IDLE_WAITS}`
+    : priority === 'low' ? ': its stage threads run at nice 19, behind every other program on this computer (--stage-priority normal shares the cores)' : ''
   return `stage ${stage} of ${model} still loading after ${ms / 1000} s${why}`
 }
 

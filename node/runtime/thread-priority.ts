@@ -25,6 +25,9 @@ export const STAGE_PRIORITIES = ['idle', 'low', 'normal'] as const
 export type StagePriority = typeof STAGE_PRIORITIES[number]
 export const DEFAULT_STAGE_PRIORITY: StagePriority = 'idle'
 
+/** Why a stage at `idle` may wait, and what to do: said where a stage is slow to load (capacity/hosting.ts, swarm/mesh.ts). */
+export const IDLE_WAITS = 'its stage threads run at SCHED_IDLE, which gets a core only when nothing else on this computer wants one (--stage-priority normal shares the cores)'
+
 /** What a thread's priority became. */
 export interface AppliedPriority {
   asked: StagePriority

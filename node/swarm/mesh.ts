@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { CompressMode } from '../../protocols/compression.ts'
-import { DEFAULT_STAGE_PRIORITY } from '../runtime/thread-priority.ts'
+import { DEFAULT_STAGE_PRIORITY, IDLE_WAITS } from '../runtime/thread-priority.ts'
 import type { StagePriority } from '../runtime/thread-priority.ts'
 import { CELL_SIZE } from '../capacity/cells.ts'
 import { FleetClient } from '../client/client.ts'
@@ -176,7 +176,7 @@ export class LocalSwarm {
         }))
       }
       // stage threads at SCHED_IDLE load nothing while other processes keep every core busy
-      const starved = (this.init.stagePriority ?? DEFAULT_STAGE_PRIORITY) === 'idle' ? 'its stage threads run at SCHED_IDLE, which gets no CPU while other processes keep every core busy (--stage-priority normal shares the cores)' : undefined
+      const starved = (this.init.stagePriority ?? DEFAULT_STAGE_PRIORITY) === 'idle' ? IDLE_WAITS : undefined
       await step(Promise.all(wave.map(async ({ i }) => {
         for (const s of this.placement[i]) await this.vehicles[i].waitFor(e => e?.type === 'serving' && e.stage === s, grouped ? 480_000 : 90_000, `serving stage ${s}`, starved)
       })), signal)

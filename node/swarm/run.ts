@@ -5,7 +5,6 @@
  */
 import type { OutputMode } from '../../protocols/infer.ts'
 import type { CompressMode } from '../../protocols/compression.ts'
-import { DEFAULT_STAGE_PRIORITY } from '../runtime/thread-priority.ts'
 import type { StagePriority } from '../runtime/thread-priority.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { Gateway } from '../gateway/server.ts'
@@ -97,7 +96,7 @@ export async function runSwarm (o: SwarmRunOptions, io: SwarmIo): Promise<{ summ
   // otherwise SCHED_IDLE as a car lends, unless other processes keep the cores busy (spare-cpu.ts)
   const spareAtStart = o.stagePriority === undefined && o.scenario !== 'chaos' ? await measureSpareCpu(SPARE_WINDOW_MS, o.signal) : undefined
   const stagePriority = o.stagePriority ?? (o.scenario === 'chaos' ? 'normal' : swarmStagePriority(spareAtStart))
-  if (spareAtStart !== undefined && o.stagePriority === undefined && stagePriority !== DEFAULT_STAGE_PRIORITY) io.say('cpu', describeBusy(spareAtStart))
+  if (spareAtStart !== undefined && stagePriority === 'normal') io.say('cpu', describeBusy(spareAtStart))
   // before the swarm starts: its processes take the trace file from the environment
   const trace = o.trace === true ? await startTrace() : undefined
   const swarm = await LocalSwarm.create({ model: o.model, nodes: o.nodes, stages: o.stages, fleet: o.fleet, say: io.say, signal: o.signal, verify: o.verify, liars: o.liars, ...(o.checkRate !== undefined ? { checkRate: o.checkRate } : {}), ...(o.localStages !== undefined ? { localStages: o.localStages } : {}), ...(o.output !== undefined ? { output: o.output } : {}), ...(o.handOff !== undefined ? { handOff: o.handOff } : {}), ...(o.coalesce !== undefined ? { coalesce: o.coalesce } : {}), ...(o.compress !== undefined ? { compress: o.compress } : {}), stagePriority, ...(o.cells !== undefined ? { cells: o.cells } : {}), ...(io.onSharded !== undefined ? { onSharded: io.onSharded } : {}), ...(schedules !== undefined ? { schedules } : {}) }).catch(async (err: unknown) => { await trace?.stop(); throw err })

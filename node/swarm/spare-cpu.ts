@@ -12,6 +12,7 @@
  * MIN_SPARE_CORES is idle, runs its stage threads at normal priority and says so.
  */
 import { cpus } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { StagePriority } from '../runtime/thread-priority.ts'
 
 /** Idle CPU over a short window: `spare` cores' worth of `cores`. */
@@ -29,14 +30,10 @@ function ticks (): Ticks[] {
   return cpus().map(c => ({ idle: c.times.idle, total: c.times.user + c.times.nice + c.times.sys + c.times.idle + c.times.irq }))
 }
 
-/** The idle share of each core over `ms` (os.cpus()), summed; undefined where the platform tells nothing. */
+/** The idle share of each core over `ms` (os.cpus()), summed; undefined where the platform tells nothing. Rejects if `signal` aborts. */
 export async function measureSpareCpu (ms = SPARE_WINDOW_MS, signal?: AbortSignal): Promise<SpareCpu | undefined> {
   const before = ticks()
-  await new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
-  })
-  signal?.throwIfAborted()
+  await sleep(ms, undefined, signal !== undefined ? { signal } : {})
   return spareBetween(before, ticks())
 }
 

@@ -52,11 +52,11 @@ describe('a vehicle says when a stage is slow to load', function () {
   it('at SCHED_IDLE: names the stage, the time and why, once, and serves it when it has loaded', async () => {
     const said = await host('idle', 600)
     assert.equal(said.length, 1, said.join('\n'))
-    assert.match(said[0], /^stage 0 of mlp still loading after 0\.2 s: its thread runs at SCHED_IDLE and gets a core only when nothing else on this computer wants one \(--stage-priority normal shares the cores\)$/)
+    assert.match(said[0], /^stage 0 of mlp still loading after 0\.2 s: its stage threads run at SCHED_IDLE, which gets a core only when nothing else on this computer wants one \(--stage-priority normal shares the cores\)$/)
   })
 
   it('at nice 19 says so; at normal priority only that it is slow', async () => {
-    assert.match((await host('low', 500))[0], /still loading after 0\.2 s: its thread runs at nice 19, behind every other program/)
+    assert.match((await host('low', 500))[0], /still loading after 0\.2 s: its stage threads run at nice 19, behind every other program/)
     assert.deepEqual(await host('normal', 500), ['stage 0 of mlp still loading after 0.2 s'])
   })
 

@@ -35,6 +35,12 @@ describe('a swarm\'s stage priority from the CPU the machine spares', function (
     assert.match(describeBusy({ cores: 2, spare: 0.1 }), /^the cores are 95% busy with other work \(0\.10 of 2 idle\): stage threads run at normal priority/)
   })
 
+  it('stops watching when its signal aborts (a swarm interrupted as it starts)', async () => {
+    const t0 = performance.now()
+    await assert.rejects(measureSpareCpu(10_000, AbortSignal.timeout(50)), { name: 'AbortError' })
+    assert.ok(performance.now() - t0 < 5000, 'it did not wait out its window')
+  })
+
   it('measures cores that busy loops keep busy as having less than half a core to spare', async () => {
     const loops: ChildProcess[] = cpus().map(() => spawn('nice', ['-n', '19', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }))
     try {
