@@ -112,7 +112,17 @@ export interface ModelInfo {
   vehiclesPerStage: number[]
   /** Every stage has at least one eligible vehicle. */
   ready: boolean
+  /**
+   * A publisher named it (`fleetmesh publish`); false for a manifest that
+   * vehicles serve but no publisher named (started with `node --model
+   * <manifest>`): its name and version are the manifest's own, as whoever
+   * split it wrote them, and jobs reach it by its CID only.
+   */
+  published: boolean
 }
+
+/** Manifests served but not named that `models()` looks at, at most: each is fetched from the mesh. */
+export const MAX_UNPUBLISHED_LISTED = 16
 
 /** The fleet a client joins: `fleet`, else its credentials' fleet, else the default. */
 function fleetOf (init: ClientInit): string { return init.fleet ?? init.credentials?.trust.fleet ?? DEFAULT_FLEET }
@@ -152,7 +162,7 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     // a shared node's vehicle already answers shard requests
     this.exchange = new ShardExchange(c, { store: init.store ?? new MemoryStore(), serve: this.ownsHost, onTransfer: (peer, bytes, ms) => { this.links.observeTransfer(peer, bytes, ms) } })
     this.names = new ModelNames(c, { fleet: this.fleet })
-    this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange })
+    this.resolver = new ModelResolver({ ...c, names: this.names, exchange: this.exchange, unpublished: () => this.unpublished() })
     this.locator = new StageLocator({ ...c, directory: this.directory, exchange: this.exchange }, { ...(init.providerCacheMs !== undefined ? { providerCacheMs: init.providerCacheMs } : {}) })
     this.verifier = new ResultVerifier({ ...c, locator: this.locator, rerun: async (m, inputs, output) => (await this.pipeline.infer(m, inputs, { recheck: true, ...(output !== undefined ? { output } : {}) })).outputs }, { ...(init.verify !== undefined ? { mode: init.verify } : {}), ...(init.tolerance !== undefined ? { tolerance: init.tolerance } : {}), ...(init.checkRate !== undefined ? { reputation: { minRate: init.checkRate } } : {}) })
     this.local = new LocalStages({ ...c, exchange: this.exchange })
@@ -208,22 +218,45 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   }
 
   /**
-   * Models publishers have named, with how many eligible vehicles serve each
-   * stage now and whether every stage is served. Listens until `opts.signal`
-   * aborts (default 7 s: two announcement periods and joining the topic) when no name is heard yet.
+   * The models the fleet serves: those publishers have named, then the
+   * manifests eligible vehicles serve that no publisher named (`published:
+   * false`, at most MAX_UNPUBLISHED_LISTED), each with how many eligible
+   * vehicles serve each stage now and whether every stage is served. Listens
+   * until `opts.signal` aborts (default 7 s: two announcement periods and
+   * joining the topic) when no name is heard yet.
    */
   async models (opts: AbortOptions = {}): Promise<ModelInfo[]> {
     const signal = opts.signal ?? AbortSignal.timeout(7000)
-    if (this.names.list().length === 0) await new Promise<void>(resolve => { this.names.addEventListener('named', () => { resolve() }, { once: true }); signal.addEventListener('abort', () => { resolve() }, { once: true }) })
-    const out: ModelInfo[] = []
-    for (const n of this.names.list()) {
-      try {
-        const m = await this.resolve(n.manifest, { signal: AbortSignal.timeout(5000) })
-        const perStage = m.manifest.stages.map(s => this.directory.holders(n.manifest, s.index).length)
-        out.push({ name: n.name, version: n.version, manifest: n.manifest, stages: perStage.length, vehiclesPerStage: perStage, ready: perStage.every(x => x > 0) })
-      } catch { /* named but not fetchable yet */ }
+    if (this.names.list().length === 0 && !signal.aborted) {
+      await new Promise<void>(resolve => {
+        const done = (): void => { this.names.removeEventListener('named', done); signal.removeEventListener('abort', done); resolve() }
+        this.names.addEventListener('named', done)
+        signal.addEventListener('abort', done, { once: true })
+      })
     }
-    return out
+    const info = async (manifest: string, named?: { name: string, version: string }): Promise<ModelInfo | undefined> => {
+      try {
+        const m = await this.resolve(manifest, { signal: AbortSignal.timeout(5000) })
+        const perStage = m.manifest.stages.map(s => this.directory.holders(manifest, s.index).length)
+        return { name: named?.name ?? m.manifest.name, version: named?.version ?? m.manifest.version, manifest, stages: perStage.length, vehiclesPerStage: perStage, ready: perStage.every(x => x > 0), published: named !== undefined }
+      } catch { return undefined } // named or served, but not fetchable yet
+    }
+    const found = await Promise.all([...this.names.list().map(async n => await info(n.manifest, n)), ...this.unpublished().map(async m => await info(m))])
+    return found.filter(m => m !== undefined)
+  }
+
+  /**
+   * Manifests eligible vehicles serve that no publisher named, by CID: those
+   * served by the most vehicles first (one vehicle naming many cannot crowd
+   * out a model others serve), at most MAX_UNPUBLISHED_LISTED.
+   */
+  private unpublished (): string[] {
+    const named = new Set(this.names.list().map(n => n.manifest))
+    const vehicles = new Map<string, number>()
+    for (const p of this.directory.eligible()) {
+      for (const m of new Set(p.heartbeat.stages.map(s => s.manifest))) if (!named.has(m)) vehicles.set(m, (vehicles.get(m) ?? 0) + 1)
+    }
+    return [...vehicles].sort(([a, n], [b, k]) => k - n || a.localeCompare(b)).slice(0, MAX_UNPUBLISHED_LISTED).map(([m]) => m)
   }
 
   /** A batch runner for many inputs of one model (announced, leased, pipelined; see batch.ts). */

@@ -79,6 +79,14 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
   return await publishSharded(client, sharded, opts)
 }
 
+/** Keeps a sharded model's manifest and shards and provides them in the DHT (this peer seeds them), naming nothing. */
+export async function seedSharded (client: FleetClient, sharded: ShardedModel): Promise<void> {
+  const store = client.exchange.store
+  await store.put(sharded.manifestBytes)
+  for (const [cid, bytes] of sharded.shards) await store.put(bytes, cid)
+  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) }))
+}
+
 /**
  * Publishes a sharded model under its manifest's name and version: keeps the
  * shards and provides them (this peer seeds), puts the signed name record
@@ -89,10 +97,7 @@ export async function publishSharded (client: FleetClient, sharded: ShardedModel
   const chain = await checkPublisher(client)
   const { name, version } = sharded.manifest
   checkModelName(name)
-  const store = client.exchange.store
-  await store.put(sharded.manifestBytes)
-  for (const [cid, bytes] of sharded.shards) await store.put(bytes, cid)
-  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) }))
+  await seedSharded(client, sharded)
   // the name record keeps this publisher's earlier versions (never another publisher's)
   let versions: Record<string, string> = {}
   try {

@@ -28,7 +28,12 @@ export interface ResolverComponents {
   contentRouting: ContentRouting
   names: Pick<ModelNames, 'lookup' | 'waitFor' | 'add' | 'list'>
   exchange: Pick<ShardExchange, 'get' | 'store'>
+  /** Manifests vehicles serve that no publisher named (CIDs): a name not found is looked for among them, to say so. */
+  unpublished?: () => string[]
 }
+
+/** How long a name not found waits for the manifests of unpublished models, to name them in the error. */
+const UNPUBLISHED_WAIT_MS = 2000
 
 /** How long a name lookup listens for announcements before asking the DHT. */
 const HEARD_WAIT_MS = 2000
@@ -73,7 +78,21 @@ export class ModelResolver {
       this.log('no DHT record for model %s: %e', name, err)
     }
     const known = this.c.names.list().map(n => `${n.name}@${n.version}`)
-    throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`)
+    const served = await this.unpublishedNamed(name, version, signal)
+    throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}` +
+      (served.length > 0 ? `; vehicles serve an unpublished manifest of that name: ${served.join(', ')} (submit it by that CID, or name it with \`fleetmesh publish\`)` : ''))
+  }
+
+  /** The unpublished manifests vehicles serve whose own name (and version, when given) is this one. */
+  private async unpublishedNamed (name: string, version: string | undefined, signal: AbortSignal): Promise<string[]> {
+    const within = AbortSignal.any([signal, AbortSignal.timeout(UNPUBLISHED_WAIT_MS)])
+    const found = await Promise.all((this.c.unpublished?.() ?? []).map(async cid => {
+      try {
+        const { manifest } = await this.resolve(cid, { signal: within })
+        return manifest.name === name && (version === undefined || manifest.version === version) ? cid : undefined
+      } catch { return undefined }
+    }))
+    return found.filter(cid => cid !== undefined)
   }
 
   /** The signed name record of a model (versions -> manifest CID). */

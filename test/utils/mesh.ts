@@ -9,7 +9,7 @@ import { startBootstrap } from '../../bootstrap/bootstrap.ts'
 import { VehicleAgent } from '../../node/agent.ts'
 import type { AgentEvent } from '../../node/agent.ts'
 import { FleetClient } from '../../node/client/client.ts'
-import { publishSharded } from '../../node/client/publish.ts'
+import { publishSharded, seedSharded } from '../../node/client/publish.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import type { Host } from '../../node/host.ts'
 import type { StateSource } from '../../node/vehicle/sources.ts'
@@ -58,6 +58,8 @@ export interface MeshOptions {
    * models/stage-priority.spec.ts, and cli/swarm.spec.ts's vehicle processes.
    */
   stagePriority?: StagePriority
+  /** The client names the model (`publishSharded`); false: it only seeds the manifest and shards, as `node --model manifest.json` does. @default true */
+  publish?: boolean
 }
 
 export async function startMesh (sharded: ShardedModel | undefined, placement: number[][], opts: MeshOptions = {}): Promise<TestMesh> {
@@ -67,8 +69,9 @@ export async function startMesh (sharded: ShardedModel | undefined, placement: n
   const bootKey = join(dir, 'boot.key')
   const boot = await startBootstrap({ keyFile: bootKey, listen: ['/ip4/127.0.0.1/tcp/0'], fleet, ...(members !== undefined ? { credentials: await members.forKeyFile(bootKey, { roles: ['bootstrap'], mayIssue: ['vehicle'] }) } : {}) })
   const client = await FleetClient.connect({ bootstrap: boot.addrs, fleet, ...(members !== undefined ? { credentials: await members.client() } : {}), ...(opts.verify !== undefined ? { verify: opts.verify } : {}), ...(opts.compress !== undefined ? { compress: opts.compress } : {}) })
-  // the client publishes the model (a name record, announcements) and seeds its shards
-  const published = sharded !== undefined ? await publishSharded(client, sharded) : undefined
+  // the client publishes the model (a name record, announcements) and seeds its shards, or only seeds them
+  const published = sharded !== undefined && opts.publish !== false ? await publishSharded(client, sharded) : undefined
+  if (sharded !== undefined && opts.publish === false) await seedSharded(client, sharded)
   const events: TestMesh['events'] = []
   const count = opts.vehicles ?? placement.length
   const vehicles = await Promise.all(Array.from({ length: count }, async (_, i) => {
