@@ -79,12 +79,26 @@ export async function publishModel (client: FleetClient, model: Uint8Array, opts
   return await publishSharded(client, sharded, opts)
 }
 
+/** How long publishing waits for the DHT to take a provider or name record. */
+const DHT_PUT_MS = 20_000
+
+/** Runs a DHT put within DHT_PUT_MS; a timeout says what timed out and what usually causes it. */
+async function inTime (what: string, put: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const signal = AbortSignal.timeout(DHT_PUT_MS)
+  try { await put(signal) } catch (err) {
+    if (!signal.aborted) throw err
+    throw new Error(`${what} timed out after ${DHT_PUT_MS / 1000} s: no peer of the fleet took it (are the bootstrap peers and vehicles up, and do these credentials belong to this fleet?)`, { cause: err })
+  }
+}
+
 /** Keeps a sharded model's manifest and shards and provides them in the DHT (this peer seeds them), naming nothing. */
 export async function seedSharded (client: FleetClient, sharded: ShardedModel): Promise<void> {
   const store = client.exchange.store
   await store.put(sharded.manifestBytes)
   for (const [cid, bytes] of sharded.shards) await store.put(bytes, cid)
-  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => { await client.exchange.provide(cid, { signal: AbortSignal.timeout(20_000) }) }))
+  await Promise.all([sharded.manifestCid, ...sharded.shards.keys()].map(async cid => {
+    await inTime(`providing ${cid} in the DHT`, async signal => { await client.exchange.provide(cid, { signal }) })
+  }))
 }
 
 /**
@@ -107,7 +121,7 @@ export async function publishSharded (client: FleetClient, sharded: ShardedModel
   versions[version] = sharded.manifestCid
   const membership = chain !== undefined ? { membership: chain } : {}
   const record = await sealModelRecord({ name, versions, publisher: client.peerId, publishedAt: Date.now(), ...membership }, client.privateKey)
-  await client.host.contentRouting.put(modelRecordKey(name), record, { signal: AbortSignal.timeout(20_000) })
+  await inTime(`putting the name record of ${name} in the DHT`, async signal => { await client.host.contentRouting.put(modelRecordKey(name), record, { signal }) })
   client.names.add(name, version, sharded.manifestCid, client.peerId)
   let last = 0
   const announcement = async (): Promise<void> => {

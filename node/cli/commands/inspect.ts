@@ -7,7 +7,7 @@ import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { elementCount, itemSize } from '../../../protocols/tensor.ts'
 import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
-import { mb, table } from '../format.ts'
+import { count, mb, table } from '../format.ts'
 
 /** The split plan of a manifest as rows and cut descriptions. */
 export function describePlan (m: Manifest): { stages: string[][], cuts: string[] } {
@@ -54,7 +54,7 @@ export const inspectCommand: Command = {
     }
     if (o.json === true) { console.log(JSON.stringify(m)); return 0 }
     const plan = describePlan(m)
-    console.log(`${m.name}@${m.version}: ${m.stages.length} stages, balanced by ${m.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'} at ${Object.entries(m.probeShapes).map(([k, v]) => `${k}=[${v}]`).join(' ')}\n`)
+    console.log(`${m.name}@${m.version}: ${count(m.stages.length, 'stage')}, balanced by ${m.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'} at ${Object.entries(m.probeShapes).map(([k, v]) => `${k}=[${v}]`).join(' ')}\n`)
     console.log(table(plan.stages))
     if (plan.cuts.length > 0) console.log('\n' + plan.cuts.join('\n'))
     console.log(`\nhand-offs: ${handOffText(m)}`)

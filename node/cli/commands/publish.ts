@@ -2,13 +2,12 @@ import { dirname } from 'node:path'
 import { readFile } from 'node:fs/promises'
 
 import { fileURLToPath } from 'node:url'
-import { FleetClient } from '../../client/client.ts'
 import { publishModel } from '../../client/publish.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { sampleTensor } from '../../models/specs.ts'
-import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, shortPeer, untilSignal } from '../command.ts'
+import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, shortPeer, untilSignal, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
-import { table } from '../format.ts'
+import { count, table } from '../format.ts'
 import { describePlan } from './inspect.ts'
 
 const SAMPLE = fileURLToPath(new URL('../../../samples/text-lines/01.png', import.meta.url))
@@ -33,16 +32,13 @@ export const publishCommand: Command = {
   details: 'Vehicles take published models when started with --room N (stages they may host). The publisher seeds the shards until every stage is served (or with --keep, until Ctrl-C).',
   async run (o, pos) {
     if (pos.length !== 1) throw new UsageError('give one model: a path to an .onnx file or a built-in name')
-    const bootstrap = (o.bootstrap as string[] | undefined) ?? []
-    if (bootstrap.length === 0) throw new UsageError('--bootstrap is required')
     const stages = o.stages === 'auto' ? 'auto' as const : intOption(o.stages, 'stages', 1, 64)
     const probe = o['probe-shape'] !== undefined ? parseProbeShapes(o['probe-shape'] as string[]) : undefined
     const src = modelSource(pos[0], probe)
     const waitMs = intOption(o.wait, 'wait', 1000, 3_600_000)
     const say = (m: string): void => { if (o.json !== true) console.log(m) }
     const t0 = performance.now()
-    const client = await FleetClient.connect({ bootstrap, fleet: String(o.fleet) })
-    try {
+    return await withFleetClient(o, async client => {
       // hear the vehicles first, so --stages auto can count them
       await client.directory.waitFor(() => client.directory.all().length > 0, { signal: AbortSignal.timeout(5000), what: 'vehicles' }).catch(() => {})
       const p = await publishModel(client, await readFile(src.path), {
@@ -55,7 +51,7 @@ export const publishCommand: Command = {
         ...handOffSettings(o, src)
       })
       const m = p.manifest
-      say(`published ${m.name}@${m.version}: ${m.stages.length} stages, manifest ${p.manifestCid}`)
+      say(`published ${m.name}@${m.version}: ${count(m.stages.length, 'stage')}, manifest ${p.manifestCid}`)
       say(table(describePlan(m).stages))
       say('waiting for vehicles to choose and serve every stage...')
       const counts = (): number[] => m.stages.map(s => client.directory.holders(p.manifestCid, s.index).length)
@@ -81,8 +77,6 @@ export const publishCommand: Command = {
       }
       p.stop()
       return 0
-    } finally {
-      await client.close()
-    }
+    })
   }
 }

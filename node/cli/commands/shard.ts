@@ -4,7 +4,7 @@ import { shardModel, writeSharded } from '../../models/shard.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
-import { manifestTable, specText } from '../format.ts'
+import { count, manifestTable, specText } from '../format.ts'
 
 export const shardCommand: Command = {
   name: 'shard',
@@ -43,7 +43,7 @@ export const shardCommand: Command = {
       return 0
     }
     const m = sharded.manifest
-    console.log(`${m.name}: ${m.stages.length} stages in ${(performance.now() - t0).toFixed(0)} ms, manifest ${sharded.manifestCid}`)
+    console.log(`${m.name}: ${count(m.stages.length, 'stage')} in ${(performance.now() - t0).toFixed(0)} ms, manifest ${sharded.manifestCid}`)
     console.log(`inputs:  ${m.inputs.map(specText).join(', ')}\noutputs: ${m.outputs.map(specText).join(', ')}\n`)
     console.log(manifestTable(m))
     for (const s of m.stages.slice(0, -1)) console.log(`cut after stage ${s.index}: ${s.outputs.map(x => x.name).join(', ')}`)
