@@ -35,6 +35,18 @@ export const AUTONAT_PROTOCOL = '/libp2p/autonat/1.0.0'
 export const PUNCH_PROTOCOL = '/fleetmesh/punch/1.0.0'
 
 export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet}/kad/1.0.0` }
+/**
+ * The fleet a peer's protocols (as identify lists them) say it is in, and
+ * whether that fleet takes members only (it speaks a membership protocol),
+ * or undefined for a peer that speaks no fleet's.
+ */
+export function fleetOfProtocols (protocols: string[]): { fleet: string, membersOnly: boolean } | undefined {
+  const of = (kind: string): string | undefined => protocols.map(p => new RegExp(`^/fleetmesh/([^/]+)/${kind}/`).exec(p)?.[1]).find(f => f !== undefined)
+  const members = of('member')
+  if (members !== undefined) return { fleet: members, membersOnly: true }
+  const open = of('kad')
+  return open !== undefined ? { fleet: open, membersOnly: false } : undefined
+}
 /** gossipsub's stream protocols (fleet topics travel on them). */
 export const GOSSIP_PROTOCOLS = ['/meshsub/1.2.0', '/meshsub/1.1.0', '/meshsub/1.0.0', '/floodsub/1.0.0']
 export function jobsTopic (fleet: string): string { return `/fleetmesh/${fleet}/jobs/2` }

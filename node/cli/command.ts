@@ -258,11 +258,18 @@ export function clientChecks (o: Record<string, unknown>): { verify?: VerifyMode
   return out
 }
 
+/** How long a command waits for a bootstrap peer to let it into the fleet. */
+export const JOIN_TIMEOUT_MS = 10_000
+
 /** Joins the fleet as a client for a command (`--bootstrap` required), runs `fn`, always leaves. */
 export async function withFleetClient<T> (o: Record<string, unknown>, fn: (client: FleetClient) => Promise<T>): Promise<T> {
   const bootstrap = (o.bootstrap as string[] | undefined) ?? []
   if (bootstrap.length === 0) throw new UsageError('--bootstrap is required (the address `fleetmesh bootstrap` printed)')
   const access = await fleetAccess(o)
   const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, ...(access.credentials !== undefined ? { credentials: access.credentials } : {}), ...clientChecks(o) })
-  try { return await fn(client) } finally { await client.close() }
+  try {
+    // a wrong address, a bootstrap peer that is down or another fleet's credentials: said now, not as an empty answer later
+    await client.joined({ signal: AbortSignal.timeout(JOIN_TIMEOUT_MS) })
+    return await fn(client)
+  } finally { await client.close() }
 }

@@ -21,6 +21,7 @@ import { CellRendezvous, hostConnections } from '../capacity/cells.ts'
 import { cellsNear } from '../capacity/geohash.ts'
 import { FleetDirectory } from '../capacity/directory.ts'
 import { LinkMeter } from '../link-meter.ts'
+import { joinedFleet } from './join-check.ts'
 import { ResultInbox } from '../runtime/direct-return.ts'
 import type { NodeComponents } from '../components.ts'
 import type { Host } from '../host.ts'
@@ -146,12 +147,14 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
   readonly offers: OfferInbox
   readonly local: LocalStages
   private readonly ownsHost: boolean
+  private readonly bootstrap: string[]
 
   private constructor (node: FleetNode, init: ClientInit) {
     super()
     this.node = node
     this.host = node.host
     this.ownsHost = init.shared === undefined
+    this.bootstrap = init.bootstrap
     this.fleet = fleetOf(init)
     const c = this.components = node.components
     const cells = cellsOf(init)
@@ -198,6 +201,16 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     const client = new FleetClient(node, init)
     await start(client.directory, client.names, client.exchange, client.links, client.inbox, client.cells)
     return client
+  }
+
+  /**
+   * Resolves with the first bootstrap peer that proved membership of the
+   * fleet to this client (open fleet: that is connected); rejects with a
+   * FleetJoinError naming why when every one refused it, or none answered
+   * before `opts.signal` aborts (default 10 s).
+   */
+  async joined (opts: AbortOptions = {}): Promise<string> {
+    return await joinedFleet({ host: this.host, ...(this.node.membership !== undefined ? { membership: this.node.membership } : {}) }, this.bootstrap, this.fleet, opts.signal ?? AbortSignal.timeout(10_000))
   }
 
   get peerId (): string { return this.host.peerId.toString() }

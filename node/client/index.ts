@@ -10,6 +10,7 @@
  * import { createClient, imageInput, loadCredentials } from 'fleetmesh'
  *
  * const fleet = await createClient({ bootstrap: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...'], credentials: await loadCredentials('client.json') })
+ * await fleet.joined() // a bootstrap peer let it in (else a FleetJoinError says why)
  * console.log(await fleet.models())
  * const r = await fleet.infer('pp-ocrv4-rec', [imageInput('pp-ocrv4-rec', 'samples/text-lines/01.png')], { signal: AbortSignal.timeout(10_000) })
  * console.log(r.route, r.outputs[0].dims)
@@ -26,6 +27,7 @@ export type { ClientInit, ModelInfo } from './client.ts'
 export { InferenceError } from './pipeline.ts'
 export type { InferOptions, InferResult } from './pipeline.ts'
 export { ModelNotFoundError } from './resolver.ts'
+export { FleetJoinError } from './join-check.ts'
 export type { ResolvedModel } from './resolver.ts'
 export { BatchRunner } from './batch.ts'
 export type { BatchOptions, BatchProgress, BatchResult, ItemEvent } from './batch.ts'

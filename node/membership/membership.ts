@@ -13,10 +13,10 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { lpStream, repeatingTask } from '@libp2p/utils'
-import type { ComponentLogger, Connection, ConnectionGater, Libp2p, Logger, PeerId, Startable, Stream, StreamMiddleware } from '@libp2p/interface'
+import type { ComponentLogger, Connection, ConnectionGater, IdentifyResult, Libp2p, Logger, PeerId, Startable, Stream, StreamMiddleware } from '@libp2p/interface'
 import type { GossipSub, Message } from '@libp2p/gossipsub'
 import type { RepeatingTask } from '@libp2p/utils'
-import { memberProtocol, revocationsTopic } from '../../protocols/ids.ts'
+import { fleetOfProtocols, memberProtocol, revocationsTopic } from '../../protocols/ids.ts'
 import { MAX_PROOF_BYTES, NotAMemberError, decodeProof, encodeProof, openRevocations, verifyChain } from '../../protocols/membership.ts'
 import type { Certificate, FleetTrust, Revocations, Role } from '../../protocols/membership.ts'
 import { second } from '../../protocols/limits.ts'
@@ -46,13 +46,16 @@ export class Denylist {
 }
 
 /** This node's own certificate chain (it may change: a vehicle enrolls or renews). */
+/** How long a refusal waits for identify to say which fleet a peer speaks. */
+const IDENTIFY_WAIT_MS = 1000
+
 export interface OwnCredentials { chain: () => Uint8Array[] | undefined }
 
 export interface MembershipComponents {
   peerId: PeerId
   logger: ComponentLogger
   registrar: Pick<Libp2p, 'handle' | 'unhandle'>
-  connections: Pick<Libp2p, 'getConnections' | 'hangUp' | 'addEventListener' | 'removeEventListener'>
+  connections: Pick<Libp2p, 'getConnections' | 'hangUp' | 'addEventListener' | 'removeEventListener'> & { peerStore?: Pick<Libp2p['peerStore'], 'get'> }
   pubsub: Pick<GossipSub, 'subscribe' | 'publish' | 'addEventListener' | 'removeEventListener' | 'topicValidators'>
 }
 
@@ -71,6 +74,8 @@ export interface MembershipInit {
 export interface MembershipEvents {
   proven: CustomEvent<{ peer: string, cert: Certificate }>
   refused: CustomEvent<{ peer: string, reason: string }>
+  /** A peer closed the stream on reading our proof, without its own: it does not take our certificate. Not refused for it. */
+  declined: CustomEvent<{ peer: string, reason: string }>
   revocations: CustomEvent<Revocations>
 }
 
@@ -294,8 +299,30 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     } catch (err) {
       stream?.abort(err as Error)
       if (err instanceof NotAMemberError) this.refuse(conn.remotePeer, err.message)
-      else this.log('membership proof to %p failed: %e', conn.remotePeer, err)
+      else if ((err as Error).name === 'UnsupportedProtocolError') this.refuse(conn.remotePeer, await this.notInFleet(conn.remotePeer))
+      else {
+        this.log('membership proof to %p failed: %e', conn.remotePeer, err)
+        if ((err as Error).name === 'UnexpectedEOFError') this.safeDispatchEvent('declined', { detail: { peer: conn.remotePeer.toString(), reason: 'it closed the stream on reading this peer\'s proof, without its own: it does not take this peer\'s certificate (another authority\'s, expired or revoked?)' } })
+      }
     }
+  }
+
+  /** The protocols `remote` names when identify has run, or none after `ms`. */
+  private async identified (remote: PeerId, ms: number): Promise<string[]> {
+    return await new Promise<string[]>(resolve => {
+      const done = (protocols: string[]): void => { clearTimeout(timer); this.c.connections.removeEventListener('peer:identify', onIdentify); resolve(protocols) }
+      const onIdentify = (evt: CustomEvent<IdentifyResult>): void => { if (evt.detail.peerId.equals(remote)) done(evt.detail.protocols) }
+      const timer = setTimeout(() => { done([]) }, ms)
+      this.c.connections.addEventListener('peer:identify', onIdentify)
+    })
+  }
+
+  /** Why a peer that does not speak this fleet's membership protocol is refused: the fleet it speaks, when identify told. */
+  private async notInFleet (remote: PeerId): Promise<string> {
+    // the peer store may not hold the peer's protocols until identify has run
+    const spoken = fleetOfProtocols((await this.c.connections.peerStore?.get(remote).catch(() => undefined))?.protocols ?? []) ?? fleetOfProtocols(await this.identified(remote, IDENTIFY_WAIT_MS))
+    if (spoken === undefined) return `it does not speak fleet ${this.trust.fleet}'s membership protocol`
+    return `it is in ${spoken.membersOnly ? 'fleet' : 'the open fleet'} ${spoken.fleet}, not ${this.trust.fleet}`
   }
 
   /** Proves membership again on every connection (after enrolling or renewing). */
