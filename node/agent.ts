@@ -12,6 +12,7 @@
  */
 import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
+import type { AbortOptions } from '@libp2p/interface'
 import { DEFAULT_CELL, DEFAULT_FLEET } from '../protocols/ids.ts'
 import { compressionFor } from '../protocols/compression.ts'
 import type { CompressMode } from '../protocols/compression.ts'
@@ -30,6 +31,7 @@ import { VEHICLE_MAX_CONNECTIONS } from './network.ts'
 import type { Host, HostInit } from './host.ts'
 import { loadCredentials } from './membership/credentials.ts'
 import type { Credentials } from './membership/credentials.ts'
+import { EnrollmentError } from './membership/enrollment.ts'
 import { createNode } from './node.ts'
 import type { FleetNode } from './node.ts'
 import { FleetMetrics } from './metrics.ts'
@@ -85,6 +87,8 @@ export interface AgentInit {
   credentials?: Credentials
   /** Where hand-offs are compressed, for next hops that read them so (protocols/compression.ts). @default 'auto' */
   compress?: CompressMode
+  /** How long a vehicle holding only a grant waits for its certificate as it starts. @default ENROLL_TIMEOUT_MS */
+  enrollTimeoutMs?: number
   /** Testing only: this vehicle lies about its stage outputs (see node/runtime/liar.ts). */
   lie?: LieMode
 }
@@ -120,11 +124,13 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   readonly links: LinkMeter
   readonly cells: CellRendezvous
   private readonly models: HostedModel[]
+  private readonly enrollTimeoutMs: number
 
   private constructor (node: FleetNode, store: ShardStore, init: AgentInit) {
     super()
     const fleet = init.fleet ?? DEFAULT_FLEET
     this.models = init.models ?? []
+    this.enrollTimeoutMs = init.enrollTimeoutMs ?? ENROLL_TIMEOUT_MS
     this.node = node
     const host = this.host = node.host
     this.store = store
@@ -208,12 +214,27 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     return agent
   }
 
-  /** Joins the fleet (enrolling first when it holds only a grant), starts every component, then holds the models it was given. */
-  async start (): Promise<void> {
+  /**
+   * Joins the fleet (enrolling first when it holds only a grant), starts
+   * every component, then holds the models it was given. A vehicle that gets
+   * no certificate within `enrollTimeoutMs`, or whose `opts.signal` aborts
+   * while it enrolls, closes its node and rejects (an EnrollmentError saying
+   * what the bootstrap peers answered, or the signal's reason).
+   */
+  async start (opts: AbortOptions = {}): Promise<void> {
     await this.node.start()
-    if (this.node.enroller !== undefined) {
-      this.node.enroller.addEventListener('error', (e) => { this.safeDispatchEvent('error', { detail: e.detail }) })
-      await this.node.enroller.ready(AbortSignal.timeout(ENROLL_TIMEOUT_MS))
+    const enroller = this.node.enroller
+    if (enroller !== undefined) {
+      enroller.addEventListener('error', (e) => { this.safeDispatchEvent('error', { detail: e.detail }) })
+      const waitMs = this.enrollTimeoutMs
+      const timeout = AbortSignal.timeout(waitMs)
+      try {
+        await enroller.ready(opts.signal !== undefined ? AbortSignal.any([opts.signal, timeout]) : timeout)
+      } catch (err) {
+        await this.node.stop()
+        if (opts.signal?.aborted === true) throw err
+        throw new EnrollmentError(`no certificate after ${waitMs / 1000} s${enroller.lastError !== undefined ? ` (${enroller.lastError})` : ''}`, { cause: err })
+      }
     }
     await start(this.runtime, this.exchange, this.infer, this.directory, this.offers, this.governor, this.hosting, this.advertiser, this.links, this.cells)
     this.safeDispatchEvent('listening', { detail: { peer: this.peerId, addrs: hostAddrs(this.host) } })

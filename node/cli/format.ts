@@ -4,9 +4,6 @@ import type { TensorSpec } from '../models/specs.ts'
 import { asFloat32 } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
 
-/** `n` and the noun, singular for one: "1 stage", "3 stages". */
-export function count (n: number, noun: string): string { return `${n} ${noun}${n === 1 ? '' : 's'}` }
-
 export function table (rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
   return rows.map(r => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')

@@ -129,12 +129,22 @@ export interface EnrollerEvents {
   error: CustomEvent<{ message: string }>
 }
 
+/** A vehicle got no certificate in time; the message says what the bootstrap peers answered. */
+export class EnrollmentError extends Error {
+  readonly name = 'EnrollmentError'
+  readonly code = 'ERR_ENROLLMENT'
+}
+
 /** A vehicle's own credentials, kept current by enrolling and renewing. */
 export class Enroller extends TypedEventEmitter<EnrollerEvents> implements Startable, OwnCredentials {
   private readonly c: EnrollerComponents
   private readonly init: EnrollerInit
   private readonly log: Logger
   private current?: Uint8Array[]
+  /** Why the last attempt to enroll or renew gave no certificate, if it did not. */
+  lastError?: string
+  /** Per issuer, why its last attempt that reached it (or tried to) failed. */
+  private readonly reasons = new Map<string, string>()
   private notAfter = 0
   private notBefore = 0
   private readonly task: RepeatingTask
@@ -193,15 +203,28 @@ export class Enroller extends TypedEventEmitter<EnrollerEvents> implements Start
         if ('refused' in answer) { errors.push(`${addr}: ${answer.refused}`); continue }
         // kept for the next start before anyone is told
         await saveCredentials(this.init.file, { ...this.init.credentials, chain: answer.issued })
+        this.lastError = undefined
         await this.adopt(answer.issued, renewing)
         this.log('%s until %s', renewing ? 'renewed' : 'enrolled', new Date(this.notAfter).toISOString())
         return
       } catch (err) {
-        errors.push(`${addr}: ${(err as Error).message}`)
+        // a peer held back (refused for a while) failed for a reason an earlier attempt found: that one is said again
+        const why = (err as Error).name === 'DialDeniedError' ? this.reasons.get(addr) : undefined
+        errors.push(`${addr}: ${why ?? enrollFailure(err as Error, this.init.trust.fleet)}`)
+        if (why === undefined) this.reasons.set(addr, enrollFailure(err as Error, this.init.trust.fleet))
       }
     }
+    if (signal?.aborted === true) return // stopping: nothing to report
     const message = `no certificate yet: ${errors.join('; ')}`
+    this.lastError = message
     this.log(message)
     this.safeDispatchEvent('error', { detail: { message } })
   }
+}
+
+/** Why an issuer gave no certificate, in words that point at the usual cause. */
+function enrollFailure (err: Error, fleet: string): string {
+  if (err.name === 'UnsupportedProtocolError') return `it does not enroll members of fleet ${fleet} (is the grant for the fleet this bootstrap peer serves?)`
+  if (err.name === 'DialDeniedError') return 'held back for a while: it proved no membership of this fleet in time'
+  return err.message
 }

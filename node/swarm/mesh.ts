@@ -26,7 +26,7 @@ import { shardModel } from '../models/shard.ts'
 import type { ShardedModel } from '../models/shard.ts'
 import { placeStages } from '../scheduler/placement.ts'
 import { step } from '../util/abortable.ts'
-import { mb, shortPeer } from '../util/text.ts'
+import { count, mb, shortPeer } from '../util/text.ts'
 import type { SimSchedule } from '../vehicle/sources.ts'
 import type { VerifyMode } from '../client/verifier.ts'
 import { GroupMember, PeerProcess } from './processes.ts'
@@ -135,7 +135,7 @@ export class LocalSwarm {
     say('model', `${src.name}: ${src.description}`)
     this.modelBytes = await readFile(src.path)
     this.sharded = await step(shardModel(this.modelBytes, { stages, name: src.name, probeShapes: src.probeShapes, baseDir: dirname(src.path), ...(src.task !== undefined ? { task: src.task } : {}), ...(this.init.handOff !== undefined ? { handOff: this.init.handOff, handOffInputs: sampleInputs(src, Object.keys(src.probeShapes)[0] ?? 'x') } : {}) }), signal)
-    say('shard', `${stages} stages, manifest …${this.sharded.manifestCid.slice(-12)}; cuts balance ${this.sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
+    say('shard', `${count(stages, 'stage')}, manifest …${this.sharded.manifestCid.slice(-12)}; cuts balance ${this.sharded.manifest.balancedBy === 'ms' ? 'measured node times' : 'estimated FLOPs'}, fewest bytes crossing`)
     this.init.onSharded?.(this.sharded)
 
     // a fleet of its own: an authority in this process, a certificate for every peer it starts
@@ -151,7 +151,7 @@ export class LocalSwarm {
     // this process: the client peer, which also seeds the shards
     const client = this.client = await FleetClient.connect({ bootstrap: [this.bootAddr], fleet, credentials: await members.client(), ...(this.init.verify !== undefined ? { verify: this.init.verify } : {}), ...(this.init.checkRate !== undefined ? { checkRate: this.init.checkRate } : {}), ...(this.init.localStages !== undefined ? { localStages: this.init.localStages } : {}), ...(this.init.output !== undefined ? { output: this.init.output } : {}), ...(this.init.coalesce !== undefined ? { coalesce: this.init.coalesce } : {}), ...(this.init.compress !== undefined ? { compress: this.init.compress } : {}), ...(cells !== undefined ? { cells } : {}) })
     this.published = await step(publishSharded(client, this.sharded), signal)
-    say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${this.sharded.shards.size} shards (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
+    say('seed', `client ${shortPeer(client.peerId)} publishes ${this.sharded.manifest.name}@${this.sharded.manifest.version} and seeds the manifest and ${count(this.sharded.shards.size, 'shard')} (${mb([...this.sharded.shards.values()].reduce((s, b) => s + b.byteLength, 0))})`)
 
     // in waves: on a small machine, a few dozen processes starting and fetching shards from one seed at once
     // time out; each wave fetches from the seed and the waves before it

@@ -4,6 +4,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startBootstrap } from '../../bootstrap/bootstrap.ts'
+import { VehicleAgent } from '../../node/agent.ts'
 import type { Bootstrap } from '../../bootstrap/bootstrap.ts'
 import { runCommand } from '../../node/cli/command.ts'
 import { statusCommand } from '../../node/cli/commands/status.ts'
@@ -12,10 +13,11 @@ import { FleetJoinError, openFleetMismatch } from '../../node/client/join-check.
 import { loadOrCreateKey } from '../../node/host.ts'
 import { localFleet, saveCredentials } from '../../node/membership/credentials.ts'
 import type { LocalFleet } from '../../node/membership/credentials.ts'
+import { EnrollmentError } from '../../node/membership/enrollment.ts'
 import { fleetOfProtocols } from '../../protocols/ids.ts'
 
 // `FleetClient.joined()`, which every CLI command that joins as a client asks first (node/cli/command.ts)
-describe('joining a fleet: a wrong bootstrap address or another fleet\'s credentials are said at once', function () {
+describe('joining a fleet: a wrong bootstrap address or another fleet\'s credentials are said at once (clients and vehicles)', function () {
   this.timeout(60_000)
   let dir: string
   let members: LocalFleet
@@ -81,6 +83,26 @@ describe('joining a fleet: a wrong bootstrap address or another fleet\'s credent
     const file = join(dir, 'me.json')
     await saveCredentials(file, await members.client(['client']))
     await assert.rejects(runCommand(statusCommand, ['--bootstrap', addr, '--credentials', file]), refusal(new RegExp(`no bootstrap peer proved membership of fleet demo in time \\(${addr}\\): is it running`)))
+  })
+
+  it('a vehicle with another fleet\'s enrollment grant: its start fails saying the bootstrap peer does not enroll that fleet\'s members', async () => {
+    const other = await localFleet('other', loadOrCreateKey)
+    const v = await VehicleAgent.create({ bootstrap: boot.addrs, dataDir: join(dir, 'v-other'), fleet: 'other', credentials: await other.grant(), enrollTimeoutMs: 4000 })
+    await assert.rejects(v.start(), (err: Error) => {
+      assert.ok(err instanceof EnrollmentError, String(err))
+      assert.match(err.message, /^no certificate after 4 s \(no certificate yet: .*: it does not enroll members of fleet other/)
+      return true
+    })
+    assert.equal(v.host.status, 'stopped', 'its node is closed')
+  })
+
+  it('a vehicle told to stop while it enrolls leaves at once', async () => {
+    const other = await localFleet('other', loadOrCreateKey)
+    const v = await VehicleAgent.create({ bootstrap: boot.addrs, dataDir: join(dir, 'v-stopped'), fleet: 'other', credentials: await other.grant() })
+    const t0 = Date.now()
+    await assert.rejects(v.start({ signal: AbortSignal.timeout(1000) }), (err: Error) => err.name === 'TimeoutError')
+    assert.ok(Date.now() - t0 < 5000, `left after ${Date.now() - t0} ms`)
+    assert.equal(v.host.status, 'stopped')
   })
 
   it('reads which fleet a peer is in from its protocols', () => {

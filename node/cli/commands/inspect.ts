@@ -7,7 +7,8 @@ import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { elementCount, itemSize } from '../../../protocols/tensor.ts'
 import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption } from '../command.ts'
 import type { Command } from '../command.ts'
-import { count, mb, table } from '../format.ts'
+import { mb, table } from '../format.ts'
+import { count } from '../../util/text.ts'
 
 /** The split plan of a manifest as rows and cut descriptions. */
 export function describePlan (m: Manifest): { stages: string[][], cuts: string[] } {

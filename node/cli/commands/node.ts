@@ -126,7 +126,16 @@ export const nodeCommand: Command = {
       ...(isLieMode(o.lie) ? { lie: o.lie } : {})
     })
     agent.onEvent(print)
-    await agent.start()
+    // Ctrl-C while it enrolls leaves at once
+    const leaving = new AbortController()
+    void stop.then(() => { leaving.abort() })
+    try {
+      await agent.start({ signal: leaving.signal })
+    } catch (err) {
+      if (!leaving.signal.aborted) throw err
+      if (o.json !== true) console.log('left before it had a certificate')
+      return 0
+    }
     let gateway: Gateway | undefined
     if (typeof o.http === 'string') {
       const client = await FleetClient.connect({ bootstrap, fleet: access.fleet, shared: agent.node, ...clientChecks(o), cells: [cellsOption(o, 'cell')?.[0] ?? DEFAULT_CELL] })

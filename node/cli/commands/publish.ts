@@ -7,7 +7,8 @@ import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { sampleTensor } from '../../models/specs.ts'
 import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, shortPeer, untilSignal, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
-import { count, table } from '../format.ts'
+import { table } from '../format.ts'
+import { count } from '../../util/text.ts'
 import { describePlan } from './inspect.ts'
 
 const SAMPLE = fileURLToPath(new URL('../../../samples/text-lines/01.png', import.meta.url))

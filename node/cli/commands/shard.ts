@@ -4,7 +4,8 @@ import { shardModel, writeSharded } from '../../models/shard.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
-import { count, manifestTable, specText } from '../format.ts'
+import { manifestTable, specText } from '../format.ts'
+import { count } from '../../util/text.ts'
 
 export const shardCommand: Command = {
   name: 'shard',
