@@ -298,12 +298,12 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       await stream.close()
     } catch (err) {
       stream?.abort(err as Error)
-      if (err instanceof NotAMemberError) this.refuse(conn.remotePeer, err.message)
-      else if ((err as Error).name === 'UnsupportedProtocolError') this.refuse(conn.remotePeer, await this.notInFleet(conn.remotePeer))
-      else {
-        this.log('membership proof to %p failed: %e', conn.remotePeer, err)
-        if ((err as Error).name === 'UnexpectedEOFError') this.safeDispatchEvent('declined', { detail: { peer: conn.remotePeer.toString(), reason: 'it closed the stream on reading this peer\'s proof, without its own: it does not take this peer\'s certificate (another authority\'s, expired or revoked?)' } })
-      }
+      if (err instanceof NotAMemberError) { this.refuse(conn.remotePeer, err.message); return }
+      // a peer of another fleet (or none) is refused now, saying which, not when its time to prove runs out
+      const why = (err as Error).name === 'UnsupportedProtocolError' ? await this.notInFleet(conn.remotePeer) : undefined
+      if (why !== undefined) { this.refuse(conn.remotePeer, why); return }
+      this.log('membership proof to %p failed: %e', conn.remotePeer, err)
+      if ((err as Error).name === 'UnexpectedEOFError') this.safeDispatchEvent('declined', { detail: { peer: conn.remotePeer.toString(), reason: 'it closed the stream on reading this peer\'s proof, without its own: it does not take this peer\'s certificate (another authority\'s, expired or revoked?)' } })
     }
   }
 
@@ -317,11 +317,16 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     })
   }
 
-  /** Why a peer that does not speak this fleet's membership protocol is refused: the fleet it speaks, when identify told. */
-  private async notInFleet (remote: PeerId): Promise<string> {
+  /**
+   * Why a peer that refused this fleet's membership protocol is refused: the
+   * fleet it speaks, when identify told; undefined when identify says it
+   * speaks this fleet's (a member starting or stopping: not refused for it).
+   */
+  private async notInFleet (remote: PeerId): Promise<string | undefined> {
     // the peer store may not hold the peer's protocols until identify has run
     const spoken = fleetOfProtocols((await this.c.connections.peerStore?.get(remote).catch(() => undefined))?.protocols ?? []) ?? fleetOfProtocols(await this.identified(remote, IDENTIFY_WAIT_MS))
     if (spoken === undefined) return `it does not speak fleet ${this.trust.fleet}'s membership protocol`
+    if (spoken.fleet === this.trust.fleet) return spoken.membersOnly ? undefined : `it is in an open fleet named ${spoken.fleet}, without membership`
     return `it is in ${spoken.membersOnly ? 'fleet' : 'the open fleet'} ${spoken.fleet}, not ${this.trust.fleet}`
   }
 

@@ -59,6 +59,10 @@ describe('joining a fleet: a wrong bootstrap address or another fleet\'s credent
     const other = await localFleet('other', loadOrCreateKey)
     const c = await client({ credentials: await other.client(['client']) })
     await assert.rejects(c.joined({ signal: AbortSignal.timeout(10_000) }), refusal(/it is in fleet demo, not other; this peer's credentials are for fleet other/))
+    // a bootstrap peer of an open fleet with the same name
+    const dev = await localFleet('dev', loadOrCreateKey)
+    const d = await client({ credentials: await dev.client(['client']), bootstrap: openBoot.addrs })
+    await assert.rejects(d.joined({ signal: AbortSignal.timeout(10_000) }), refusal(/it is in an open fleet named dev, without membership/))
   })
 
   it('a certificate of another authority of the same fleet name: the bootstrap peer does not take it', async () => {
