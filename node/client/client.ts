@@ -250,12 +250,18 @@ export class FleetClient extends TypedEventEmitter<PipelineEvents> {
     const info = async (manifest: string, named?: { name: string, version: string }): Promise<ModelInfo | undefined> => {
       try {
         const m = await this.resolve(manifest, { signal: AbortSignal.timeout(5000) })
+        // named by a publisher no longer heard: its signed record in the DHT says so
+        if (named === undefined) {
+          const version = Object.entries(await this.resolver.namedInDht(m.manifest.name, { signal: AbortSignal.timeout(5000) }) ?? {}).find(([, cid]) => cid === manifest)?.[0]
+          if (version !== undefined) named = { name: m.manifest.name, version }
+        }
         const perStage = m.manifest.stages.map(s => this.directory.holders(manifest, s.index).length)
         return { name: named?.name ?? m.manifest.name, version: named?.version ?? m.manifest.version, manifest, stages: perStage.length, vehiclesPerStage: perStage, ready: perStage.every(x => x > 0), published: named !== undefined }
       } catch { return undefined } // named or served, but not fetchable yet
     }
     const found = await Promise.all([...this.names.list().map(async n => await info(n.manifest, n)), ...this.unpublished().map(async m => await info(m))])
-    return found.filter(m => m !== undefined)
+    // published first (a name found in the DHT comes from the second list)
+    return found.filter(m => m !== undefined).sort((a, b) => Number(b.published) - Number(a.published))
   }
 
   /**

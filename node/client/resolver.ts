@@ -69,14 +69,9 @@ export class ModelResolver {
     const heard = await this.c.names.waitFor(model, { signal: AbortSignal.any([signal, AbortSignal.timeout(HEARD_WAIT_MS)]) }).catch(() => undefined)
     if (heard !== undefined) return await this.resolve(heard, { signal })
     const [name, version] = model.split('@')
-    try {
-      const rec = await this.nameRecord(name, { signal })
-      for (const [v, cid] of Object.entries(rec.versions)) this.c.names.add(name, v, cid, rec.publisher)
-      const cid = rec.versions[version ?? latestVersion(Object.keys(rec.versions)) ?? '']
-      if (cid !== undefined) return await this.resolve(cid, { signal })
-    } catch (err) {
-      this.log('no DHT record for model %s: %e', name, err)
-    }
+    const versions = await this.namedInDht(name, { signal })
+    const cid = versions?.[version ?? latestVersion(Object.keys(versions ?? {})) ?? '']
+    if (cid !== undefined) return await this.resolve(cid, { signal })
     const known = this.c.names.list().map(n => `${n.name}@${n.version}`)
     const served = await this.unpublishedNamed(name, version, signal)
     throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}` +
@@ -93,6 +88,21 @@ export class ModelResolver {
       } catch { return undefined }
     }))
     return found.filter(cid => cid !== undefined)
+  }
+
+  /**
+   * The versions (version -> manifest CID) a publisher's signed name record in
+   * the DHT gives `name`, each then known as a name; undefined when there is none.
+   */
+  async namedInDht (name: string, opts: AbortOptions = {}): Promise<Record<string, string> | undefined> {
+    try {
+      const rec = await this.nameRecord(name, opts)
+      for (const [v, cid] of Object.entries(rec.versions)) this.c.names.add(name, v, cid, rec.publisher)
+      return rec.versions
+    } catch (err) {
+      this.log('no DHT record for model %s: %e', name, err)
+      return undefined
+    }
   }
 
   /** The signed name record of a model (versions -> manifest CID). */

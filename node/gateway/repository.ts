@@ -12,6 +12,9 @@ export class HttpError extends Error {
   constructor (status: number, message: string) { super(message); this.status = status }
 }
 
+/** How long a request for a model name not heard waits for the DHT. */
+const DHT_LOOKUP_MS = 5000
+
 export class Repository {
   private readonly client: FleetClient
   /** Models unloaded on this gateway (Triton's model_repository unload): known, but not served here. */
@@ -21,13 +24,13 @@ export class Repository {
 
   /** Serves `name` here again (Triton's load); 404 when no publisher of the fleet named it. */
   async load (name: string): Promise<void> {
-    if (!(await this.list()).has(name)) throw new HttpError(404, `no model "${name}" is published in this fleet (publish it with \`fleetmesh publish\`)`)
+    if (await this.versionsOf(name) === undefined) throw new HttpError(404, `no model "${name}" is published in this fleet (publish it with \`fleetmesh publish\`)`)
     this.unloaded.delete(name)
   }
 
   /** Stops serving `name` here (Triton's unload); the fleet keeps it. 404 when unknown. */
   async unload (name: string): Promise<void> {
-    if (!(await this.list()).has(name)) throw new HttpError(404, `unknown model "${name}"`)
+    if (await this.versionsOf(name) === undefined) throw new HttpError(404, `unknown model "${name}"`)
     this.unloaded.add(name)
   }
 
@@ -53,13 +56,25 @@ export class Repository {
     return out
   }
 
-  /** A model by name and version (the latest when no version is given); 404 when unknown. */
+  /**
+   * A model by name and version (the latest when no version is given); 404
+   * when unknown. A name not heard from its publisher (gone since) is looked
+   * up in the DHT, where the publisher's signed record keeps it.
+   */
   async model (name: string, version?: string): Promise<ResolvedModel> {
-    const versions = (await this.list()).get(name)
+    const versions = await this.versionsOf(name, version)
     if (versions === undefined) throw new HttpError(404, `unknown model "${name}"`)
     const m = versions.get(version ?? latestVersion(versions.keys())!)
     if (m === undefined) throw new HttpError(404, `model "${name}" has no version "${version}" (it has ${[...versions.keys()].join(', ')})`)
     return m
+  }
+
+  /** The versions of `name` known here, or else named by a record in the DHT (then known here too). */
+  private async versionsOf (name: string, version?: string): Promise<Map<string, ResolvedModel> | undefined> {
+    const versions = (await this.list()).get(name)
+    if (versions !== undefined && (version === undefined || versions.has(version))) return versions
+    if (await this.client.resolver.namedInDht(name, { signal: AbortSignal.timeout(DHT_LOOKUP_MS) }) === undefined) return versions
+    return (await this.list()).get(name)
   }
 
   /** Every stage has an eligible vehicle. */

