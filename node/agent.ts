@@ -32,6 +32,8 @@ import type { Host, HostInit } from './host.ts'
 import { loadCredentials } from './membership/credentials.ts'
 import type { Credentials } from './membership/credentials.ts'
 import { EnrollmentError } from './membership/enrollment.ts'
+import type { Membership } from './membership/membership.ts'
+import { openCertificate } from '../protocols/membership.ts'
 import { createNode } from './node.ts'
 import type { FleetNode } from './node.ts'
 import { FleetMetrics } from './metrics.ts'
@@ -52,6 +54,8 @@ export type { HostedModel }
 
 /** How long a vehicle holding only an enrollment grant waits for its certificate. */
 export const ENROLL_TIMEOUT_MS = 60_000
+/** How often a vehicle says again that a peer did not take its certificate. */
+export const DECLINED_REPORT_MS = 5 * 60_000
 
 export interface AgentInit {
   bootstrap: string[]
@@ -179,6 +183,30 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {
       for (const type of types) (from as EventTarget).addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: (e as CustomEvent).detail }) })
     }
+    if (membership !== undefined) this.reportStanding(membership)
+  }
+
+  /** A vehicle the fleet revoked, or whose certificate a member does not take, says so: it gets no work from them. */
+  private reportStanding (membership: Membership): void {
+    const error = (message: string): void => { this.safeDispatchEvent('error', { detail: { message } }) }
+    // once per peer in DECLINED_REPORT_MS: a refused vehicle's libp2p keeps redialling
+    const said = new Map<string, number>()
+    membership.addEventListener('declined', (e) => {
+      const now = Date.now()
+      if (now - (said.get(e.detail.peer) ?? -Infinity) < DECLINED_REPORT_MS) return
+      if (said.size > 1024) said.clear()
+      said.set(e.detail.peer, now)
+      error(`${e.detail.peer.slice(-6)} did not let this vehicle in: ${e.detail.reason}`)
+    })
+    membership.addEventListener('revocations', (e) => {
+      void (async () => {
+        const chain = this.components.credentials?.chain()
+        const serial = chain !== undefined ? (await openCertificate(chain[0])).cert.serial : undefined
+        if (e.detail.peers.includes(this.peerId) || (serial !== undefined && e.detail.serials.includes(serial))) {
+          error(`the fleet authority revoked this vehicle (revocation list ${e.detail.seq}): members refuse it until it has a new certificate`)
+        }
+      })().catch(() => {})
+    })
   }
 
   /** Builds a vehicle (its libp2p node not started yet): add listeners, then `start()`. */

@@ -11,8 +11,12 @@ import { checkFleetName } from '../../../protocols/ids.ts'
 import { openRevocations, parseRole } from '../../../protocols/membership.ts'
 import type { FleetTrust, Role } from '../../../protocols/membership.ts'
 import { issueToken } from '../../gateway/tokens.ts'
-import { BOOTSTRAP_OPTION, UsageError, intOption, requireOption } from '../command.ts'
+import { BOOTSTRAP_OPTION, JOIN_TIMEOUT_MS, UsageError, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
+import { count } from '../../util/text.ts'
+
+/** Where the authority keeps its newest revocation list (in its directory), so each revoke adds to it. */
+export const REVOCATIONS_FILE = 'revocations.bin'
 
 const USAGE = `<init | issue | grant | token | revoke | show> [options]
 
@@ -25,8 +29,9 @@ const USAGE = `<init | issue | grant | token | revoke | show> [options]
       an enrollment grant: a vehicle started with it gets its certificate from a bootstrap peer by itself
   fleet token --authority <dir> --name <name> [--days 30] [--concurrency 4] [--max-body-mb 16]
       a bearer token for an HTTP gateway of the fleet (Authorization: Bearer <token>), with its limits
-  fleet revoke --authority <dir> (--peer <id> | --serial <s>)... [--list <file>] --out <file> [--bootstrap <ma>]
-      a new revocation list (the one in --list plus these); with --bootstrap it is published to the fleet
+  fleet revoke --authority <dir> (--peer <id> | --serial <s>)... [--list <file>] [--out <file>] [--bootstrap <ma>]
+      a new revocation list: the newest one (the authority's own, or --list) plus these, kept in
+      <authority>/revocations.bin (and --out); with --bootstrap it is published to the fleet
   fleet show <credentials file>`
 
 async function authorityFrom (o: Record<string, unknown>): Promise<{ issuer: Issuer, trust: FleetTrust }> {
@@ -60,9 +65,9 @@ export const fleetCommand: Command = {
     key: { type: 'string', arg: '<file>', description: 'with issue: the peer\'s key file, created if missing' },
     'new-key': { type: 'boolean', description: 'with issue: a new key, kept in the credentials file' },
     serial: { type: 'string', multiple: true, arg: '<s>', description: 'with revoke: a certificate serial to revoke (repeatable)' },
-    list: { type: 'string', arg: '<file>', description: 'with revoke: the current revocation list' },
+    list: { type: 'string', arg: '<file>', description: `with revoke: a revocation list to add to (default: the newest the authority keeps, <authority>/${REVOCATIONS_FILE})` },
     days: { type: 'string', arg: '<n>', description: 'validity in days (issue: 30, grant: 365)' },
-    out: { type: 'string', arg: '<file>', description: 'where to write the credentials, grant or list (token: optional)' },
+    out: { type: 'string', arg: '<file>', description: 'where to write the credentials or grant (token: optional; revoke: a copy of the list)' },
     name: { type: 'string', arg: '<name>', description: 'with token: who the token is for (letters, digits, . @ _ -)' },
     concurrency: { type: 'string', arg: '<n>', description: 'with token: requests in flight at once', default: '4' },
     'max-body-mb': { type: 'string', arg: '<mb>', description: 'with token: largest request body, in MiB', default: '16' },
@@ -134,24 +139,36 @@ export const fleetCommand: Command = {
 
 async function revoke (o: Record<string, unknown>): Promise<number> {
   const { issuer, trust } = await authorityFrom(o)
-  const out = requireOption(o.out, 'out')
+  const kept = join(requireOption(o.authority, 'authority'), REVOCATIONS_FILE)
   const peers = (o.peer as string[] | undefined) ?? []
   const serials = (o.serial as string[] | undefined) ?? []
   if (peers.length + serials.length === 0) throw new UsageError('give --peer <id> or --serial <s> to revoke')
+  // the newest of the list given and the one the authority keeps: members take only a list newer than theirs,
+  // so one that started over would be ignored
   let previous = { seq: 0, peers: [] as string[], serials: [] as string[] }
-  if (typeof o.list === 'string') previous = await openRevocations(new Uint8Array(await readFile(o.list)), trust)
-  const sealed = await issuer.revocations({ seq: previous.seq + 1, issuedAt: Date.now(), peers: [...new Set([...previous.peers, ...peers])], serials: [...new Set([...previous.serials, ...serials])] })
-  await writeFile(out, sealed)
+  for (const [file, given] of [[o.list, true], [kept, false]] as const) {
+    if (typeof file !== 'string' || (!given && !existsSync(file))) continue
+    let list
+    try { list = await openRevocations(new Uint8Array(await readFile(file)), trust) } catch (err) { throw new UsageError(`${given ? '--list ' : ''}${file}: ${(err as Error).message}`) }
+    if (list.seq > previous.seq) previous = list
+  }
+  const next = { seq: previous.seq + 1, issuedAt: Date.now(), peers: [...new Set([...previous.peers, ...peers])], serials: [...new Set([...previous.serials, ...serials])] }
+  const sealed = await issuer.revocations(next)
+  await writeFile(kept, sealed)
+  if (typeof o.out === 'string') await writeFile(o.out, sealed)
   const bootstrap = (o.bootstrap as string[] | undefined) ?? []
   if (bootstrap.length > 0) {
     // the authority joins as a short-lived client of its own making and publishes the list
     const client = await FleetClient.connect({ bootstrap, fleet: trust.fleet, credentials: await issueWithKey(issuer, trust, { roles: ['client'], days: 1 }) })
     try {
+      await client.joined({ signal: AbortSignal.timeout(JOIN_TIMEOUT_MS) })
       await client.node.membership?.adoptRevocations(sealed)
+      // time to join the revocations topic's mesh
       await new Promise(resolve => setTimeout(resolve, 1500))
       await client.node.membership?.publishRevocations()
     } finally { await client.close() }
   }
-  console.log(`revocation list ${previous.seq + 1} (${peers.length + previous.peers.length} peers, ${serials.length + previous.serials.length} certificates) written to ${out}${bootstrap.length > 0 ? ' and published' : ''}`)
+  const where = [kept, ...(typeof o.out === 'string' ? [o.out] : [])].join(' and ')
+  console.log(`revocation list ${next.seq} (${count(next.peers.length, 'peer')}, ${count(next.serials.length, 'certificate')}) written to ${where}${bootstrap.length > 0 ? ' and published' : ''}`)
   return 0
 }
