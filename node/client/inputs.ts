@@ -3,7 +3,8 @@
  * show: images for built-in image models, OIP JSON tensor files for any
  * model; CTC text for models whose manifest says so.
  */
-import { readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { access, readFile, stat } from 'node:fs/promises'
 import { BUILTIN_MODELS } from '../models/catalog.ts'
 import type { Manifest } from '../models/manifest.ts'
 import { ctcDecode } from '../models/ocr.ts'
@@ -16,14 +17,23 @@ export class InputError extends Error {
   readonly code = 'ERR_BAD_INPUT'
 }
 
+/** An InputError naming the file when it cannot be read (missing, a directory, no permission). */
+async function readable (path: string): Promise<void> {
+  try { await access(path, constants.R_OK) } catch (err) { throw new InputError(`${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`) }
+  if ((await stat(path)).isDirectory()) throw new InputError(`${path}: is a directory (--batch takes a directory)`)
+}
+
 export async function inputsFromFile (manifest: Manifest, path: string): Promise<Tensor[]> {
   if (/\.png$/i.test(path)) {
     const fromImage = BUILTIN_MODELS[manifest.name]?.fromImage
     if (fromImage === undefined) throw new InputError(`model ${manifest.name} takes no images; pass a tensor file (.json, Open Inference Protocol tensors)`)
-    const t = fromImage(path)
+    await readable(path)
+    let t: Tensor
+    try { t = fromImage(path) } catch (err) { throw new InputError(`${path}: not a PNG image it can read (${(err as Error).message})`) }
     return [{ ...t, name: manifest.inputs[0].name }]
   }
   if (/\.json$/i.test(path)) {
+    await readable(path)
     let doc: any
     try { doc = JSON.parse(await readFile(path, 'utf8')) } catch (err) {
       throw new InputError(`${path}: not JSON (${(err as Error).message})`)
