@@ -15,7 +15,7 @@ import { repeatingTask } from '@libp2p/utils'
 import type { ComponentLogger, Logger, PeerId, Startable } from '@libp2p/interface'
 import type { RepeatingTask } from '@libp2p/utils'
 import type { ModelAnnouncement } from '../../protocols/jobs.ts'
-import { cidOf, isCid } from '../models/cid.ts'
+import { cidOf, cidProblem, isCid } from '../models/cid.ts'
 import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
@@ -163,7 +163,11 @@ export class StageHosting extends TypedEventEmitter<HostingEvents> implements St
 
   private async manifestOf (model: string): Promise<{ manifestCid: string, manifest: Manifest, seeded: string[] }> {
     if (isCid(model)) return { manifestCid: model, manifest: decodeManifest(await this.fetchPatiently(model, MANIFEST_PATIENCE_MS)), seeded: [] }
-    const bytes = await readFile(model)
+    let bytes: Uint8Array
+    try { bytes = await readFile(model) } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+      throw new Error(`model ${model}: neither a manifest CID${/^(baf|Qm)/.test(model) ? ` (${cidProblem(model)})` : ''} nor a manifest file it can read (${code})`, { cause: err })
+    }
     const manifest = decodeManifest(bytes)
     const manifestCid = await this.c.exchange.store.put(bytes)
     const seeded: string[] = []

@@ -28,6 +28,9 @@ export function parseCid (cid: string): CID {
   }
 }
 
-export function isCid (s: string): boolean {
-  try { CID.parse(s); return true } catch { return false }
+export function isCid (s: string): boolean { return cidProblem(s) === undefined }
+
+/** Why `s` does not parse as a CID, or undefined when it does. */
+export function cidProblem (s: string): string | undefined {
+  try { CID.parse(s); return undefined } catch (err) { return (err as Error).message }
 }

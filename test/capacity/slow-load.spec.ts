@@ -11,6 +11,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { StageHosting } from '../../node/capacity/hosting.ts'
 import type { HostingComponents } from '../../node/capacity/hosting.ts'
+import { cidOf } from '../../node/models/cid.ts'
 import { shardModel } from '../../node/models/shard.ts'
 import type { ShardedModel } from '../../node/models/shard.ts'
 import type { StagePriority } from '../../node/runtime/thread-priority.ts'
@@ -64,5 +65,16 @@ describe('a vehicle says when a stage is slow to load', function () {
     const said = await host('idle', 20)
     await new Promise(resolve => setTimeout(resolve, 300))
     assert.deepEqual(said, [])
+  })
+})
+
+// `fleetmesh node --model` with a typo in the CID, or a path to no file
+describe('a vehicle says what is wrong with a model it is given', () => {
+  it('a --model that is neither a manifest CID nor a file it can read says so (not a bare ENOENT)', async () => {
+    const hosting = new StageHosting({ peerId: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), logger: defaultLogger() } as unknown as HostingComponents, {})
+    const typo = `${cidOf(new TextEncoder().encode('a manifest')).slice(0, -1)}0`
+    await assert.rejects(hosting.host({ model: typo, stages: [0] }), new RegExp(`^Error: model ${typo}: neither a manifest CID \\(Non-base32 character\\) nor a manifest file it can read \\(ENOENT\\)$`))
+    await assert.rejects(hosting.host({ model: 'nothere/manifest.json' }), /^Error: model nothere\/manifest\.json: neither a manifest CID nor a manifest file it can read \(ENOENT\)$/)
+    await hosting.stop()
   })
 })
