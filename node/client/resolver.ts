@@ -9,7 +9,7 @@ import type { AbortOptions, ComponentLogger, ContentRouting, Logger } from '@lib
 import { openCapacityRecord, capacityRecordKey } from '../../protocols/capacity.ts'
 import type { CapacityRecord } from '../../protocols/capacity.ts'
 import { modelRecordKey, openModelRecord } from '../../protocols/jobs.ts'
-import { isCid } from '../models/cid.ts'
+import { cidProblem, isCid } from '../models/cid.ts'
 import { decodeManifest } from '../models/manifest.ts'
 import type { Manifest } from '../models/manifest.ts'
 import type { ShardExchange } from '../models/shard-exchange.ts'
@@ -59,7 +59,8 @@ export class ModelResolver {
       return { cid: model, manifest }
     }
     if (model.endsWith('.json')) {
-      const bytes = await readFile(model)
+      let bytes: Uint8Array
+      try { bytes = await readFile(model) } catch (err) { throw new ModelNotFoundError(`manifest file ${model}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err }) }
       const manifest = decodeManifest(bytes)
       const cid = await this.c.exchange.store.put(bytes)
       this.manifests.set(cid, manifest)
@@ -74,7 +75,8 @@ export class ModelResolver {
     if (cid !== undefined) return await this.resolve(cid, { signal })
     const known = this.c.names.list().map(n => `${n.name}@${n.version}`)
     const served = await this.unpublishedNamed(name, version, signal)
-    throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}` +
+    const notCid = /^(baf|Qm)/.test(model) ? ` (nor a CID: ${cidProblem(model)})` : ''
+    throw new ModelNotFoundError(`model "${model}" is not named by any publisher heard from, nor in the DHT${notCid}${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}` +
       (served.length > 0 ? `; vehicles serve an unpublished manifest of that name: ${served.join(', ')} (submit it by that CID, or name it with \`fleetmesh publish\`)` : ''))
   }
 

@@ -42,6 +42,10 @@ describe('a model vehicles serve that no publisher named', function () {
       assert.match(err.message, new RegExp(`vehicles serve an unpublished manifest of that name: ${sharded.manifestCid} `))
       return true
     })
+    // a CID with a typo, and a manifest file that is not there, are named as such
+    const typo = `${sharded.manifestCid.slice(0, -1)}0`
+    await assert.rejects(mesh.client.resolve(typo, { signal: AbortSignal.timeout(5000) }), (err: Error) => err instanceof ModelNotFoundError && err.message.includes('(nor a CID: Non-base32 character)'))
+    await assert.rejects(mesh.client.resolve(join(SAMPLES, 'manifest.json')), (err: Error) => err instanceof ModelNotFoundError && /manifest file .*manifest\.json: cannot read it \(ENOENT\)$/.test(err.message))
     // another name, or another version, does not point at it
     await assert.rejects(mesh.client.resolve('pp-ocrv4-rec@2', { signal: AbortSignal.timeout(5000) }), (err: Error) => !err.message.includes(sharded.manifestCid))
     const r = await mesh.client.infer(sharded.manifestCid, [recInputFromImage(readPng(join(SAMPLES, '05.png')))])
