@@ -34,3 +34,20 @@ export function tensorSummary (t: Tensor): string {
   }
   return `${t.name} ${t.dtype}[${t.dims.join(',')}]${stats}`
 }
+
+/** Why a node could not listen on an address, by the system's error code. */
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'another process listens there (--listen picks another address or port)',
+  EADDRNOTAVAIL: 'this machine has no such address',
+  EACCES: 'not allowed (ports below 1024 need privileges)'
+}
+
+/** What a failed command prints after `fleetmesh: `: libp2p's listen failures as one line per address and what to do. */
+export function failureMessage (err: Error): string {
+  if (err.name !== 'UnsupportedListenAddressesError') return err.message
+  const failed = [...err.message.matchAll(/^\s+(\/\S+): (?:Error: )?([^\n]*)$/gm)].map(([, addr, why]) => {
+    const code = /\b(E[A-Z]+)\b/.exec(why)?.[1] ?? ''
+    return `${addr}: ${LISTEN_FAILURES[code] ?? why}`
+  })
+  return failed.length > 0 ? `cannot listen on ${failed.join('; ')}` : err.message
+}

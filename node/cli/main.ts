@@ -22,6 +22,7 @@ import { swarmCommand } from './commands/swarm.ts'
 import { fleetCommand } from './commands/fleet.ts'
 import { simCommand } from './commands/sim.ts'
 import { runCommand, UsageError } from './command.ts'
+import { failureMessage } from './format.ts'
 import type { Command } from './command.ts'
 import { setFlagsFromString } from 'node:v8'
 
@@ -69,7 +70,7 @@ main(process.argv.slice(2)).then(code => {
     console.error(`fleetmesh: ${err.message}`)
     process.exit(2)
   }
-  console.error(`fleetmesh: ${err.message}`)
+  console.error(`fleetmesh: ${failureMessage(err)}`)
   if (process.env.DEBUG !== undefined) console.error(err.stack)
   process.exit(1)
 })
