@@ -102,7 +102,7 @@ export type AgentEvents = HostingEvents & GovernorEvents & {
 }
 
 /** Every event type a vehicle emits, for forwarding them all (e.g. to a CLI or a parent process). */
-export const AGENT_EVENTS = ['listening', 'shard', 'serving', 'chose', 'announced', 'error', 'eligible', 'ineligible', 'departed'] as const
+export const AGENT_EVENTS = ['listening', 'shard', 'serving', 'chose', 'announced', 'error', 'eligible', 'ineligible', 'waiting', 'departed'] as const
 export type AgentEvent = { [K in typeof AGENT_EVENTS[number]]: { type: K } & AgentEvents[K]['detail'] }[typeof AGENT_EVENTS[number]]
 
 /** A grant's credentials, with the certificate an earlier start got by enrolling (kept in the data directory). */
@@ -180,7 +180,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       compression: peer => compressionFor(init.compress ?? 'auto', { sameHost: c.dialer.sameHost(peer), bytesPerMs: this.links.get(peer)?.bytesPerMs }),
       ...(init.lie !== undefined ? { lie: liar(init.lie) } : {})
     })
-    for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'departed']]] as const) {
+    for (const [from, types] of [[this.hosting, ['shard', 'serving', 'chose', 'announced', 'error']], [this.governor, ['eligible', 'ineligible', 'waiting', 'departed']]] as const) {
       for (const type of types) (from as EventTarget).addEventListener(type, (e) => { this.safeDispatchEvent(type, { detail: (e as CustomEvent).detail }) })
     }
     if (membership !== undefined) this.reportStanding(membership)

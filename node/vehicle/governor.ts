@@ -33,11 +33,14 @@ export interface GovernorInit {
 
 export interface EligibleEvent { at: number, maxSessions: number, powerBudgetW: number }
 export interface IneligibleEvent { at: number, reasons: string[] }
+/** Not eligible, and why, when the kind of reason changes (the first decision included): what keeps a car from work. */
+export interface WaitingEvent { at: number, reasons: string[] }
 export interface DepartedEvent { at: number, stoppedAt: number, inflight: number, finished: number, handedOff: number, drained: boolean, ms: number }
 
 export interface GovernorEvents {
   eligible: CustomEvent<EligibleEvent>
   ineligible: CustomEvent<IneligibleEvent>
+  waiting: CustomEvent<WaitingEvent>
   departed: CustomEvent<DepartedEvent>
 }
 
@@ -53,6 +56,8 @@ export class VehicleGovernor extends TypedEventEmitter<GovernorEvents> implement
   private eligible = false
   private draining?: Promise<void>
   private last?: Decision
+  /** The kinds of reason last said in a `waiting` event (numbers left out), to say them once. */
+  private waitingFor = ''
 
   constructor (components: GovernorComponents, init: GovernorInit) {
     super()
@@ -98,7 +103,15 @@ export class VehicleGovernor extends TypedEventEmitter<GovernorEvents> implement
   /** Evaluates the state once and acts on a change. */
   tick (): void {
     const d = this.policy.evaluate(this.source.read(), this.source.now())
+    // a source that cannot be read says why (a missing file, an unreachable broker)
+    const problem = this.source.lastError
+    if (problem !== undefined) d.reasons = d.reasons.map(r => r === 'no vehicle state' || r.startsWith('state is stale') ? `${r}: ${problem}` : r)
     this.last = d
+    const kinds = d.eligible ? '' : d.reasons.map(r => r.replace(/\d+(\.\d+)?/g, '#')).join('; ')
+    if (kinds !== this.waitingFor) {
+      this.waitingFor = kinds
+      if (!d.eligible && !this.eligible) this.safeDispatchEvent('waiting', { detail: { at: Date.now(), reasons: d.reasons } })
+    }
     if (d.eligible && !this.eligible && this.draining === undefined) {
       this.eligible = true
       this.c.runtime.resume(d.maxSessions)

@@ -4,6 +4,10 @@ import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { defaultLogger } from '@libp2p/logger'
+import { FleetMetrics } from '../../node/metrics.ts'
+import { StageRuntime } from '../../node/runtime/stage-runtime.ts'
+import { VehicleGovernor } from '../../node/vehicle/governor.ts'
 import { EligibilityPolicy } from '../../node/vehicle/policy.ts'
 import { JsonSource, SimSource, parseSchedule, randomDay, simulatedState, sourceFromSpec, UsageSourceError, InvalidScheduleError } from '../../node/vehicle/sources.ts'
 import { InvalidStateError, parseVehicleState } from '../../node/vehicle/state.ts'
@@ -98,5 +102,30 @@ describe('vehicle state sources', function () {
     assert.ok(src.elapsed() >= 150 && src.elapsed() < 3600, `simulated ${src.elapsed()} s in 50 ms`)
     await assert.rejects(sourceFromSpec('sim:random:x'), UsageSourceError)
     await assert.rejects(sourceFromSpec('carrier-pigeon'), UsageSourceError)
+  })
+
+  it('a car kept from work says why as it starts, and again when the kind of reason changes: a missing file named', async () => {
+    const file = join(dir, 'later.json')
+    const logger = defaultLogger()
+    const runtime = new StageRuntime({ logger, metrics: new FleetMetrics() })
+    const gov = new VehicleGovernor({ logger, runtime }, { source: new JsonSource(file, { pollMs: 50 }), policy: { minHoldMs: 0 }, tickMs: 20 })
+    const said: string[][] = []
+    gov.addEventListener('waiting', e => { said.push(e.detail.reasons) })
+    await gov.start()
+    try {
+      assert.equal(said.length, 1)
+      assert.match(said[0].join(), new RegExp(`^no vehicle state: ${file}: ENOENT`))
+      await writeFile(file, JSON.stringify({ ...state, socPct: 30, updatedAt: Date.now() }))
+      await until(() => said.length === 2)
+      assert.deepEqual(said[1], ['state of charge 30% below 50%'])
+      // the same reason with another number is not said again
+      await writeFile(file, JSON.stringify({ ...state, socPct: 31, updatedAt: Date.now() }))
+      await until(() => gov.summary().socPct === 31)
+      await new Promise(resolve => setTimeout(resolve, 100))
+      assert.equal(said.length, 2)
+      await writeFile(file, JSON.stringify({ ...state, updatedAt: Date.now() }))
+      await until(() => gov.isEligible)
+      assert.equal(said.length, 2)
+    } finally { await gov.stop(); await runtime.stop() }
   })
 })

@@ -23,6 +23,7 @@ function describe (e: AgentEvent): string {
     case 'error': return `${e.slow === true ? 'slow' : 'error'}: ${e.message}`
     case 'eligible': return `eligible: taking work (${e.maxSessions} session${e.maxSessions === 1 ? '' : 's'} at once, ${Math.round(e.powerBudgetW)} W budget)`
     case 'ineligible': return `not eligible: ${e.reasons.join('; ')}; no new work, withdrawal published`
+    case 'waiting': return `not eligible: ${e.reasons.join('; ')}`
     case 'departed': return `drained in ${Math.round(e.ms)} ms: ${e.finished} finished, ${e.handedOff} handed back${e.drained ? '' : ', some did not close in time'}`
   }
 }
