@@ -14,6 +14,18 @@ export { mb }
 
 export function specText (s: TensorSpec): string { return `${s.name} ${s.dtype}[${s.shape.map(d => d ?? '?').join(',')}]` }
 
+/** A model input with the largest shape a job may give it, where the model leaves dimensions open. */
+export function inputText (s: TensorSpec): string {
+  return s.max !== undefined && s.shape.some(d => d === null) ? `${specText(s)}, jobs up to [${s.max.join(',')}]` : specText(s)
+}
+
+/** Said under the inputs when a model leaves dimensions open: where their caps come from and how to raise them. */
+export function capHint (m: Pick<Manifest, 'inputs' | 'probeShapes'>): string {
+  const free = m.inputs.filter(i => i.shape.includes(null))
+  if (free.length === 0) return ''
+  return `(an open dimension is capped at 4x its probe size, here ${free.map(i => `${i.name}=${(m.probeShapes[i.name] ?? []).join(',')}`).join(' ')}: --probe-shape sets another)`
+}
+
 export function manifestTable (m: Manifest): string {
   const rows = [['stage', 'cid', 'nodes', 'params', 'GFLOPs', 'share', 'size', 'hands on']]
   for (const s of m.stages) {

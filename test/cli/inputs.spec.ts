@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { InputError, inputsFromFile } from '../../node/client/inputs.ts'
 import type { Manifest } from '../../node/models/manifest.ts'
+import { capHint, inputText } from '../../node/cli/format.ts'
 
 const SAMPLE = fileURLToPath(new URL('../../samples/text-lines/05.png', import.meta.url))
 
@@ -46,5 +47,13 @@ describe('input files', () => {
     await writeFile(join(dir, 'short.json'), JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1] }] }))
     await refused(other, join(dir, 'short.json'), /invalid tensor: inputs\[0\]\.data: has 1 elements?, shape \[1,3\] needs 3/)
     await refused(other, SAMPLE, /model my-model takes no images/)
+  })
+
+  it('shard and publish show the largest input a job may give, and where an open dimension\'s cap comes from', () => {
+    const m = { inputs: [{ name: 'x', dtype: 'float32', shape: [null, 3, 48, null], max: [8, 3, 48, 256] }, { name: 'k', dtype: 'int64', shape: [2] }], probeShapes: { x: [1, 3, 48, 64], k: [2] } } as unknown as Manifest
+    assert.equal(inputText(m.inputs[0]), 'x float32[?,3,48,?], jobs up to [8,3,48,256]')
+    assert.equal(inputText(m.inputs[1]), 'k int64[2]')
+    assert.equal(capHint(m), '(an open dimension is capped at 4x its probe size, here x=1,3,48,64: --probe-shape sets another)')
+    assert.equal(capHint({ inputs: [m.inputs[1]], probeShapes: {} }), '')
   })
 })

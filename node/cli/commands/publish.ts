@@ -7,7 +7,7 @@ import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { sampleTensor } from '../../models/specs.ts'
 import { BOOTSTRAP_OPTION, ACCESS_OPTIONS, HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, shortPeer, untilSignal, withFleetClient } from '../command.ts'
 import type { Command } from '../command.ts'
-import { table } from '../format.ts'
+import { capHint, inputText, table } from '../format.ts'
 import { count } from '../../util/text.ts'
 import { describePlan } from './inspect.ts'
 
@@ -53,6 +53,7 @@ export const publishCommand: Command = {
       })
       const m = p.manifest
       say(`published ${m.name}@${m.version}: ${count(m.stages.length, 'stage')}, manifest ${p.manifestCid}`)
+      say(`inputs: ${m.inputs.map(inputText).join('; ')}${capHint(m) !== '' ? ` ${capHint(m)}` : ''}`)
       say(table(describePlan(m).stages))
       say('waiting for vehicles to choose and serve every stage...')
       const counts = (): number[] => m.stages.map(s => client.directory.holders(p.manifestCid, s.index).length)

@@ -4,7 +4,7 @@ import { shardModel, writeSharded } from '../../models/shard.ts'
 import { modelSource, parseProbeShapes } from '../../models/catalog.ts'
 import { HAND_OFF_OPTION, PROBE_SHAPE_OPTION, UsageError, handOffSettings, intOption, requireOption } from '../command.ts'
 import type { Command } from '../command.ts'
-import { manifestTable, specText } from '../format.ts'
+import { capHint, inputText, manifestTable, specText } from '../format.ts'
 import { count } from '../../util/text.ts'
 
 export const shardCommand: Command = {
@@ -45,7 +45,7 @@ export const shardCommand: Command = {
     }
     const m = sharded.manifest
     console.log(`${m.name}: ${count(m.stages.length, 'stage')} in ${(performance.now() - t0).toFixed(0)} ms, manifest ${sharded.manifestCid}`)
-    console.log(`inputs:  ${m.inputs.map(specText).join(', ')}\noutputs: ${m.outputs.map(specText).join(', ')}\n`)
+    console.log(`inputs:  ${m.inputs.map(inputText).join('; ')}${capHint(m) !== '' ? `\n         ${capHint(m)}` : ''}\noutputs: ${m.outputs.map(specText).join(', ')}\n`)
     console.log(manifestTable(m))
     for (const s of m.stages.slice(0, -1)) console.log(`cut after stage ${s.index}: ${s.outputs.map(x => x.name).join(', ')}`)
     console.log(`\nwrote ${files.length} files to ${out}`)
