@@ -10,6 +10,7 @@
  * - FleetDirectory: what the rest of the fleet says (heartbeats heard).
  * - OfferResponder: offers and leases for batch work.
  */
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TypedEventEmitter, start, stop } from '@libp2p/interface'
 import type { AbortOptions } from '@libp2p/interface'
@@ -37,6 +38,7 @@ import { openCertificate } from '../protocols/membership.ts'
 import { createNode } from './node.ts'
 import type { FleetNode } from './node.ts'
 import { FleetMetrics } from './metrics.ts'
+import { lockDirectory } from './util/dir-lock.ts'
 import { ShardExchange } from './models/shard-exchange.ts'
 import { ShardStore } from './models/shard-store.ts'
 import { InferHandler } from './runtime/infer-handler.ts'
@@ -129,9 +131,12 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
   readonly cells: CellRendezvous
   private readonly models: HostedModel[]
   private readonly enrollTimeoutMs: number
+  /** Gives the data directory back (node/util/dir-lock.ts). */
+  private readonly unlock: () => Promise<void>
 
-  private constructor (node: FleetNode, store: ShardStore, init: AgentInit) {
+  private constructor (node: FleetNode, store: ShardStore, init: AgentInit, unlock: () => Promise<void>) {
     super()
+    this.unlock = unlock
     const fleet = init.fleet ?? DEFAULT_FLEET
     this.models = init.models ?? []
     this.enrollTimeoutMs = init.enrollTimeoutMs ?? ENROLL_TIMEOUT_MS
@@ -211,6 +216,13 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
 
   /** Builds a vehicle (its libp2p node not started yet): add listeners, then `start()`. */
   static async create (init: AgentInit): Promise<VehicleAgent> {
+    // the directory holds the vehicle's identity: one process at a time
+    await mkdir(init.dataDir, { recursive: true })
+    const unlock = await lockDirectory(init.dataDir)
+    try { return await VehicleAgent.build(init, unlock) } catch (err) { await unlock(); throw err }
+  }
+
+  private static async build (init: AgentInit, unlock: () => Promise<void>): Promise<VehicleAgent> {
     const credentialsFile = join(init.dataDir, 'credentials.json')
     const credentials = await withEarlierCertificate(init.credentials, credentialsFile)
     const node = await createNode(init.fleet ?? DEFAULT_FLEET, {
@@ -230,7 +242,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
       ...(init.storeMaxBytes !== undefined ? { maxBytes: init.storeMaxBytes } : {}),
       pinned: cid => held().has(cid)
     }).init()
-    const agent = new VehicleAgent(node, store, init)
+    const agent = new VehicleAgent(node, store, init, unlock)
     held = () => new Set(agent.runtime.served().flatMap(s => [s.cid, s.manifest]))
     return agent
   }
@@ -260,6 +272,7 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
         await enroller.ready(opts.signal !== undefined ? AbortSignal.any([opts.signal, timeout]) : timeout)
       } catch (err) {
         await this.node.stop()
+        await this.unlock()
         if (opts.signal?.aborted === true) throw err
         throw new EnrollmentError(`no certificate after ${waitMs / 1000} s${enroller.lastError !== undefined ? ` (${enroller.lastError})` : ''}`, { cause: err })
       }
@@ -290,5 +303,6 @@ export class VehicleAgent extends TypedEventEmitter<AgentEvents> {
     await stop(this.cells, this.links, this.offers, this.directory, this.infer, this.exchange)
     await stop(this.runtime)
     await this.node.stop()
+    await this.unlock()
   }
 }
