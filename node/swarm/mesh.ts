@@ -125,6 +125,8 @@ export class LocalSwarm {
 
   /** Starts everything; on failure (or abort) the caller still calls `stop`, which the returned swarm allows. */
   static async create (init: SwarmInit): Promise<LocalSwarm> {
+    // a placement that cannot be made fails before anything is made (it left an empty directory behind)
+    placeStages(init.nodes, init.stages)
     return new LocalSwarm(init, await mkdtemp(join(tmpdir(), 'fleetmesh-swarm-')))
   }
 

@@ -8,6 +8,7 @@ import { runSwarm } from '../../swarm/run.ts'
 import { PROCESS_LIMIT } from '../../swarm/mesh.ts'
 import type { SwarmRunOptions } from '../../swarm/run.ts'
 import { CLIENT_CHECK_OPTIONS, FLEET_OPTION, GATEWAY_OPTIONS, HAND_OFF_OPTION, UsageError, checkName, clientChecks, gatewayTls, handOffOption, intOption, STAGE_PRIORITY_OPTION, stagePriorityOption } from '../command.ts'
+import { placeStages } from '../../scheduler/placement.ts'
 import type { Command } from '../command.ts'
 import { manifestTable } from '../format.ts'
 
@@ -85,6 +86,7 @@ export const swarmCommand: Command = {
     if (opts.nodes > PROCESS_LIMIT && (day || chaos || liars > 0)) throw new UsageError(`past ${PROCESS_LIMIT} vehicles they share processes (10 each), which --scenario day, --chaos and --liars do not support yet`)
     if (o.trace === true && (opts.scenario !== 'none' || opts.concurrency !== 1)) throw new UsageError('--trace follows one job at a time through the processes: use it with --concurrency 1, without --batch, --chaos or --scenario')
     if (liars >= opts.nodes) throw new UsageError(`--liars ${liars} needs more than ${liars} vehicles (--nodes ${opts.nodes})`)
+    try { placeStages(opts.nodes, opts.stages) } catch (err) { throw new UsageError(`--nodes ${opts.nodes} --stages ${opts.stages}: ${(err as Error).message}`) }
     const T0 = performance.now()
     const out = (line: string): void => { (json ? process.stderr : process.stdout).write(line + '\n') }
     const say = (tag: string, msg: string): void => { out(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(5)}s] ${tag.padEnd(6)} ${msg}`) }
