@@ -41,11 +41,9 @@ export function kadProtocol (fleet: string): string { return `/fleetmesh/${fleet
  * or undefined for a peer that speaks no fleet's.
  */
 export function fleetOfProtocols (protocols: string[]): { fleet: string, membersOnly: boolean } | undefined {
-  const of = (kind: string): string | undefined => protocols.map(p => new RegExp(`^/fleetmesh/([^/]+)/${kind}/`).exec(p)?.[1]).find(f => f !== undefined)
-  const members = of('member')
-  if (members !== undefined) return { fleet: members, membersOnly: true }
-  const open = of('kad')
-  return open !== undefined ? { fleet: open, membersOnly: false } : undefined
+  const spoken = protocols.map(p => /^\/fleetmesh\/([^/]+)\/(member|kad)\//.exec(p)).filter(m => m !== null)
+  const members = spoken.find(m => m[2] === 'member') ?? spoken[0]
+  return members !== undefined ? { fleet: members[1], membersOnly: members[2] === 'member' } : undefined
 }
 /** gossipsub's stream protocols (fleet topics travel on them). */
 export const GOSSIP_PROTOCOLS = ['/meshsub/1.2.0', '/meshsub/1.1.0', '/meshsub/1.0.0', '/floodsub/1.0.0']

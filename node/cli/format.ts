@@ -1,5 +1,6 @@
 /** Text formatting shared by the commands. */
 import type { Manifest } from '../models/manifest.ts'
+import { defaultMaxDim } from '../models/specs.ts'
 import type { TensorSpec } from '../models/specs.ts'
 import { asFloat32 } from '../../protocols/tensor.ts'
 import type { Tensor } from '../../protocols/tensor.ts'
@@ -19,9 +20,14 @@ export function inputText (s: TensorSpec): string {
   return s.max !== undefined && s.shape.some(d => d === null) ? `${specText(s)}, jobs up to [${s.max.join(',')}]` : specText(s)
 }
 
-/** Said under the inputs when a model leaves dimensions open: where their caps come from and how to raise them. */
+/**
+ * Said under the inputs when a model leaves dimensions open and their caps
+ * are the default ones (defaultMaxDim of the probe): where they come from and
+ * how to raise them.
+ */
 export function capHint (m: Pick<Manifest, 'inputs' | 'probeShapes'>): string {
-  const free = m.inputs.filter(i => i.shape.includes(null))
+  const byDefault = (i: TensorSpec): boolean => i.shape.every((d, k) => d !== null || i.max?.[k] === defaultMaxDim(m.probeShapes[i.name]?.[k] ?? 0))
+  const free = m.inputs.filter(i => i.shape.includes(null) && byDefault(i))
   if (free.length === 0) return ''
   return `(an open dimension is capped at 4x its probe size, here ${free.map(i => `${i.name}=${(m.probeShapes[i.name] ?? []).join(',')}`).join(' ')}: --probe-shape sets another)`
 }

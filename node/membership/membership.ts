@@ -45,10 +45,10 @@ export class Denylist {
   }
 }
 
-/** This node's own certificate chain (it may change: a vehicle enrolls or renews). */
 /** How long a refusal waits for identify to say which fleet a peer speaks. */
 const IDENTIFY_WAIT_MS = 1000
 
+/** This node's own certificate chain (it may change: a vehicle enrolls or renews). */
 export interface OwnCredentials { chain: () => Uint8Array[] | undefined }
 
 export interface MembershipComponents {

@@ -5,6 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cidOf } from './cid.ts'
+import { defaultMaxDim } from './specs.ts'
 import { MANIFEST_FORMAT, encodeManifest } from './manifest.ts'
 import type { Manifest, StageEntry, TaskInfo } from './manifest.ts'
 import { analyzeModel, buildStages, crossingBytesOf, planCuts } from './partition/index.ts'
@@ -34,9 +35,6 @@ export interface ShardOptions extends AnalyzeOptions {
    */
   maxShapes?: Record<string, number[]>
 }
-
-/** The default cap of a dimension the model leaves open. */
-export function defaultMaxDim (probe: number): number { return Math.max(8, 4 * probe) }
 
 export interface ShardedModel {
   manifest: Manifest

@@ -22,6 +22,9 @@ export interface TensorSpec {
 }
 
 /** Checks that `tensors` hold every input the specs need, with the right dtype and rank; returns them in spec order. */
+/** The default cap of a dimension the model leaves open: max(8, 4 x its probe size). */
+export function defaultMaxDim (probe: number): number { return Math.max(8, 4 * probe) }
+
 export function checkStageInputs (specs: TensorSpec[], tensors: Tensor[], maxBytes?: number): Tensor[] {
   if (maxBytes !== undefined) {
     const bytes = tensors.reduce((n, t) => n + t.data.byteLength, 0)

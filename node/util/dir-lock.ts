@@ -43,7 +43,7 @@ export async function lockDirectory (dir: string): Promise<() => Promise<void>> 
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10)
       if (Number.isInteger(pid) && pid > 0 && isFleetmesh(pid)) {
-        throw new DirectoryInUseError(`${dir} is in use by another fleetmesh node (pid ${pid}${pid === process.pid ? ', this process' : ''}): each vehicle needs a data directory of its own, which holds its identity (--data)`)
+        throw new DirectoryInUseError(`${dir} is in use by another fleetmesh node (pid ${pid}${pid === process.pid ? ', this process' : ''}): each vehicle needs a data directory of its own, which holds its identity (--data); if that process is no fleetmesh node, remove ${file}`)
       }
       // its process is gone: take it over
       await unlink(file).catch(() => {})

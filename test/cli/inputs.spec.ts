@@ -55,5 +55,7 @@ describe('input files', () => {
     assert.equal(inputText(m.inputs[1]), 'k int64[2]')
     assert.equal(capHint(m), '(an open dimension is capped at 4x its probe size, here x=1,3,48,64: --probe-shape sets another)')
     assert.equal(capHint({ inputs: [m.inputs[1]], probeShapes: {} }), '')
+    // a cap set when sharding (maxShapes), not the probe's default, is not explained as one
+    assert.equal(capHint({ inputs: [{ ...m.inputs[0], max: [8, 3, 48, 1280] }], probeShapes: m.probeShapes }), '')
   })
 })
